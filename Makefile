@@ -128,7 +128,7 @@ $(BUILD)/san/tests/run: $(BUILD)/san/tests/main.o $(TESTS:%.c=$(BUILD)/san/%.o) 
 # halt_on_error keeps a sanitizer finding fatal even inside forked children.
 TEST_ENV := ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:abort_on_error=1 \
             UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-            SHORTSTAT_BUILD=$(abspath $(BUILD))/san
+            CK_DEFAULT_TIMEOUT=120 SHORTSTAT_BUILD=$(abspath $(BUILD))/san
 
 # SUITE=name runs one suite (Check's CK_RUN_SUITE); CK_VERBOSITY=verbose for detail.
 test: deps san $(BUILD)/san/tests/run
