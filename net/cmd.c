@@ -1,0 +1,1140 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cmd.c -- the command table, argument parsing, and the replies.
+ *
+ * Design. net_conn_process() parses every complete command in a
+ * connection's input before returning to the loop. Runs of TRACK commands
+ * take a fast path: each is parsed into struct eng_ix (pointers into the
+ * input buffer, or into the server's scratch for quoted tokens) and
+ * eng_prefetch()ed; the run is applied in order when it reaches NET_BATCH,
+ * when another command comes, or at the end of the input. So the cache
+ * misses of one interaction overlap the parsing of the next ones, and the
+ * replies still come out in command order. Every other command goes through
+ * the table below (case-insensitive, arity checked, NOAUTH and MULTI rules).
+ *
+ * Invariants:
+ *  - the batch's pointers are valid until batch_apply(): the input buffer is
+ *    neither grown nor compacted while net_conn_process runs, and the scratch
+ *    is reset only by batch_apply;
+ *  - every command appends exactly one reply (EXEC: one array);
+ *  - errors_total counts every error reply, commands_total every command;
+ *  - inside MULTI nothing touches the engine until EXEC, which applies all
+ *    queued commands or none.
+ *
+ * The pure pieces an HTTP front end reuses (TRACK arguments to eng_ix, STATS
+ * fields, HISTORY record text) are the net_* functions declared in cmd.h.
+ */
+#include "net/cmd.h"
+
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "net/log.h"
+#include "net/server.h"
+
+/* ---- pure helpers (cmd.h) ---------------------------------------------------- */
+
+int net_parse_u64(const uint8_t *p, size_t len, uint64_t *out)
+{
+    if (len == 0 || len > 20)
+        return NET_EINVAL;
+    uint64_t v = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return NET_EINVAL;
+        uint64_t d = (uint64_t)(p[i] - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return NET_EINVAL;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return NET_OK;
+}
+
+int net_parse_i64(const uint8_t *p, size_t len, int64_t *out)
+{
+    bool neg = len > 0 && p[0] == '-';
+    uint64_t v;
+    if (net_parse_u64(p + neg, len - neg, &v))
+        return NET_EINVAL;
+    if (neg ? v > (uint64_t)INT64_MAX + 1 : v > (uint64_t)INT64_MAX)
+        return NET_EINVAL;
+    *out = neg ? (int64_t)(0 - v) : (int64_t)v;
+    return NET_OK;
+}
+
+/* ASCII case-insensitive p[0..n) == lit (lower case), inlined: the hot path
+ * compares command and field names on every TRACK. */
+static inline bool eq_lower(const uint8_t *p, const char *lit, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint8_t c = p[i];
+        if (c >= 'A' && c <= 'Z')
+            c = (uint8_t)(c + 32);
+        if (c != (uint8_t)lit[i])
+            return false;
+    }
+    return true;
+}
+
+/* Printable, bounded copy of client bytes for an error message. */
+static const char *printable(char *out, size_t cap, const uint8_t *p, size_t len)
+{
+    size_t max = cap - 4, o = 0;
+    for (size_t i = 0; i < len && o < max; i++)
+        out[o++] = (p[i] >= 0x20 && p[i] < 0x7f) ? (char)p[i] : '?';
+    if (len > max)
+        memcpy(out + o, "...", 3), o += 3;
+    out[o] = 0;
+    return out;
+}
+
+enum { F_SESSION, F_USER, F_TS, F_WATCH, F_PLATFORM, F_IP, F_UA, F_COUNT };
+static const struct {
+    const char *name;
+    size_t len;
+} track_fields[F_COUNT] = {
+    {"session", 7}, {"user", 4}, {"ts", 2}, {"watch_ms", 8}, {"platform", 8}, {"ip", 2}, {"ua", 2},
+};
+
+static inline int field_index(const uint8_t *p, size_t n)
+{
+    int f;
+    switch (n) {
+    case 2: f = (p[0] | 0x20) == 't' ? F_TS : (p[0] | 0x20) == 'i' ? F_IP : F_UA; break;
+    case 4: f = F_USER; break;
+    case 7: f = F_SESSION; break;
+    case 8: f = (p[0] | 0x20) == 'w' ? F_WATCH : F_PLATFORM; break;
+    default: return F_COUNT;
+    }
+    return eq_lower(p, track_fields[f].name, n) ? f : F_COUNT;
+}
+
+int net_track_parse(const struct proto_arg *args, size_t nargs, struct eng_ix *ix, char *err,
+                    size_t errcap)
+{
+    char tmp[72];
+    memset(ix, 0, sizeof *ix);
+    if (nargs < 2) {
+        snprintf(err, errcap, "%s: missing", nargs ? "type" : "short_id");
+        return NET_EINVAL;
+    }
+    /* 0 means "absent" in eng_ix, so the engine names that error itself. */
+    if (net_parse_u64(args[0].p, args[0].len, &ix->short_id)) {
+        snprintf(err, errcap, "short_id: must be an integer 1..18446744073709551615");
+        return NET_EINVAL;
+    }
+    char t[16];
+    int type = -1;
+    if (args[1].len < sizeof t) {
+        for (size_t i = 0; i < args[1].len; i++)
+            t[i] = (char)tolower(args[1].p[i]);
+        type = eng_type_parse(t, args[1].len);
+    }
+    if (type < 0) {
+        snprintf(err, errcap,
+                 "type: unknown interaction type '%s' (impression, view, skip, save, share, "
+                 "contact, whatsapp, book_viewing)",
+                 printable(tmp, 40, args[1].p, args[1].len));
+        return NET_EINVAL;
+    }
+    ix->type = type;
+
+    unsigned seen = 0;
+    for (size_t i = 2; i < nargs; i++) {
+        const uint8_t *p = args[i].p;
+        size_t len = args[i].len;
+        const uint8_t *eq = memchr(p, '=', len);
+        if (!eq) {
+            snprintf(err, errcap, "%s: expected field=value", printable(tmp, 40, p, len));
+            return NET_EINVAL;
+        }
+        size_t nl = (size_t)(eq - p);
+        const uint8_t *v = eq + 1;
+        size_t vl = len - nl - 1;
+        int f = field_index(p, nl);
+        if (f == F_COUNT) {
+            snprintf(err, errcap,
+                     "%s: unknown field (session, user, ts, watch_ms, platform, ip, ua)",
+                     printable(tmp, 40, p, nl));
+            return NET_EINVAL;
+        }
+        if (seen & (1u << f)) {
+            snprintf(err, errcap, "%s: repeated field", track_fields[f].name);
+            return NET_EINVAL;
+        }
+        seen |= 1u << f;
+        switch (f) {
+        case F_SESSION:
+            ix->session = (const char *)v;
+            ix->session_len = vl;
+            break;
+        case F_USER:
+            if (net_parse_u64(v, vl, &ix->user) || ix->user == 0) {
+                snprintf(err, errcap, "user: must be an integer 1..18446744073709551615");
+                return NET_EINVAL;
+            }
+            break;
+        case F_TS:
+            if (net_parse_i64(v, vl, &ix->ts)) {
+                snprintf(err, errcap, "ts: must be an integer (milliseconds since the epoch)");
+                return NET_EINVAL;
+            }
+            ix->has_ts = true;
+            break;
+        case F_WATCH:
+            if (net_parse_i64(v, vl, &ix->watch_ms)) {
+                snprintf(err, errcap, "watch_ms: must be an integer");
+                return NET_EINVAL;
+            }
+            ix->has_watch = true;
+            break;
+        case F_PLATFORM:
+            ix->platform = (const char *)v;
+            ix->platform_len = vl;
+            break;
+        case F_IP:
+            ix->ip = (const char *)v;
+            ix->ip_len = vl;
+            break;
+        case F_UA:
+            ix->ua = (const char *)v;
+            ix->ua_len = vl;
+            break;
+        }
+    }
+    return NET_OK;
+}
+
+size_t net_fmt_decimal(char *out, double v)
+{
+    int n = snprintf(out, NET_DECIMAL_MAX, "%.6f", v);
+    if (n < 0 || (size_t)n >= NET_DECIMAL_MAX)
+        n = snprintf(out, NET_DECIMAL_MAX, "%.6e", v);  /* absurd magnitudes only */
+    return (size_t)n;
+}
+
+bool net_metric_is_decimal(enum eng_metric m)
+{
+    return m == ENG_M_SCORE || m == ENG_M_ENGAGEMENT_RATE || m == ENG_M_AVG_WATCH_MS;
+}
+
+size_t net_fmt_metric(char *out, enum eng_metric m, double v)
+{
+    if (net_metric_is_decimal(m))
+        return net_fmt_decimal(out, v);
+    if (v < 0)
+        return proto_i64_dec(out, (int64_t)v);
+    return proto_u64_dec(out, (uint64_t)v);
+}
+
+#define NSTATS_FIXED 15u
+
+size_t net_stats_nfields(const struct eng_stats *st) { return NSTATS_FIXED + st->nplatforms; }
+
+void net_stats_fields(const struct eng_stats *st, net_field_fn fn, void *ud)
+{
+    const struct {
+        const char *name;
+        uint64_t v;
+    } counts[] = {
+        {"impressions", st->impressions}, {"views", st->views},
+        {"view_count", st->view_count},   {"unique_viewers", st->unique_viewers},
+        {"saves", st->saves},             {"shares", st->shares},
+        {"skips", st->skips},             {"contacts", st->contacts},
+        {"whatsapps", st->whatsapps},     {"book_viewings", st->book_viewings},
+    };
+    char v[NET_DECIMAL_MAX];
+    size_t n;
+    for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++) {
+        n = proto_u64_dec(v, counts[i].v);
+        fn(ud, counts[i].name, strlen(counts[i].name), v, n, false);
+    }
+    n = net_fmt_decimal(v, st->avg_watch_ms);
+    fn(ud, "avg_watch_ms", 12, v, n, true);
+    n = net_fmt_decimal(v, st->engagement_rate);
+    fn(ud, "engagement_rate", 15, v, n, true);
+    n = net_fmt_decimal(v, st->score);
+    fn(ud, "score", 5, v, n, true);
+    n = proto_u64_dec(v, st->boost);
+    fn(ud, "boost", 5, v, n, false);
+    n = proto_i64_dec(v, st->last_ts);
+    fn(ud, "last_ts", 7, v, n, false);
+    for (size_t i = 0; i < st->nplatforms; i++) {
+        char name[8 + ENG_PLATFORM_MAX + 1];
+        size_t pl = strlen(st->platforms[i].name);
+        if (pl > ENG_PLATFORM_MAX)
+            pl = ENG_PLATFORM_MAX;
+        memcpy(name, "shares_", 7);
+        memcpy(name + 7, st->platforms[i].name, pl);
+        n = proto_u64_dec(v, st->platforms[i].shares);
+        fn(ud, name, 7 + pl, v, n, false);
+    }
+}
+
+_Static_assert(200 + 10 * 5 + ENG_IPSTR_MAX + 4 * (ENG_SESSION_MAX + ENG_PLATFORM_MAX + ENG_UA_MAX) +
+                       6 <= NET_HISTORY_REC_MAX,
+               "NET_HISTORY_REC_MAX too small for the longest record");
+
+static size_t put(char *out, size_t o, const char *s, size_t n)
+{
+    memcpy(out + o, s, n);
+    return o + n;
+}
+
+size_t net_history_format(const struct eng_history_rec *r, char *out)
+{
+    size_t o = proto_u64_dec(out, r->short_id);
+    out[o++] = ' ';
+    const char *tn = eng_type_name(r->type);
+    o = put(out, o, tn, strlen(tn));
+    o = put(out, o, " ts=", 4);
+    o += proto_i64_dec(out + o, r->ts);
+    if (r->session) {
+        o = put(out, o, " session=", 9);
+        o += proto_quote(out + o, (const uint8_t *)r->session, r->session_len);
+    }
+    if (r->user) {
+        o = put(out, o, " user=", 6);
+        o += proto_u64_dec(out + o, r->user);
+    }
+    if (r->has_watch) {
+        o = put(out, o, " watch_ms=", 10);
+        o += proto_u64_dec(out + o, r->watch_ms);
+    }
+    if (r->platform) {
+        o = put(out, o, " platform=", 10);
+        o += proto_quote(out + o, (const uint8_t *)r->platform, r->platform_len);
+    }
+    if (r->ip[0]) {
+        size_t il = strnlen(r->ip, sizeof r->ip);
+        o = put(out, o, " ip=", 4);
+        o += proto_quote(out + o, (const uint8_t *)r->ip, il);
+    }
+    if (r->ua) {
+        o = put(out, o, " ua=", 4);
+        o += proto_quote(out + o, (const uint8_t *)r->ua, r->ua_len);
+    }
+    return o;
+}
+
+/* ---- replies with accounting --------------------------------------------------- */
+
+static void reply_error_raw(struct server *s, struct conn *c, const char *msg)
+{
+    s->st.errors++;
+    net_reply_error(&c->out, msg);
+}
+
+static void reply_err(struct server *s, struct conn *c, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void reply_err(struct server *s, struct conn *c, const char *fmt, ...)
+{
+    char msg[512];
+    memcpy(msg, "ERR ", 4);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg + 4, sizeof msg - 4, fmt, ap);
+    va_end(ap);
+    reply_error_raw(s, c, msg);
+}
+
+static bool arg_is(const struct proto_arg *a, const char *lit)
+{
+    size_t n = strlen(lit);
+    return a->len == n && eq_lower(a->p, lit, n);
+}
+
+/* ---- the TRACK fast path -------------------------------------------------------- */
+
+static void reply_eng_err(struct server *s, struct conn *c, int rc, const struct eng_err *e)
+{
+    if (e->msg[0])
+        reply_err(s, c, "%s", e->msg);
+    else
+        reply_err(s, c, "%s", rc == ENG_ENOMEM ? "out of memory" : "engine error");
+}
+
+/* Applies the parsed TRACK run in order; frees the scratch for reuse. */
+static void batch_apply(struct server *s, struct conn *c)
+{
+    for (size_t i = 0; i < s->nbatch; i++) {
+        struct eng_err e = {.index = -1};
+        int rc = eng_record(s->eng, &s->batch[i], &e);
+        if (rc == ENG_OK) {
+            net_reply_ok(&c->out);
+            s->dirty++;
+        } else {
+            reply_eng_err(s, c, rc, &e);
+        }
+    }
+    s->nbatch = 0;
+    s->scratch_used = 0;
+}
+
+/* ---- commands -------------------------------------------------------------------- */
+
+typedef void (*cmd_fn)(struct server *s, struct conn *c, const struct proto_cmd *cmd);
+
+enum cmd_flag {
+    CF_NOAUTH = 1,   /* allowed before AUTH */
+    CF_INMULTI = 2,  /* runs at once inside MULTI (MULTI, EXEC, DISCARD, QUIT) */
+    CF_QUEUE = 4,    /* queued inside MULTI */
+};
+
+struct command {
+    const char *name;   /* lower case, as in "wrong number of arguments for 'x'" */
+    size_t len;
+    int min_argc, max_argc;  /* including the name; max -1 = any */
+    unsigned flags;
+    cmd_fn fn;
+};
+
+static int parse_short_id(struct server *s, struct conn *c, const struct proto_arg *a,
+                          uint64_t *id)
+{
+    if (net_parse_u64(a->p, a->len, id) || *id == 0) {
+        reply_err(s, c, "short_id: must be an integer 1..18446744073709551615");
+        return -1;
+    }
+    return 0;
+}
+
+static void cmd_ping(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+{
+    if (cmd->argc == 2)
+        net_reply_bulk(&c->out, cmd->argv[1].p, cmd->argv[1].len);
+    else
+        net_reply_status(&c->out, "PONG");
+}
+
+static void cmd_echo(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+{
+    net_reply_bulk(&c->out, cmd->argv[1].p, cmd->argv[1].len);
+}
+
+static void cmd_quit(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+{
+    net_reply_ok(&c->out);
+    c->state = CONN_DRAINING;
+}
+
+static void cmd_command(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+{
+    net_reply_array(&c->out, 0);
+}
+
+static void cmd_auth(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+{
+    if (!s->cfg.has_pass) {
+        reply_err(s, c, "AUTH called without any password configured (--requirepass)");
+        return;
+    }
+    /* AUTH <password>, or Redis 6's AUTH <user> <password> with user "default". */
+    const struct proto_arg *pw = &cmd->argv[cmd->argc - 1];
+    bool user_ok = cmd->argc == 2 || arg_is(&cmd->argv[1], "default");
+    size_t n = strlen(s->cfg.requirepass);
+    unsigned diff = pw->len != n;
+    for (size_t i = 0; i < n; i++)  /* no early exit on the first differing byte */
+        diff |= (unsigned)(s->cfg.requirepass[i] ^ (i < pw->len ? pw->p[i] : 0));
+    if (diff || !user_ok) {
+        s->st.auth_failures++;
+        reply_error_raw(s, c, "WRONGPASS invalid password");
+        uint64_t more;
+        if (net_ratelimit_ok(&s->auth_rl, ev_now(s->loop), &more))
+            net_warn("client %s: AUTH with a wrong password (%llu more since the last such line)",
+                     c->addr, (unsigned long long)more);
+        return;
+    }
+    c->authed = true;
+    net_reply_ok(&c->out);
+}
+
+static void record_one(struct server *s, struct conn *c, const struct eng_ix *ix)
+{
+    struct eng_err e = {.index = -1};
+    int rc = eng_record(s->eng, ix, &e);
+    if (rc == ENG_OK) {
+        net_reply_ok(&c->out);
+        s->dirty++;
+    } else {
+        reply_eng_err(s, c, rc, &e);
+    }
+}
+
+/* ---- MULTI ------------------------------------------------------------------------ */
+
+void net_multi_free(struct net_multi *m)
+{
+    free(m->items);
+    free(m->ixs);
+    net_buf_free(&m->arena);
+    *m = (struct net_multi){0};
+}
+
+static void multi_reset(struct net_multi *m)
+{
+    m->active = m->dirty = false;
+    m->n = 0;
+    m->arena.len = m->arena.off = 0;
+    if (m->cap > 4096) {  /* a huge transaction: give the memory back */
+        net_multi_free(m);
+    }
+    net_buf_shrink(&m->arena, 1u << 20);
+}
+
+static size_t arena_put(struct net_buf *a, const char *p, size_t len)
+{
+    if (!p)
+        return SIZE_MAX;
+    size_t off = a->len;
+    net_buf_append(a, p, len);
+    return off;
+}
+
+static struct net_qitem *multi_push(struct server *s, struct conn *c)
+{
+    struct net_multi *m = &c->multi;
+    size_t bytes = (m->n + 1) * sizeof *m->items + m->arena.len;
+    if (bytes > s->cfg.query_buffer_limit) {
+        m->dirty = true;
+        reply_err(s, c, "transaction too large (query-buffer-limit)");
+        return NULL;
+    }
+    if (m->n == m->cap) {
+        size_t cap = m->cap ? m->cap * 2 : 16;
+        struct net_qitem *it = realloc(m->items, cap * sizeof *it);
+        if (!it) {
+            m->dirty = true;
+            reply_err(s, c, "out of memory");
+            return NULL;
+        }
+        m->items = it;
+        m->cap = cap;
+    }
+    return &m->items[m->n];
+}
+
+static void queue_track(struct server *s, struct conn *c, const struct eng_ix *ix)
+{
+    struct eng_err e = {.index = -1};
+    int rc = eng_validate(s->eng, ix, &e);
+    if (rc) {
+        c->multi.dirty = true;
+        reply_eng_err(s, c, rc, &e);
+        return;
+    }
+    struct net_qitem *q = multi_push(s, c);
+    if (!q)
+        return;
+    struct net_buf *a = &c->multi.arena;
+    q->kind = NET_Q_TRACK;
+    q->ix = *ix;
+    q->off_session = arena_put(a, ix->session, ix->session_len);
+    q->off_platform = arena_put(a, ix->platform, ix->platform_len);
+    q->off_ip = arena_put(a, ix->ip, ix->ip_len);
+    q->off_ua = arena_put(a, ix->ua, ix->ua_len);
+    if (a->failed) {
+        c->state = CONN_CLOSING;
+        return;
+    }
+    c->multi.n++;
+    net_reply_status(&c->out, "QUEUED");
+}
+
+static void cmd_track(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+{
+    struct eng_ix ix;
+    char err[NET_ERR_MAX];
+    if (net_track_parse(&cmd->argv[1], cmd->argc - 1, &ix, err, sizeof err)) {
+        if (c->multi.active)
+            c->multi.dirty = true;
+        reply_err(s, c, "%s", err);
+        return;
+    }
+    if (c->multi.active)
+        queue_track(s, c, &ix);
+    else
+        record_one(s, c, &ix);
+}
+
+static void cmd_boost(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+{
+    uint64_t id;
+    int64_t boost;
+    if (parse_short_id(s, c, &cmd->argv[1], &id))
+        goto bad;
+    if (net_parse_i64(cmd->argv[2].p, cmd->argv[2].len, &boost) || boost < 0 ||
+        boost > (int64_t)ENG_BOOST_MAX) {
+        reply_err(s, c, "boost: must be an integer 0..%u", ENG_BOOST_MAX);
+        goto bad;
+    }
+    if (c->multi.active) {
+        struct net_qitem *q = multi_push(s, c);
+        if (!q)
+            return;
+        q->kind = NET_Q_BOOST;
+        q->boost_id = id;
+        q->boost = boost;
+        c->multi.n++;
+        net_reply_status(&c->out, "QUEUED");
+        return;
+    }
+    struct eng_err e = {.index = -1};
+    int rc = eng_set_boost(s->eng, id, boost, &e);
+    if (rc) {
+        reply_eng_err(s, c, rc, &e);
+        return;
+    }
+    s->dirty++;
+    net_reply_ok(&c->out);
+    return;
+bad:
+    if (c->multi.active)
+        c->multi.dirty = true;
+}
+
+static void cmd_multi(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+{
+    if (c->multi.active) {
+        reply_err(s, c, "MULTI calls can not be nested");
+        return;
+    }
+    c->multi.active = true;
+    c->multi.dirty = false;
+    c->multi.n = 0;
+    net_reply_ok(&c->out);
+}
+
+static void cmd_discard(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+{
+    if (!c->multi.active) {
+        reply_err(s, c, "DISCARD without MULTI");
+        return;
+    }
+    multi_reset(&c->multi);
+    net_reply_ok(&c->out);
+}
+
+static inline const char *arena_str(const struct net_buf *a, size_t off)
+{
+    return off == SIZE_MAX ? NULL : (const char *)a->p + off;
+}
+
+static void cmd_exec(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+{
+    struct net_multi *m = &c->multi;
+    if (!m->active) {
+        reply_err(s, c, "EXEC without MULTI");
+        return;
+    }
+    if (m->dirty) {
+        reply_error_raw(s, c, "EXECABORT Transaction discarded because of previous errors.");
+        multi_reset(m);
+        return;
+    }
+    size_t ntrack = 0;
+    for (size_t i = 0; i < m->n; i++)
+        ntrack += m->items[i].kind == NET_Q_TRACK;
+    if (ntrack > m->ixs_cap) {
+        struct eng_ix *ixs = realloc(m->ixs, ntrack * sizeof *ixs);
+        if (!ixs) {
+            reply_error_raw(s, c, "EXECABORT Transaction discarded: out of memory");
+            multi_reset(m);
+            return;
+        }
+        m->ixs = ixs;
+        m->ixs_cap = ntrack;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < m->n; i++) {
+        const struct net_qitem *q = &m->items[i];
+        if (q->kind != NET_Q_TRACK)
+            continue;
+        struct eng_ix *ix = &m->ixs[k++];
+        *ix = q->ix;
+        ix->session = arena_str(&m->arena, q->off_session);
+        ix->platform = arena_str(&m->arena, q->off_platform);
+        ix->ip = arena_str(&m->arena, q->off_ip);
+        ix->ua = arena_str(&m->arena, q->off_ua);
+    }
+    if (ntrack) {
+        struct eng_err e = {.index = -1};
+        int rc = eng_record_batch(s->eng, m->ixs, ntrack, &e);
+        if (rc) {
+            /* Validated when queued, so only a limit or memory gets here. */
+            char msg[300];
+            snprintf(msg, sizeof msg, "EXECABORT Transaction discarded: TRACK #%d: %s",
+                     (int)e.index + 1, e.msg[0] ? e.msg : "engine error");
+            reply_error_raw(s, c, msg);
+            multi_reset(m);
+            return;
+        }
+    }
+    for (size_t i = 0; i < m->n; i++) {
+        const struct net_qitem *q = &m->items[i];
+        if (q->kind != NET_Q_BOOST)
+            continue;
+        struct eng_err e = {.index = -1};
+        if (eng_set_boost(s->eng, q->boost_id, q->boost, &e))
+            net_warn("EXEC: BOOST %llu failed after the TRACKs applied: %s",
+                     (unsigned long long)q->boost_id, e.msg);
+    }
+    s->dirty += m->n;
+    net_reply_array(&c->out, m->n);
+    for (size_t i = 0; i < m->n; i++)
+        net_reply_ok(&c->out);
+    multi_reset(m);
+}
+
+/* ---- queries ------------------------------------------------------------------------ */
+
+static void stats_field_reply(void *ud, const char *name, size_t nl, const char *v, size_t vl,
+                              bool dec)
+{
+    struct net_buf *b = ud;
+    net_reply_bulk(b, name, nl);
+    net_reply_bulk(b, v, vl);
+}
+
+static void cmd_stats(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+{
+    uint64_t id;
+    if (parse_short_id(s, c, &cmd->argv[1], &id))
+        return;
+    struct eng_stats st;
+    eng_stats(s->eng, id, &st);
+    net_reply_array(&c->out, 2 * net_stats_nfields(&st));
+    net_stats_fields(&st, stats_field_reply, &c->out);
+}
+
+static void cmd_engagement(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+{
+    uint64_t id;
+    if (parse_short_id(s, c, &cmd->argv[1], &id))
+        return;
+    struct eng_stats st;
+    eng_stats(s->eng, id, &st);
+    char v[NET_DECIMAL_MAX];
+    net_reply_bulk(&c->out, v, net_fmt_decimal(v, st.engagement_rate));
+}
+
+static void cmd_score(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+{
+    uint64_t id;
+    if (parse_short_id(s, c, &cmd->argv[1], &id))
+        return;
+    struct eng_stats st;
+    eng_stats(s->eng, id, &st);
+    char v[NET_DECIMAL_MAX];
+    net_reply_bulk(&c->out, v, net_fmt_decimal(v, st.score));
+}
+
+static void cmd_top(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+{
+    uint64_t k;
+    if (net_parse_u64(cmd->argv[1].p, cmd->argv[1].len, &k) || k < 1 || k > ENG_TOPK_MAX) {
+        reply_err(s, c, "k: must be an integer 1..%u", ENG_TOPK_MAX);
+        return;
+    }
+    int metric = ENG_M_SCORE;
+    if (cmd->argc == 3 || (cmd->argc == 4 && !arg_is(&cmd->argv[2], "by"))) {
+        reply_err(s, c, "syntax error: TOP <k> [BY <metric>]");
+        return;
+    }
+    if (cmd->argc == 4) {
+        const struct proto_arg *a = &cmd->argv[3];
+        char name[32];
+        metric = -1;
+        if (a->len < sizeof name) {
+            for (size_t i = 0; i < a->len; i++)
+                name[i] = (char)tolower(a->p[i]);
+            metric = eng_metric_parse(name, a->len);
+        }
+        if (metric < 0) {
+            char tmp[48];
+            reply_err(s, c,
+                      "by: unknown metric '%s' (score, view_count, unique_viewers, saves, shares, "
+                      "engagement_rate, avg_watch_ms)",
+                      printable(tmp, sizeof tmp, a->p, a->len));
+            return;
+        }
+    }
+    struct eng_err e = {.index = -1};
+    int n = eng_top(s->eng, (enum eng_metric)metric, (uint32_t)k, s->top, &e);
+    if (n < 0) {
+        reply_eng_err(s, c, n, &e);
+        return;
+    }
+    net_reply_array(&c->out, 2 * (size_t)n);
+    for (int i = 0; i < n; i++) {
+        char v[NET_DECIMAL_MAX];
+        net_reply_bulk_u64(&c->out, s->top[i].short_id);
+        net_reply_bulk(&c->out, v, net_fmt_metric(v, (enum eng_metric)metric, s->top[i].value));
+    }
+}
+
+static void cmd_history(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+{
+    bool is_user = arg_is(&cmd->argv[1], "user");
+    if (!is_user && !arg_is(&cmd->argv[1], "session")) {
+        reply_err(s, c, "syntax error: HISTORY SESSION <session> [limit] | HISTORY USER <user> [limit]");
+        return;
+    }
+    uint64_t limit = 20;
+    if (cmd->argc == 4 &&
+        (net_parse_u64(cmd->argv[3].p, cmd->argv[3].len, &limit) || limit == 0)) {
+        reply_err(s, c, "limit: must be a positive integer");
+        return;
+    }
+    if (limit > s->cfg.history)
+        limit = s->cfg.history;
+    const struct proto_arg *id = &cmd->argv[2];
+    size_t n;
+    if (is_user) {
+        uint64_t user;
+        if (net_parse_u64(id->p, id->len, &user) || user == 0) {
+            reply_err(s, c, "user: must be an integer 1..18446744073709551615");
+            return;
+        }
+        n = eng_history_user(s->eng, user, s->hist, (size_t)limit);
+    } else {
+        n = eng_history_session(s->eng, (const char *)id->p, id->len, s->hist, (size_t)limit);
+    }
+    net_reply_array(&c->out, n);
+    for (size_t i = 0; i < n; i++) {
+        /* Format straight into the reply: header sized for the longest record. */
+        uint8_t *o = net_buf_reserve(&c->out, PROTO_INT_SIZE + NET_HISTORY_REC_MAX + 2);
+        if (!o)
+            return;
+        char rec[NET_HISTORY_REC_MAX];
+        size_t len = net_history_format(&s->hist[i], rec);
+        c->out.len += proto_enc_bulk(o, rec, len);
+    }
+}
+
+static void cmd_session(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+{
+    if (!arg_is(&cmd->argv[1], "new")) {
+        char tmp[48];
+        reply_err(s, c, "unknown SESSION subcommand '%s' (SESSION NEW)",
+                  printable(tmp, sizeof tmp, cmd->argv[1].p, cmd->argv[1].len));
+        return;
+    }
+    char sid[ENG_SID_LEN + 1];
+    eng_session_new(s->eng, sid);
+    net_reply_bulk(&c->out, sid, strlen(sid));
+}
+
+static void cmd_snapshot(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+{
+    char err[256];
+    if (net_snapshot_start(s, err, sizeof err)) {
+        reply_err(s, c, "%s", err);
+        return;
+    }
+    net_reply_status(&c->out, "Snapshot started");
+}
+
+/* ---- INFO ---------------------------------------------------------------------------- */
+
+static void infof(struct net_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void infof(struct net_buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    uint8_t *o = net_buf_reserve(b, 256);
+    if (!o)
+        return;
+    va_start(ap, fmt);
+    int n = vsnprintf((char *)o, 256, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if (n >= 256) {
+        o = net_buf_reserve(b, (size_t)n + 1);
+        if (!o)
+            return;
+        va_start(ap, fmt);
+        vsnprintf((char *)o, (size_t)n + 1, fmt, ap);
+        va_end(ap);
+    }
+    b->len += (size_t)n;
+}
+
+static uint64_t rss_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long long size = 0, res = 0;
+    if (!f)
+        return 0;
+    if (fscanf(f, "%llu %llu", &size, &res) != 2)
+        res = 0;
+    fclose(f);
+    return res * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+enum { SEC_SERVER = 1, SEC_CLIENTS = 2, SEC_MEMORY = 4, SEC_STATS = 8, SEC_PERSIST = 16,
+       SEC_ENGINE = 32, SEC_ALL = 63 };
+
+static const char *snap_status_name(enum net_snap_status st)
+{
+    return st == NET_SNAP_OK ? "ok" : st == NET_SNAP_ERR ? "err" : "none";
+}
+
+static void info_text(struct server *s, struct net_buf *b, unsigned sections)
+{
+    struct eng_info ei;
+    eng_info(s->eng, &ei);
+    double now = ev_now(s->loop);
+    const char *sep = "";
+    if (sections & SEC_SERVER) {
+        infof(b, "# Server\r\n");
+        infof(b, "version:%s\r\n", NET_VERSION);
+        infof(b, "process_id:%d\r\n", (int)getpid());
+        infof(b, "bind:%s\r\n", s->cfg.bind);
+        infof(b, "tcp_port:%u\r\n", s->port);
+        infof(b, "uptime_s:%lld\r\n", (long long)(now - s->start_time));
+        infof(b, "config_file:%s\r\n", s->cfg.config_file);
+        sep = "\r\n";
+    }
+    if (sections & SEC_CLIENTS) {
+        uint64_t inbuf = 0, outbuf = 0;
+        for (const struct conn *c = s->conns; c; c = c->next) {
+            inbuf += net_buf_live(&c->in);
+            outbuf += net_buf_live(&c->out);
+        }
+        infof(b, "%s# Clients\r\n", sep);
+        infof(b, "connected_clients:%u\r\n", s->nconns);
+        infof(b, "maxclients:%u\r\n", s->cfg.maxclients);
+        infof(b, "total_connections_received:%llu\r\n",
+              (unsigned long long)s->st.connections_received);
+        infof(b, "rejected_connections:%llu\r\n", (unsigned long long)s->st.rejected_connections);
+        infof(b, "output_limit_disconnects:%llu\r\n",
+              (unsigned long long)s->st.output_limit_disconnects);
+        infof(b, "query_limit_disconnects:%llu\r\n",
+              (unsigned long long)s->st.query_limit_disconnects);
+        infof(b, "client_output_limit:%llu\r\n", (unsigned long long)s->cfg.client_output_limit);
+        infof(b, "query_buffer_limit:%llu\r\n", (unsigned long long)s->cfg.query_buffer_limit);
+        infof(b, "pending_input_bytes:%llu\r\n", (unsigned long long)inbuf);
+        infof(b, "pending_output_bytes:%llu\r\n", (unsigned long long)outbuf);
+        sep = "\r\n";
+    }
+    if (sections & SEC_MEMORY) {
+        uint64_t bufs = s->tmp.cap + NET_SCRATCH;
+        for (const struct conn *c = s->conns; c; c = c->next)
+            bufs += c->in.cap + c->out.cap + c->multi.arena.cap + sizeof *c;
+        infof(b, "%s# Memory\r\n", sep);
+        infof(b, "used_memory_bytes:%llu\r\n", (unsigned long long)(ei.mem_total + bufs));
+        infof(b, "used_memory_engine_bytes:%llu\r\n", (unsigned long long)ei.mem_total);
+        infof(b, "used_memory_records_bytes:%llu\r\n", (unsigned long long)ei.mem_records);
+        infof(b, "used_memory_viewers_bytes:%llu\r\n", (unsigned long long)ei.mem_viewers);
+        infof(b, "used_memory_clients_bytes:%llu\r\n", (unsigned long long)bufs);
+        infof(b, "rss_bytes:%llu\r\n", (unsigned long long)rss_bytes());
+        sep = "\r\n";
+    }
+    if (sections & SEC_STATS) {
+        infof(b, "%s# Stats\r\n", sep);
+        infof(b, "interactions_total:%llu\r\n", (unsigned long long)ei.interactions);
+        infof(b, "commands_total:%llu\r\n", (unsigned long long)s->st.commands);
+        infof(b, "errors_total:%llu\r\n", (unsigned long long)s->st.errors);
+        infof(b, "protocol_errors:%llu\r\n", (unsigned long long)s->st.protocol_errors);
+        infof(b, "auth_failures:%llu\r\n", (unsigned long long)s->st.auth_failures);
+        infof(b, "net_input_bytes:%llu\r\n", (unsigned long long)s->st.net_input_bytes);
+        infof(b, "net_output_bytes:%llu\r\n", (unsigned long long)s->st.net_output_bytes);
+        for (int t = 0; t < ENG_T_COUNT; t++)
+            infof(b, "interactions_%s:%llu\r\n", eng_type_name((enum eng_type)t),
+                  (unsigned long long)ei.by_type[t]);
+        sep = "\r\n";
+    }
+    if (sections & SEC_PERSIST) {
+        const struct net_snapshot *sn = &s->snap;
+        infof(b, "%s# Persistence\r\n", sep);
+        infof(b, "dir:%s\r\n", s->cfg.dir);
+        infof(b, "snapshot_interval_s:%u\r\n", s->cfg.snapshot_interval_s);
+        infof(b, "snapshot_in_progress:%d\r\n", sn->in_progress ? 1 : 0);
+        infof(b, "changes_since_last_snapshot:%llu\r\n", (unsigned long long)s->dirty);
+        infof(b, "last_snapshot_unix:%lld\r\n", (long long)sn->last_unix);
+        infof(b, "last_snapshot_status:%s\r\n", snap_status_name(sn->last_status));
+        infof(b, "last_snapshot_duration_ms:%llu\r\n", (unsigned long long)sn->last_duration_ms);
+        infof(b, "last_snapshot_bytes:%llu\r\n", (unsigned long long)sn->last_bytes);
+        infof(b, "last_snapshot_raw_bytes:%llu\r\n", (unsigned long long)sn->last_raw_bytes);
+        infof(b, "last_snapshot_error:%s\r\n", sn->last_error);
+        infof(b, "last_fork_usec:%llu\r\n", (unsigned long long)sn->last_fork_usec);
+        infof(b, "max_fork_usec:%llu\r\n", (unsigned long long)sn->max_fork_usec);
+        infof(b, "snapshots_total:%llu\r\n", (unsigned long long)sn->total);
+        infof(b, "snapshots_failed:%llu\r\n", (unsigned long long)sn->failed);
+        infof(b, "loaded_snapshot:%d\r\n", sn->loaded ? 1 : 0);
+        infof(b, "loaded_snapshot_created_unix:%lld\r\n",
+              (long long)(sn->loaded_created_ms / 1000));
+        infof(b, "load_duration_ms:%llu\r\n", (unsigned long long)sn->load_ms);
+        sep = "\r\n";
+    }
+    if (sections & SEC_ENGINE) {
+        infof(b, "%s# Engine\r\n", sep);
+        infof(b, "shorts:%llu\r\n", (unsigned long long)ei.shorts);
+        infof(b, "sessions:%llu\r\n", (unsigned long long)ei.sessions);
+        infof(b, "users:%llu\r\n", (unsigned long long)ei.users);
+        infof(b, "records:%llu\r\n", (unsigned long long)ei.records);
+        infof(b, "viewer_pairs:%llu\r\n", (unsigned long long)ei.viewer_pairs);
+        infof(b, "sessions_evicted:%llu\r\n", (unsigned long long)ei.sessions_evicted);
+        infof(b, "history:%u\r\n", ei.history);
+        infof(b, "session_ttl_s:%lld\r\n", (long long)(ei.session_ttl_ms / 1000));
+    }
+}
+
+static void cmd_info(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+{
+    static const struct { const char *name; unsigned bits; } secs[] = {
+        {"server", SEC_SERVER},   {"clients", SEC_CLIENTS},     {"memory", SEC_MEMORY},
+        {"stats", SEC_STATS},     {"persistence", SEC_PERSIST}, {"engine", SEC_ENGINE},
+        {"all", SEC_ALL},         {"default", SEC_ALL},         {"everything", SEC_ALL},
+    };
+    unsigned sections = SEC_ALL;
+    if (cmd->argc == 2) {
+        sections = 0;  /* unknown section: empty text, as Redis answers */
+        for (size_t i = 0; i < sizeof secs / sizeof secs[0]; i++)
+            if (arg_is(&cmd->argv[1], secs[i].name))
+                sections = secs[i].bits;
+    }
+    s->tmp.len = s->tmp.off = 0;
+    s->tmp.failed = false;
+    info_text(s, &s->tmp, sections);
+    if (s->tmp.failed) {
+        reply_err(s, c, "out of memory");
+        return;
+    }
+    net_reply_bulk(&c->out, s->tmp.p, s->tmp.len);
+}
+
+/* ---- dispatch ---------------------------------------------------------------------- */
+
+#define CMD(n, mn, mx, fl, f) {n, sizeof(n) - 1, mn, mx, fl, f}
+static const struct command commands[] = {
+    CMD("track", 3, -1, CF_QUEUE, cmd_track),
+    CMD("ping", 1, 2, CF_NOAUTH, cmd_ping),
+    CMD("echo", 2, 2, 0, cmd_echo),
+    CMD("stats", 2, 2, 0, cmd_stats),
+    CMD("score", 2, 2, 0, cmd_score),
+    CMD("engagement", 2, 2, 0, cmd_engagement),
+    CMD("boost", 3, 3, CF_QUEUE, cmd_boost),
+    CMD("top", 2, 4, 0, cmd_top),
+    CMD("history", 3, 4, 0, cmd_history),
+    CMD("session", 2, 2, 0, cmd_session),
+    CMD("info", 1, 2, 0, cmd_info),
+    CMD("multi", 1, 1, CF_INMULTI, cmd_multi),
+    CMD("exec", 1, 1, CF_INMULTI, cmd_exec),
+    CMD("discard", 1, 1, CF_INMULTI, cmd_discard),
+    CMD("auth", 2, 3, CF_NOAUTH, cmd_auth),
+    CMD("quit", 1, -1, CF_NOAUTH | CF_INMULTI, cmd_quit),
+    CMD("command", 1, -1, 0, cmd_command),
+    CMD("snapshot", 1, 1, 0, cmd_snapshot),
+};
+
+static const struct command *lookup(const struct proto_arg *name)
+{
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (commands[i].len == name->len && eq_lower(name->p, commands[i].name, name->len))
+            return &commands[i];
+    return NULL;
+}
+
+static void dispatch(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+{
+    const struct command *k = lookup(&cmd->argv[0]);
+    char tmp[72];
+    if (!c->authed && (!k || !(k->flags & CF_NOAUTH))) {
+        reply_error_raw(s, c, "NOAUTH Authentication required.");
+        return;
+    }
+    if (!k) {
+        if (c->multi.active)
+            c->multi.dirty = true;
+        reply_err(s, c, "unknown command '%s'",
+                  printable(tmp, 64, cmd->argv[0].p, cmd->argv[0].len));
+        return;
+    }
+    if ((int)cmd->argc < k->min_argc || (k->max_argc >= 0 && (int)cmd->argc > k->max_argc)) {
+        if (c->multi.active)
+            c->multi.dirty = true;
+        reply_err(s, c, "wrong number of arguments for '%s' command", k->name);
+        return;
+    }
+    if (c->multi.active && !(k->flags & (CF_INMULTI | CF_QUEUE))) {
+        c->multi.dirty = true;
+        reply_err(s, c, "%s is not allowed in MULTI (only TRACK and BOOST are queued)", k->name);
+        return;
+    }
+    k->fn(s, c, cmd);
+}
+
+static inline bool is_track(const struct proto_arg *a)
+{
+    return a->len == 5 && eq_lower(a->p, "track", 5);
+}
+
+void net_conn_process(struct server *s, struct conn *c)
+{
+    struct net_buf *in = &c->in;
+    struct proto_cmd *cmd = &s->cmd;
+    const uint64_t out_limit = s->cfg.client_output_limit;
+
+    s->nbatch = 0;
+    s->scratch_used = 0;
+    while (c->state == CONN_ACTIVE && net_buf_live(in) > 0) {
+        if (NET_SCRATCH - s->scratch_used < PROTO_SCRATCH_MIN)
+            batch_apply(s, c);
+        int rc = proto_parse(in->p + in->off, net_buf_live(in), s->scratch + s->scratch_used,
+                             NET_SCRATCH - s->scratch_used, cmd);
+        if (rc == PROTO_MORE)
+            break;
+        if (rc == PROTO_EFATAL || rc == PROTO_EBAD) {
+            batch_apply(s, c);
+            s->st.protocol_errors++;
+            reply_err(s, c, "Protocol error: %s", cmd->err);
+            if (rc == PROTO_EFATAL) {
+                net_info("client %s: protocol error (%s), closing", c->addr, cmd->err);
+                c->state = CONN_DRAINING;
+                break;
+            }
+            net_buf_consume(in, cmd->consumed);
+            continue;
+        }
+        /* Consuming only moves offsets: argv stays valid until the next read. */
+        net_buf_consume(in, cmd->consumed);
+        if (cmd->argc == 0)
+            continue;
+        s->st.commands++;
+        s->scratch_used += cmd->scratch_used;
+        if (is_track(&cmd->argv[0]) && c->authed && !c->multi.active && cmd->argc >= 3) {
+            char err[NET_ERR_MAX];
+            struct eng_ix *ix = &s->batch[s->nbatch];
+            if (net_track_parse(&cmd->argv[1], cmd->argc - 1, ix, err, sizeof err)) {
+                batch_apply(s, c);
+                reply_err(s, c, "%s", err);
+            } else {
+                eng_prefetch(s->eng, ix);
+                if (++s->nbatch == NET_BATCH)
+                    batch_apply(s, c);
+            }
+        } else {
+            batch_apply(s, c);
+            dispatch(s, c, cmd);
+        }
+        if (net_buf_live(&c->out) > out_limit || c->out.failed)
+            break;
+    }
+    batch_apply(s, c);
+    if (c->out.failed) {
+        net_warn("client %s: out of memory for replies, closing", c->addr);
+        c->state = CONN_CLOSING;
+    } else if (net_buf_live(&c->out) > out_limit && c->state != CONN_CLOSING) {
+        s->st.output_limit_disconnects++;
+        net_warn("client %s: output buffer %zu bytes over --client-output-limit %llu, closing",
+                 c->addr, net_buf_live(&c->out), (unsigned long long)out_limit);
+        c->state = CONN_CLOSING;
+    }
+}

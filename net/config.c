@@ -1,0 +1,350 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * config.c -- shortstatd's flags and config file.
+ *
+ * One table describes every setting: its key (the flag without "--"), its
+ * kind and bounds, and where it lands in struct net_config. The command line
+ * and the config file both go through net_config_set(), so they accept the
+ * same keys with the same checks and the same messages. Nothing here exits or
+ * prints: main() decides (exit 2 on NET_CFG_EINVAL).
+ */
+#include "net/config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/eng.h"
+#include "net/log.h"
+
+enum kind { K_STR, K_U32, K_I64, K_SIZE, K_PASS, K_LEVEL, K_BOOL };
+
+struct setting {
+    const char *key;
+    enum kind kind;
+    size_t off;        /* offsetof in struct net_config */
+    size_t cap;        /* K_STR: buffer size */
+    int64_t min, max;  /* numbers */
+    const char *help;
+};
+
+#define OFF(f) offsetof(struct net_config, f)
+
+static const struct setting settings[] = {
+    {"bind", K_STR, OFF(bind), sizeof(((struct net_config *)0)->bind), 0, 0,
+     "address to listen on (IPv4 or IPv6)"},
+    {"port", K_U32, OFF(port), 0, 0, 65535, "TCP port; 0 picks a free one (logged)"},
+    {"dir", K_STR, OFF(dir), NET_PATH_MAX, 0, 0, "directory of shortstat.snap"},
+    {"history", K_U32, OFF(history), 0, 1, ENG_HISTORY_MAX, "records kept per session and per user"},
+    {"session-ttl", K_I64, OFF(session_ttl_s), 0, 1, 10ll * 366 * 86400,
+     "seconds before an idle session is evicted"},
+    {"snapshot-interval", K_U32, OFF(snapshot_interval_s), 0, 0, 366 * 86400,
+     "seconds between snapshots; 0 = off"},
+    {"maxclients", K_U32, OFF(maxclients), 0, 1, 1000000, "most simultaneous clients"},
+    {"requirepass", K_PASS, OFF(requirepass), 0, 0, 0, "clients must AUTH with this password"},
+    {"loglevel", K_LEVEL, OFF(loglevel), 0, 0, 0, "debug, info or warn"},
+    {"http-port", K_U32, OFF(http_port), 0, 0, 65535, "HTTP/JSON and /metrics port; 0 = off"},
+    {"trust-proxy", K_BOOL, OFF(trust_proxy), 0, 0, 0,
+     "take the HTTP client address from X-Forwarded-For (yes or no)"},
+    {"query-buffer-limit", K_SIZE, OFF(query_buffer_limit), 0, 1024, 1ll << 40,
+     "bytes of unparsed input per client (k/m/g suffixes)"},
+    {"client-output-limit", K_SIZE, OFF(client_output_limit), 0, 1024, 1ll << 40,
+     "bytes of unread replies per client before it is cut off"},
+};
+#define NSETTINGS (sizeof settings / sizeof settings[0])
+
+void net_config_defaults(struct net_config *c)
+{
+    memset(c, 0, sizeof *c);
+    strcpy(c->bind, "127.0.0.1");
+    c->port = NET_DEFAULT_PORT;
+    c->http_port = NET_DEFAULT_HTTP_PORT;
+    strcpy(c->dir, "./data");
+    c->history = ENG_HISTORY_DEFAULT;
+    c->session_ttl_s = 86400;
+    c->snapshot_interval_s = 60;
+    c->maxclients = NET_DEFAULT_MAXCLIENTS;
+    c->loglevel = NET_LOG_INFO;
+    c->query_buffer_limit = NET_DEFAULT_QBUF_LIMIT;
+    c->client_output_limit = NET_DEFAULT_OUT_LIMIT;
+}
+
+const char *net_config_usage(void)
+{
+    return "usage: shortstatd [options]\n"
+           "  --bind ADDR               address to listen on (default 127.0.0.1)\n"
+           "  --port N                  TCP port (default 7878; 0 = any free port, logged)\n"
+           "  --dir DIR                 data directory for shortstat.snap (default ./data)\n"
+           "  --history N               records kept per session and per user (default 64)\n"
+           "  --session-ttl SECONDS     idle time before a session is evicted (default 86400)\n"
+           "  --snapshot-interval SECS  seconds between snapshots, 0 = off (default 60)\n"
+           "  --maxclients N            most simultaneous clients (default 10000)\n"
+           "  --requirepass PASSWORD    clients must AUTH first\n"
+           "  --config FILE             read settings from FILE (\"key value\" lines)\n"
+           "  --loglevel LEVEL          debug, info or warn (default info)\n"
+           "  --http-port N             HTTP/JSON and /metrics port (default 7879; 0 = off)\n"
+           "  --trust-proxy yes|no      HTTP client address from X-Forwarded-For (default no)\n"
+           "  --query-buffer-limit SIZE unparsed input per client (default 256m)\n"
+           "  --client-output-limit SIZE unread replies per client (default 64m)\n"
+           "  --help, --version\n"
+           "SIZE is bytes, or a number with k, m or g (powers of 1024).\n"
+           "Config file keys are the flag names without \"--\"; flags override the file.\n";
+}
+
+static const struct setting *find_setting(const char *key)
+{
+    char norm[64];
+    size_t n = strlen(key);
+    if (n >= sizeof norm)
+        return NULL;
+    for (size_t i = 0; i <= n; i++)
+        norm[i] = key[i] == '_' ? '-' : key[i];
+    for (size_t i = 0; i < NSETTINGS; i++)
+        if (strcmp(settings[i].key, norm) == 0)
+            return &settings[i];
+    return NULL;
+}
+
+/* Strict decimal: digits only (an optional k/m/g when sized). */
+static int parse_num(const char *s, bool sized, int64_t *out)
+{
+    if (!*s)
+        return -1;
+    int64_t v = 0;
+    const char *p = s;
+    while (*p >= '0' && *p <= '9') {
+        if (v > (INT64_MAX - 9) / 10)
+            return -1;
+        v = v * 10 + (*p++ - '0');
+    }
+    if (p == s)
+        return -1;
+    if (sized && *p) {
+        int shift;
+        switch (*p) {
+        case 'k': case 'K': shift = 10; break;
+        case 'm': case 'M': shift = 20; break;
+        case 'g': case 'G': shift = 30; break;
+        default: return -1;
+        }
+        p++;
+        if (*p == 'b' || *p == 'B')
+            p++;
+        if (v > (INT64_MAX >> shift))
+            return -1;
+        v <<= shift;
+    }
+    if (*p)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int net_config_set(struct net_config *c, const char *key, const char *val, char *err,
+                   size_t errcap)
+{
+    const struct setting *s = find_setting(key);
+    if (!s) {
+        snprintf(err, errcap, "%s: unknown setting", key);
+        return NET_CFG_EINVAL;
+    }
+    char *dst = (char *)c + s->off;
+    int64_t v;
+    switch (s->kind) {
+    case K_STR:
+        if (!*val || strlen(val) >= s->cap) {
+            snprintf(err, errcap, "%s: must be 1 to %zu characters", s->key, s->cap - 1);
+            return NET_CFG_EINVAL;
+        }
+        strcpy(dst, val);
+        return NET_CFG_OK;
+    case K_PASS:
+        if (!*val || strlen(val) > NET_PASS_MAX) {
+            snprintf(err, errcap, "%s: must be 1 to %u characters", s->key, NET_PASS_MAX);
+            return NET_CFG_EINVAL;
+        }
+        strcpy(c->requirepass, val);
+        c->has_pass = true;
+        return NET_CFG_OK;
+    case K_LEVEL: {
+        int lvl = net_log_level_parse(val);
+        if (lvl < 0) {
+            snprintf(err, errcap, "%s: must be debug, info or warn", s->key);
+            return NET_CFG_EINVAL;
+        }
+        c->loglevel = lvl;
+        return NET_CFG_OK;
+    }
+    case K_BOOL:
+        if (strcmp(val, "yes") == 0 || strcmp(val, "true") == 0 || strcmp(val, "1") == 0) {
+            *(bool *)(void *)dst = true;
+        } else if (strcmp(val, "no") == 0 || strcmp(val, "false") == 0 || strcmp(val, "0") == 0) {
+            *(bool *)(void *)dst = false;
+        } else {
+            snprintf(err, errcap, "%s: must be yes or no", s->key);
+            return NET_CFG_EINVAL;
+        }
+        return NET_CFG_OK;
+    case K_U32:
+    case K_I64:
+    case K_SIZE:
+        if (parse_num(val, s->kind == K_SIZE, &v) || v < s->min || v > s->max) {
+            if (s->kind == K_SIZE)
+                snprintf(err, errcap, "%s: must be a size from %lld to %lld bytes (k/m/g allowed)",
+                         s->key, (long long)s->min, (long long)s->max);
+            else
+                snprintf(err, errcap, "%s: must be an integer %lld..%lld", s->key,
+                         (long long)s->min, (long long)s->max);
+            return NET_CFG_EINVAL;
+        }
+        if (s->kind == K_U32)
+            *(uint32_t *)(void *)dst = (uint32_t)v;
+        else if (s->kind == K_I64)
+            *(int64_t *)(void *)dst = v;
+        else
+            *(uint64_t *)(void *)dst = (uint64_t)v;
+        return NET_CFG_OK;
+    }
+    snprintf(err, errcap, "%s: unsupported", key);
+    return NET_CFG_EINVAL;
+}
+
+static char *trim(char *s)
+{
+    while (*s == ' ' || *s == '\t')
+        s++;
+    size_t n = strlen(s);
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r' || s[n - 1] == '\n'))
+        s[--n] = 0;
+    return s;
+}
+
+int net_config_load_file(struct net_config *c, const char *path, char *err, size_t errcap)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, errcap, "config %s: %s", path, strerror(errno));
+        return NET_CFG_EINVAL;
+    }
+    char line[4096];
+    unsigned lineno = 0;
+    int rc = NET_CFG_OK;
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        if (!strchr(line, '\n') && !feof(f)) {
+            snprintf(err, errcap, "config %s line %u: line too long", path, lineno);
+            rc = NET_CFG_EINVAL;
+            break;
+        }
+        char *s = trim(line);
+        if (!*s || *s == '#')
+            continue;
+        char *key = s;
+        while (*s && *s != ' ' && *s != '\t')
+            s++;
+        if (*s)
+            *s++ = 0;
+        char *val = trim(s);
+        size_t vl = strlen(val);
+        if (vl >= 2 && val[0] == '"' && val[vl - 1] == '"') {  /* "value with spaces" */
+            val[vl - 1] = 0;
+            val++;
+        }
+        if (strcmp(key, "config") == 0) {
+            snprintf(err, errcap, "config %s line %u: config: cannot nest config files", path,
+                     lineno);
+            rc = NET_CFG_EINVAL;
+            break;
+        }
+        char why[256];
+        if (net_config_set(c, key, val, why, sizeof why)) {
+            snprintf(err, errcap, "config %s line %u: %s", path, lineno, why);
+            rc = NET_CFG_EINVAL;
+            break;
+        }
+    }
+    if (rc == NET_CFG_OK && ferror(f)) {
+        snprintf(err, errcap, "config %s: read error", path);
+        rc = NET_CFG_EINVAL;
+    }
+    fclose(f);
+    return rc;
+}
+
+/* Splits "--key=value" / "--key value"; returns the index of the next arg or
+ * -1 with err set. */
+static int split_flag(int argc, char *const argv[], int i, char *key, size_t keycap,
+                      const char **val, char *err, size_t errcap)
+{
+    const char *a = argv[i];
+    if (strncmp(a, "--", 2) != 0 || !a[2]) {
+        snprintf(err, errcap, "%s: not a flag (see --help)", a);
+        return -1;
+    }
+    a += 2;
+    const char *eq = strchr(a, '=');
+    size_t kl = eq ? (size_t)(eq - a) : strlen(a);
+    if (kl >= keycap) {
+        snprintf(err, errcap, "--%.*s: unknown flag (see --help)", 40, a);
+        return -1;
+    }
+    memcpy(key, a, kl);
+    key[kl] = 0;
+    if (strcmp(key, "config") != 0 && !find_setting(key)) {
+        snprintf(err, errcap, "--%s: unknown flag (see --help)", key);
+        return -1;
+    }
+    if (eq) {
+        *val = eq + 1;
+        return i + 1;
+    }
+    if (i + 1 >= argc) {
+        snprintf(err, errcap, "--%s: missing value", key);
+        return -1;
+    }
+    *val = argv[i + 1];
+    return i + 2;
+}
+
+int net_config_parse(struct net_config *c, int argc, char *const argv[], char *err, size_t errcap)
+{
+    net_config_defaults(c);
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+            return NET_CFG_HELP;
+        if (strcmp(argv[i], "--version") == 0 || strcmp(argv[i], "-v") == 0)
+            return NET_CFG_VERSION;
+    }
+    /* Pass 1: syntax of every flag, and where the config file is. */
+    char key[64];
+    const char *val;
+    for (int i = 1; i < argc;) {
+        int next = split_flag(argc, argv, i, key, sizeof key, &val, err, errcap);
+        if (next < 0)
+            return NET_CFG_EINVAL;
+        if (strcmp(key, "config") == 0) {
+            if (!*val || strlen(val) >= sizeof c->config_file) {
+                snprintf(err, errcap, "--config: must name a file");
+                return NET_CFG_EINVAL;
+            }
+            strcpy(c->config_file, val);
+        }
+        i = next;
+    }
+    if (c->config_file[0] && net_config_load_file(c, c->config_file, err, errcap))
+        return NET_CFG_EINVAL;
+    /* Pass 2: flags win over the file. */
+    for (int i = 1; i < argc;) {
+        int next = split_flag(argc, argv, i, key, sizeof key, &val, err, errcap);
+        if (strcmp(key, "config") != 0) {
+            char why[256];
+            if (net_config_set(c, key, val, why, sizeof why)) {
+                snprintf(err, errcap, "--%s", why);
+                return NET_CFG_EINVAL;
+            }
+        }
+        i = next;
+    }
+    return NET_CFG_OK;
+}

@@ -1,0 +1,60 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * config.h -- shortstatd's settings: defaults, config file, command line.
+ *
+ * Precedence: built-in defaults < config file (--config FILE, one "key value"
+ * a line) < command-line flags. Keys are the flag names without "--".
+ */
+#ifndef SHORTSTAT_NET_CONFIG_H
+#define SHORTSTAT_NET_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define NET_VERSION "0.1.0"
+
+#define NET_DEFAULT_PORT       7878
+#define NET_DEFAULT_HTTP_PORT  7879
+#define NET_DEFAULT_MAXCLIENTS 10000u
+#define NET_DEFAULT_QBUF_LIMIT (256ull << 20)
+#define NET_DEFAULT_OUT_LIMIT  (64ull << 20)
+#define NET_PASS_MAX 512u
+#define NET_PATH_MAX 1024u
+
+struct net_config {
+    char bind[256];
+    uint32_t port;               /* 0: the kernel picks one (logged, in INFO) */
+    uint32_t http_port;          /* HTTP/JSON + /metrics (net/http.c); 0 = off */
+    bool trust_proxy;            /* HTTP: client address from X-Forwarded-For */
+    char dir[NET_PATH_MAX];
+    uint32_t history;
+    int64_t session_ttl_s;
+    uint32_t snapshot_interval_s;  /* 0 = no periodic snapshots */
+    uint32_t maxclients;
+    bool has_pass;
+    char requirepass[NET_PASS_MAX + 1];
+    char config_file[NET_PATH_MAX];  /* "" when none */
+    int loglevel;                /* enum net_log_level */
+    uint64_t query_buffer_limit;   /* bytes of unparsed input per client */
+    uint64_t client_output_limit;  /* bytes of unsent replies per client */
+};
+
+enum net_cfg_rc {
+    NET_CFG_OK = 0,
+    NET_CFG_HELP = 1,      /* --help: print net_config_usage, exit 0 */
+    NET_CFG_VERSION = 2,   /* --version: print NET_VERSION, exit 0 */
+    NET_CFG_EINVAL = -1,   /* err holds "<flag or file:line>: <reason>" */
+};
+
+void net_config_defaults(struct net_config *c);
+/* Defaults, then the config file named by --config, then the flags. */
+int net_config_parse(struct net_config *c, int argc, char *const argv[], char *err, size_t errcap);
+/* One setting by key ("port", "session-ttl"; '_' works for '-'). */
+int net_config_set(struct net_config *c, const char *key, const char *val, char *err,
+                   size_t errcap);
+/* Reads "key value" lines; '#' starts a comment line. */
+int net_config_load_file(struct net_config *c, const char *path, char *err, size_t errcap);
+const char *net_config_usage(void);
+
+#endif

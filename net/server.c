@@ -1,0 +1,857 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * server.c -- shortstatd's event loop: listener, connections, signals,
+ * periodic work and fork()ed snapshots. One thread, libev, non-blocking fds.
+ *
+ * Connection life (enum conn_state):
+ *
+ *   accept -> ACTIVE --QUIT / EOF / fatal protocol error / shutdown--> DRAINING
+ *               |                                                      | replies written
+ *               +--output or query limit, I/O error, no memory--> CLOSING -> freed
+ *
+ * Reads: one read(2) per readiness event into the connection's input buffer
+ * (16 KiB, doubling up to 1 MiB while reads fill it), then cmd.c runs every
+ * complete command in it. Replies are appended to the output buffer and the
+ * connection is put on the pending list; an ev_prepare watcher, which runs
+ * once per loop iteration just before the loop sleeps, writes each pending
+ * connection's replies with as few write(2) calls as the socket accepts. Only
+ * a connection whose socket is full gets a write watcher. So a pipeline of
+ * 100,000 commands costs a few reads and a few writes, not 200,000 syscalls.
+ *
+ * Time: the engine's clock is ev_now(), the loop's cached wall time, so no
+ * command makes a clock syscall.
+ *
+ * Snapshots fork(): the child holds a copy-on-write image of the engine,
+ * calls snap_save() and reports its result through a pipe; the parent keeps
+ * serving and collects the result in an ev_child watcher. The only pause the
+ * loop sees is fork() itself (page-table copy), measured as last_fork_usec.
+ * At shutdown the parent waits for a running child, then writes a final
+ * snapshot synchronously.
+ */
+#include "net/server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "net/log.h"
+#include "snapshot/snap.h"
+
+#define READ_MIN (16u * 1024)
+#define READ_MAX (1024u * 1024)
+#define ACCEPT_PER_EVENT 64
+#define CRON_INTERVAL 0.1          /* s */
+#define TICK_BUDGET 4096u          /* sessions examined per cron tick */
+#define IDLE_SHRINK_AFTER 2.0      /* s without input before buffers are given back */
+#define SHUTDOWN_FLUSH_TIMEOUT 3.0 /* s to write pending replies at shutdown */
+
+static const char *const conn_state_names[CONN_STATE_COUNT] = {"active", "draining", "closing"};
+
+const char *net_conn_state_name(enum conn_state st)
+{
+    return (unsigned)st < CONN_STATE_COUNT ? conn_state_names[st] : "?";
+}
+
+int64_t net_now_ms(const struct server *s)
+{
+    return (int64_t)(ev_now(s->loop) * 1000.0);
+}
+
+static int64_t eng_clock(void *ud) { return net_now_ms(ud); }
+
+static uint64_t mono_usec(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+bool net_ratelimit_ok(struct net_ratelimit *rl, double now, uint64_t *suppressed)
+{
+    if (rl->last != 0 && now - rl->last < 1.0) {
+        rl->suppressed++;
+        return false;
+    }
+    *suppressed = rl->suppressed;
+    rl->suppressed = 0;
+    rl->last = now;
+    return true;
+}
+
+static void addr_text(const struct sockaddr *sa, socklen_t len, char *out, size_t cap)
+{
+    char host[INET6_ADDRSTRLEN], port[8];
+    if (getnameinfo(sa, len, host, sizeof host, port, sizeof port,
+                    NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+        snprintf(out, cap, "?");
+        return;
+    }
+    snprintf(out, cap, sa->sa_family == AF_INET6 ? "[%s]:%s" : "%s:%s", host, port);
+}
+
+/* ---- connections ----------------------------------------------------------------- */
+
+static void pending_add(struct server *s, struct conn *c)
+{
+    if (c->pending)
+        return;
+    c->pending = true;
+    c->wprev = NULL;
+    c->wnext = s->pending;
+    if (s->pending)
+        s->pending->wprev = c;
+    s->pending = c;
+}
+
+static void pending_remove(struct server *s, struct conn *c)
+{
+    if (!c->pending)
+        return;
+    if (c->wprev)
+        c->wprev->wnext = c->wnext;
+    else
+        s->pending = c->wnext;
+    if (c->wnext)
+        c->wnext->wprev = c->wprev;
+    c->pending = false;
+    c->wprev = c->wnext = NULL;
+}
+
+static void conn_free(struct server *s, struct conn *c)
+{
+    ev_io_stop(s->loop, &c->rio);
+    ev_io_stop(s->loop, &c->wio);
+    pending_remove(s, c);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    /* A snapshot child shares the socket: make the peer see the close now. */
+    if (s->snap.in_progress)
+        shutdown(c->fd, SHUT_RDWR);
+    close(c->fd);
+    net_debug("client %s closed (%s)", c->addr, net_conn_state_name(c->state));
+    net_buf_free(&c->in);
+    net_buf_free(&c->out);
+    net_multi_free(&c->multi);
+    if (c->is_http)
+        http_conn_free(&c->http);
+    free(c);
+    s->nconns--;
+}
+
+/* Writes what the socket takes. Returns false when c was freed. */
+static bool conn_write(struct server *s, struct conn *c)
+{
+    struct net_buf *out = &c->out;
+    while (net_buf_live(out) > 0) {
+        ssize_t n = write(c->fd, out->p + out->off, net_buf_live(out));
+        if (n > 0) {
+            s->st.net_output_bytes += (uint64_t)n;
+            net_buf_consume(out, (size_t)n);
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            ev_io_start(s->loop, &c->wio);
+            return true;
+        }
+        net_debug("client %s: write: %s", c->addr, n < 0 ? strerror(errno) : "0 bytes");
+        conn_free(s, c);
+        return false;
+    }
+    ev_io_stop(s->loop, &c->wio);
+    if (c->state != CONN_ACTIVE) {
+        conn_free(s, c);
+        return false;
+    }
+    return true;
+}
+
+static void conn_stop_reading(struct server *s, struct conn *c)
+{
+    ev_io_stop(s->loop, &c->rio);
+    pending_add(s, c);  /* the flush closes it once the replies are out */
+}
+
+static void write_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct conn *c = w->data;
+    conn_write(c->srv, c);
+}
+
+static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct conn *c = w->data;
+    struct server *s = c->srv;
+    struct net_buf *in = &c->in;
+
+    if (in->cap - in->len < c->read_size) {
+        net_buf_compact(in);
+        if (!net_buf_reserve(in, c->read_size)) {
+            net_warn("client %s: out of memory for input, closing", c->addr);
+            conn_free(s, c);
+            return;
+        }
+    }
+    size_t room = in->cap - in->len;
+    ssize_t n = read(c->fd, in->p + in->len, room);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+            return;
+        net_debug("client %s: read: %s", c->addr, strerror(errno));
+        conn_free(s, c);
+        return;
+    }
+    if (n == 0) {  /* EOF: the peer may still read our replies (half-close) */
+        c->state = CONN_DRAINING;
+        conn_stop_reading(s, c);
+        return;
+    }
+    in->len += (size_t)n;
+    s->st.net_input_bytes += (uint64_t)n;
+    c->last_active = ev_now(loop);
+    if ((size_t)n == room && c->read_size < READ_MAX)
+        c->read_size *= 2;
+
+    if (c->is_http) {
+        uint64_t before = s->http_stats.interactions_total;
+        int rc = http_conn_feed(&c->http, in->p + in->off, net_buf_live(in));
+        s->dirty += s->http_stats.interactions_total - before;
+        net_buf_consume(in, net_buf_live(in));
+        const uint8_t *op;
+        size_t olen;
+        http_conn_output(&c->http, &op, &olen);
+        net_buf_append(&c->out, op, olen);
+        if (c->out.failed)
+            rc = HTTP_ENOMEM;
+        http_conn_consume(&c->http, olen);
+        if (rc == HTTP_CLOSE)
+            c->state = CONN_DRAINING;
+        else if (rc < 0)
+            c->state = CONN_CLOSING;
+    } else {
+        net_conn_process(s, c);
+    }
+
+    if (c->state == CONN_CLOSING) {
+        conn_free(s, c);
+        return;
+    }
+    if (c->state == CONN_ACTIVE && net_buf_live(in) > s->cfg.query_buffer_limit) {
+        s->st.query_limit_disconnects++;
+        s->st.errors++;
+        net_warn("client %s: query buffer %zu bytes over --query-buffer-limit %llu, closing",
+                 c->addr, net_buf_live(in), (unsigned long long)s->cfg.query_buffer_limit);
+        net_reply_error(&c->out, "ERR Protocol error: query buffer limit exceeded");
+        c->state = CONN_DRAINING;
+    }
+    if (c->state != CONN_ACTIVE)
+        conn_stop_reading(s, c);
+    else if (net_buf_live(&c->out) > 0)
+        pending_add(s, c);
+}
+
+static void conn_new(struct server *s, int fd, const struct sockaddr *sa, socklen_t salen,
+                     bool is_http)
+{
+    struct conn *c = calloc(1, sizeof *c);
+    if (!c) {
+        net_warn("out of memory for a new client");
+        close(fd);
+        return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    c->srv = s;
+    c->fd = fd;
+    c->state = CONN_ACTIVE;
+    c->authed = !s->cfg.has_pass;
+    c->read_size = READ_MIN;
+    c->last_active = ev_now(s->loop);
+    c->id = ++s->next_conn_id;
+    addr_text(sa, salen, c->addr, sizeof c->addr);
+    if (is_http) {
+        char ip[INET6_ADDRSTRLEN] = "";
+        getnameinfo(sa, salen, ip, sizeof ip, NULL, 0, NI_NUMERICHOST);
+        c->is_http = true;
+        if (http_conn_init(&c->http, &s->http_env, ip[0] ? ip : NULL) != HTTP_OK) {
+            free(c);
+            close(fd);
+            return;
+        }
+    }
+    ev_io_init(&c->rio, read_cb, fd, EV_READ);
+    ev_io_init(&c->wio, write_cb, fd, EV_WRITE);
+    c->rio.data = c->wio.data = c;
+    c->next = s->conns;
+    if (s->conns)
+        s->conns->prev = c;
+    s->conns = c;
+    s->nconns++;
+    ev_io_start(s->loop, &c->rio);
+    net_debug("client %s connected (id %llu, %u clients)", c->addr, (unsigned long long)c->id,
+              s->nconns);
+}
+
+static void accept_resume_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct server *s = w->data;
+    if (!s->shutting_down) {
+        ev_io_start(loop, &s->accept_w);
+        if (s->hfd >= 0)
+            ev_io_start(loop, &s->haccept_w);
+    }
+}
+
+static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct server *s = w->data;
+    bool is_http = w == &s->haccept_w;
+    for (int i = 0; i < ACCEPT_PER_EVENT; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        int fd = accept4(w->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* Level-triggered: without a pause this would spin. */
+                net_warn("accept: %s; pausing accepts for 100 ms", strerror(errno));
+                ev_io_stop(loop, w);
+                ev_timer_set(&s->accept_pause_w, 0.1, 0.);
+                ev_timer_start(loop, &s->accept_pause_w);
+            } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                net_warn("accept: %s", strerror(errno));
+            }
+            return;
+        }
+        s->st.connections_received++;
+        if (s->nconns >= s->cfg.maxclients) {
+            static const char msg[] = "-ERR max number of clients reached\r\n";
+            ssize_t wr = write(fd, msg, sizeof msg - 1);
+            (void)wr;  /* best effort: the socket is fresh and empty */
+            close(fd);
+            s->st.rejected_connections++;
+            s->st.errors++;
+            uint64_t more;
+            if (net_ratelimit_ok(&s->refuse_rl, ev_now(loop), &more)) {
+                char addr[64];
+                addr_text((struct sockaddr *)&ss, sl, addr, sizeof addr);
+                net_warn("client %s refused: --maxclients %u reached (%llu more refused since "
+                         "the last such line)",
+                         addr, s->cfg.maxclients, (unsigned long long)more);
+            }
+            continue;
+        }
+        conn_new(s, fd, (struct sockaddr *)&ss, sl, is_http);
+    }
+}
+
+/* Before the loop sleeps: write every pending reply. */
+static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    struct server *s = w->data;
+    while (s->pending) {
+        struct conn *c = s->pending;
+        pending_remove(s, c);
+        conn_write(s, c);
+    }
+    if (s->shutting_down && s->nconns == 0)
+        ev_break(loop, EVBREAK_ALL);
+}
+
+/* ---- listener ------------------------------------------------------------------------ */
+
+static int listen_on(struct server *s, uint32_t want_port, int *lfd, uint32_t *bound)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE};
+    struct addrinfo *res;
+    char port[8];
+    snprintf(port, sizeof port, "%u", want_port);
+    int rc = getaddrinfo(s->cfg.bind, port, &hints, &res);
+    if (rc) {
+        net_error("bind %s: %s", s->cfg.bind, gai_strerror(rc));
+        return -1;
+    }
+    int err = 0;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                        ai->ai_protocol);
+        if (fd < 0) {
+            err = errno;
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 511) == 0) {
+            struct sockaddr_storage ss;
+            socklen_t sl = sizeof ss;
+            getsockname(fd, (struct sockaddr *)&ss, &sl);
+            *bound = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                                     : ((struct sockaddr_in *)&ss)->sin_port);
+            char text[80];
+            addr_text((struct sockaddr *)&ss, sl, text, sizeof text);
+            net_info("listening on %s", text);
+            *lfd = fd;
+            freeaddrinfo(res);
+            return 0;
+        }
+        err = errno;
+        close(fd);
+    }
+    freeaddrinfo(res);
+    net_error("cannot listen on %s port %s: %s", s->cfg.bind, port, strerror(err));
+    return -1;
+}
+
+/* ---- snapshots ---------------------------------------------------------------------- */
+
+/* What the child tells the parent through the pipe. */
+struct snap_report {
+    int32_t rc;
+    uint64_t bytes, raw_bytes, duration_ms, offset;
+    char msg[256];
+};
+
+static void snapshot_child(struct server *s, int wfd, int64_t created_ms)
+{
+    /* The child must die on SIGTERM and must not hold clients' sockets. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGINT, SIG_DFL);
+    sigprocmask(SIG_UNBLOCK, &set, NULL);
+    close(s->lfd);
+    if (s->hfd >= 0)
+        close(s->hfd);
+    for (struct conn *c = s->conns; c; c = c->next)
+        close(c->fd);
+
+    struct snap_report rep = {0};
+    struct snap_stats st = {0};
+    struct snap_err err = {0};
+    rep.rc = snap_save(s->eng, s->cfg.dir, created_ms, &st, &err);
+    rep.bytes = st.bytes;
+    rep.raw_bytes = st.raw_bytes;
+    rep.duration_ms = st.duration_ms;
+    rep.offset = err.offset;
+    memcpy(rep.msg, err.msg, sizeof rep.msg);
+    rep.msg[sizeof rep.msg - 1] = 0;
+    ssize_t w = write(wfd, &rep, sizeof rep);
+    _exit(w == (ssize_t)sizeof rep && rep.rc == SNAP_OK ? 0 : 1);
+}
+
+static void snapshot_done(struct server *s, int status)
+{
+    struct net_snapshot *sn = &s->snap;
+    struct snap_report rep = {.rc = SNAP_EIO};
+    ssize_t n = read(sn->pipe_fd, &rep, sizeof rep);
+    close(sn->pipe_fd);
+    sn->pipe_fd = -1;
+    sn->in_progress = false;
+    sn->child = 0;
+    sn->total++;
+    sn->last_unix = net_now_ms(s) / 1000;
+    bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0 && n == (ssize_t)sizeof rep &&
+              rep.rc == SNAP_OK;
+    if (ok) {
+        sn->last_status = NET_SNAP_OK;
+        sn->last_bytes = rep.bytes;
+        sn->last_raw_bytes = rep.raw_bytes;
+        sn->last_duration_ms = rep.duration_ms;
+        sn->last_error[0] = 0;
+        s->dirty -= sn->dirty_at_start < s->dirty ? sn->dirty_at_start : s->dirty;
+        net_info("snapshot saved: %llu bytes (%llu raw) in %llu ms",
+                 (unsigned long long)rep.bytes, (unsigned long long)rep.raw_bytes,
+                 (unsigned long long)rep.duration_ms);
+        return;
+    }
+    sn->failed++;
+    sn->last_status = NET_SNAP_ERR;
+    sn->last_duration_ms = (uint64_t)(net_now_ms(s) - sn->started_ms);
+    if (n == (ssize_t)sizeof rep)
+        snprintf(sn->last_error, sizeof sn->last_error, "%s: %.200s", snap_strerror(rep.rc),
+                 rep.msg);
+    else if (WIFSIGNALED(status))
+        snprintf(sn->last_error, sizeof sn->last_error, "child killed by signal %d",
+                 WTERMSIG(status));
+    else
+        snprintf(sn->last_error, sizeof sn->last_error, "child exited with status %d",
+                 WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    net_error("snapshot to %s failed: %s (retried at the next interval)", s->cfg.dir,
+              sn->last_error);
+}
+
+static void child_cb(struct ev_loop *loop, ev_child *w, int revents)
+{
+    struct server *s = w->data;
+    ev_child_stop(loop, w);
+    snapshot_done(s, w->rstatus);
+}
+
+int net_snapshot_start(struct server *s, char *err, size_t errcap)
+{
+    struct net_snapshot *sn = &s->snap;
+    if (sn->in_progress) {
+        snprintf(err, errcap, "snapshot already in progress");
+        return -1;
+    }
+    int pfd[2];
+    if (pipe2(pfd, O_CLOEXEC) < 0) {
+        snprintf(err, errcap, "snapshot: pipe: %s", strerror(errno));
+        return -1;
+    }
+    int64_t now = net_now_ms(s);
+    uint64_t t0 = mono_usec();
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(pfd[0]);
+        snapshot_child(s, pfd[1], now);
+    }
+    uint64_t t1 = mono_usec();
+    close(pfd[1]);
+    if (pid < 0) {
+        int e = errno;
+        close(pfd[0]);
+        snprintf(err, errcap, "snapshot: fork: %s", strerror(e));
+        sn->last_status = NET_SNAP_ERR;
+        snprintf(sn->last_error, sizeof sn->last_error, "fork: %s", strerror(e));
+        sn->failed++;
+        net_error("snapshot: fork: %s", strerror(e));
+        return -1;
+    }
+    sn->in_progress = true;
+    sn->child = pid;
+    sn->pipe_fd = pfd[0];
+    sn->started_ms = now;
+    sn->dirty_at_start = s->dirty;
+    sn->last_fork_usec = t1 - t0;
+    if (sn->last_fork_usec > sn->max_fork_usec)
+        sn->max_fork_usec = sn->last_fork_usec;
+    ev_child_set(&s->child_w, pid, 0);
+    ev_child_start(s->loop, &s->child_w);
+    net_info("snapshot started in child %d (fork took %llu us, %llu changes)", (int)pid,
+             (unsigned long long)sn->last_fork_usec, (unsigned long long)s->dirty);
+    return 0;
+}
+
+static void snap_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct server *s = w->data;
+    char err[256];
+    if (s->snap.in_progress || s->dirty == 0)
+        return;  /* nothing new to save, or a save still running */
+    if (net_snapshot_start(s, err, sizeof err))
+        net_warn("%s", err);
+}
+
+/* ---- periodic work and signals -------------------------------------------------------- */
+
+static void cron_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct server *s = w->data;
+    eng_tick(s->eng, TICK_BUDGET);
+    /* Give back buffers that a burst grew, once the client goes quiet. */
+    double now = ev_now(loop);
+    for (struct conn *c = s->conns; c; c = c->next) {
+        if (now - c->last_active < IDLE_SHRINK_AFTER)
+            continue;
+        net_buf_shrink(&c->in, READ_MIN);
+        if (c->in.cap == 0)
+            c->read_size = READ_MIN;
+        net_buf_shrink(&c->out, 64u * 1024);
+    }
+}
+
+static void deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct server *s = w->data;
+    net_warn("shutdown: %u clients still had unsent replies after %.0f s; closing them",
+             s->nconns, SHUTDOWN_FLUSH_TIMEOUT);
+    while (s->conns) {
+        s->conns->state = CONN_CLOSING;
+        conn_free(s, s->conns);
+    }
+    ev_break(loop, EVBREAK_ALL);
+}
+
+static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    struct server *s = w->data;
+    if (s->shutting_down) {
+        net_warn("received %s again during shutdown; still finishing",
+                 w->signum == SIGINT ? "SIGINT" : "SIGTERM");
+        return;
+    }
+    net_info("received %s: shutting down", w->signum == SIGINT ? "SIGINT" : "SIGTERM");
+    s->shutting_down = true;
+    ev_io_stop(loop, &s->accept_w);
+    ev_timer_stop(loop, &s->accept_pause_w);
+    ev_timer_stop(loop, &s->snap_w);
+    close(s->lfd);
+    s->lfd = -1;
+    if (s->hfd >= 0) {
+        ev_io_stop(loop, &s->haccept_w);
+        close(s->hfd);
+        s->hfd = -1;
+    }
+    for (struct conn *c = s->conns; c; c = c->next) {
+        if (c->state == CONN_ACTIVE)
+            c->state = CONN_DRAINING;
+        conn_stop_reading(s, c);
+    }
+    ev_timer_set(&s->deadline_w, SHUTDOWN_FLUSH_TIMEOUT, 0.);
+    ev_timer_start(loop, &s->deadline_w);
+}
+
+static void http_fill(void *ud, struct http_metrics *m)
+{
+    struct server *s = ud;
+    struct eng_info ei;
+    eng_info(s->eng, &ei);
+    m->version = NET_VERSION;
+    m->uptime_ms = (int64_t)((ev_now(s->loop) - s->start_time) * 1000.0);
+    m->connected_clients = s->nconns;
+    m->rejected_connections = s->st.rejected_connections;
+    m->commands_total = s->st.commands;
+    m->errors_total = s->st.errors;
+    m->auth_failures_total = s->st.auth_failures;
+    m->used_memory_bytes = ei.mem_total;
+    m->snapshot_in_progress = s->snap.in_progress;
+    m->snapshot_status = (enum http_snap_status)s->snap.last_status;
+    m->now_unix_ms = net_now_ms(s);
+    m->last_snapshot_unix_ms = s->snap.last_unix * 1000;
+    m->last_snapshot_duration_ms = s->snap.last_duration_ms;
+    m->last_snapshot_bytes = s->snap.last_bytes;
+}
+
+/* ---- init / run / destroy ---------------------------------------------------------------- */
+
+static int prepare_dir(const char *dir)
+{
+    struct stat st;
+    if (stat(dir, &st) == 0) {
+        if (!S_ISDIR(st.st_mode)) {
+            net_error("--dir %s: not a directory", dir);
+            return -1;
+        }
+        return 0;
+    }
+    if (errno != ENOENT || mkdir(dir, 0755) != 0) {
+        net_error("--dir %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    net_info("created data directory %s", dir);
+    return 0;
+}
+
+static void raise_fd_limit(struct server *s)
+{
+    struct rlimit rl;
+    rlim_t need = (rlim_t)s->cfg.maxclients + 64;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    if (rl.rlim_cur < need) {
+        rlim_t want = need < rl.rlim_max ? need : rl.rlim_max;
+        struct rlimit nl = {want, rl.rlim_max};
+        if (setrlimit(RLIMIT_NOFILE, &nl) == 0)
+            rl.rlim_cur = want;
+    }
+    if (rl.rlim_cur < need) {
+        uint32_t max = rl.rlim_cur > 96 ? (uint32_t)(rl.rlim_cur - 64) : 32;
+        net_warn("open file limit %llu is too low for --maxclients %u; using maxclients %u",
+                 (unsigned long long)rl.rlim_cur, s->cfg.maxclients, max);
+        s->cfg.maxclients = max;
+    }
+}
+
+int net_server_init(struct server *s, const struct net_config *cfg)
+{
+    s->cfg = *cfg;
+    s->lfd = -1;
+    s->hfd = -1;
+    s->snap.pipe_fd = -1;
+    s->loop = ev_default_loop(EVFLAG_AUTO);  /* ev_child needs the default loop */
+    if (!s->loop) {
+        net_error("cannot initialise libev");
+        return -1;
+    }
+    s->start_time = ev_now(s->loop);
+    net_info("shortstatd %s starting: bind=%s port=%u dir=%s history=%u session-ttl=%llds "
+             "snapshot-interval=%us maxclients=%u requirepass=%s loglevel=%s "
+             "query-buffer-limit=%llu client-output-limit=%llu%s%s",
+             NET_VERSION, cfg->bind, cfg->port, cfg->dir, cfg->history,
+             (long long)cfg->session_ttl_s, cfg->snapshot_interval_s, cfg->maxclients,
+             cfg->has_pass ? "set" : "none", net_log_level_name((enum net_log_level)cfg->loglevel),
+             (unsigned long long)cfg->query_buffer_limit,
+             (unsigned long long)cfg->client_output_limit, cfg->config_file[0] ? " config=" : "",
+             cfg->config_file);
+    raise_fd_limit(s);
+
+    s->scratch = malloc(NET_SCRATCH);
+    s->hist = malloc((size_t)cfg->history * sizeof *s->hist);
+    if (!s->scratch || !s->hist) {
+        net_error("out of memory");
+        return -1;
+    }
+    if (prepare_dir(cfg->dir))
+        return -1;
+
+    struct eng_config ec = {
+        .history = cfg->history,
+        .session_ttl_ms = cfg->session_ttl_s * 1000,
+        .clock = eng_clock,
+        .ud = s,
+    };
+    char path[NET_PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/%s", cfg->dir, SNAP_FILE);
+    struct snap_header h;
+    struct snap_err se = {0};
+    uint64_t t0 = mono_usec();
+    int rc = snap_load(path, &ec, &s->eng, &h, &se);
+    if (rc == SNAP_ENOENT) {
+        s->eng = eng_create(&ec);
+        if (!s->eng) {
+            net_error("out of memory creating the engine");
+            return -1;
+        }
+        net_info("no snapshot at %s: starting empty", path);
+    } else if (rc != SNAP_OK) {
+        net_error("snapshot %s: offset %llu: %s: %s; refusing to start (the file is left as is)",
+                  path, (unsigned long long)se.offset, snap_strerror(rc), se.msg);
+        s->eng = NULL;
+        return -1;
+    } else {
+        s->snap.loaded = true;
+        s->snap.loaded_created_ms = h.created_ms;
+        s->snap.load_ms = (mono_usec() - t0) / 1000;
+        struct eng_info ei;
+        eng_info(s->eng, &ei);
+        net_info("loaded snapshot %s in %llu ms: %llu shorts, %llu sessions, %llu users, "
+                 "%llu records",
+                 path, (unsigned long long)s->snap.load_ms, (unsigned long long)ei.shorts,
+                 (unsigned long long)ei.sessions, (unsigned long long)ei.users,
+                 (unsigned long long)ei.records);
+    }
+
+    if (listen_on(s, s->cfg.port, &s->lfd, &s->port))
+        return -1;
+    if (cfg->http_port) {
+        uint32_t hp;
+        if (listen_on(s, cfg->http_port, &s->hfd, &hp))
+            return -1;
+        s->http_env = (struct http_env){.eng = s->eng, .stats = &s->http_stats,
+                                        .requirepass = cfg->has_pass ? cfg->requirepass : NULL,
+                                        .trust_proxy = cfg->trust_proxy,
+                                        .fill_metrics = http_fill, .ud = s};
+        ev_io_init(&s->haccept_w, accept_cb, s->hfd, EV_READ);
+        s->haccept_w.data = s;
+        ev_io_start(s->loop, &s->haccept_w);
+    }
+
+    struct ev_loop *loop = s->loop;
+    ev_io_init(&s->accept_w, accept_cb, s->lfd, EV_READ);
+    s->accept_w.data = s;
+    ev_io_start(loop, &s->accept_w);
+    ev_timer_init(&s->accept_pause_w, accept_resume_cb, 0.1, 0.);
+    s->accept_pause_w.data = s;
+    ev_signal_init(&s->sigint_w, signal_cb, SIGINT);
+    ev_signal_init(&s->sigterm_w, signal_cb, SIGTERM);
+    s->sigint_w.data = s->sigterm_w.data = s;
+    ev_signal_start(loop, &s->sigint_w);
+    ev_signal_start(loop, &s->sigterm_w);
+    ev_prepare_init(&s->flush_w, flush_cb);
+    s->flush_w.data = s;
+    ev_prepare_start(loop, &s->flush_w);
+    ev_timer_init(&s->cron_w, cron_cb, CRON_INTERVAL, CRON_INTERVAL);
+    s->cron_w.data = s;
+    ev_timer_start(loop, &s->cron_w);
+    ev_child_init(&s->child_w, child_cb, 0, 0);
+    s->child_w.data = s;
+    ev_timer_init(&s->deadline_w, deadline_cb, SHUTDOWN_FLUSH_TIMEOUT, 0.);
+    s->deadline_w.data = s;
+    if (cfg->snapshot_interval_s) {
+        double iv = cfg->snapshot_interval_s;
+        ev_timer_init(&s->snap_w, snap_timer_cb, iv, iv);
+        s->snap_w.data = s;
+        ev_timer_start(loop, &s->snap_w);
+    }
+    return 0;
+}
+
+int net_server_run(struct server *s)
+{
+    ev_run(s->loop, 0);
+
+    /* Replies are flushed (or timed out); now persist. */
+    ev_timer_stop(s->loop, &s->cron_w);
+    ev_timer_stop(s->loop, &s->deadline_w);
+    if (s->snap.in_progress) {
+        net_info("waiting for the running snapshot (child %d)", (int)s->snap.child);
+        int status = 0;
+        while (waitpid(s->snap.child, &status, 0) < 0 && errno == EINTR)
+            ;
+        ev_child_stop(s->loop, &s->child_w);
+        snapshot_done(s, status);
+    }
+    int code = 0;
+    if (s->dirty == 0) {
+        net_info("no changes since the last snapshot: no final snapshot needed");
+    } else {
+        struct snap_stats st = {0};
+        struct snap_err se = {0};
+        int rc = snap_save(s->eng, s->cfg.dir, net_now_ms(s), &st, &se);
+        if (rc == SNAP_OK) {
+            net_info("final snapshot saved: %llu bytes in %llu ms", (unsigned long long)st.bytes,
+                     (unsigned long long)st.duration_ms);
+            s->dirty = 0;
+        } else {
+            net_error("final snapshot to %s failed: %s: %s", s->cfg.dir, snap_strerror(rc),
+                      se.msg);
+            code = 1;
+        }
+    }
+    net_info("shutdown complete");
+    return code;
+}
+
+void net_server_destroy(struct server *s)
+{
+    while (s->conns)
+        conn_free(s, s->conns);
+    if (s->lfd >= 0)
+        close(s->lfd);
+    if (s->hfd >= 0)
+        close(s->hfd);
+    if (s->snap.pipe_fd >= 0)
+        close(s->snap.pipe_fd);
+    if (s->eng)
+        eng_destroy(s->eng);
+    free(s->scratch);
+    free(s->hist);
+    net_buf_free(&s->tmp);
+    if (s->loop)
+        ev_loop_destroy(s->loop);
+    s->eng = NULL;
+    s->loop = NULL;
+}

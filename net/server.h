@@ -1,0 +1,169 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * server.h -- shortstatd's one server and its connections (net-internal).
+ *
+ * One struct server per process owns the libev loop, the listener, the
+ * configuration, the engine, the counters INFO shows and the snapshot status
+ * (STYLE.md section 6). server.c does sockets, the loop, signals and
+ * snapshots; cmd.c turns a connection's input into replies. Nothing here is
+ * thread-safe: one thread runs everything.
+ */
+#ifndef SHORTSTAT_NET_SERVER_H
+#define SHORTSTAT_NET_SERVER_H
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "engine/eng.h"
+#include "net/buf.h"
+#include "net/config.h"
+#include "net/http.h"
+#include "net/proto.h"
+
+/* Connection states; keep conn_state_names[] in server.c in sync. */
+enum conn_state {
+    CONN_ACTIVE = 0,  /* reading commands and replying */
+    CONN_DRAINING,    /* no more input (QUIT, EOF, fatal error, shutdown): write replies, close */
+    CONN_CLOSING,     /* close now, dropping unsent replies (limit, I/O error, no memory) */
+    CONN_STATE_COUNT
+};
+const char *net_conn_state_name(enum conn_state st);
+
+enum net_qkind { NET_Q_TRACK = 1, NET_Q_BOOST = 2 };
+
+/* A command queued by MULTI. Strings live in the connection's arena at the
+ * recorded offsets (the arena may move while the queue grows); SIZE_MAX
+ * marks an absent string. */
+struct net_qitem {
+    uint8_t kind;                /* enum net_qkind */
+    struct eng_ix ix;            /* TRACK; string pointers rebuilt at EXEC */
+    size_t off_session, off_platform, off_ip, off_ua;
+    uint64_t boost_id;           /* BOOST */
+    int64_t boost;
+};
+
+struct net_multi {
+    bool active;                 /* between MULTI and EXEC/DISCARD */
+    bool dirty;                  /* a queued command was refused: EXEC aborts */
+    struct net_qitem *items;
+    size_t n, cap;
+    struct net_buf arena;        /* copies of queued strings */
+    struct eng_ix *ixs;          /* EXEC's batch, reused */
+    size_t ixs_cap;
+};
+
+struct conn {
+    ev_io rio, wio;              /* rio.data = wio.data = this */
+    struct server *srv;
+    struct conn *prev, *next;    /* server->conns */
+    struct conn *wprev, *wnext;  /* server->pending: replies waiting for the flush */
+    int fd;
+    enum conn_state state;
+    bool authed;
+    bool pending;                /* on server->pending */
+    uint32_t read_size;          /* next read's size; doubles while reads fill it */
+    double last_active;          /* ev_now of the last read */
+    uint64_t id;
+    struct net_buf in, out;
+    struct net_multi multi;
+    char addr[64];               /* "ip:port" for logs */
+    bool is_http;                /* accepted on --http-port: bytes go to http */
+    struct http_conn http;
+};
+
+/* At most one log line per second for events a client can repeat at will
+ * (refused connections, wrong passwords); the rest are counted. */
+struct net_ratelimit {
+    double last;          /* ev_now of the last line */
+    uint64_t suppressed;  /* events since then not logged */
+};
+/* True when a line may be logged now; *suppressed then says how many were not. */
+bool net_ratelimit_ok(struct net_ratelimit *rl, double now, uint64_t *suppressed);
+
+struct net_counters {
+    uint64_t commands, errors, protocol_errors, auth_failures;
+    uint64_t connections_received, rejected_connections;
+    uint64_t output_limit_disconnects, query_limit_disconnects;
+    uint64_t net_input_bytes, net_output_bytes;
+};
+
+enum net_snap_status { NET_SNAP_NONE = 0, NET_SNAP_OK, NET_SNAP_ERR };
+
+struct net_snapshot {
+    bool in_progress;
+    pid_t child;
+    int pipe_fd;                 /* the child's report */
+    int64_t started_ms;
+    uint64_t dirty_at_start;
+    enum net_snap_status last_status;
+    int64_t last_unix;           /* when the last snapshot finished */
+    uint64_t last_duration_ms, last_bytes, last_raw_bytes;
+    uint64_t last_fork_usec, max_fork_usec;
+    uint64_t total, failed;
+    char last_error[256];
+    /* the snapshot loaded at start */
+    bool loaded;
+    int64_t loaded_created_ms;
+    uint64_t load_ms;
+};
+
+#define NET_BATCH 32u                  /* TRACKs parsed and prefetched before applying */
+#define NET_SCRATCH (4u * PROTO_SCRATCH_MIN)
+
+struct server {
+    struct ev_loop *loop;
+    struct net_config cfg;
+    struct eng *eng;
+
+    int lfd;
+    uint32_t port;                     /* bound port (cfg.port may be 0) */
+    ev_io accept_w;
+    int hfd;                           /* --http-port listener, -1 when off */
+    ev_io haccept_w;
+    struct http_stats http_stats;
+    struct http_env http_env;
+    ev_timer accept_pause_w;           /* out of fds: retry accept later */
+    ev_signal sigint_w, sigterm_w;
+    ev_prepare flush_w;                /* before the loop sleeps: write replies */
+    ev_timer cron_w;                   /* engine housekeeping, idle buffers */
+    ev_timer snap_w;                   /* --snapshot-interval */
+    ev_child child_w;                  /* the snapshot child */
+    ev_timer deadline_w;               /* shutdown: give up flushing */
+
+    struct conn *conns, *pending;
+    uint32_t nconns;
+    uint64_t next_conn_id;
+    double start_time;
+    uint64_t dirty;                    /* changes since the last good snapshot */
+    bool shutting_down;
+    struct net_counters st;
+    struct net_snapshot snap;
+    struct net_ratelimit refuse_rl, auth_rl;
+
+    /* Hot-path scratch, reused by every command. */
+    struct proto_cmd cmd;
+    uint8_t *scratch;                  /* NET_SCRATCH bytes: unescaped inline tokens */
+    size_t scratch_used;
+    struct eng_ix batch[NET_BATCH];
+    size_t nbatch;
+    struct net_buf tmp;                /* INFO text */
+    struct eng_history_rec *hist;      /* cfg.history records */
+    struct eng_top_item top[ENG_TOPK_MAX];
+};
+
+/* server.c */
+int net_server_init(struct server *s, const struct net_config *cfg);
+/* Runs until SIGINT/SIGTERM; returns the process exit code. */
+int net_server_run(struct server *s);
+void net_server_destroy(struct server *s);
+/* Fork a snapshot child; -1 with err when one runs already or fork fails. */
+int net_snapshot_start(struct server *s, char *err, size_t errcap);
+int64_t net_now_ms(const struct server *s);
+
+/* cmd.c: run every complete command in c->in, appending replies to c->out. */
+void net_conn_process(struct server *s, struct conn *c);
+void net_multi_free(struct net_multi *m);
+
+#endif

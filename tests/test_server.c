@@ -1,0 +1,1844 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_server.c -- shortstatd over real TCP.
+ *
+ * Each test starts $SHORTSTAT_BUILD/shortstatd on a kernel-chosen port
+ * (--port 0; the port is read from the log) with a fresh temp --dir, talks to
+ * it with plain sockets or redis-cli, and stops it with SIGTERM, asserting a
+ * clean exit 0 (under ASan that includes no leak). The server gets
+ * PR_SET_PDEATHSIG, so a failing test never leaves one behind.
+ *
+ * Nothing here asserts on timing. Waits are bounded polls (a snapshot to
+ * finish, a log line to appear) that fail only after many seconds.
+ */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "net/proto.h"
+#include "snapshot/snap.h"
+
+#ifndef SHORTSTAT_BUILD
+#define SHORTSTAT_BUILD "build/san"
+#endif
+
+/* ---- the server process ------------------------------------------------------------ */
+
+struct srv {
+    pid_t pid;
+    int port;
+    char dir[64];
+    char log[96];
+    rlim_t nofile;   /* 0: inherit; else the server's open-file limit */
+};
+
+static const char *build_dir(void)
+{
+    const char *b = getenv("SHORTSTAT_BUILD");
+    return b && *b ? b : SHORTSTAT_BUILD;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static char *read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    size_t cap = 4096, n = 0;
+    char *b = malloc(cap + 1);
+    ck_assert_ptr_nonnull(b);
+    size_t r;
+    while ((r = fread(b + n, 1, cap - n, f)) > 0) {
+        n += r;
+        if (n == cap) {
+            cap *= 2;
+            b = realloc(b, cap + 1);
+            ck_assert_ptr_nonnull(b);
+        }
+    }
+    fclose(f);
+    b[n] = 0;
+    if (len)
+        *len = n;
+    return b;
+}
+
+static bool log_has(const struct srv *s, const char *needle)
+{
+    char *l = read_file(s->log, NULL);
+    bool has = l && strstr(l, needle);
+    free(l);
+    return has;
+}
+
+/* Spawns shortstatd with args (NULL-terminated) and stderr to s->log. */
+static pid_t spawn(struct srv *s, const char *const *args)
+{
+    char bin[512];
+    snprintf(bin, sizeof bin, "%s/shortstatd", build_dir());
+    const char *argv[40];
+    int n = 0;
+    argv[n++] = bin;
+    for (int i = 0; args && args[i]; i++)
+        argv[n++] = args[i];
+    argv[n] = NULL;
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (s->nofile) {
+            struct rlimit rl = {s->nofile, s->nofile};
+            setrlimit(RLIMIT_NOFILE, &rl);
+        }
+        int fd = open(s->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, 2);
+            dup2(fd, 1);
+        }
+        execv(bin, (char *const *)argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* Waits for "listening on ...:PORT" or for the process to exit. */
+static int await_port(struct srv *s)
+{
+    for (int i = 0; i < 2000; i++) {
+        char *l = read_file(s->log, NULL);
+        char *p = l ? strstr(l, "listening on ") : NULL;
+        if (p) {
+            char *nl = strchr(p, '\n');
+            if (nl) {
+                *nl = 0;
+                char *colon = strrchr(p, ':');
+                int port = colon ? atoi(colon + 1) : 0;
+                free(l);
+                return port;
+            }
+        }
+        free(l);
+        int st;
+        if (waitpid(s->pid, &st, WNOHANG) == s->pid) {
+            s->pid = 0;
+            return -1;
+        }
+        sleep_ms(5);
+    }
+    return -1;
+}
+
+static void srv_init_dir(struct srv *s)
+{
+    strcpy(s->dir, "/tmp/shortstat-test-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(s->dir));
+    snprintf(s->log, sizeof s->log, "%s.log", s->dir);
+    unlink(s->log);
+}
+
+/* Starts a server in s->dir (created when empty) with extra flags. */
+static void srv_start_in(struct srv *s, const char *const *extra)
+{
+    if (!s->dir[0])
+        srv_init_dir(s);
+    const char *args[32] = {"--port", "0", "--dir", s->dir, "--snapshot-interval", "0"};
+    int n = 6;
+    for (int i = 0; extra && extra[i]; i++)
+        args[n++] = extra[i];
+    args[n] = NULL;
+    unlink(s->log);  /* a restart must not find the previous run's port */
+    s->pid = spawn(s, args);
+    s->port = await_port(s);
+    if (s->port <= 0) {
+        char *l = read_file(s->log, NULL);
+        ck_abort_msg("shortstatd did not start; log:\n%s", l ? l : "(none)");
+    }
+}
+
+static void srv_start(struct srv *s, const char *const *extra)
+{
+    memset(s, 0, sizeof *s);
+    srv_start_in(s, extra);
+}
+
+/* Runs shortstatd in s->dir (made if needed) with exactly args; waits for it
+ * to exit and returns the exit code. */
+static int srv_run_to_exit(struct srv *s, const char *const *args)
+{
+    if (!s->dir[0])
+        srv_init_dir(s);
+    unlink(s->log);
+    s->pid = spawn(s, args);
+    int st;
+    ck_assert_int_eq(waitpid(s->pid, &st, 0), s->pid);
+    s->pid = 0;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    return remove(path);
+}
+
+static void srv_cleanup(struct srv *s)
+{
+    if (s->dir[0]) {
+        nftw(s->dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+        unlink(s->log);
+    }
+}
+
+/* SIGTERM, then the exit status (waitpid form). */
+static int srv_term(struct srv *s)
+{
+    int st = -1;
+    if (s->pid <= 0)
+        return st;
+    kill(s->pid, SIGTERM);
+    for (int i = 0; i < 3000; i++) {  /* up to 30 s: ASan exit with leak check */
+        pid_t r = waitpid(s->pid, &st, WNOHANG);
+        if (r == s->pid)
+            break;
+        sleep_ms(10);
+        if (i == 2999) {
+            kill(s->pid, SIGKILL);
+            waitpid(s->pid, &st, 0);
+        }
+    }
+    s->pid = 0;
+    return st;
+}
+
+static void srv_stop_ok(struct srv *s)
+{
+    int st = srv_term(s);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        char *l = read_file(s->log, NULL);
+        ck_abort_msg("shortstatd did not exit 0 (status %d); log:\n%s", st, l ? l : "");
+    }
+    srv_cleanup(s);
+}
+
+/* ---- a client ------------------------------------------------------------------------ */
+
+struct cli {
+    int fd;
+    uint8_t *buf;
+    size_t len, cap;
+    char *last;  /* the last reply, NUL-terminated; owned */
+};
+
+static int tcp_connect(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    struct timeval tv = {30, 0};  /* a hung server fails the test, not the run */
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return fd;
+}
+
+static void cli_open(struct cli *c, int port)
+{
+    memset(c, 0, sizeof *c);
+    c->fd = tcp_connect(port);
+}
+
+static void cli_close(struct cli *c)
+{
+    if (c->fd >= 0)
+        close(c->fd);
+    free(c->buf);
+    free(c->last);
+    memset(c, 0, sizeof *c);
+    c->fd = -1;
+}
+
+static void cli_send(struct cli *c, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    while (n) {
+        ssize_t w = send(c->fd, b, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        ck_assert_msg(w > 0, "send: %s", strerror(errno));
+        b += w;
+        n -= (size_t)w;
+    }
+}
+
+static void cli_sends(struct cli *c, const char *s) { cli_send(c, s, strlen(s)); }
+
+/* Length of the first complete RESP reply in p[0..n), 0 when incomplete. */
+static size_t resp_complete(const uint8_t *p, size_t n)
+{
+    const uint8_t *nl = memchr(p, '\n', n);
+    if (!nl || n < 3)
+        return 0;
+    size_t line = (size_t)(nl - p) + 1;
+    long v = strtol((const char *)p + 1, NULL, 10);
+    switch (p[0]) {
+    case '+': case '-': case ':':
+        return line;
+    case '$':
+        if (v < 0)
+            return line;
+        return n >= line + (size_t)v + 2 ? line + (size_t)v + 2 : 0;
+    case '*': {
+        size_t o = line;
+        for (long i = 0; i < v; i++) {
+            size_t k = resp_complete(p + o, n - o);
+            if (!k)
+                return 0;
+            o += k;
+        }
+        return o;
+    }
+    default:
+        ck_abort_msg("malformed reply starting with 0x%02x", p[0]);
+        return 0;
+    }
+}
+
+static bool cli_fill(struct cli *c)
+{
+    if (c->cap - c->len < 4096) {
+        c->cap = c->cap ? c->cap * 2 : 16384;
+        c->buf = realloc(c->buf, c->cap);
+        ck_assert_ptr_nonnull(c->buf);
+    }
+    ssize_t r = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
+    if (r < 0 && errno == EINTR)
+        return true;
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        ck_abort_msg("timed out waiting for a reply");
+    if (r <= 0)
+        return false;
+    c->len += (size_t)r;
+    return true;
+}
+
+/* The next reply as raw RESP text, or NULL at EOF. Valid until the next call. */
+static const char *cli_reply(struct cli *c)
+{
+    for (;;) {
+        size_t k = c->len ? resp_complete(c->buf, c->len) : 0;
+        if (k) {
+            free(c->last);
+            c->last = malloc(k + 1);
+            ck_assert_ptr_nonnull(c->last);
+            memcpy(c->last, c->buf, k);
+            c->last[k] = 0;
+            memmove(c->buf, c->buf + k, c->len - k);
+            c->len -= k;
+            return c->last;
+        }
+        if (!cli_fill(c))
+            return NULL;
+    }
+}
+
+static bool cli_eof(struct cli *c)
+{
+    return c->len == 0 && !cli_fill(c);
+}
+
+/* Sends an inline command (CRLF added) and returns its reply. */
+static const char *cmdf(struct cli *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static const char *cmdf(struct cli *c, const char *fmt, ...)
+{
+    char line[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof line - 2, fmt, ap);
+    va_end(ap);
+    ck_assert(n > 0 && (size_t)n < sizeof line - 2);
+    memcpy(line + n, "\r\n", 2);
+    cli_send(c, line, (size_t)n + 2);
+    const char *r = cli_reply(c);
+    ck_assert_msg(r != NULL, "connection closed after '%s'", line);
+    return r;
+}
+
+#define EXPECT(c, want, ...)                                                                   \
+    do {                                                                                       \
+        const char *got_ = cmdf(c, __VA_ARGS__);                                               \
+        ck_assert_msg(strcmp(got_, want) == 0, "'%s': got '%s', want '%s'", #__VA_ARGS__, got_, \
+                      want);                                                                   \
+    } while (0)
+
+/* Error replies: the prefix is enough. */
+#define EXPECT_ERR(c, prefix, ...)                                                             \
+    do {                                                                                       \
+        const char *got_ = cmdf(c, __VA_ARGS__);                                               \
+        ck_assert_msg(strncmp(got_, prefix, strlen(prefix)) == 0, "'%s': got '%s', want '%s...'", \
+                      #__VA_ARGS__, got_, prefix);                                             \
+    } while (0)
+
+/* The bulk strings of a flat array reply, as a value for a key. */
+static bool array_get(const char *reply, const char *key, char *val, size_t cap)
+{
+    const char *p = reply;
+    if (*p != '*')
+        return false;
+    long n = strtol(p + 1, NULL, 10);
+    p = strstr(p, "\r\n") + 2;
+    for (long i = 0; i + 1 < n; i += 2) {
+        long kl = strtol(p + 1, NULL, 10);
+        const char *k = strstr(p, "\r\n") + 2;
+        p = k + kl + 2;
+        long vl = strtol(p + 1, NULL, 10);
+        const char *v = strstr(p, "\r\n") + 2;
+        p = v + vl + 2;
+        if ((size_t)kl == strlen(key) && memcmp(k, key, (size_t)kl) == 0) {
+            ck_assert_uint_lt((size_t)vl, cap);
+            memcpy(val, v, (size_t)vl);
+            val[vl] = 0;
+            return true;
+        }
+    }
+    return false;
+}
+
+static void expect_stat(struct cli *c, uint64_t id, const char *key, const char *want)
+{
+    const char *r = cmdf(c, "STATS %llu", (unsigned long long)id);
+    char v[128];
+    ck_assert_msg(array_get(r, key, v, sizeof v), "STATS %llu has no %s: %s",
+                  (unsigned long long)id, key, r);
+    ck_assert_msg(strcmp(v, want) == 0, "STATS %llu %s = %s, want %s", (unsigned long long)id, key,
+                  v, want);
+}
+
+/* The value of "key:" in an INFO reply, as an integer (-1 when absent). */
+static long long info_num(struct cli *c, const char *key)
+{
+    const char *r = cmdf(c, "INFO");
+    char pat[96];
+    snprintf(pat, sizeof pat, "\r\n%s:", key);
+    const char *p = strstr(r, pat);
+    return p ? atoll(p + strlen(pat)) : -1;
+}
+
+static bool info_has(struct cli *c, const char *line)
+{
+    const char *r = cmdf(c, "INFO");
+    return strstr(r, line) != NULL;
+}
+
+/* After every scenario: a new client still gets PING and INFO answered. */
+static void assert_alive(const struct srv *s)
+{
+    struct cli c;
+    cli_open(&c, s->port);
+    EXPECT(&c, "+PONG\r\n", "PING");
+    const char *r = cmdf(&c, "INFO");
+    ck_assert_msg(r[0] == '$' && strstr(r, "# Server") && strstr(r, "# Engine"), "INFO: %s", r);
+    cli_close(&c);
+}
+
+/* RESP encoding of argv. */
+static size_t resp_encode(char *out, int argc, const char *const *argv)
+{
+    size_t o = (size_t)sprintf(out, "*%d\r\n", argc);
+    for (int i = 0; i < argc; i++) {
+        size_t l = strlen(argv[i]);
+        o += (size_t)sprintf(out + o, "$%zu\r\n", l);
+        memcpy(out + o, argv[i], l);
+        o += l;
+        memcpy(out + o, "\r\n", 2);
+        o += 2;
+    }
+    return o;
+}
+
+/* Inline encoding of argv, quoting as the server's HISTORY does. */
+static size_t inline_encode(char *out, int argc, const char *const *argv)
+{
+    size_t o = 0;
+    for (int i = 0; i < argc; i++) {
+        if (i)
+            out[o++] = ' ';
+        o += proto_quote(out + o, (const uint8_t *)argv[i], strlen(argv[i]));
+    }
+    memcpy(out + o, "\r\n", 2);
+    return o + 2;
+}
+
+/* ---- every command in both framings ---------------------------------------------------- */
+
+#define MAXARGS 12
+struct step {
+    const char *argv[MAXARGS];
+    const char *want;   /* exact reply, or NULL: checked separately / framing-dependent */
+};
+
+static const struct step script[] = {
+    {{"PING"}, "+PONG\r\n"},
+    {{"ping", "hello there"}, "$11\r\nhello there\r\n"},
+    {{"ECHO", "a b\"c"}, "$5\r\na b\"c\r\n"},
+    {{"COMMAND"}, "*0\r\n"},
+    {{"COMMAND", "DOCS"}, "*0\r\n"},
+    {{"TRACK", "1", "view", "session=s1", "watch_ms=3000", "ts=1700000000000"}, "+OK\r\n"},
+    {{"TRACK", "1", "impression", "session=s1", "ts=1700000000001", "ip=10.0.0.1",
+      "ua=Mozilla/5.0 (X11)"}, "+OK\r\n"},
+    {{"track", "1", "SAVE", "user=7", "ts=1700000000002"}, "+OK\r\n"},
+    {{"TRACK", "1", "share", "user=7", "platform=whatsapp", "ts=1700000000003"}, "+OK\r\n"},
+    {{"TRACK", "2", "view", "session=s2", "watch_ms=100", "ts=1700000000004"}, "+OK\r\n"},
+    {{"BOOST", "1", "50"}, "+OK\r\n"},
+    {{"STATS", "1"}, NULL},
+    {{"STATS", "999"}, NULL},
+    {{"ENGAGEMENT", "1"}, "$8\r\n1.000000\r\n"},
+    {{"SCORE", "1"}, NULL},
+    {{"TOP", "10", "BY", "view_count"}, "*4\r\n$1\r\n1\r\n$1\r\n2\r\n$1\r\n2\r\n$1\r\n1\r\n"},
+    {{"TOP", "1", "by", "avg_watch_ms"}, "*2\r\n$1\r\n1\r\n$11\r\n3000.000000\r\n"},
+    {{"TOP", "2"}, NULL},
+    {{"HISTORY", "SESSION", "s1"},
+     "*2\r\n$75\r\n1 impression ts=1700000000001 session=s1 ip=10.0.0.1 ua=\"Mozilla/5.0 (X11)\"\r\n"
+     "$48\r\n1 view ts=1700000000000 session=s1 watch_ms=3000\r\n"},
+    {{"HISTORY", "USER", "7", "1"}, "*1\r\n$49\r\n1 share ts=1700000000003 user=7 platform=whatsapp\r\n"},
+    {{"HISTORY", "session", "nobody"}, "*0\r\n"},
+    {{"HISTORY", "USER", "12345"}, "*0\r\n"},
+    {{"SESSION", "NEW"}, NULL},
+    {{"INFO"}, NULL},
+    {{"INFO", "engine"}, NULL},
+    {{"MULTI"}, "+OK\r\n"},
+    {{"TRACK", "3", "view", "session=s3", "ts=1700000000005"}, "+QUEUED\r\n"},
+    {{"BOOST", "3", "7"}, "+QUEUED\r\n"},
+    {{"EXEC"}, "*2\r\n+OK\r\n+OK\r\n"},
+    {{"MULTI"}, "+OK\r\n"},
+    {{"DISCARD"}, "+OK\r\n"},
+    {{"AUTH", "x"}, NULL},
+    {{"NOSUCH", "x"}, "-ERR unknown command 'NOSUCH'\r\n"},
+    {{"QUIT"}, "+OK\r\n"},
+};
+#define NSTEPS (sizeof script / sizeof script[0])
+
+static void run_script(int port, bool resp, char **replies)
+{
+    struct cli c;
+    cli_open(&c, port);
+    char buf[4096];
+    for (size_t i = 0; i < NSTEPS; i++) {
+        int argc = 0;
+        while (argc < MAXARGS && script[i].argv[argc])
+            argc++;
+        size_t n = resp ? resp_encode(buf, argc, script[i].argv)
+                        : inline_encode(buf, argc, script[i].argv);
+        cli_send(&c, buf, n);
+        const char *r = cli_reply(&c);
+        ck_assert_msg(r, "%s step %zu (%s): connection closed", resp ? "RESP" : "inline", i,
+                      script[i].argv[0]);
+        if (script[i].want && strcmp(r, script[i].want) != 0)
+            ck_abort_msg("%s step %zu (%s %s): got '%s', want '%s'", resp ? "RESP" : "inline", i,
+                         script[i].argv[0], script[i].argv[1] ? script[i].argv[1] : "", r,
+                         script[i].want);
+        replies[i] = strdup(r);
+    }
+    ck_assert(cli_eof(&c));  /* QUIT closed it */
+    cli_close(&c);
+}
+
+START_TEST(every_command_both_framings)
+{
+    char *rep[2][NSTEPS];
+    for (int f = 0; f < 2; f++) {
+        struct srv s;
+        srv_start(&s, NULL);
+        run_script(s.port, f == 1, rep[f]);
+        assert_alive(&s);
+        srv_stop_ok(&s);
+    }
+    for (size_t i = 0; i < NSTEPS; i++) {
+        const char *name = script[i].argv[0];
+        bool varies = strcmp(name, "SESSION") == 0 || strcmp(name, "INFO") == 0;
+        if (!varies && strcmp(rep[0][i], rep[1][i]) != 0)
+            ck_abort_msg("step %zu (%s): inline '%s' != RESP '%s'", i, name, rep[0][i], rep[1][i]);
+    }
+    /* STATS 1, in protocol order with the platform last. */
+    size_t st = 11;
+    ck_assert_str_eq(script[st].argv[0], "STATS");
+    const char *order[] = {"impressions", "views", "view_count", "unique_viewers", "saves",
+                           "shares", "skips", "contacts", "whatsapps", "book_viewings",
+                           "avg_watch_ms", "engagement_rate", "score", "boost", "last_ts",
+                           "shares_whatsapp"};
+    const char *p = rep[0][st];
+    ck_assert_msg(strncmp(p, "*32\r\n", 5) == 0, "STATS: %s", p);
+    for (size_t i = 0; i < 16; i++) {
+        char key[64];
+        snprintf(key, sizeof key, "$%zu\r\n%s\r\n", strlen(order[i]), order[i]);
+        const char *k = strstr(p, key);
+        ck_assert_msg(k, "STATS lacks %s (or out of order): %s", order[i], rep[0][st]);
+        p = k + strlen(key);
+    }
+    const char *want[][2] = {{"impressions", "1"}, {"views", "1"}, {"view_count", "2"},
+                             {"unique_viewers", "1"}, {"saves", "1"}, {"shares", "1"},
+                             {"skips", "0"}, {"avg_watch_ms", "3000.000000"},
+                             {"engagement_rate", "1.000000"}, {"boost", "50"},
+                             {"last_ts", "1700000000003"}, {"shares_whatsapp", "1"}};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        char v[64];
+        ck_assert(array_get(rep[0][st], want[i][0], v, sizeof v));
+        ck_assert_msg(strcmp(v, want[i][1]) == 0, "%s = %s, want %s", want[i][0], v, want[i][1]);
+    }
+    /* SCORE and TOP agree with STATS. */
+    char score[64];
+    ck_assert(array_get(rep[0][st], "score", score, sizeof score));
+    ck_assert_ptr_nonnull(strstr(rep[0][st + 3], score));
+    ck_assert_ptr_nonnull(strstr(rep[0][st + 6], score));
+    ck_assert_msg(strchr(score, '.') && strlen(strchr(score, '.')) == 7, "score %s", score);
+    /* An unknown short: all zeros, 15 fields. */
+    ck_assert_msg(strncmp(rep[0][st + 1], "*30\r\n", 5) == 0, "%s", rep[0][st + 1]);
+    /* SESSION NEW: "g-" + 32 hex digits. */
+    size_t sn = 22;
+    ck_assert_str_eq(script[sn].argv[0], "SESSION");
+    ck_assert_uint_eq(strlen(rep[0][sn]), 5 + 34 + 2);
+    ck_assert(strncmp(rep[0][sn], "$34\r\ng-", 7) == 0);
+    ck_assert_str_ne(rep[0][sn], rep[1][sn]);
+    /* INFO: every section, the issue's fields. */
+    const char *fields[] = {"# Server", "# Clients", "# Memory", "# Stats", "# Persistence",
+                            "# Engine", "version:", "uptime_s:", "tcp_port:",
+                            "connected_clients:1", "rejected_connections:0", "used_memory_bytes:",
+                            "rss_bytes:", "interactions_total:5", "commands_total:", "errors_total:",
+                            "shorts:2", "sessions:2", "users:1", "snapshot_in_progress:0",
+                            "last_snapshot_unix:", "last_snapshot_status:none",
+                            "last_snapshot_duration_ms:", "last_snapshot_bytes:", "last_fork_usec:"};
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
+        ck_assert_msg(strstr(rep[0][sn + 1], fields[i]), "INFO lacks %s", fields[i]);
+    ck_assert_ptr_nonnull(strstr(rep[0][sn + 2], "# Engine"));
+    ck_assert_ptr_null(strstr(rep[0][sn + 2], "# Server"));
+    ck_assert_ptr_nonnull(strstr(rep[0][31], "-ERR AUTH"));
+    for (int f = 0; f < 2; f++)
+        for (size_t i = 0; i < NSTEPS; i++)
+            free(rep[f][i]);
+}
+END_TEST
+
+/* A HISTORY record, prefixed with "TRACK ", is a valid command that records
+ * the same interaction again. */
+START_TEST(history_records_replay)
+{
+    struct srv s;
+    srv_start(&s, NULL);
+    struct cli c;
+    cli_open(&c, s.port);
+    EXPECT(&c, "+OK\r\n",
+           "TRACK 9 view session=h1 user=3 watch_ms=12 ip=2001:db8::1 "
+           "ua=\"A \\\"quoted\\\" \\\\ agent\\x01\" ts=1700000000000");
+    EXPECT(&c, "+OK\r\n", "TRACK 9 share session=h1 platform=x_y ts=1700000000001");
+    const char *r = cmdf(&c, "HISTORY SESSION h1");
+    ck_assert_msg(strncmp(r, "*2\r\n", 4) == 0, "%s", r);
+    char *body = strdup(r + 4);  /* the two records, newest first */
+    char *rec[2];
+    char *p = body;
+    for (int i = 0; i < 2; i++) {
+        long len = strtol(p + 1, &p, 10);
+        p += 2;
+        rec[i] = strndup(p, (size_t)len);
+        p += len + 2;
+    }
+    ck_assert_msg(strstr(rec[1], "ua=\"A \\\"quoted\\\" \\\\ agent\\x01\""), "%s", rec[1]);
+    ck_assert_msg(strstr(rec[1], "ip=2001:db8::1"), "%s", rec[1]);
+    /* Replay oldest first: the history then holds the same two records twice. */
+    for (int i = 1; i >= 0; i--)
+        EXPECT(&c, "+OK\r\n", "TRACK %s", rec[i]);
+    r = cmdf(&c, "HISTORY SESSION h1 4");
+    ck_assert_msg(strncmp(r, "*4\r\n", 4) == 0, "%s", r);
+    size_t bl = strlen(body);
+    ck_assert_msg(strlen(r + 4) == 2 * bl && memcmp(r + 4, body, bl) == 0 &&
+                      memcmp(r + 4 + bl, body, bl) == 0,
+                  "replayed history differs:\n%s\nvs\n%s", r + 4, body);
+    expect_stat(&c, 9, "views", "2");
+    expect_stat(&c, 9, "shares_x_y", "2");
+    /* Without ts= the server stamps the time the command arrived. */
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_REALTIME, &t0);
+    EXPECT(&c, "+OK\r\n", "TRACK 9 skip session=h2");
+    clock_gettime(CLOCK_REALTIME, &t1);
+    r = cmdf(&c, "HISTORY SESSION h2");
+    const char *ts = strstr(r, " ts=");
+    ck_assert_ptr_nonnull(ts);
+    long long got = atoll(ts + 4);
+    long long lo = (long long)t0.tv_sec * 1000 + t0.tv_nsec / 1000000 - 1;
+    long long hi = (long long)t1.tv_sec * 1000 + t1.tv_nsec / 1000000 + 1;
+    ck_assert_msg(got >= lo && got <= hi, "ts %lld not in [%lld, %lld]", got, lo, hi);
+    free(body);
+    free(rec[0]);
+    free(rec[1]);
+    cli_close(&c);
+    assert_alive(&s);
+    srv_stop_ok(&s);
+}
+END_TEST
+
+/* ---- pipelining ----------------------------------------------------------------------------- */
+
+START_TEST(pipeline_100k_one_write)
+{
+    struct srv s;
+    srv_start(&s, NULL);
+    const size_t n = 100000;
+    size_t cap = n * 96, o = 0;
+    char *buf = malloc(cap);
+    ck_assert_ptr_nonnull(buf);
+    for (size_t i = 0; i < n; i++) {
+        if (i % 2)
+            o += (size_t)sprintf(buf + o, "TRACK %zu view session=p%zu watch_ms=10\r\n", i % 100 + 1,
+                                 i % 1000);
+        else {
+            char id[24], sess[24];
+            sprintf(id, "%zu", i % 100 + 1);
+            sprintf(sess, "session=p%zu", i % 1000);
+            const char *argv[] = {"TRACK", id, "impression", sess};
+            o += resp_encode(buf + o, 4, argv);
+        }
+    }
+    struct cli c;
+    cli_open(&c, s.port);
+    cli_send(&c, buf, o);  /* one send() call: the kernel may split it, the server must not care */
+    size_t oks = 0;
+    while (oks < n) {
+        if (c.len >= 5 && memcmp(c.buf, "+OK\r\n", 5) == 0) {
+            size_t k = 0;
+            while (k + 5 <= c.len && memcmp(c.buf + k, "+OK\r\n", 5) == 0)
+                k += 5;
+            memmove(c.buf, c.buf + k, c.len - k);
+            c.len -= k;
+            oks += k / 5;
+            continue;
+        }
+        if (c.len >= 5)
+            ck_abort_msg("unexpected reply after %zu OKs: %.40s", oks, (const char *)c.buf);
+        ck_assert_msg(cli_fill(&c), "closed after %zu replies", oks);
+    }
+    ck_assert_uint_eq(oks, n);
+    ck_assert_int_eq(info_num(&c, "interactions_total"), (long long)n);
+    /* short 1 got i = 0, 100, 200, ... (even: RESP impressions), short 2 the odd
+     * i = 1, 101, ... (inline views): 1,000 each. */
+    expect_stat(&c, 1, "impressions", "1000");
+    expect_stat(&c, 1, "views", "0");
+    expect_stat(&c, 2, "views", "1000");
+    expect_stat(&c, 2, "avg_watch_ms", "10.000000");
+    free(buf);
+    cli_close(&c);
+    assert_alive(&s);
+    srv_stop_ok(&s);
+}
+END_TEST
+
+static const char split_script[] =
+    "PING\r\n"
+    "*2\r\n$4\r\nECHO\r\n$4\r\na\r\nb\r\n"
+    "TRACK 5 view session=sp ua=\"x y\" ts=1700000000000\r\n"
+    "\r\n"
+    "*5\r\n$5\r\nTRACK\r\n$1\r\n5\r\n$10\r\nimpression\r\n$10\r\nsession=sp\r\n$16\r\nts=1700000000001\r\n"
+    "ECHO \"open\r\n"
+    "HISTORY SESSION sp 1\n"
+    "*1\r\n$4\r\nPING\r\n";
+
+START_TEST(split_at_every_byte)
+{
+    struct srv s;
+    srv_start(&s, NULL);
+    const size_t len = sizeof split_script - 1;
+    const int nreplies = 7;
+    struct cli c;
+    cli_open(&c, s.port);
+    /* The reference: the whole script at once. */
+    cli_send(&c, split_script, len);
+    char *want[7];
+    for (int i = 0; i < nreplies; i++) {
+        const char *r = cli_reply(&c);
+        ck_assert_ptr_nonnull(r);
+        want[i] = strdup(r);
+    }
+    ck_assert_str_eq(want[0], "+PONG\r\n");
+    ck_assert_str_eq(want[1], "$4\r\na\r\nb\r\n");
+    ck_assert_str_eq(want[2], "+OK\r\n");
+    ck_assert_str_eq(want[4], "-ERR Protocol error: unbalanced quotes in request\r\n");
+    ck_assert_str_eq(want[5],
+                     "*1\r\n$40\r\n5 impression ts=1700000000001 session=sp\r\n");
+    for (size_t cut = 1; cut < len; cut++) {
+        cli_send(&c, split_script, cut);
+        sleep_ms(1);  /* lets the first part arrive alone (the check holds either way) */
+        cli_send(&c, split_script + cut, len - cut);
+        for (int i = 0; i < nreplies; i++) {
+            const char *r = cli_reply(&c);
+            ck_assert_msg(r && strcmp(r, want[i]) == 0, "cut at %zu, reply %d: '%s' want '%s'",
+                          cut, i, r ? r : "(closed)", want[i]);
+        }
+    }
+    /* One byte per send. */
+    for (size_t i = 0; i < len; i++)
+        cli_send(&c, split_script + i, 1);
+    for (int i = 0; i < nreplies; i++) {
+        const char *r = cli_reply(&c);
+        ck_assert_msg(r && strcmp(r, want[i]) == 0, "bytewise reply %d", i);
+        free(want[i]);
+    }
+    cli_close(&c);
+    assert_alive(&s);
+    srv_stop_ok(&s);
+}
+END_TEST
+
+/* ---- MULTI/EXEC ------------------------------------------------------------------------------- */
+
+START_TEST(multi_exec_atomic)
+{
+    struct srv s;
+    srv_start(&s, NULL);
+    struct cli a, b;
+    cli_open(&a, s.port);
+    cli_open(&b, s.port);
+
+    /* Queued commands are invisible to others until EXEC. */
+    EXPECT(&a, "+OK\r\n", "MULTI");
+    EXPECT(&a, "+QUEUED\r\n", "TRACK 1 view session=m1 watch_ms=10");
+    EXPECT(&a, "+QUEUED\r\n", "TRACK 1 save session=m1");
+    EXPECT(&a, "+QUEUED\r\n", "BOOST 1 90");
+    expect_stat(&b, 1, "views", "0");
+    expect_stat(&b, 1, "boost", "0");
+    EXPECT(&a, "*3\r\n+OK\r\n+OK\r\n+OK\r\n", "exec");
+    expect_stat(&b, 1, "views", "1");
+    expect_stat(&b, 1, "saves", "1");
+    expect_stat(&b, 1, "boost", "90");
+
+    /* One invalid command: EXEC applies none of them. */
+    EXPECT(&a, "+OK\r\n", "MULTI");
+    EXPECT(&a, "+QUEUED\r\n", "TRACK 1 view session=m2");
+    EXPECT_ERR(&a, "-ERR watch_ms:", "TRACK 1 impression session=m2 watch_ms=5");
+    EXPECT(&a, "+QUEUED\r\n", "BOOST 1 10");
+    EXPECT(&a, "-EXECABORT Transaction discarded because of previous errors.\r\n", "EXEC");
+    expect_stat(&b, 1, "views", "1");
+    expect_stat(&b, 1, "boost", "90");
+
+    /* Every kind of queue-time error aborts. */
+    const char *bad[] = {"TRACK 1 view", "TRACK x view session=a", "TRACK 1 view nope=1",
+                         "BOOST 1 101", "STATS 1", "NOSUCH", "TRACK 1", "PING"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        EXPECT(&a, "+OK\r\n", "MULTI");
+        EXPECT(&a, "+QUEUED\r\n", "TRACK 1 view session=m3");
+        EXPECT_ERR(&a, "-ERR", "%s", bad[i]);
+        EXPECT_ERR(&a, "-EXECABORT", "EXEC");
+    }
+    expect_stat(&b, 1, "views", "1");
+
+    /* DISCARD, nesting, and EXEC/DISCARD without MULTI. */
+    EXPECT(&a, "+OK\r\n", "MULTI");
+    EXPECT(&a, "+QUEUED\r\n", "TRACK 1 view session=m4");
+    EXPECT(&a, "-ERR MULTI calls can not be nested\r\n", "MULTI");
+    EXPECT(&a, "+OK\r\n", "DISCARD");
+    EXPECT(&a, "-ERR EXEC without MULTI\r\n", "EXEC");
+    EXPECT(&a, "-ERR DISCARD without MULTI\r\n", "DISCARD");
+    EXPECT(&a, "+OK\r\n", "MULTI");
+    EXPECT(&a, "*0\r\n", "EXEC");
+    expect_stat(&b, 1, "views", "1");
+
+    /* A large transaction of inline commands with quoted strings. */
+    EXPECT(&a, "+OK\r\n", "MULTI");
+    for (int i = 0; i < 500; i++)
+        EXPECT(&a, "+QUEUED\r\n", "TRACK 2 impression session=big%d ua=\"agent %d\"", i, i % 7);
+    const char *r = cmdf(&a, "EXEC");
+    ck_assert(strncmp(r, "*500\r\n", 6) == 0);
+    expect_stat(&b, 2, "unique_viewers", "500");
+    r = cmdf(&b, "HISTORY SESSION big499");
+    ck_assert_msg(strstr(r, "ua=\"agent 2\""), "%s", r);
+    cli_close(&a);
+    cli_close(&b);
+    assert_alive(&s);
+    srv_stop_ok(&s);
+}
+END_TEST
+
+/* ---- error paths --------------------------------------------------------------------------------- */
+
+START_TEST(command_errors)
+{
+    struct srv s;
+    srv_start(&s, NULL);
+    struct cli c;
+    cli_open(&c, s.port);
+    EXPECT(&c, "-ERR unknown command 'FLUSHALL'\r\n", "FLUSHALL");
+    EXPECT(&c, "-ERR wrong number of arguments for 'track' command\r\n", "TRACK 1");
+    EXPECT(&c, "-ERR wrong number of arguments for 'stats' command\r\n", "STATS");
+    EXPECT(&c, "-ERR wrong number of arguments for 'echo' command\r\n", "ECHO a b");
+    EXPECT(&c, "-ERR wrong number of arguments for 'boost' command\r\n", "BOOST 1");
+    EXPECT(&c, "-ERR wrong number of arguments for 'history' command\r\n", "HISTORY USER");
+    EXPECT_ERR(&c, "-ERR short_id: must be an integer", "TRACK abc view session=a");
+    EXPECT_ERR(&c, "-ERR short_id: must be an integer", "TRACK -1 view session=a");
+    EXPECT_ERR(&c, "-ERR short_id: must be an integer", "TRACK 18446744073709551616 view session=a");
+    EXPECT_ERR(&c, "-ERR short_id: must be at least 1", "TRACK 0 view session=a");
+    EXPECT_ERR(&c, "-ERR type: unknown interaction type 'like'", "TRACK 1 like session=a");
+    EXPECT_ERR(&c, "-ERR color: unknown field", "TRACK 1 view session=a color=red");
+    EXPECT_ERR(&c, "-ERR session: repeated field", "TRACK 1 view session=a session=b");
+    EXPECT_ERR(&c, "-ERR nonsense: expected field=value", "TRACK 1 view nonsense");
+    EXPECT_ERR(&c, "-ERR user: must be an integer", "TRACK 1 view user=abc");
+    EXPECT_ERR(&c, "-ERR user: must be an integer", "TRACK 1 view user=0");
+    EXPECT_ERR(&c, "-ERR ts: must be an integer", "TRACK 1 view session=a ts=soon");
+    EXPECT_ERR(&c, "-ERR ts:", "TRACK 1 view session=a ts=-5");
+    EXPECT_ERR(&c, "-ERR watch_ms: must be an integer", "TRACK 1 view session=a watch_ms=1.5");
+    EXPECT_ERR(&c, "-ERR watch_ms:", "TRACK 1 view session=a watch_ms=86400001");
+    EXPECT_ERR(&c, "-ERR watch_ms:", "TRACK 1 skip session=a watch_ms=5");
+    EXPECT_ERR(&c, "-ERR platform:", "TRACK 1 view session=a platform=x");
+    EXPECT_ERR(&c, "-ERR platform:", "TRACK 1 share session=a platform=Bad!");
+    EXPECT_ERR(&c, "-ERR session:", "TRACK 1 view session=bad/char");
+    EXPECT_ERR(&c, "-ERR session:", "TRACK 1 view session=");
+    EXPECT_ERR(&c, "-ERR viewer:", "TRACK 1 view watch_ms=5");
+    EXPECT_ERR(&c, "-ERR ip:", "TRACK 1 view session=a ip=300.1.1.1");
+    EXPECT_ERR(&c, "-ERR short_id: must be an integer", "STATS x");
+    EXPECT_ERR(&c, "-ERR short_id: must be an integer", "SCORE 0");
+    EXPECT_ERR(&c, "-ERR short_id: must be an integer", "ENGAGEMENT -3");
+    EXPECT_ERR(&c, "-ERR boost: must be an integer 0..100", "BOOST 1 101");
+    EXPECT_ERR(&c, "-ERR boost: must be an integer 0..100", "BOOST 1 -1");
+    EXPECT_ERR(&c, "-ERR short_id", "BOOST 0 5");
+    EXPECT_ERR(&c, "-ERR k: must be an integer 1..1000", "TOP 0");
+    EXPECT_ERR(&c, "-ERR k: must be an integer 1..1000", "TOP 1001");
+    EXPECT_ERR(&c, "-ERR k: must be an integer 1..1000", "TOP many");
+    EXPECT_ERR(&c, "-ERR by: unknown metric 'likes'", "TOP 5 BY likes");
+    EXPECT_ERR(&c, "-ERR syntax error", "TOP 5 score");
+    EXPECT_ERR(&c, "-ERR syntax error", "TOP 5 BY");
+    EXPECT_ERR(&c, "-ERR syntax error", "HISTORY DEVICE x");
+    EXPECT_ERR(&c, "-ERR limit: must be a positive integer", "HISTORY SESSION s 0");
+    EXPECT_ERR(&c, "-ERR limit: must be a positive integer", "HISTORY SESSION s x");
+    EXPECT_ERR(&c, "-ERR user: must be an integer", "HISTORY USER bob");
+    EXPECT_ERR(&c, "-ERR unknown SESSION subcommand 'OLD'", "SESSION OLD");
+    EXPECT_ERR(&c, "-ERR AUTH called without any password", "AUTH pw");
+    /* Nothing above recorded anything. */
+    ck_assert_int_eq(info_num(&c, "interactions_total"), 0);
+    ck_assert_int_eq(info_num(&c, "shorts"), 0);
+    ck_assert_int_ge(info_num(&c, "errors_total"), 45);
+    /* Quoting errors answer and keep the connection. */
+    EXPECT(&c, "-ERR Protocol error: unbalanced quotes in request\r\n", "ECHO \"abc");
+    EXPECT_ERR(&c, "-ERR Protocol error: invalid escape", "ECHO \"a\\qb\"");
+    EXPECT_ERR(&c, "-ERR Protocol error: invalid \\x escape", "ECHO \"\\xG0\"");
+    EXPECT(&c, "+PONG\r\n", "PING");
+    ck_assert_int_ge(info_num(&c, "protocol_errors"), 3);
+    /* Limits are inclusive: a 1,000 top and a 64 KiB inline line are fine. */
+    EXPECT(&c, "*0\r\n", "TOP 1000 BY saves");
+    cli_close(&c);
+    assert_alive(&s);
+    srv_stop_ok(&s);
+}
+END_TEST
+
+/* Sends raw bytes; expects one error reply starting with prefix, then EOF. */
+static void expect_fatal(const struct srv *s, const void *bytes, size_t n, const char *prefix)
+{
+    struct cli c;
+    cli_open(&c, s->port);
+    cli_sends(&c, "PING\r\n");
+    cli_send(&c, bytes, n);
+    const char *r = cli_reply(&c);
+    ck_assert_str_eq(r, "+PONG\r\n");
+    r = cli_reply(&c);
+    ck_assert_msg(r && strncmp(r, prefix, strlen(prefix)) == 0, "got '%s', want '%s'",
+                  r ? r : "(closed)", prefix);
+    ck_assert_msg(cli_eof(&c), "connection still open after '%s'", prefix);
+    cli_close(&c);
+}
+
+START_TEST(protocol_errors_close)
+{
+    struct srv s;
+    srv_start(&s, NULL);
+    static const struct { const char *in; const char *err; } cases[] = {
+        {"*x\r\n", "-ERR Protocol error: invalid multibulk length"},
+        {"*2000\r\n", "-ERR Protocol error: invalid multibulk length"},
+        {"*1\r\n+PING\r\n", "-ERR Protocol error: expected '$', got '+'"},
+        {"*1\r\n$-3\r\n", "-ERR Protocol error: invalid bulk length"},
+        {"*1\r\n$70000\r\n", "-ERR Protocol error: invalid bulk length"},
+        {"*1\r\n$4\r\nPINGxx", "-ERR Protocol error: bulk argument not followed by CRLF"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        expect_fatal(&s, cases[i].in, strlen(cases[i].in), cases[i].err);
+
+    /* An inline line over 64 KiB. */
+    size_t n = PROTO_INLINE_MAX + 10;
+    char *big = malloc(n);
+    ck_assert_ptr_nonnull(big);
+    memset(big, 'a', n);
+    expect_fatal(&s, big, n, "-ERR Protocol error: too big inline request");
+    /* Exactly 64 KiB is accepted. */
+    struct cli c;
+    cli_open(&c, s.port);
+    memcpy(big, "ECHO ", 5);
+    memcpy(big + PROTO_INLINE_MAX, "\r\n", 2);
+    cli_send(&c, big, PROTO_INLINE_MAX + 2);
+    const char *r = cli_reply(&c);
+    ck_assert_msg(r && strncmp(r, "$65531\r\n", 8) == 0, "%.20s", r ? r : "(closed)");
+    cli_close(&c);
+    free(big);
+    assert_alive(&s);
+    srv_stop_ok(&s);
+}
+END_TEST
+
+START_TEST(query_buffer_limit)
+{
+    struct srv s;
+    const char *args[] = {"--query-buffer-limit", "8k", NULL};
+    srv_start(&s, args);
+    struct cli c;
+    cli_open(&c, s.port);
+    /* A command that can never complete within 8 KiB: 3 x 60 KB arguments. */
+    char head[] = "*4\r\n$4\r\nECHO\r\n$60000\r\n";
+    cli_sends(&c, head);
+    char *chunk = malloc(20000);
+    ck_assert_ptr_nonnull(chunk);
+    memset(chunk, 'q', 20000);
+    cli_send(&c, chunk, 20000);
+    const char *r = cli_reply(&c);
+    ck_assert_msg(r && strcmp(r, "-ERR Protocol error: query buffer limit exceeded\r\n") == 0,
+                  "%s", r ? r : "(closed)");
+    ck_assert(cli_eof(&c));
+    cli_close(&c);
+    free(chunk);
+    cli_open(&c, s.port);
+    ck_assert_int_eq(info_num(&c, "query_limit_disconnects"), 1);
+    cli_close(&c);
+    ck_assert(log_has(&s, "over --query-buffer-limit"));
+    assert_alive(&s);
+    srv_stop_ok(&s);
+}
+END_TEST
+
+START_TEST(maxclients_refused)
+{
+    struct srv s;
+    const char *args[] = {"--maxclients", "3", NULL};
+    srv_start(&s, args);
+    struct cli c[3];
+    for (int i = 0; i < 3; i++) {
+        cli_open(&c[i], s.port);
+        EXPECT(&c[i], "+PONG\r\n", "PING");
+    }
+    struct cli x;
+    cli_open(&x, s.port);
+    const char *r = cli_reply(&x);
+    ck_assert_msg(r && strcmp(r, "-ERR max number of clients reached\r\n") == 0, "%s",
+                  r ? r : "(closed)");
+    ck_assert(cli_eof(&x));
+    cli_close(&x);
+    ck_assert_int_eq(info_num(&c[0], "rejected_connections"), 1);
+    /* A flood of refusals is counted, but logged at most once a second. */
+    for (int i = 0; i < 50; i++) {
+        cli_open(&x, s.port);
+        ck_assert_str_eq(cli_reply(&x), "-ERR max number of clients reached\r\n");
+        cli_close(&x);
+    }
+    ck_assert_int_eq(info_num(&c[0], "rejected_connections"), 51);
+    char *l = read_file(s.log, NULL);
+    int lines = 0;
+    for (char *p = l; (p = strstr(p, "refused: --maxclients")) != NULL; p++)
+        lines++;
+    free(l);
+    ck_assert_int_ge(lines, 1);
+    ck_assert_int_lt(lines, 51);
+    ck_assert_int_eq(info_num(&c[0], "connected_clients"), 3);
+    cli_close(&c[2]);
+    /* A slot freed is a slot usable (the close is seen after a round trip). */
+    for (int tries = 0; info_num(&c[0], "connected_clients") != 2 && tries < 1000; tries++)
+        sleep_ms(5);
+    cli_open(&c[2], s.port);
+    EXPECT(&c[2], "+PONG\r\n", "PING");
+    ck_assert(log_has(&s, "refused: --maxclients 3 reached"));
+    /* Still answering (a new client could race the closes below at the limit). */
+    EXPECT(&c[0], "+PONG\r\n", "PING");
+    ck_assert(info_has(&c[0], "# Engine"));
+    for (int i = 0; i < 3; i++)
+        cli_close(&c[i]);
+    srv_stop_ok(&s);
+}
+END_TEST
+
+START_TEST(auth_required)
+{
+    struct srv s;
+    const char *args[] = {"--requirepass", "s3cret pass", NULL};
+    srv_start(&s, args);
+    struct cli c;
+    cli_open(&c, s.port);
+    EXPECT(&c, "+PONG\r\n", "PING");
+    EXPECT(&c, "-NOAUTH Authentication required.\r\n", "STATS 1");
+    EXPECT(&c, "-NOAUTH Authentication required.\r\n", "TRACK 1 view session=a");
+    EXPECT(&c, "-NOAUTH Authentication required.\r\n", "INFO");
+    EXPECT(&c, "-NOAUTH Authentication required.\r\n", "NOSUCHCOMMAND");
+    EXPECT(&c, "-NOAUTH Authentication required.\r\n", "MULTI");
+    EXPECT(&c, "-WRONGPASS invalid password\r\n", "AUTH wrong");
+    EXPECT(&c, "-WRONGPASS invalid password\r\n", "AUTH \"s3cret pas\"");
+    EXPECT(&c, "-WRONGPASS invalid password\r\n", "AUTH admin \"s3cret pass\"");
+    EXPECT(&c, "+OK\r\n", "AUTH \"s3cret pass\"");
+    EXPECT(&c, "+OK\r\n", "TRACK 1 view session=a");
+    ck_assert_int_eq(info_num(&c, "auth_failures"), 3);
+    cli_close(&c);
+    /* Redis 6 style AUTH <user> <password>, in RESP. */
+    cli_open(&c, s.port);
+    cli_sends(&c, "*3\r\n$4\r\nAUTH\r\n$7\r\ndefault\r\n$11\r\ns3cret pass\r\n");
+    ck_assert_str_eq(cli_reply(&c), "+OK\r\n");
+    expect_stat(&c, 1, "views", "1");
+    cli_close(&c);
+    /* QUIT works unauthenticated. */
+    cli_open(&c, s.port);
+    EXPECT(&c, "+OK\r\n", "QUIT");
+    ck_assert(cli_eof(&c));
+    cli_close(&c);
+    /* The fast TRACK path honours auth inside a pipeline too. */
+    cli_open(&c, s.port);
+    cli_sends(&c, "TRACK 1 view session=b\r\nAUTH \"s3cret pass\"\r\nTRACK 1 view session=b\r\n");
+    ck_assert_str_eq(cli_reply(&c), "-NOAUTH Authentication required.\r\n");
+    ck_assert_str_eq(cli_reply(&c), "+OK\r\n");
+    ck_assert_str_eq(cli_reply(&c), "+OK\r\n");
+    expect_stat(&c, 1, "views", "2");
+    cli_close(&c);
+    srv_stop_ok(&s);
+}
+END_TEST
+
+/* A client that sends without ever reading is cut off at the output limit;
+ * a well-behaved client on the same server does not notice. */
+START_TEST(client_never_reads)
+{
+    struct srv s;
+    const char *args[] = {"--client-output-limit", "1m", NULL};
+    srv_start(&s, args);
+    struct cli good;
+    cli_open(&good, s.port);
+    EXPECT(&good, "+OK\r\n", "TRACK 1 view session=g");
+
+    int fd = tcp_connect(s.port);
+    int small = 4096;  /* keep kernel buffers from hiding the server's buffer */
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    size_t argl = 60000;
+    char *cmd = malloc(argl + 64);
+    ck_assert_ptr_nonnull(cmd);
+    int h = sprintf(cmd, "*2\r\n$4\r\nECHO\r\n$%zu\r\n", argl);
+    memset(cmd + h, 'z', argl);
+    memcpy(cmd + h + argl, "\r\n", 2);
+    size_t clen = (size_t)h + argl + 2;
+    fcntl(fd, F_SETFL, O_NONBLOCK);
+    size_t sent = 0;
+    bool cut = false;
+    int interleave = 0;
+    while (sent < (size_t)1 << 30) {
+        struct pollfd p = {fd, POLLOUT, 0};
+        int pr = poll(&p, 1, 20000);
+        ck_assert_msg(pr > 0, "server stopped reading but never cut the client off");
+        if (p.revents & (POLLERR | POLLHUP)) {
+            cut = true;
+            break;
+        }
+        ssize_t w = send(fd, cmd + sent % clen, clen - sent % clen, MSG_NOSIGNAL);
+        if (w < 0 && (errno == EPIPE || errno == ECONNRESET)) {
+            cut = true;
+            break;
+        }
+        if (w > 0)
+            sent += (size_t)w;
+        if (++interleave % 64 == 0)  /* the other client keeps being served */
+            EXPECT(&good, "+PONG\r\n", "PING");
+    }
+    ck_assert_msg(cut, "never disconnected after %zu bytes", sent);
+    close(fd);
+    free(cmd);
+    EXPECT(&good, "+OK\r\n", "TRACK 1 view session=g2");
+    expect_stat(&good, 1, "views", "2");
+    ck_assert_int_eq(info_num(&good, "output_limit_disconnects"), 1);
+    cli_close(&good);
+    ck_assert(log_has(&s, "over --client-output-limit 1048576, closing"));
+    assert_alive(&s);
+    srv_stop_ok(&s);
+}
+END_TEST
+
+START_TEST(thousand_connections)
+{
+    struct srv s;
+    srv_start(&s, NULL);
+    enum { N = 1000 };
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    if (rl.rlim_cur < N + 64) {
+        rl.rlim_cur = rl.rlim_max < N + 64 ? rl.rlim_max : N + 64;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    static struct cli c[N];
+    for (int i = 0; i < N; i++)
+        cli_open(&c[i], s.port);
+    /* All send before any reads: the server juggles 1,000 live clients. */
+    for (int i = 0; i < N; i++) {
+        char line[128];
+        int n = snprintf(line, sizeof line, "TRACK %d impression session=c%d\r\nPING\r\n", i % 10 + 1,
+                         i);
+        cli_send(&c[i], line, (size_t)n);
+    }
+    for (int i = 0; i < N; i++) {
+        ck_assert_str_eq(cli_reply(&c[i]), "+OK\r\n");
+        ck_assert_str_eq(cli_reply(&c[i]), "+PONG\r\n");
+    }
+    ck_assert_int_eq(info_num(&c[0], "connected_clients"), N);
+    expect_stat(&c[0], 1, "unique_viewers", "100");
+    ck_assert_int_eq(info_num(&c[0], "interactions_total"), N);
+    for (int i = 0; i < N; i++)
+        cli_close(&c[i]);
+    assert_alive(&s);
+    srv_stop_ok(&s);
+}
+END_TEST
+
+/* ---- redis-cli, the way users will ------------------------------------------------------------ */
+
+static char *run_capture(const char *cmdline)
+{
+    FILE *p = popen(cmdline, "r");
+    ck_assert_ptr_nonnull(p);
+    size_t cap = 1 << 16, n = 0;
+    char *out = malloc(cap);
+    ck_assert_ptr_nonnull(out);
+    size_t r;
+    while ((r = fread(out + n, 1, cap - 1 - n, p)) > 0) {
+        n += r;
+        if (n == cap - 1) {
+            cap *= 2;
+            out = realloc(out, cap);
+            ck_assert_ptr_nonnull(out);
+        }
+    }
+    out[n] = 0;
+    int st = pclose(p);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "'%s' failed: %s", cmdline, out);
+    return out;
+}
+
+START_TEST(redis_cli)
+{
+    if (system("command -v redis-cli >/dev/null 2>&1") != 0)
+        ck_abort_msg("redis-cli not installed: run make deps");
+    struct srv s;
+    srv_start(&s, NULL);
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "redis-cli -p %d TRACK 1 view session=s1 watch_ms=3000", s.port);
+    char *out = run_capture(cmd);
+    ck_assert_str_eq(out, "OK\n");
+    free(out);
+    snprintf(cmd, sizeof cmd, "redis-cli -p %d STATS 1", s.port);
+    out = run_capture(cmd);
+    ck_assert_msg(strncmp(out, "impressions\n0\nviews\n1\nview_count\n1\n", 35) == 0, "%s", out);
+    ck_assert_ptr_nonnull(strstr(out, "avg_watch_ms\n3000.000000\n"));
+    free(out);
+    snprintf(cmd, sizeof cmd, "redis-cli -p %d TRACK 1 bogus session=s1", s.port);
+    out = run_capture(cmd);
+    ck_assert_ptr_nonnull(strstr(out, "ERR type: unknown interaction type"));
+    free(out);
+    /* Interactive-style start (COMMAND DOCS) plus a quoted argument. */
+    snprintf(cmd, sizeof cmd,
+             "printf 'TRACK 1 impression session=s2 ua=\"Mozilla/5.0 (X11)\"\\nHISTORY SESSION s2\\n' "
+             "| redis-cli -p %d",
+             s.port);
+    out = run_capture(cmd);
+    ck_assert_msg(strstr(out, "OK\n") && strstr(out, " session=s2 ua=\"Mozilla/5.0 (X11)\"\n"), "%s",
+                  out);
+    free(out);
+
+    /* Mass insertion: redis-cli --pipe of a generated file. */
+    char path[128];
+    snprintf(path, sizeof path, "%s/pipe.txt", s.dir);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    const int n = 20000;
+    for (int i = 0; i < n; i++) {
+        if (i % 3 == 0)
+        {
+            char arg[32];
+            int al = snprintf(arg, sizeof arg, "session=q%d", i);
+            fprintf(f, "*4\r\n$5\r\nTRACK\r\n$1\r\n7\r\n$4\r\nview\r\n$%d\r\n%s\r\n", al, arg);
+        }
+        else
+            fprintf(f, "TRACK 7 impression session=q%d ua=\"cli %d\"\r\n", i, i % 5);
+    }
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "redis-cli -p %d --pipe < %s 2>&1", s.port, path);
+    out = run_capture(cmd);
+    char want[64];
+    snprintf(want, sizeof want, "errors: 0, replies: %d", n);
+    ck_assert_msg(strstr(out, want), "%s", out);
+    free(out);
+    snprintf(cmd, sizeof cmd, "redis-cli -p %d INFO stats", s.port);
+    out = run_capture(cmd);
+    snprintf(want, sizeof want, "interactions_total:%d", n + 2);
+    ck_assert_msg(strstr(out, want), "%s", out);
+    free(out);
+    struct cli c;
+    cli_open(&c, s.port);
+    expect_stat(&c, 7, "views", "6667");
+    expect_stat(&c, 7, "unique_viewers", "20000");
+    cli_close(&c);
+    assert_alive(&s);
+    srv_stop_ok(&s);
+}
+END_TEST
+
+/* ---- process: flags, config, signals ------------------------------------------------------------ */
+
+/* Runs shortstatd with args to completion; returns the exit code, output in *out. */
+static int run_server_args(const char *const *args, char **out)
+{
+    struct srv s;
+    memset(&s, 0, sizeof s);
+    srv_init_dir(&s);
+    s.pid = spawn(&s, args);
+    int st;
+    waitpid(s.pid, &st, 0);
+    *out = read_file(s.log, NULL);
+    srv_cleanup(&s);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+START_TEST(flags_and_config)
+{
+    static const struct { const char *args[6]; const char *msg; } bad[] = {
+        {{"--port", "99999"}, "--port: must be an integer 0..65535"},
+        {{"--port"}, "--port: missing value"},
+        {{"--bogus", "1"}, "--bogus: unknown flag"},
+        {{"stray"}, "stray: not a flag"},
+        {{"--history", "0"}, "--history: must be an integer 1..65536"},
+        {{"--session-ttl", "abc"}, "--session-ttl: must be an integer"},
+        {{"--snapshot-interval", "-1"}, "--snapshot-interval: must be an integer"},
+        {{"--maxclients", "0"}, "--maxclients: must be an integer"},
+        {{"--loglevel", "loud"}, "--loglevel: must be debug, info or warn"},
+        {{"--query-buffer-limit", "12q"}, "--query-buffer-limit: must be a size"},
+        {{"--client-output-limit", "10"}, "--client-output-limit: must be a size"},
+        {{"--http-port=70000"}, "--http-port: must be an integer 0..65535"},
+        {{"--trust-proxy", "maybe"}, "--trust-proxy: must be yes or no"},
+        {{"--config", "/nonexistent/x.conf"}, "config /nonexistent/x.conf: No such file"},
+        {{"--dir", ""}, "--dir: must be 1 to"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *out;
+        int code = run_server_args(bad[i].args, &out);
+        ck_assert_msg(code == 2, "%s: exit %d", bad[i].args[0], code);
+        ck_assert_msg(out && strstr(out, bad[i].msg), "%s: got '%s' want '%s'", bad[i].args[0], out,
+                      bad[i].msg);
+        free(out);
+    }
+    char *out;
+    const char *help[] = {"--help", NULL};
+    ck_assert_int_eq(run_server_args(help, &out), 0);
+    ck_assert_ptr_nonnull(strstr(out, "usage: shortstatd"));
+    ck_assert_ptr_nonnull(strstr(out, "--snapshot-interval"));
+    free(out);
+    const char *ver[] = {"--version", NULL};
+    ck_assert_int_eq(run_server_args(ver, &out), 0);
+    ck_assert_ptr_nonnull(strstr(out, "shortstatd 0."));
+    free(out);
+
+    /* A config file; the command line wins over it. */
+    struct srv s;
+    memset(&s, 0, sizeof s);
+    srv_init_dir(&s);
+    char conf[128];
+    snprintf(conf, sizeof conf, "%s/shortstatd.conf", s.dir);
+    FILE *f = fopen(conf, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f, "# test config\n\nhistory 8\nsession_ttl 100\nmaxclients   77  \n"
+               "requirepass \"two words\"\nloglevel debug\n");
+    fclose(f);
+    const char *args[] = {"--config", conf, "--history=16", NULL};
+    srv_start_in(&s, args);
+    struct cli c;
+    cli_open(&c, s.port);
+    EXPECT(&c, "+OK\r\n", "AUTH \"two words\"");
+    ck_assert_int_eq(info_num(&c, "history"), 16);
+    ck_assert_int_eq(info_num(&c, "session_ttl_s"), 100);
+    ck_assert_int_eq(info_num(&c, "maxclients"), 77);
+    cli_close(&c);
+    ck_assert(log_has(&s, " debug "));  /* loglevel debug from the file */
+    srv_stop_ok(&s);
+
+    /* A bad line in the file names the file and the line. */
+    memset(&s, 0, sizeof s);
+    srv_init_dir(&s);
+    snprintf(conf, sizeof conf, "%s/bad.conf", s.dir);
+    f = fopen(conf, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f, "port 1\nhistory lots\n");
+    fclose(f);
+    const char *bargs[] = {"--config", conf, NULL};
+    s.pid = spawn(&s, bargs);
+    int st;
+    waitpid(s.pid, &st, 0);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 2);
+    ck_assert(log_has(&s, "line 2: history: must be an integer 1..65536"));
+    srv_cleanup(&s);
+}
+END_TEST
+
+START_TEST(sigterm_flushes_and_exits_0)
+{
+    struct srv s;
+    srv_start(&s, NULL);
+    struct cli c;
+    cli_open(&c, s.port);
+    /* A pipeline is answered in full even when SIGTERM follows at once. */
+    char *buf = malloc(2000 * 40);
+    size_t o = 0;
+    for (int i = 0; i < 2000; i++)
+        o += (size_t)sprintf(buf + o, "TRACK 3 impression session=t%d\r\n", i);
+    cli_send(&c, buf, o);
+    free(buf);
+    for (int i = 0; i < 2000; i++)
+        ck_assert_str_eq(cli_reply(&c), "+OK\r\n");
+    kill(s.pid, SIGTERM);
+    ck_assert(cli_eof(&c));  /* the server closes its clients */
+    cli_close(&c);
+    int st;
+    ck_assert_int_eq(waitpid(s.pid, &st, 0), s.pid);
+    s.pid = 0;
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        char *l = read_file(s.log, NULL);
+        ck_abort_msg("exit status %d; log:\n%s", st, l ? l : "");
+    }
+    ck_assert(log_has(&s, "received SIGTERM: shutting down"));
+    ck_assert(log_has(&s, "shutdown complete"));
+    srv_cleanup(&s);
+
+    /* SIGINT too, with nothing to save. */
+    srv_start(&s, NULL);
+    kill(s.pid, SIGINT);
+    ck_assert_int_eq(waitpid(s.pid, &st, 0), s.pid);
+    s.pid = 0;
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    ck_assert(log_has(&s, "no final snapshot needed"));
+    srv_cleanup(&s);
+}
+END_TEST
+
+/* ---- snapshots ------------------------------------------------------------------------------ */
+
+static void wait_snapshot_done(struct cli *c)
+{
+    for (int i = 0; i < 3000 && info_num(c, "snapshot_in_progress") != 0; i++)
+        sleep_ms(10);
+    ck_assert_int_eq(info_num(c, "snapshot_in_progress"), 0);
+}
+
+START_TEST(snapshot_across_restart)
+{
+    struct srv s;
+    srv_start(&s, NULL);
+    struct cli c;
+    cli_open(&c, s.port);
+    for (int i = 0; i < 300; i++)
+        EXPECT(&c, "+OK\r\n", "TRACK %d %s session=r%d user=%d ts=%d ua=\"ua %d\"%s",
+               i % 17 + 1, i % 3 ? "impression" : "view", i % 40, i % 9 + 1, 1700000000 + i,
+               i % 4, i % 3 ? "" : " watch_ms=1234");
+    EXPECT(&c, "+OK\r\n", "BOOST 5 60");
+    char *stats = strdup(cmdf(&c, "STATS 5"));
+    char *top = strdup(cmdf(&c, "TOP 10"));
+    char *hist = strdup(cmdf(&c, "HISTORY SESSION r7"));
+    char *uhist = strdup(cmdf(&c, "HISTORY USER 4 50"));
+    cli_close(&c);
+    int st = srv_term(&s);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %d", st);
+    ck_assert(log_has(&s, "final snapshot saved"));
+    char path[128];
+    snprintf(path, sizeof path, "%s/%s", s.dir, SNAP_FILE);
+    ck_assert_int_eq(access(path, R_OK), 0);
+
+    srv_start_in(&s, NULL);
+    ck_assert(log_has(&s, "loaded snapshot"));
+    cli_open(&c, s.port);
+    ck_assert_str_eq(cmdf(&c, "STATS 5"), stats);
+    ck_assert_str_eq(cmdf(&c, "TOP 10"), top);
+    ck_assert_str_eq(cmdf(&c, "HISTORY SESSION r7"), hist);
+    ck_assert_str_eq(cmdf(&c, "HISTORY USER 4 50"), uhist);
+    ck_assert_int_eq(info_num(&c, "interactions_total"), 300);
+    ck_assert_int_eq(info_num(&c, "loaded_snapshot"), 1);
+    /* Unchanged since the load: no final snapshot needed. */
+    cli_close(&c);
+    free(stats);
+    free(top);
+    free(hist);
+    free(uhist);
+    st = srv_term(&s);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    ck_assert(log_has(&s, "no final snapshot needed"));
+    srv_cleanup(&s);
+}
+END_TEST
+
+START_TEST(snapshot_command)
+{
+    struct srv s;
+    srv_start(&s, NULL);
+    struct cli c;
+    cli_open(&c, s.port);
+    EXPECT(&c, "+OK\r\n", "TRACK 1 view session=a watch_ms=5");
+    /* Two in one read: the child cannot have been reaped in between. */
+    cli_sends(&c, "SNAPSHOT\r\nSNAPSHOT\r\n");
+    ck_assert_str_eq(cli_reply(&c), "+Snapshot started\r\n");
+    ck_assert_str_eq(cli_reply(&c), "-ERR snapshot already in progress\r\n");
+    EXPECT(&c, "+OK\r\n", "TRACK 1 view session=b");  /* serving while the child writes */
+    wait_snapshot_done(&c);
+    ck_assert(info_has(&c, "last_snapshot_status:ok"));
+    ck_assert_int_gt(info_num(&c, "last_snapshot_bytes"), 0);
+    ck_assert_int_gt(info_num(&c, "last_snapshot_unix"), 0);
+    ck_assert_int_ge(info_num(&c, "last_fork_usec"), 1);
+    ck_assert_int_eq(info_num(&c, "snapshots_total"), 1);
+    /* One change (session=b) came after the fork. */
+    ck_assert_int_eq(info_num(&c, "changes_since_last_snapshot"), 1);
+    char path[128];
+    snprintf(path, sizeof path, "%s/%s", s.dir, SNAP_FILE);
+    struct snap_header h;
+    struct snap_err e;
+    ck_assert_int_eq(snap_verify(path, &h, &e), SNAP_OK);
+
+    /* A failing snapshot: the target name is taken by a directory. Logged,
+     * shown in INFO, the server keeps serving, and the next one succeeds. */
+    unlink(path);
+    ck_assert_int_eq(mkdir(path, 0755), 0);
+    EXPECT(&c, "+Snapshot started\r\n", "SNAPSHOT");
+    wait_snapshot_done(&c);
+    ck_assert(info_has(&c, "last_snapshot_status:err"));
+    ck_assert_int_eq(info_num(&c, "snapshots_failed"), 1);
+    EXPECT(&c, "+PONG\r\n", "PING");
+    ck_assert(log_has(&s, "failed"));
+    rmdir(path);
+    EXPECT(&c, "+Snapshot started\r\n", "SNAPSHOT");
+    wait_snapshot_done(&c);
+    ck_assert(info_has(&c, "last_snapshot_status:ok"));
+    ck_assert_int_eq(info_num(&c, "changes_since_last_snapshot"), 0);
+    cli_close(&c);
+    assert_alive(&s);
+    srv_stop_ok(&s);
+}
+END_TEST
+
+START_TEST(snapshot_interval)
+{
+    struct srv s;
+    const char *args[] = {"--snapshot-interval", "1", NULL};
+    srv_start(&s, args);
+    /* --snapshot-interval given twice: the last one (1 s) wins over "0". */
+    struct cli c;
+    cli_open(&c, s.port);
+    EXPECT(&c, "+OK\r\n", "TRACK 4 save session=i");
+    ck_assert_int_eq(info_num(&c, "snapshot_interval_s"), 1);
+    for (int i = 0; i < 1000 && !info_has(&c, "last_snapshot_status:ok"); i++)
+        sleep_ms(20);
+    ck_assert(info_has(&c, "last_snapshot_status:ok"));
+    cli_close(&c);
+    srv_stop_ok(&s);
+}
+END_TEST
+
+START_TEST(corrupt_snapshot_refused)
+{
+    /* Make a real snapshot, then damage it. */
+    struct srv s;
+    srv_start(&s, NULL);
+    struct cli c;
+    cli_open(&c, s.port);
+    for (int i = 0; i < 50; i++)
+        EXPECT(&c, "+OK\r\n", "TRACK %d view session=k%d", i + 1, i);
+    cli_close(&c);
+    int st = srv_term(&s);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    char path[128];
+    snprintf(path, sizeof path, "%s/%s", s.dir, SNAP_FILE);
+    size_t len;
+    char *orig = read_file(path, &len);
+    ck_assert_ptr_nonnull(orig);
+    ck_assert_uint_gt(len, 16);
+
+    const struct { size_t at; bool truncate; } damage[] = {{0, false}, {len / 2, false},
+                                                           {len - 1, false}, {len / 2, true}};
+    for (size_t d = 0; d < sizeof damage / sizeof damage[0]; d++) {
+        FILE *f = fopen(path, "wb");
+        ck_assert_ptr_nonnull(f);
+        if (damage[d].truncate) {
+            fwrite(orig, 1, damage[d].at, f);
+        } else {
+            fwrite(orig, 1, len, f);
+            fseek(f, (long)damage[d].at, SEEK_SET);
+            fputc(orig[damage[d].at] ^ 0x5a, f);
+        }
+        fclose(f);
+        size_t blen;
+        char *before = read_file(path, &blen);
+        unlink(s.log);
+        const char *args[] = {"--port", "0", "--dir", s.dir, NULL};
+        s.pid = spawn(&s, args);
+        ck_assert_int_eq(waitpid(s.pid, &st, 0), s.pid);
+        s.pid = 0;
+        ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) != 0, "damage %zu: server started", d);
+        ck_assert_msg(log_has(&s, path) && log_has(&s, "offset") && log_has(&s, "refusing"),
+                      "damage %zu: log lacks file/offset", d);
+        size_t alen;
+        char *after = read_file(path, &alen);
+        ck_assert(after && alen == blen && memcmp(after, before, blen) == 0);
+        free(before);
+        free(after);
+    }
+    free(orig);
+    srv_cleanup(&s);
+}
+END_TEST
+
+/* ---- edges: half-close, limits at the edges, start-up failures ------------------------- */
+
+START_TEST(half_close_gets_replies)
+{
+    struct srv s;
+    srv_start(&s, NULL);
+    struct cli c;
+    cli_open(&c, s.port);
+    cli_sends(&c, "PING\r\nTRACK 1 view session=hc\r\nSTATS 1\r\n");
+    ck_assert_int_eq(shutdown(c.fd, SHUT_WR), 0);  /* what nc -N does at end of input */
+    ck_assert_str_eq(cli_reply(&c), "+PONG\r\n");
+    ck_assert_str_eq(cli_reply(&c), "+OK\r\n");
+    const char *r = cli_reply(&c);
+    ck_assert_msg(r && strncmp(r, "*30\r\n", 5) == 0, "%s", r ? r : "(closed)");
+    ck_assert(cli_eof(&c));
+    cli_close(&c);
+    assert_alive(&s);
+    srv_stop_ok(&s);
+}
+END_TEST
+
+START_TEST(multi_too_large)
+{
+    struct srv s;
+    const char *args[] = {"--query-buffer-limit", "2k", NULL};
+    srv_start(&s, args);
+    struct cli c;
+    cli_open(&c, s.port);
+    EXPECT(&c, "+OK\r\n", "MULTI");
+    int queued = 0;
+    for (;;) {
+        const char *r = cmdf(&c, "TRACK 1 view session=big%d", queued);
+        if (strcmp(r, "+QUEUED\r\n") != 0) {
+            ck_assert_str_eq(r, "-ERR transaction too large (query-buffer-limit)\r\n");
+            break;
+        }
+        ck_assert_int_lt(++queued, 1000);
+    }
+    ck_assert_int_gt(queued, 0);
+    EXPECT_ERR(&c, "-EXECABORT", "EXEC");
+    expect_stat(&c, 1, "views", "0");
+    cli_close(&c);
+    assert_alive(&s);
+    srv_stop_ok(&s);
+}
+END_TEST
+
+/* SIGTERM while a client holds megabytes of unread replies: the server
+ * waits a bounded time for it, then closes it and still exits 0. */
+START_TEST(shutdown_with_stuck_client)
+{
+    struct srv s;
+    srv_start(&s, NULL);
+    int fd = tcp_connect(s.port);
+    int small = 4096;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    size_t argl = 60000;
+    char *cmd = malloc(argl + 64);
+    ck_assert_ptr_nonnull(cmd);
+    int h = sprintf(cmd, "*2\r\n$4\r\nECHO\r\n$%zu\r\n", argl);
+    memset(cmd + h, 'w', argl);
+    memcpy(cmd + h + argl, "\r\n", 2);
+    for (int i = 0; i < 200; i++)  /* 12 MB of replies it will never read */
+        ck_assert_int_eq(send(fd, cmd, (size_t)h + argl + 2, MSG_NOSIGNAL), (ssize_t)h + argl + 2);
+    free(cmd);
+    struct cli c;
+    cli_open(&c, s.port);
+    for (int i = 0; i < 3000 && info_num(&c, "pending_output_bytes") <= 0; i++)
+        sleep_ms(10);
+    ck_assert_int_gt(info_num(&c, "pending_output_bytes"), 0);
+    cli_close(&c);
+    int st = srv_term(&s);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %d", st);
+    ck_assert(log_has(&s, "still had unsent replies"));
+    close(fd);
+    srv_cleanup(&s);
+}
+END_TEST
+
+START_TEST(startup_failures)
+{
+    /* --dir names a file. */
+    struct srv s;
+    memset(&s, 0, sizeof s);
+    srv_init_dir(&s);
+    char file[128];
+    snprintf(file, sizeof file, "%s/plain", s.dir);
+    FILE *f = fopen(file, "w");
+    ck_assert_ptr_nonnull(f);
+    fclose(f);
+    const char *a1[] = {"--port", "0", "--dir", file, NULL};
+    ck_assert_int_eq(srv_run_to_exit(&s, a1), 1);
+    ck_assert(log_has(&s, "not a directory"));
+    /* A missing --dir is created. */
+    char sub[128];
+    snprintf(sub, sizeof sub, "%s/new", s.dir);
+    const char *a2[] = {"--dir", sub, NULL};
+    srv_start_in(&s, a2);
+    ck_assert(log_has(&s, "created data directory"));
+    struct stat st;
+    ck_assert_int_eq(stat(sub, &st), 0);
+    ck_assert(S_ISDIR(st.st_mode));
+    /* A second server on the same port cannot listen. */
+    char port[16];
+    snprintf(port, sizeof port, "%d", s.port);
+    struct srv t;
+    memset(&t, 0, sizeof t);
+    const char *a3[] = {"--port", port, "--snapshot-interval", "0", "--dir", sub, NULL};
+    ck_assert_int_eq(srv_run_to_exit(&t, a3), 1);
+    ck_assert(log_has(&t, "cannot listen"));
+    srv_cleanup(&t);
+    srv_stop_ok(&s);
+    /* An address that does not resolve. */
+    memset(&t, 0, sizeof t);
+    const char *a4[] = {"--port", "0", "--bind", "999.1.1.1", "--dir", "/tmp", NULL};
+    ck_assert_int_eq(srv_run_to_exit(&t, a4), 1);
+    ck_assert(log_has(&t, "bind 999.1.1.1"));
+    srv_cleanup(&t);
+}
+END_TEST
+
+START_TEST(fd_limit_clamps_maxclients)
+{
+    struct srv s;
+    memset(&s, 0, sizeof s);
+    s.nofile = 128;
+    srv_start_in(&s, NULL);
+    ck_assert(log_has(&s, "open file limit 128 is too low for --maxclients 10000; using maxclients 64"));
+    struct cli c;
+    cli_open(&c, s.port);
+    ck_assert_int_eq(info_num(&c, "maxclients"), 64);
+    cli_close(&c);
+    srv_stop_ok(&s);
+}
+END_TEST
+
+START_TEST(config_edge_errors)
+{
+    struct srv s;
+    memset(&s, 0, sizeof s);
+    srv_init_dir(&s);
+    char conf[128];
+    snprintf(conf, sizeof conf, "%s/c.conf", s.dir);
+    static const struct { const char *body; const char *msg; } bad[] = {
+        {"config other.conf\n", "line 1: config: cannot nest config files"},
+        {"# fine\nfrobnicate 3\n", "line 2: frobnicate: unknown setting"},
+        {"port\n", "line 1: port: must be an integer 0..65535"},
+        {"query-buffer-limit 99999999999999999999\n", "query-buffer-limit: must be a size"},
+        {"client-output-limit 2t\n", "client-output-limit: must be a size"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        FILE *f = fopen(conf, "w");
+        ck_assert_ptr_nonnull(f);
+        fputs(bad[i].body, f);
+        fclose(f);
+        const char *args[] = {"--config", conf, NULL};
+        ck_assert_int_eq(srv_run_to_exit(&s, args), 2);
+        ck_assert_msg(log_has(&s, bad[i].msg), "case %zu: want '%s'", i, bad[i].msg);
+    }
+    /* A line longer than the reader's buffer. */
+    FILE *f = fopen(conf, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("requirepass ", f);
+    for (int i = 0; i < 5000; i++)
+        fputc('p', f);
+    fputc('\n', f);
+    fclose(f);
+    const char *args[] = {"--config", conf, NULL};
+    ck_assert_int_eq(srv_run_to_exit(&s, args), 2);
+    ck_assert(log_has(&s, "line 1: line too long"));
+    /* A password over 512 bytes on the command line. */
+    char pw[600];
+    memset(pw, 'x', sizeof pw - 1);
+    pw[sizeof pw - 1] = 0;
+    const char *a2[] = {"--requirepass", pw, NULL};
+    ck_assert_int_eq(srv_run_to_exit(&s, a2), 2);
+    ck_assert(log_has(&s, "--requirepass: must be 1 to 512 characters"));
+    const char *a3[] = {"--config=", NULL};
+    ck_assert_int_eq(srv_run_to_exit(&s, a3), 2);
+    ck_assert(log_has(&s, "--config: must name a file"));
+    srv_cleanup(&s);
+}
+END_TEST
+
+extern Suite *server_suite(void);
+Suite *server_suite(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    Suite *su = suite_create("server");
+    TCase *tc = tcase_create("protocol");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, every_command_both_framings);
+    tcase_add_test(tc, history_records_replay);
+    tcase_add_test(tc, pipeline_100k_one_write);
+    tcase_add_test(tc, split_at_every_byte);
+    tcase_add_test(tc, multi_exec_atomic);
+    suite_add_tcase(su, tc);
+    tc = tcase_create("errors");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, command_errors);
+    tcase_add_test(tc, protocol_errors_close);
+    tcase_add_test(tc, query_buffer_limit);
+    tcase_add_test(tc, maxclients_refused);
+    tcase_add_test(tc, auth_required);
+    tcase_add_test(tc, client_never_reads);
+    tcase_add_test(tc, thousand_connections);
+    suite_add_tcase(su, tc);
+    tc = tcase_create("process");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, redis_cli);
+    tcase_add_test(tc, flags_and_config);
+    tcase_add_test(tc, sigterm_flushes_and_exits_0);
+    suite_add_tcase(su, tc);
+    tc = tcase_create("edges");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, half_close_gets_replies);
+    tcase_add_test(tc, multi_too_large);
+    tcase_add_test(tc, shutdown_with_stuck_client);
+    tcase_add_test(tc, startup_failures);
+    tcase_add_test(tc, fd_limit_clamps_maxclients);
+    tcase_add_test(tc, config_edge_errors);
+    suite_add_tcase(su, tc);
+    tc = tcase_create("snapshot");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, snapshot_across_restart);
+    tcase_add_test(tc, snapshot_command);
+    tcase_add_test(tc, snapshot_interval);
+    tcase_add_test(tc, corrupt_snapshot_refused);
+    suite_add_tcase(su, tc);
+    return su;
+}
