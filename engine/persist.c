@@ -1,0 +1,628 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * persist.c -- the persistence view of eng.h: walks that expose the
+ * engine's tables to snapshot/, and restores that rebuild them.
+ *
+ * Consistency of a walk: sessions idle past the TTL are skipped, judged by
+ * e->now (the clock at the last mutating call), never by a fresh clock
+ * read, so every walk over one unchanged engine -- counts, contexts, user
+ * agents, rings -- agrees even if the clock moves between them (a snapshot
+ * child walks for seconds). A context is walked only if some walked ring
+ * references it (ru > 0, or rs > 0 and its session is live); a user agent
+ * only if some walked context does. So a restore sees every context and
+ * user agent referenced, and eng_restore_finish can insist on it.
+ *
+ * Restore: into a fresh engine, phases in order (platforms, uas, contexts,
+ * shorts, rings, finish); ids are placed exactly where they were, the free
+ * lists rebuilt at the end. Every input is checked as if hostile (a
+ * snapshot may be corrupt): bad ids, duplicates, impossible counts are
+ * errors, after which the engine is marked broken (only eng_destroy).
+ * When the engine's history is shorter than a ring's records, only the
+ * newest are kept; contexts only the dropped records used are then freed
+ * at finish (CX_DROPPED), the one case where an unreferenced context is
+ * not an error.
+ */
+#include "engine/eng_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- walks ------------------------------------------------------------------ */
+
+static bool sess_walked(const struct eng *e, const struct sess *ss)
+{
+    return ss->slen && !eng_sess_expired(e, ss, e->now);
+}
+
+static bool any_hidden_session(const struct eng *e)
+{
+    for (uint32_t i = 0; i < e->ss_hi; i++)
+        if (e->ss[i].slen && !sess_walked(e, &e->ss[i]))
+            return true;
+    return false;
+}
+
+static bool ctx_walked(const struct eng *e, uint32_t id, bool hidden)
+{
+    const struct ctx *c = &e->cx[id];
+    if (c->fam == CX_FREE)
+        return false;
+    if (!hidden || c->ru > 0)
+        return true;
+    if (c->rs == 0 || c->slen == 0)
+        return false;
+    uint32_t si = eng_sess_find(e, eng_fp_session(c->sid, c->slen), c->sid, c->slen);
+    return si != ENG_NONE && sess_walked(e, &e->ss[si]);
+}
+
+/* Marks of walked user agents (NULL with *ok false on ENOMEM; NULL with
+ * *ok true when every live one is walked). Caller frees. */
+static uint8_t *ua_marks(const struct eng *e, bool hidden, bool *ok)
+{
+    *ok = true;
+    if (!hidden)
+        return NULL;
+    uint8_t *m = calloc(e->ua_hi ? e->ua_hi : 1, 1);
+    if (!m) {
+        *ok = false;
+        return NULL;
+    }
+    for (uint32_t id = 1; id < e->cx_hi; id++)
+        if (ctx_walked(e, id, true) && e->cx[id].ua)
+            m[e->cx[id].ua] = 1;
+    return m;
+}
+
+void eng_walk_counts(const struct eng *e, struct eng_walk_counts *out)
+{
+    memset(out, 0, sizeof(*out));
+    bool hidden = any_hidden_session(e);
+    out->platforms = e->npl;
+    bool ok;
+    uint8_t *m = ua_marks(e, hidden, &ok);
+    if (!hidden) {
+        out->uas = e->nua;
+    } else if (m) {
+        for (uint32_t id = 1; id < e->ua_hi; id++)
+            out->uas += m[id];
+    } else {
+        /* No memory for marks: ask each user agent the slow way. */
+        for (uint32_t id = 1; id < e->ua_hi; id++) {
+            if (!e->ua[id].s)
+                continue;
+            for (uint32_t c = 1; c < e->cx_hi; c++)
+                if (e->cx[c].fam != CX_FREE && e->cx[c].ua == id && ctx_walked(e, c, true)) {
+                    out->uas++;
+                    break;
+                }
+        }
+    }
+    free(m);
+    for (uint32_t id = 1; id < e->cx_hi; id++)
+        out->ctxs += ctx_walked(e, id, hidden);
+    out->shorts = e->nsh;
+    for (uint32_t i = 0; i < e->nsh; i++) {
+        out->viewer_pairs += e->sh[i].viewers.n;
+        out->saver_pairs += e->sh[i].savers.n;
+    }
+    for (uint32_t i = 0; i < e->ss_hi; i++)
+        if (sess_walked(e, &e->ss[i])) {
+            out->sessions++;
+            out->records += e->ss[i].ring.len;
+        }
+    out->users = e->nus;
+    for (uint32_t i = 0; i < e->nus; i++)
+        out->records += e->us[i].ring.len;
+}
+
+int eng_walk_platforms(const struct eng *e, eng_platform_cb cb, void *ud)
+{
+    for (uint32_t id = 1; id <= e->npl; id++) {
+        struct eng_platform_view v = {id, e->pl[id].name, e->pl[id].len};
+        int rc = cb(ud, &v);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+int eng_walk_uas(const struct eng *e, eng_ua_cb cb, void *ud)
+{
+    bool hidden = any_hidden_session(e), ok;
+    uint8_t *m = ua_marks(e, hidden, &ok);
+    if (!ok)
+        return ENG_ENOMEM;
+    int rc = 0;
+    for (uint32_t id = 1; id < e->ua_hi && rc == 0; id++) {
+        if (!e->ua[id].s || (m && !m[id]))
+            continue;
+        struct eng_ua_view v = {id, e->ua[id].s, e->ua[id].len};
+        rc = cb(ud, &v);
+    }
+    free(m);
+    return rc;
+}
+
+int eng_walk_ctxs(const struct eng *e, eng_ctx_cb cb, void *ud)
+{
+    bool hidden = any_hidden_session(e);
+    for (uint32_t id = 1; id < e->cx_hi; id++) {
+        if (!ctx_walked(e, id, hidden))
+            continue;
+        const struct ctx *c = &e->cx[id];
+        struct eng_ctx_view v = {
+            .id = id, .user = c->user,
+            .session = c->slen ? c->sid : NULL, .session_len = c->slen,
+            .ip_family = c->fam, .ua_id = c->ua,
+        };
+        memcpy(v.ip, c->ip, sizeof(v.ip));
+        int rc = cb(ud, &v);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+int eng_walk_shorts(const struct eng *e, eng_short_cb cb, void *ud)
+{
+    for (uint32_t i = 0; i < e->nsh; i++) {
+        const struct shrt *s = &e->sh[i];
+        const struct shrt_cold *c = &e->shc[i];
+        struct eng_short_view v = {
+            .short_id = e->sid[i], .watch_sum = s->watch_sum, .watch_n = s->watch_n,
+            .boost = s->boost, .last_ts = s->last_ts,
+            .plat_ids = c->plat_ids, .plat_shares = c->plat_shares, .nplat = c->nplat,
+            .viewers = s->viewers.slots, .viewers_cap = s->viewers.cap,
+            .savers = s->savers.slots, .savers_cap = s->savers.cap,
+        };
+        memcpy(v.count, s->count, sizeof(v.count));
+        int rc = cb(ud, &v);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static void rec_view(const struct eng *e, const struct rec *r, struct eng_rec_view *o)
+{
+    o->ts = r->ts;
+    o->short_id = e->sid[r->short_ix];
+    o->watch_ms = r->watch_ms;
+    o->ctx_id = r->ctx;
+    o->platform_id = r->platform;
+    o->type = r->type;
+    o->has_watch = (r->flags & REC_HAS_WATCH) != 0;
+}
+
+static int walk_ring(const struct eng *e, const struct ring *r, struct eng_ring_view *v,
+                     struct eng_rec_view *buf, eng_ring_cb cb, void *ud)
+{
+    for (uint32_t i = 0; i < r->len; i++)
+        rec_view(e, ring_oldest(r, i), &buf[i]);
+    v->nrecs = r->len;
+    return cb(ud, v, buf);
+}
+
+int eng_walk_rings(const struct eng *e, eng_ring_cb cb, void *ud)
+{
+    struct eng_rec_view *buf = malloc((size_t)e->history * sizeof(*buf));
+    if (!buf)
+        return ENG_ENOMEM;
+    int rc = 0;
+    for (uint32_t i = 0; i < e->ss_hi && rc == 0; i++) {
+        const struct sess *ss = &e->ss[i];
+        if (!sess_walked(e, ss))
+            continue;
+        struct eng_ring_view v = {
+            .is_user = false, .session = eng_sess_id(e, ss), .session_len = ss->slen,
+            .last_seen_ms = ss->last_seen,
+        };
+        rc = walk_ring(e, &ss->ring, &v, buf, cb, ud);
+    }
+    for (uint32_t i = 0; i < e->nus && rc == 0; i++) {
+        const struct user *u = &e->us[i];
+        struct eng_ring_view v = {.is_user = true, .user = u->id, .last_seen_ms = u->last_seen};
+        rc = walk_ring(e, &u->ring, &v, buf, cb, ud);
+    }
+    free(buf);
+    return rc;
+}
+
+void eng_totals(const struct eng *e, struct eng_totals *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->interactions = e->interactions;
+    memcpy(out->by_type, e->by_type, sizeof(out->by_type));
+    /* Sessions the walk skips are as good as evicted: count them, so a
+     * restored engine agrees with this one once it has swept them. */
+    out->sessions_evicted = e->sessions_evicted;
+    for (uint32_t i = 0; i < e->ss_hi; i++)
+        if (e->ss[i].slen && !sess_walked(e, &e->ss[i]))
+            out->sessions_evicted++;
+}
+
+/* ---- restore ------------------------------------------------------------------- */
+
+enum { PH_NONE, PH_RESERVE, PH_PLATFORM, PH_UA, PH_CTX, PH_SHORT, PH_RING, PH_DONE };
+
+static int fail(struct eng *e, struct eng_err *err, int rc, const char *what, const char *why,
+                uint64_t id)
+{
+    e->broken = true;
+    eng_errf(err, -1, "%s %llu: %s", what, (unsigned long long)id, why);
+    return rc;
+}
+
+static int enter(struct eng *e, uint8_t phase, struct eng_err *err)
+{
+    if (err) {
+        err->index = -1;
+        err->msg[0] = 0;
+    }
+    if (e->broken) {
+        eng_errf(err, -1, "engine: a restore failed; destroy this engine");
+        return ENG_EINVAL;
+    }
+    if (e->restore_phase == PH_NONE &&
+        (e->nsh || e->nss || e->nus || e->npl || e->nua || e->ncx || e->interactions)) {
+        e->broken = true;
+        eng_errf(err, -1, "restore: the engine is not fresh");
+        return ENG_EINVAL;
+    }
+    if (phase < e->restore_phase || e->restore_phase == PH_DONE) {
+        e->broken = true;
+        eng_errf(err, -1, "restore: out of order (platforms, uas, contexts, shorts, rings, finish)");
+        return ENG_EINVAL;
+    }
+    e->restore_phase = phase;
+    return ENG_OK;
+}
+
+int eng_restore_reserve(struct eng *e, const struct eng_walk_counts *c, struct eng_err *err)
+{
+    int rc = enter(e, PH_RESERVE, err);
+    if (rc)
+        return rc;
+    if (c->shorts >= ENG_NONE || c->sessions >= ENG_NONE || c->users >= ENG_NONE ||
+        c->ctxs >= ENG_NONE || c->uas >= ENG_NONE || c->platforms > ENG_PLATFORMS_MAX)
+        return fail(e, err, ENG_ELIMIT, "counts", "beyond the engine's limits", 0);
+    if ((c->shorts && eng_reserve_shorts(e, c->shorts)) ||
+        (c->sessions && eng_reserve_sessions(e, c->sessions)) ||
+        (c->users && eng_reserve_users(e, c->users)) ||
+        (c->ctxs && eng_reserve_ctxs(e, c->ctxs)) || (c->uas && eng_reserve_uas(e, c->uas)) ||
+        (c->platforms && eng_reserve_platforms(e, c->platforms)))
+        return fail(e, err, ENG_ENOMEM, "memory", "out of memory", 0);
+    return ENG_OK;
+}
+
+int eng_restore_platform(struct eng *e, const struct eng_platform_view *v, struct eng_err *err)
+{
+    int rc = enter(e, PH_PLATFORM, err);
+    if (rc)
+        return rc;
+    if (v->id != e->npl + 1)
+        return fail(e, err, ENG_EINVAL, "platform", "ids must run 1, 2, 3, ...", v->id);
+    if (!eng_platform_ok(v->name, v->len))
+        return fail(e, err, ENG_EINVAL, "platform", "bad name", v->id);
+    uint64_t h;
+    if (eng_plat_find(e, v->name, v->len, &h))
+        return fail(e, err, ENG_EINVAL, "platform", "duplicate name", v->id);
+    if (e->npl >= ENG_PLATFORMS_MAX)
+        return fail(e, err, ENG_ELIMIT, "platform", "too many distinct platforms", v->id);
+    if (eng_reserve_platforms(e, 1))
+        return fail(e, err, ENG_ENOMEM, "memory", "out of memory", 0);
+    eng_plat_new(e, h, v->name, v->len);
+    return ENG_OK;
+}
+
+/* Make slot `id` of a slab exist (slots between the old end and id stay
+ * free; their free list is built at finish). */
+static int slab_place(struct eng *e, void **arr, uint32_t *cap, uint32_t *hi, uint32_t id,
+                      size_t esz)
+{
+    if (id >= *cap) {
+        uint64_t ncap = *cap ? *cap : 64;
+        while (ncap <= id)
+            ncap *= 2;
+        void *p = mem_realloc(&e->mem, MEM_OTHER, *arr, (size_t)*cap * esz, (size_t)ncap * esz);
+        if (!p)
+            return -1;
+        memset((char *)p + (size_t)*cap * esz, 0, (size_t)(ncap - *cap) * esz);
+        *arr = p;
+        *cap = (uint32_t)ncap;
+    }
+    if (id >= *hi)
+        *hi = id + 1;
+    return 0;
+}
+
+int eng_restore_ua(struct eng *e, const struct eng_ua_view *v, struct eng_err *err)
+{
+    int rc = enter(e, PH_UA, err);
+    if (rc)
+        return rc;
+    if (v->id == 0 || v->id >= ENG_NONE - 1)
+        return fail(e, err, ENG_EINVAL, "ua", "bad id", v->id);
+    if (!v->ua || v->len == 0 || v->len > ENG_UA_MAX)
+        return fail(e, err, ENG_EINVAL, "ua", "length must be 1..512", v->id);
+    if (v->id < e->ua_hi && e->ua[v->id].s)
+        return fail(e, err, ENG_EINVAL, "ua", "duplicate id", v->id);
+    uint64_t h = eng_hash_bytes(v->ua, v->len);
+    if (eng_ua_find(e, h, v->ua, v->len))
+        return fail(e, err, ENG_EINVAL, "ua", "duplicate string", v->id);
+    char *copy = mem_alloc(&e->mem, MEM_OTHER, v->len + 1);
+    if (!copy || slab_place(e, (void **)&e->ua, &e->ua_cap, &e->ua_hi, v->id, sizeof(struct ua)) ||
+        idx_reserve(&e->ua_idx, &e->mem, 1)) {
+        mem_free(&e->mem, MEM_OTHER, copy, v->len + 1);
+        return fail(e, err, ENG_ENOMEM, "memory", "out of memory", 0);
+    }
+    memcpy(copy, v->ua, v->len);
+    copy[v->len] = 0;
+    struct ua *u = &e->ua[v->id];
+    u->s = copy;
+    u->hash = h;
+    u->len = (uint32_t)v->len;
+    u->refs = 0;
+    idx_put(&e->ua_idx, h, v->id);
+    e->nua++;
+    return ENG_OK;
+}
+
+int eng_restore_ctx(struct eng *e, const struct eng_ctx_view *v, struct eng_err *err)
+{
+    int rc = enter(e, PH_CTX, err);
+    if (rc)
+        return rc;
+    if (v->id == 0 || v->id >= ENG_NONE - 1)
+        return fail(e, err, ENG_EINVAL, "context", "bad id", v->id);
+    if (v->id < e->cx_hi && e->cx[v->id].fam != CX_FREE)
+        return fail(e, err, ENG_EINVAL, "context", "duplicate id", v->id);
+    if (v->session && !eng_session_ok(v->session, v->session_len))
+        return fail(e, err, ENG_EINVAL, "context", "bad session", v->id);
+    if (!v->session && v->user == 0)
+        return fail(e, err, ENG_EINVAL, "context", "needs a session or a user", v->id);
+    if (v->ip_family != 0 && v->ip_family != 4 && v->ip_family != 6)
+        return fail(e, err, ENG_EINVAL, "context", "ip family must be 0, 4 or 6", v->id);
+    if (v->ua_id && (v->ua_id >= e->ua_hi || !e->ua[v->ua_id].s))
+        return fail(e, err, ENG_EINVAL, "context", "unknown ua id", v->id);
+    uint32_t old_hi = e->cx_hi;
+    if (slab_place(e, (void **)&e->cx, &e->cx_cap, &e->cx_hi, v->id, sizeof(struct ctx)))
+        return fail(e, err, ENG_ENOMEM, "memory", "out of memory", 0);
+    for (uint32_t i = old_hi; i < v->id; i++)
+        e->cx[i].fam = CX_FREE;
+    struct ctx *c = &e->cx[v->id];
+    memset(c, 0, sizeof(*c));
+    c->user = v->user;
+    c->fam = v->ip_family;
+    if (v->ip_family)
+        memcpy(c->ip, v->ip, v->ip_family == 4 ? 4 : 16);
+    c->slen = v->session ? (uint8_t)v->session_len : 0;
+    if (c->slen)
+        memcpy(c->sid, v->session, c->slen);
+    c->ua = v->ua_id;
+    if (c->ua)
+        e->ua[c->ua].refs++;
+    e->ncx++;
+    return ENG_OK;
+}
+
+int eng_restore_short(struct eng *e, const struct eng_short_view *v, const uint64_t *viewers,
+                      size_t nviewers, const uint64_t *savers, size_t nsavers,
+                      struct eng_err *err)
+{
+    int rc = enter(e, PH_SHORT, err);
+    if (rc)
+        return rc;
+    uint64_t id = v->short_id;
+    if (id == 0)
+        return fail(e, err, ENG_EINVAL, "short", "id must be at least 1", id);
+    if (idx_find(&e->sh_idx, id))
+        return fail(e, err, ENG_EINVAL, "short", "duplicate id", id);
+    if (v->count[ENG_T_SAVE] != nsavers)
+        return fail(e, err, ENG_EINVAL, "short", "saves differ from its savers", id);
+    if (nviewers > v->count[ENG_T_IMPRESSION] + v->count[ENG_T_VIEW] ||
+        nviewers >= ((uint64_t)1 << 30) || nsavers >= ((uint64_t)1 << 30))
+        return fail(e, err, ENG_EINVAL, "short", "more viewers than impressions and views", id);
+    if (v->watch_n > v->count[ENG_T_VIEW])
+        return fail(e, err, ENG_EINVAL, "short", "more watched views than views", id);
+    if (v->boost > ENG_BOOST_MAX)
+        return fail(e, err, ENG_EINVAL, "short", "boost must be 0..100", id);
+    if (v->last_ts < 0 || v->last_ts > ENG_TS_MAX)
+        return fail(e, err, ENG_EINVAL, "short", "last_ts out of range", id);
+    if (v->nplat > e->npl)
+        return fail(e, err, ENG_EINVAL, "short", "more platforms than exist", id);
+    uint64_t psum = 0;
+    for (size_t i = 0; i < v->nplat; i++) {
+        if (v->plat_ids[i] == 0 || v->plat_ids[i] > e->npl)
+            return fail(e, err, ENG_EINVAL, "short", "unknown platform id", id);
+        for (size_t j = 0; j < i; j++)
+            if (v->plat_ids[j] == v->plat_ids[i])
+                return fail(e, err, ENG_EINVAL, "short", "platform listed twice", id);
+        if (v->plat_shares[i] == 0)
+            return fail(e, err, ENG_EINVAL, "short", "platform with no shares", id);
+        psum += v->plat_shares[i];
+        if (psum > v->count[ENG_T_SHARE])
+            return fail(e, err, ENG_EINVAL, "short", "platform shares exceed shares", id);
+    }
+    if (eng_reserve_shorts(e, 1))
+        return fail(e, err, ENG_ENOMEM, "memory", "out of memory", 0);
+    uint32_t ix = eng_short_new(e, id);
+    struct shrt *s = &e->sh[ix];
+    struct shrt_cold *c = &e->shc[ix];
+    memcpy(s->count, v->count, sizeof(s->count));
+    s->watch_sum = v->watch_sum;
+    s->watch_n = v->watch_n;
+    s->boost = (uint8_t)v->boost;
+    s->last_ts = v->last_ts;
+    if (vset_reserve(&s->viewers, &e->mem, (uint32_t)nviewers) ||
+        vset_reserve(&s->savers, &e->mem, (uint32_t)nsavers) ||
+        (v->nplat && eng_reserve_plat_slots(e, c, (uint32_t)v->nplat)))
+        return fail(e, err, ENG_ENOMEM, "memory", "out of memory", 0);
+    for (size_t i = 0; i < nviewers; i++)
+        if (viewers[i] == 0 || !vset_add(&s->viewers, viewers[i]))
+            return fail(e, err, ENG_EINVAL, "short", "zero or duplicate viewer", id);
+    for (size_t i = 0; i < nsavers; i++)
+        if (savers[i] == 0 || !vset_add(&s->savers, savers[i]))
+            return fail(e, err, ENG_EINVAL, "short", "zero or duplicate saver", id);
+    for (size_t i = 0; i < v->nplat; i++) {
+        c->plat_ids[i] = v->plat_ids[i];
+        c->plat_shares[i] = v->plat_shares[i];
+    }
+    c->nplat = (uint32_t)v->nplat;
+    e->viewer_pairs += nviewers;
+    eng_mark_dirty(e, ix);
+    return ENG_OK;
+}
+
+static int check_rec(const struct eng *e, const struct eng_ring_view *v,
+                     const struct eng_rec_view *r, uint32_t *six, const char **why)
+{
+    uint32_t sv = r->short_id ? idx_find(&e->sh_idx, r->short_id) : 0;
+    *why = NULL;
+    if (r->type >= ENG_T_COUNT)
+        *why = "record with an unknown type";
+    else if (!sv)
+        *why = "record of an unknown short";
+    else if (r->ts < 0 || r->ts > ENG_TS_MAX)
+        *why = "record ts out of range";
+    else if (r->has_watch ? (r->type != ENG_T_VIEW || r->watch_ms > ENG_WATCH_MAX) : r->watch_ms != 0)
+        *why = "record with a bad watch_ms";
+    else if (r->platform_id && (r->type != ENG_T_SHARE || r->platform_id > e->npl))
+        *why = "record with a bad platform";
+    else if (r->ctx_id && (r->ctx_id >= e->cx_hi || e->cx[r->ctx_id].fam == CX_FREE))
+        *why = "record of an unknown context";
+    else if (r->ctx_id) {
+        const struct ctx *c = &e->cx[r->ctx_id];
+        if (v->is_user ? c->user != v->user
+                       : (c->slen != v->session_len || memcmp(c->sid, v->session, c->slen) != 0))
+            *why = "record whose context is not this ring's";
+    }
+    *six = sv ? sv - 1 : 0;
+    return *why ? -1 : 0;
+}
+
+int eng_restore_ring(struct eng *e, const struct eng_ring_view *v, const struct eng_rec_view *recs,
+                     struct eng_err *err)
+{
+    int rc = enter(e, PH_RING, err);
+    if (rc)
+        return rc;
+    uint64_t key = v->is_user ? v->user : 0;
+    const char *what = v->is_user ? "user" : "session";
+    uint64_t h = 0;
+    if (v->is_user) {
+        if (v->user == 0)
+            return fail(e, err, ENG_EINVAL, what, "id must be at least 1", 0);
+        if (idx_find(&e->us_idx, v->user))
+            return fail(e, err, ENG_EINVAL, what, "duplicate", key);
+    } else {
+        if (!eng_session_ok(v->session, v->session_len))
+            return fail(e, err, ENG_EINVAL, what, "bad id", 0);
+        if (v->nrecs == 0)  /* a session's id lives in its records' context */
+            return fail(e, err, ENG_EINVAL, what, "with no records", 0);
+        h = eng_fp_session(v->session, v->session_len);
+        if (eng_sess_find(e, h, v->session, v->session_len) != ENG_NONE)
+            return fail(e, err, ENG_EINVAL, what, "duplicate", 0);
+    }
+    for (size_t i = 0; i < v->nrecs; i++) {
+        uint32_t six;
+        const char *why;
+        if (check_rec(e, v, &recs[i], &six, &why))
+            return fail(e, err, ENG_EINVAL, what, why, key);
+    }
+    size_t skip = v->nrecs > e->history ? v->nrecs - e->history : 0;
+    uint32_t keep = (uint32_t)(v->nrecs - skip);
+    struct ring *r;
+    uint32_t *last_ctx;
+    uint64_t *sig;
+    if (v->is_user) {
+        if (eng_reserve_users(e, 1))
+            return fail(e, err, ENG_ENOMEM, "memory", "out of memory", 0);
+        struct user *u = &e->us[eng_user_new(e, v->user, v->last_seen_ms)];
+        r = &u->ring;
+        last_ctx = &u->last_ctx;
+        sig = &u->sig;
+    } else {
+        if (eng_reserve_sessions(e, 1))
+            return fail(e, err, ENG_ENOMEM, "memory", "out of memory", 0);
+        struct sess *ss =
+            &e->ss[eng_sess_new(e, h, v->session, v->session_len, v->last_seen_ms)];
+        r = &ss->ring;
+        last_ctx = &ss->last_ctx;
+        sig = &ss->sig;
+    }
+    if (keep && ring_reserve(r, &e->mem, keep, e->history))
+        return fail(e, err, ENG_ENOMEM, "memory", "out of memory", 0);
+    for (size_t i = 0; i < skip; i++)
+        if (recs[i].ctx_id)
+            e->cx[recs[i].ctx_id].flags |= CX_DROPPED;
+    for (size_t i = skip; i < v->nrecs; i++) {
+        const struct eng_rec_view *rv = &recs[i];
+        struct rec rec = {
+            .ts = rv->ts, .short_ix = idx_find(&e->sh_idx, rv->short_id) - 1,
+            .watch_ms = rv->watch_ms, .ctx = rv->ctx_id, .platform = (uint16_t)rv->platform_id,
+            .type = rv->type, .flags = rv->has_watch ? REC_HAS_WATCH : 0,
+        };
+        struct rec old;
+        ring_push(r, &rec, &old);
+        if (rec.ctx) {
+            if (v->is_user)
+                e->cx[rec.ctx].ru++;
+            else
+                e->cx[rec.ctx].rs++;
+        }
+        e->records++;
+    }
+    *last_ctx = r->len ? ring_newest(r, 0)->ctx : 0;
+    *sig = *last_ctx ? eng_ctx_sig_of(e, *last_ctx) : 0;
+    return ENG_OK;
+}
+
+int eng_restore_finish(struct eng *e, const struct eng_totals *t, struct eng_err *err)
+{
+    int rc = enter(e, PH_DONE, err);
+    if (rc)
+        return rc;
+    uint64_t sum = 0;
+    for (int i = 0; i < ENG_T_COUNT; i++)
+        sum += t->by_type[i];
+    if (sum != t->interactions)
+        return fail(e, err, ENG_EINVAL, "totals", "by-type counts do not add up", sum);
+    for (uint32_t id = 1; id < e->ua_hi; id++)
+        if (e->ua[id].s && e->ua[id].refs == 0)
+            return fail(e, err, ENG_EINVAL, "ua", "not used by any context", id);
+    for (uint32_t id = 1; id < e->cx_hi; id++) {
+        struct ctx *c = &e->cx[id];
+        if (c->fam == CX_FREE)
+            continue;
+        if (c->rs == 0 && c->ru == 0) {
+            if (!(c->flags & CX_DROPPED))
+                return fail(e, err, ENG_EINVAL, "context", "not used by any record", id);
+            eng_ctx_destroy(e, id);
+        }
+        c->flags = 0;
+    }
+    /* Free lists over the holes the restored ids left. */
+    e->cx_free = 0;
+    e->cx_nfree = 0;
+    for (uint32_t id = e->cx_hi; id-- > 1;)
+        if (e->cx[id].fam == CX_FREE) {
+            e->cx[id].ua = e->cx_free;
+            e->cx_free = id;
+            e->cx_nfree++;
+        }
+    e->ua_free = 0;
+    e->ua_nfree = 0;
+    for (uint32_t id = e->ua_hi; id-- > 1;)
+        if (!e->ua[id].s) {
+            e->ua[id].refs = e->ua_free;
+            e->ua_free = id;
+            e->ua_nfree++;
+        }
+    e->interactions = t->interactions;
+    memcpy(e->by_type, t->by_type, sizeof(e->by_type));
+    e->sessions_evicted = t->sessions_evicted;
+    e->now = eng_clock_now(e);
+    e->evict_cur = 0;
+    return ENG_OK;
+}
