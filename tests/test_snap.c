@@ -1,0 +1,1479 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_snap.c -- snapshot/ tests: round trips of random engine states, every
+ * flipped byte and every truncation rejected, structural corruption behind
+ * valid checksums, crash safety under kill -9, the error paths of
+ * snap_save/snap_load, and the shortstat-snap tool as a subprocess.
+ *
+ * Random states come from a seeded PRNG; a failure prints the seed and
+ * SHORTSTAT_SEED=<n> replays it. The clock is injected, so sessions expire
+ * exactly when the generator says.
+ */
+#include <check.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <lz4frame.h>
+#include <xxhash.h>
+
+#include "engine/eng.h"
+#include "snapshot/snap.h"
+
+#ifndef SHORTSTAT_BUILD
+#define SHORTSTAT_BUILD "build/san"
+#endif
+
+/* ---- seeded randomness ---------------------------------------------------------- */
+
+struct rng {
+    uint64_t s;
+};
+
+static uint64_t rnd(struct rng *r)
+{
+    uint64_t z = (r->s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static uint64_t below(struct rng *r, uint64_t n) { return n ? rnd(r) % n : 0; }
+
+static uint64_t base_seed(void)
+{
+    const char *s = getenv("SHORTSTAT_SEED");
+    return s && *s ? strtoull(s, NULL, 0) : 20240601ull;
+}
+
+/* ---- engine fixture: clock, pools, generator ----------------------------------------- */
+
+struct tclock {
+    int64_t now;
+};
+
+static int64_t tclock_fn(void *ud) { return ((struct tclock *)ud)->now; }
+
+static void trandom_fn(void *ud, uint8_t *out, size_t n)
+{
+    static uint64_t ctr = 1;   /* ids only need to be distinct here */
+    for (size_t i = 0; i < n; i++)
+        out[i] = (uint8_t)((ctr++ * 0x9E3779B97F4A7C15ull) >> 56);
+}
+
+#define NSESS 40
+#define NUSER 25
+#define NSHORT 30
+
+struct world {
+    struct tclock clk;
+    struct eng_config cfg;
+    char sess[NSESS][ENG_SESSION_MAX + 1];
+    size_t sess_len[NSESS];
+    uint64_t users[NUSER];
+    uint64_t shorts[NSHORT];
+};
+
+static const char *PLATFORMS[] = {"whatsapp", "telegram", "x_2", "a", "mail"};
+static const char *IPS[] = {"10.0.0.1", "192.168.7.200", "2001:db8::1", "::1", "8.8.4.4",
+                            "fe80::1:2:3:4"};
+static char UA_LONG[ENG_UA_MAX];
+static const char *UAS[] = {"Mozilla/5.0 (X11; Linux x86_64)", "curl/8.0", "quote\" comma, nl\n",
+                            "latin1 \xff\xfe bytes", UA_LONG};
+
+static void world_init(struct world *w, struct rng *r, uint32_t history, int64_t ttl)
+{
+    memset(w, 0, sizeof *w);
+    for (size_t i = 0; i < sizeof UA_LONG; i++)
+        UA_LONG[i] = (char)('a' + i % 26);
+    w->clk.now = 1700000000000ll;
+    w->cfg.history = history;
+    w->cfg.session_ttl_ms = ttl;
+    w->cfg.clock = tclock_fn;
+    w->cfg.random = trandom_fn;
+    w->cfg.ud = &w->clk;
+    static const char chars[] = "ABCxyz019._:-";
+    for (int i = 0; i < NSESS; i++) {
+        if (i % 2 == 0) {   /* guest ids: pack into 16 bytes in the file */
+            int n = snprintf(w->sess[i], sizeof w->sess[i], "g-");
+            for (int k = 0; k < 32; k++)
+                w->sess[i][n + k] = "0123456789abcdef"[below(r, 16)];
+            w->sess[i][34] = 0;
+            w->sess_len[i] = 34;
+        } else {
+            size_t len = 1 + below(r, i == 1 ? 1 : ENG_SESSION_MAX);
+            if (i == 3)
+                len = ENG_SESSION_MAX;
+            for (size_t k = 0; k < len; k++)
+                w->sess[i][k] = chars[below(r, sizeof chars - 1)];
+            w->sess[i][len] = 0;
+            w->sess_len[i] = len;
+            /* keep the names distinct */
+            if (len >= 3) {
+                w->sess[i][0] = (char)('A' + i % 26);
+                w->sess[i][1] = (char)('a' + i / 26);
+            }
+        }
+    }
+    for (int i = 0; i < NUSER; i++)
+        w->users[i] = i < 3 ? UINT64_MAX - (uint64_t)i : 1 + (uint64_t)i * 7;
+    for (int i = 0; i < NSHORT; i++)
+        w->shorts[i] = i < 2 ? (1ull << 62) + (uint64_t)i : 1 + (uint64_t)i;
+}
+
+/* One random valid interaction (advances the clock). */
+static void gen_ix(struct world *w, struct rng *r, struct eng_ix *ix, bool jumps)
+{
+    memset(ix, 0, sizeof *ix);
+    static const int mix[] = {0, 0, 0, 1, 1, 1, 2, 3, 3, 4, 4, 5, 6, 7};
+    ix->type = mix[below(r, sizeof mix / sizeof mix[0])];
+    /* a few popular shorts so viewer sets grow past a ring's reach */
+    ix->short_id = w->shorts[below(r, 4) == 0 ? below(r, 3) : below(r, NSHORT)];
+    uint64_t who = below(r, 10);
+    if (who < 4 || who >= 7) {
+        int s = (int)below(r, NSESS);
+        ix->session = w->sess[s];
+        ix->session_len = w->sess_len[s];
+    }
+    if (who >= 4)
+        ix->user = w->users[below(r, NUSER)];
+    w->clk.now += (int64_t)below(r, 3000);
+    if (jumps && below(r, 150) == 0)
+        w->clk.now += w->cfg.session_ttl_ms + 1;   /* everyone idle expires */
+    if (below(r, 10) < 7) {
+        ix->has_ts = true;
+        ix->ts = w->clk.now - (int64_t)below(r, 100000);
+        if (below(r, 50) == 0)
+            ix->ts = below(r, 2) ? 0 : ENG_TS_MAX;
+    }
+    if (ix->type == ENG_T_VIEW && below(r, 10) < 7) {
+        ix->has_watch = true;
+        uint64_t k = below(r, 20);
+        ix->watch_ms = k == 0 ? 0 : k == 1 ? ENG_WATCH_MAX : (int64_t)below(r, 60000);
+    }
+    if (ix->type == ENG_T_SHARE && below(r, 10) < 7) {
+        ix->platform = PLATFORMS[below(r, 5)];
+        ix->platform_len = strlen(ix->platform);
+    }
+    if (below(r, 2)) {
+        ix->ip = IPS[below(r, 6)];
+        ix->ip_len = strlen(ix->ip);
+    }
+    if (below(r, 2)) {
+        int u = (int)below(r, 5);
+        ix->ua = UAS[u];
+        ix->ua_len = u == 4 ? ENG_UA_MAX : strlen(UAS[u]);
+    }
+}
+
+static void apply(struct world *w, struct rng *r, struct eng *e, int n, bool jumps)
+{
+    for (int i = 0; i < n; i++) {
+        struct eng_ix ix;
+        gen_ix(w, r, &ix, jumps);
+        struct eng_err err = {0};
+        int rc = eng_record(e, &ix, &err);
+        ck_assert_msg(rc == 0, "eng_record: %s", err.msg);
+        if (below(r, 40) == 0) {
+            rc = eng_set_boost(e, w->shorts[below(r, NSHORT)], (int64_t)below(r, 101), &err);
+            ck_assert_msg(rc == 0, "eng_set_boost: %s", err.msg);
+        }
+        if (below(r, 60) == 0)
+            eng_tick(e, (uint32_t)below(r, 8));
+    }
+}
+
+/* ---- comparing two engines ------------------------------------------------------------- */
+
+static void check_verify(const struct eng *e, const char *what, uint64_t seed)
+{
+    struct eng_err err = {0};
+    ck_assert_msg(eng_verify(e, &err) == 0, "seed %" PRIu64 ": eng_verify(%s): %s", seed, what,
+                  err.msg);
+}
+
+static void same_history(const struct eng_history_rec *a, size_t na,
+                         const struct eng_history_rec *b, size_t nb, const char *who,
+                         uint64_t seed)
+{
+    ck_assert_msg(na == nb, "seed %" PRIu64 ": %s: %zu vs %zu records", seed, who, na, nb);
+    for (size_t i = 0; i < na; i++) {
+        const struct eng_history_rec *x = &a[i], *y = &b[i];
+        ck_assert_msg(x->short_id == y->short_id && x->ts == y->ts && x->type == y->type &&
+                          x->user == y->user && x->has_watch == y->has_watch &&
+                          (!x->has_watch || x->watch_ms == y->watch_ms) &&
+                          x->session_len == y->session_len &&
+                          (!x->session_len || !memcmp(x->session, y->session, x->session_len)) &&
+                          x->platform_len == y->platform_len &&
+                          (!x->platform_len || !memcmp(x->platform, y->platform, x->platform_len)) &&
+                          !strcmp(x->ip, y->ip) && x->ua_len == y->ua_len &&
+                          (!x->ua_len || !memcmp(x->ua, y->ua, x->ua_len)),
+                      "seed %" PRIu64 ": %s record %zu differs", seed, who, i);
+    }
+}
+
+/* limit: records to compare per ring (the smaller history). */
+static void same_engines(struct world *w, struct eng *a, struct eng *b, size_t limit,
+                         bool counts, uint64_t seed)
+{
+    for (int i = 0; i < NSHORT + 1; i++) {
+        uint64_t id = i < NSHORT ? w->shorts[i] : 999999;
+        struct eng_stats x, y;
+        eng_stats(a, id, &x);
+        /* copy a's platforms: b's call may not move them, but keep it honest */
+        struct eng_platform_count xp[8];
+        size_t nxp = x.nplatforms < 8 ? x.nplatforms : 8;
+        if (nxp)
+            memcpy(xp, x.platforms, nxp * sizeof *xp);
+        eng_stats(b, id, &y);
+        ck_assert_msg(x.impressions == y.impressions && x.views == y.views &&
+                          x.view_count == y.view_count && x.unique_viewers == y.unique_viewers &&
+                          x.saves == y.saves && x.shares == y.shares && x.skips == y.skips &&
+                          x.contacts == y.contacts && x.whatsapps == y.whatsapps &&
+                          x.book_viewings == y.book_viewings && x.avg_watch_ms == y.avg_watch_ms &&
+                          x.engagement_rate == y.engagement_rate && x.score == y.score &&
+                          x.boost == y.boost && x.last_ts == y.last_ts &&
+                          x.nplatforms == y.nplatforms,
+                      "seed %" PRIu64 ": stats of short %" PRIu64 " differ", seed, id);
+        for (size_t k = 0; k < nxp; k++)
+            ck_assert_msg(!strcmp(xp[k].name, y.platforms[k].name) &&
+                              xp[k].shares == y.platforms[k].shares,
+                          "seed %" PRIu64 ": platform %zu of short %" PRIu64 " differs", seed, k,
+                          id);
+    }
+    static struct eng_top_item ta[ENG_TOPK_MAX], tb[ENG_TOPK_MAX];
+    for (int m = 0; m < ENG_M_COUNT; m++) {
+        struct eng_err err = {0};
+        int na = eng_top(a, (enum eng_metric)m, ENG_TOPK_MAX, ta, &err);
+        int nb = eng_top(b, (enum eng_metric)m, ENG_TOPK_MAX, tb, &err);
+        ck_assert_msg(na == nb && na >= 0, "seed %" PRIu64 ": top by %s: %d vs %d", seed,
+                      eng_metric_name((enum eng_metric)m), na, nb);
+        for (int k = 0; k < na; k++)
+            ck_assert_msg(ta[k].short_id == tb[k].short_id && ta[k].value == tb[k].value,
+                          "seed %" PRIu64 ": top by %s differs at %d", seed,
+                          eng_metric_name((enum eng_metric)m), k);
+    }
+    static struct eng_history_rec ha[64], hb[64];
+    char who[128];
+    for (int i = 0; i < NSESS; i++) {
+        size_t na = eng_history_session(a, w->sess[i], w->sess_len[i], ha, limit);
+        size_t nb = eng_history_session(b, w->sess[i], w->sess_len[i], hb, limit);
+        snprintf(who, sizeof who, "session %s", w->sess[i]);
+        same_history(ha, na, hb, nb, who, seed);
+    }
+    for (int i = 0; i < NUSER; i++) {
+        size_t na = eng_history_user(a, w->users[i], ha, limit);
+        size_t nb = eng_history_user(b, w->users[i], hb, limit);
+        snprintf(who, sizeof who, "user %" PRIu64, w->users[i]);
+        same_history(ha, na, hb, nb, who, seed);
+    }
+    struct eng_info ia, ib;
+    eng_info(a, &ia);
+    eng_info(b, &ib);
+    ck_assert_msg(ia.shorts == ib.shorts && ia.users == ib.users &&
+                      ia.interactions == ib.interactions &&
+                      !memcmp(ia.by_type, ib.by_type, sizeof ia.by_type) &&
+                      ia.viewer_pairs == ib.viewer_pairs,
+                  "seed %" PRIu64 ": eng_info differs", seed);
+    if (counts)
+        ck_assert_msg(ia.sessions == ib.sessions && ia.records == ib.records &&
+                          ia.sessions_evicted == ib.sessions_evicted,
+                      "seed %" PRIu64 ": sessions %" PRIu64 "/%" PRIu64 " records %" PRIu64
+                      "/%" PRIu64 " evicted %" PRIu64 "/%" PRIu64, seed, ia.sessions,
+                      ib.sessions, ia.records, ib.records, ia.sessions_evicted,
+                      ib.sessions_evicted);
+    check_verify(a, "original", seed);
+    check_verify(b, "restored", seed);
+}
+
+/* ---- snapshots in memory -------------------------------------------------------------------- */
+
+struct membuf {
+    uint8_t *p;
+    size_t len, cap;
+    size_t fail_after;   /* 0 = never: sink errors once len would pass it */
+};
+
+static int mem_sink(void *ud, const void *buf, size_t len)
+{
+    struct membuf *m = ud;
+    if (m->fail_after && m->len + len > m->fail_after)
+        return -1;
+    if (m->len + len > m->cap) {
+        size_t cap = m->cap ? m->cap : 4096;
+        while (cap < m->len + len)
+            cap *= 2;
+        uint8_t *p = realloc(m->p, cap);
+        ck_assert_ptr_nonnull(p);
+        m->p = p;
+        m->cap = cap;
+    }
+    memcpy(m->p + m->len, buf, len);
+    m->len += len;
+    return 0;
+}
+
+static struct membuf snapshot(const struct eng *e, int64_t created)
+{
+    struct membuf m = {0};
+    struct snap_stats st;
+    struct snap_err err = {0};
+    int rc = snap_write(e, created, mem_sink, &m, &st, &err);
+    ck_assert_msg(rc == SNAP_OK, "snap_write: %s", err.msg);
+    ck_assert_uint_eq(st.bytes, m.len);
+    ck_assert_uint_gt(st.raw_bytes, 0);
+    return m;
+}
+
+static struct eng *load(struct world *w, const struct membuf *m, uint32_t history, uint64_t seed)
+{
+    struct eng_config cfg = w->cfg;
+    cfg.history = history;
+    struct eng *e = eng_create(&cfg);
+    ck_assert_ptr_nonnull(e);
+    struct snap_err err = {0};
+    int rc = snap_read(e, m->p, m->len, &err);
+    ck_assert_msg(rc == SNAP_OK, "seed %" PRIu64 ": snap_read: %s (offset %" PRIu64 ")", seed,
+                  err.msg, err.offset);
+    return e;
+}
+
+/* A random state of n interactions; history and ttl vary with the seed. */
+static struct eng *random_state(struct world *w, struct rng *r, int n, uint32_t *history)
+{
+    static const uint32_t hs[] = {1, 2, 4, 8, 64};
+    *history = hs[below(r, 5)];
+    world_init(w, r, *history, 60000);
+    struct eng *e = eng_create(&w->cfg);
+    ck_assert_ptr_nonnull(e);
+    apply(w, r, e, n, true);
+    return e;
+}
+
+/* ---- round trip ------------------------------------------------------------------------------ */
+
+START_TEST(round_trip_many_seeds)
+{
+    uint64_t seed0 = base_seed();
+    for (int it = 0; it < 60; it++) {
+        uint64_t seed = seed0 + (uint64_t)it;
+        struct rng r = {seed};
+        static struct world w;
+        uint32_t history;
+        struct eng *a = random_state(&w, &r, 200 + (int)below(&r, 1500), &history);
+        bool swept = it % 2 == 0;
+        if (swept)
+            eng_tick(a, UINT32_MAX);
+        struct membuf m = snapshot(a, w.clk.now);
+        struct snap_header h;
+        struct snap_err err = {0};
+        ck_assert_int_eq(snap_peek(m.p, m.len, &h, &err), SNAP_OK);
+        ck_assert_uint_eq(h.history, history);
+        ck_assert_int_eq(h.created_ms, w.clk.now);
+        if (swept) {
+            struct eng_info info;
+            eng_info(a, &info);
+            ck_assert_uint_eq(h.counts.shorts, info.shorts);
+            ck_assert_uint_eq(h.counts.sessions, info.sessions);
+            ck_assert_uint_eq(h.counts.users, info.users);
+            ck_assert_uint_eq(h.counts.records, info.records);
+            ck_assert_uint_eq(h.counts.viewer_pairs, info.viewer_pairs);
+        }
+        struct eng *b = load(&w, &m, history, seed);
+        same_engines(&w, a, b, history, swept, seed);
+
+        /* a snapshot of the restored engine is the same bytes */
+        struct membuf m2 = snapshot(b, w.clk.now);
+        ck_assert_msg(m2.len == m.len && !memcmp(m2.p, m.p, m.len),
+                      "seed %" PRIu64 ": re-snapshot differs (%zu vs %zu bytes)", seed, m2.len,
+                      m.len);
+        free(m2.p);
+
+        /* and both go on the same way: dedup of viewers and savers, contexts, eviction */
+        struct rng r1 = r, r2 = r;
+        struct tclock saved = w.clk;
+        apply(&w, &r1, a, 300, true);
+        w.clk = saved;
+        apply(&w, &r2, b, 300, true);
+        same_engines(&w, a, b, history, false, seed);
+        eng_destroy(a);
+        eng_destroy(b);
+        free(m.p);
+    }
+}
+END_TEST
+
+START_TEST(round_trip_empty_engine)
+{
+    static struct world w;
+    struct rng r = {1};
+    world_init(&w, &r, 64, 60000);
+    struct eng *a = eng_create(&w.cfg);
+    struct membuf m = snapshot(a, 0);
+    struct eng *b = load(&w, &m, 64, 0);
+    same_engines(&w, a, b, 64, true, 0);
+    struct snap_header h;
+    ck_assert_int_eq(snap_peek(m.p, m.len, &h, NULL), SNAP_OK);
+    ck_assert_uint_eq(h.counts.shorts + h.counts.sessions + h.counts.records, 0);
+    eng_destroy(a);
+    eng_destroy(b);
+    free(m.p);
+}
+END_TEST
+
+/* A restart with a smaller --history keeps the newest records of each ring. */
+START_TEST(load_into_smaller_history)
+{
+    uint64_t seed = base_seed() + 1000;
+    struct rng r = {seed};
+    static struct world w;
+    world_init(&w, &r, 16, 3600000);
+    struct eng *a = eng_create(&w.cfg);
+    apply(&w, &r, a, 1500, false);
+    struct membuf m = snapshot(a, w.clk.now);
+    struct eng *b = load(&w, &m, 3, seed);
+    static struct eng_history_rec ha[16], hb[16];
+    for (int i = 0; i < NSESS; i++) {
+        size_t na = eng_history_session(a, w.sess[i], w.sess_len[i], ha, 3);
+        size_t nb = eng_history_session(b, w.sess[i], w.sess_len[i], hb, 16);
+        same_history(ha, na, hb, nb, w.sess[i], seed);
+    }
+    for (int i = 0; i < NUSER; i++) {
+        size_t na = eng_history_user(a, w.users[i], ha, 3);
+        size_t nb = eng_history_user(b, w.users[i], hb, 16);
+        same_history(ha, na, hb, nb, "user", seed);
+    }
+    /* every stat (viewer sets included) survives the shorter rings */
+    for (int i = 0; i < NSHORT; i++) {
+        struct eng_stats x, y;
+        eng_stats(a, w.shorts[i], &x);
+        eng_stats(b, w.shorts[i], &y);
+        ck_assert_uint_eq(x.unique_viewers, y.unique_viewers);
+        ck_assert_uint_eq(x.saves, y.saves);
+        ck_assert(x.score == y.score);
+    }
+    check_verify(b, "restored", seed);
+    eng_destroy(a);
+    eng_destroy(b);
+    free(m.p);
+}
+END_TEST
+
+/* Freed user agents and contexts leave holes in the engine's id ranges; a
+ * file with holes must load, answer the same, and destroy cleanly. */
+START_TEST(round_trip_sparse_ids)
+{
+    static struct world w;
+    struct rng r = {base_seed() + 21};
+    world_init(&w, &r, 1, 3600000);
+    struct eng *a = eng_create(&w.cfg);
+    const char *uas[] = {"ua-one", "ua-two", "ua-three"};
+    for (int i = 0; i < 3; i++) {   /* session i gets user agent i: ua ids 1, 2, 3 */
+        struct eng_ix ix = {.type = ENG_T_VIEW, .short_id = 5, .session = w.sess[i],
+                            .session_len = w.sess_len[i], .ua = uas[i], .ua_len = strlen(uas[i])};
+        struct eng_err err = {0};
+        ck_assert_msg(eng_record(a, &ix, &err) == 0, "%s", err.msg);
+    }
+    for (int i = 0; i < 2; i++) {   /* history 1: ua-one and ua-two lose their last record */
+        struct eng_ix ix = {.type = ENG_T_SKIP, .short_id = 6, .session = w.sess[i],
+                            .session_len = w.sess_len[i]};
+        struct eng_err err = {0};
+        ck_assert_msg(eng_record(a, &ix, &err) == 0, "%s", err.msg);
+    }
+    struct membuf m = snapshot(a, w.clk.now);
+    struct snap_header h;
+    ck_assert_int_eq(snap_peek(m.p, m.len, &h, NULL), SNAP_OK);
+    ck_assert_uint_eq(h.counts.uas, 1);
+    struct eng *b = load(&w, &m, 1, 0);
+    same_engines(&w, a, b, 1, true, 0);
+    eng_destroy(b);
+    eng_destroy(a);
+    free(m.p);
+}
+END_TEST
+
+/* ---- rejecting bad images ------------------------------------------------------------------- */
+
+static struct membuf small_snapshot(struct world *w, struct eng **out)
+{
+    struct rng r = {base_seed() + 7};
+    world_init(w, &r, 4, 60000);
+    struct eng *e = eng_create(&w->cfg);
+    apply(w, &r, e, 40, false);
+    struct membuf m = snapshot(e, w->clk.now);
+    if (out)
+        *out = e;
+    else
+        eng_destroy(e);
+    return m;
+}
+
+static int try_read(const struct eng_config *cfg, const uint8_t *p, size_t len,
+                    struct snap_err *err)
+{
+    struct eng *e = eng_create(cfg);
+    ck_assert_ptr_nonnull(e);
+    int rc = snap_read(e, p, len, err);
+    if (rc == SNAP_OK) {
+        struct eng_err ee = {0};
+        ck_assert_msg(eng_verify(e, &ee) == 0, "accepted image fails eng_verify: %s", ee.msg);
+    }
+    eng_destroy(e);
+    return rc;
+}
+
+START_TEST(every_flipped_byte_rejected)
+{
+    static struct world w;
+    struct membuf m = small_snapshot(&w, NULL);
+    ck_assert_uint_lt(m.len, 8192);
+    uint8_t *c = malloc(m.len);
+    for (size_t i = 0; i < m.len; i++) {
+        for (int v = 0; v < 2; v++) {
+            memcpy(c, m.p, m.len);
+            c[i] ^= v ? 0xff : 0x01;
+            struct snap_err err = {0};
+            int rc = try_read(&w.cfg, c, m.len, &err);
+            ck_assert_msg(rc != SNAP_OK, "flipping byte %zu (^%#x) of %zu was accepted", i,
+                          v ? 0xff : 1, m.len);
+            ck_assert_msg(err.msg[0] != 0, "no reason given for byte %zu", i);
+            ck_assert_msg(err.offset <= m.len, "offset %" PRIu64 " past the end", err.offset);
+        }
+    }
+    free(c);
+    free(m.p);
+}
+END_TEST
+
+START_TEST(every_truncation_rejected)
+{
+    static struct world w;
+    struct membuf m = small_snapshot(&w, NULL);
+    for (size_t len = 0; len < m.len; len++) {
+        /* a fresh copy of exactly len bytes, so ASan sees any overread */
+        uint8_t *c = malloc(len ? len : 1);
+        memcpy(c, m.p, len);
+        struct snap_err err = {0};
+        int rc = try_read(&w.cfg, c, len, &err);
+        ck_assert_msg(rc == SNAP_ECORRUPT, "truncation to %zu of %zu bytes: rc %d (%s)", len,
+                      m.len, rc, err.msg);
+        free(c);
+    }
+    /* a byte too many is as bad */
+    uint8_t *c = malloc(m.len + 1);
+    memcpy(c, m.p, m.len);
+    c[m.len] = 0;
+    ck_assert_int_eq(try_read(&w.cfg, c, m.len + 1, NULL), SNAP_ECORRUPT);
+    free(c);
+    free(m.p);
+}
+END_TEST
+
+static void put64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t get64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+static void fix_checksums(uint8_t *p, size_t len)
+{
+    put64(p + 112, XXH64(p, 112, 0));
+    put64(p + len - 16, len);
+    put64(p + len - 8, XXH64(p, len - 8, 0));
+}
+
+START_TEST(foreign_newer_and_bad_parameters)
+{
+    static struct world w;
+    struct membuf m = small_snapshot(&w, NULL);
+    uint8_t *c = malloc(m.len);
+    struct snap_err err;
+
+    memcpy(c, m.p, m.len);
+    memcpy(c, "REDIS000", 8);
+    ck_assert_int_eq(try_read(&w.cfg, c, m.len, &err), SNAP_EFOREIGN);
+    ck_assert_int_eq(snap_peek(c, m.len, NULL, &err), SNAP_EFOREIGN);
+    ck_assert_int_eq(try_read(&w.cfg, (const uint8_t *)"hello", 5, &err), SNAP_EFOREIGN);
+
+    memcpy(c, m.p, m.len);
+    c[8] = 2;   /* format v2, with every checksum made right */
+    fix_checksums(c, m.len);
+    ck_assert_int_eq(try_read(&w.cfg, c, m.len, &err), SNAP_EVERSION);
+    ck_assert_msg(strstr(err.msg, "newer shortstat (format v2 > 1)"), "msg: %s", err.msg);
+    ck_assert_uint_eq(err.offset, 8);
+
+    memcpy(c, m.p, m.len);
+    c[16] = c[17] = c[18] = c[19] = 0;   /* history 0 */
+    fix_checksums(c, m.len);
+    ck_assert_int_eq(try_read(&w.cfg, c, m.len, &err), SNAP_EPARAM);
+    ck_assert_msg(strstr(err.msg, "history"), "msg: %s", err.msg);
+
+    memcpy(c, m.p, m.len);
+    put64(c + 24, (uint64_t)-5);   /* ttl */
+    fix_checksums(c, m.len);
+    ck_assert_int_eq(try_read(&w.cfg, c, m.len, &err), SNAP_EPARAM);
+
+    memcpy(c, m.p, m.len);
+    put64(c + 40 + 8 * 3, get64(c + 40 + 8 * 3) + 1);   /* one short more than the body */
+    fix_checksums(c, m.len);
+    ck_assert_int_eq(try_read(&w.cfg, c, m.len, &err), SNAP_ECORRUPT);
+    ck_assert_msg(strstr(err.msg, "shorts"), "msg: %s", err.msg);
+
+    memcpy(c, m.p, m.len);
+    put64(c + 40 + 8 * 6, 1ull << 50);   /* absurd record count: refused before allocating */
+    fix_checksums(c, m.len);
+    ck_assert_int_eq(try_read(&w.cfg, c, m.len, &err), SNAP_ECORRUPT);
+
+    ck_assert_int_eq(try_read(&w.cfg, m.p, m.len, &err), SNAP_OK);
+    free(c);
+    free(m.p);
+}
+END_TEST
+
+/* Corruption the checksums cannot see: re-frame every chunk with one raw
+ * byte changed, fix every checksum, and load. The decoder must refuse or
+ * produce an engine that passes eng_verify -- never crash. */
+struct chunk_loc {
+    size_t off, raw_len, frame_len;
+};
+
+static size_t find_chunks(const struct membuf *m, struct chunk_loc *out, size_t max)
+{
+    size_t n = 0;
+    for (size_t off = 120; off + 32 < m->len && n < max;) {
+        const uint8_t *p = m->p + off;
+        size_t raw = (size_t)(get64(p + 8) & 0xffffffffu), fr = (size_t)(get64(p + 8) >> 32);
+        out[n++] = (struct chunk_loc){off, raw, fr};
+        off += 16 + fr;
+    }
+    return n;
+}
+
+static size_t reframe(const struct membuf *m, const struct chunk_loc *c, const uint8_t *raw,
+                      uint8_t *out)
+{
+    LZ4F_preferences_t prefs;
+    memset(&prefs, 0, sizeof prefs);
+    prefs.frameInfo.contentChecksumFlag = LZ4F_contentChecksumEnabled;
+    prefs.frameInfo.blockChecksumFlag = LZ4F_blockChecksumEnabled;
+    prefs.frameInfo.contentSize = c->raw_len;
+    size_t cap = LZ4F_compressFrameBound(c->raw_len, &prefs);
+    memcpy(out, m->p, c->off + 16);
+    size_t fl = LZ4F_compressFrame(out + c->off + 16, cap, raw, c->raw_len, &prefs);
+    ck_assert(!LZ4F_isError(fl));
+    for (int i = 0; i < 4; i++)
+        out[c->off + 12 + i] = (uint8_t)(fl >> (8 * i));
+    size_t rest = m->len - (c->off + 16 + c->frame_len);
+    memcpy(out + c->off + 16 + fl, m->p + c->off + 16 + c->frame_len, rest);
+    size_t len = c->off + 16 + fl + rest;
+    fix_checksums(out, len);
+    return len;
+}
+
+START_TEST(structural_corruption_behind_valid_checksums)
+{
+    static struct world w;
+    struct membuf m = small_snapshot(&w, NULL);
+    struct chunk_loc ch[16];
+    size_t nch = find_chunks(&m, ch, 16);
+    ck_assert_uint_ge(nch, 4);
+    LZ4F_dctx *d;
+    ck_assert(!LZ4F_isError(LZ4F_createDecompressionContext(&d, LZ4F_VERSION)));
+    uint8_t *out = malloc(m.len + 65536);
+    size_t accepted = 0, refused = 0;
+    for (size_t k = 0; k < nch; k++) {
+        uint8_t *raw = malloc(ch[k].raw_len + 1), *mut = malloc(ch[k].raw_len + 1);
+        size_t dst = ch[k].raw_len, src = ch[k].frame_len;
+        LZ4F_resetDecompressionContext(d);
+        size_t r = LZ4F_decompress(d, raw, &dst, m.p + ch[k].off + 16, &src, NULL);
+        ck_assert(r == 0 && dst == ch[k].raw_len);
+        /* unchanged re-framing loads */
+        size_t len = reframe(&m, &ch[k], raw, out);
+        ck_assert_int_eq(try_read(&w.cfg, out, len, NULL), SNAP_OK);
+        static const uint8_t deltas[] = {0x01, 0xff};
+        for (size_t i = 0; i < ch[k].raw_len; i++) {
+            for (size_t v = 0; v < sizeof deltas; v++) {
+                memcpy(mut, raw, ch[k].raw_len);
+                mut[i] ^= deltas[v];
+                len = reframe(&m, &ch[k], mut, out);
+                struct snap_err err = {0};
+                int rc = try_read(&w.cfg, out, len, &err);
+                if (rc == SNAP_OK)
+                    accepted++;
+                else
+                    refused++, ck_assert_msg(err.msg[0], "refusal without a reason");
+            }
+        }
+        free(raw);
+        free(mut);
+    }
+    /* most single-byte changes break structure or a cross-check */
+    ck_assert_uint_gt(refused, accepted);
+    LZ4F_freeDecompressionContext(d);
+    free(out);
+    free(m.p);
+}
+END_TEST
+
+START_TEST(write_errors)
+{
+    static struct world w;
+    struct eng *e;
+    struct membuf m = small_snapshot(&w, &e);
+    for (size_t cut = 1; cut < m.len; cut += 1 + cut / 3) {
+        struct membuf f = {.fail_after = cut};
+        struct snap_err err = {0};
+        ck_assert_int_eq(snap_write(e, 0, mem_sink, &f, NULL, &err), SNAP_EIO);
+        ck_assert_msg(strstr(err.msg, "write failed"), "msg: %s", err.msg);
+        free(f.p);
+    }
+    eng_destroy(e);
+    free(m.p);
+}
+END_TEST
+
+/* ---- files: save, load, crash safety -------------------------------------------------------- */
+
+static void tmpdir(char *out, size_t n)
+{
+    snprintf(out, n, "/tmp/shortstat-snaptest-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(out));
+}
+
+static void rmtree(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *de;
+    char p[4096];
+    while ((de = readdir(d)))
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
+            snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+            unlink(p);
+        }
+    closedir(d);
+    rmdir(dir);
+}
+
+static int count_tmp(const char *dir)
+{
+    DIR *d = opendir(dir);
+    ck_assert_ptr_nonnull(d);
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)))
+        n += strncmp(de->d_name, SNAP_FILE ".tmp.", strlen(SNAP_FILE ".tmp.")) == 0;
+    closedir(d);
+    return n;
+}
+
+static uint8_t *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    rewind(f);
+    uint8_t *p = malloc((size_t)n + 1);
+    ck_assert_uint_eq(fread(p, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+    *len = (size_t)n;
+    return p;
+}
+
+static void spit(const char *path, const uint8_t *p, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fwrite(p, 1, len, f), len);
+    ck_assert_int_eq(fclose(f), 0);
+}
+
+START_TEST(save_and_load_files)
+{
+    static struct world w;
+    struct eng *a;
+    struct membuf m = small_snapshot(&w, &a);
+    char dir[64], path[128];
+    tmpdir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/%s", dir, SNAP_FILE);
+
+    struct eng *b = (struct eng *)1;
+    struct snap_err err = {0};
+    ck_assert_int_eq(snap_load(path, &w.cfg, &b, NULL, &err), SNAP_ENOENT);
+    ck_assert_ptr_null(b);
+
+    struct snap_stats st;
+    ck_assert_int_eq(snap_save(a, dir, w.clk.now, &st, &err), SNAP_OK);
+    ck_assert_int_eq(count_tmp(dir), 0);
+    size_t len;
+    uint8_t *file = slurp(path, &len);
+    ck_assert_uint_eq(len, st.bytes);
+    ck_assert_msg(len == m.len && !memcmp(file, m.p, len), "file differs from snap_write");
+    free(file);
+
+    struct snap_header h;
+    ck_assert_int_eq(snap_verify(path, &h, &err), SNAP_OK);
+    ck_assert_uint_eq(h.raw_bytes, st.raw_bytes);
+    ck_assert_int_eq(snap_load(path, &w.cfg, &b, &h, &err), SNAP_OK);
+    ck_assert_ptr_nonnull(b);
+    same_engines(&w, a, b, 4, false, 0);
+    eng_destroy(b);
+
+    /* corrupt: refused with the file named, and the file left as it was */
+    file = slurp(path, &len);
+    file[len / 2] ^= 0x10;
+    spit(path, file, len);
+    b = (struct eng *)1;
+    ck_assert_int_eq(snap_load(path, &w.cfg, &b, NULL, &err), SNAP_ECORRUPT);
+    ck_assert_ptr_null(b);
+    ck_assert_msg(strstr(err.msg, path), "msg does not name the file: %s", err.msg);
+    ck_assert_int_eq(snap_verify(path, NULL, &err), SNAP_ECORRUPT);
+    size_t len2;
+    uint8_t *after = slurp(path, &len2);
+    ck_assert(len2 == len && !memcmp(after, file, len));
+    free(after);
+    free(file);
+
+    /* empty file, directory as file, unreadable path */
+    spit(path, (const uint8_t *)"", 0);
+    ck_assert_int_eq(snap_load(path, &w.cfg, &b, NULL, &err), SNAP_ECORRUPT);
+    ck_assert_int_eq(snap_verify(dir, NULL, &err), SNAP_EIO);
+
+    /* save into a missing directory fails cleanly */
+    char missing[160];
+    snprintf(missing, sizeof missing, "%s/nope", dir);
+    ck_assert_int_eq(snap_save(a, missing, 0, NULL, &err), SNAP_EIO);
+    ck_assert_msg(strstr(err.msg, "nope"), "msg: %s", err.msg);
+
+    eng_destroy(a);
+    free(m.p);
+    rmtree(dir);
+}
+END_TEST
+
+/* A save that fails half way (file size limit) leaves the old file and no temp. */
+START_TEST(failed_save_keeps_previous)
+{
+    static struct world w;
+    struct rng r = {base_seed() + 3};
+    world_init(&w, &r, 64, 3600000);
+    struct eng *a = eng_create(&w.cfg);
+    apply(&w, &r, a, 200, false);
+    char dir[64], path[128];
+    tmpdir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/%s", dir, SNAP_FILE);
+    ck_assert_int_eq(snap_save(a, dir, 1, NULL, NULL), SNAP_OK);
+    size_t len0;
+    uint8_t *before = slurp(path, &len0);
+
+    apply(&w, &r, a, 3000, false);   /* the next snapshot is bigger than the limit */
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        signal(SIGXFSZ, SIG_IGN);
+        struct rlimit rl = {.rlim_cur = len0 + 64, .rlim_max = RLIM_INFINITY};
+        setrlimit(RLIMIT_FSIZE, &rl);
+        struct snap_err err = {0};
+        int rc = snap_save(a, dir, 2, NULL, &err);
+        _exit(rc == SNAP_EIO && strstr(err.msg, "write") ? 0 : 1);
+    }
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d", status);
+    ck_assert_int_eq(count_tmp(dir), 0);
+    size_t len1;
+    uint8_t *after = slurp(path, &len1);
+    ck_assert(len0 == len1 && !memcmp(before, after, len0));
+    free(before);
+    free(after);
+    eng_destroy(a);
+    rmtree(dir);
+}
+END_TEST
+
+START_TEST(stale_temp_files_removed)
+{
+    static struct world w;
+    struct eng *a;
+    struct membuf m = small_snapshot(&w, &a);
+    char dir[64], p[256];
+    tmpdir(dir, sizeof dir);
+    pid_t dead = fork();
+    if (dead == 0)
+        _exit(0);
+    waitpid(dead, NULL, 0);
+    snprintf(p, sizeof p, "%s/%s.tmp.%ld", dir, SNAP_FILE, (long)dead);
+    spit(p, (const uint8_t *)"junk", 4);
+    snprintf(p, sizeof p, "%s/%s.tmp.%ld.bak", dir, SNAP_FILE, (long)dead);
+    spit(p, (const uint8_t *)"junk", 4);
+    snprintf(p, sizeof p, "%s/%s.tmp.1", dir, SNAP_FILE);   /* pid 1 lives: its writer may too */
+    spit(p, (const uint8_t *)"live", 4);
+    snprintf(p, sizeof p, "%s/%s.tmp.notapid", dir, SNAP_FILE);
+    spit(p, (const uint8_t *)"other", 5);
+    ck_assert_int_eq(count_tmp(dir), 4);
+    ck_assert_int_eq(snap_save(a, dir, 0, NULL, NULL), SNAP_OK);
+    ck_assert_int_eq(count_tmp(dir), 2);
+    snprintf(p, sizeof p, "%s/%s.tmp.1", dir, SNAP_FILE);
+    ck_assert_int_eq(access(p, F_OK), 0);
+    eng_destroy(a);
+    free(m.p);
+    rmtree(dir);
+}
+END_TEST
+
+START_TEST(kill_9_during_saves)
+{
+    uint64_t seed = base_seed() + 77;
+    struct rng r = {seed};
+    static struct world w;
+    world_init(&w, &r, 64, 3600000);
+    struct eng *a = eng_create(&w.cfg);
+    apply(&w, &r, a, 6000, false);
+    char dir[64], path[128];
+    tmpdir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/%s", dir, SNAP_FILE);
+    ck_assert_int_eq(snap_save(a, dir, 0, NULL, NULL), SNAP_OK);
+    int kills = 0;
+    for (int i = 0; i < 40; i++) {
+        pid_t pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+            for (int64_t k = 1;; k++)
+                if (snap_save(a, dir, k, NULL, NULL) != SNAP_OK)
+                    _exit(3);
+        }
+        struct timespec ts = {0, (long)below(&r, 30000000)};
+        nanosleep(&ts, NULL);
+        kill(pid, SIGKILL);
+        int status;
+        ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+        ck_assert_msg(WIFSIGNALED(status), "seed %" PRIu64 ": writer exited %d", seed, status);
+        kills++;
+        struct snap_err err = {0};
+        struct snap_header h;
+        ck_assert_msg(snap_verify(path, &h, &err) == SNAP_OK, "seed %" PRIu64 ", kill %d: %s",
+                      seed, i, err.msg);
+        ck_assert_int_le(count_tmp(dir), 1);   /* at most the killed writer's */
+    }
+    ck_assert_int_eq(kills, 40);
+    struct eng *b;
+    ck_assert_int_eq(snap_load(path, &w.cfg, &b, NULL, NULL), SNAP_OK);
+    same_engines(&w, a, b, 64, true, seed);
+    eng_destroy(b);
+    ck_assert_int_eq(snap_save(a, dir, 0, NULL, NULL), SNAP_OK);
+    ck_assert_int_eq(count_tmp(dir), 0);
+    eng_destroy(a);
+    rmtree(dir);
+}
+END_TEST
+
+START_TEST(strerror_names_every_code)
+{
+    const int codes[] = {SNAP_OK, SNAP_EIO, SNAP_ENOENT, SNAP_EFOREIGN, SNAP_EVERSION,
+                         SNAP_ECORRUPT, SNAP_ENOMEM, SNAP_EPARAM};
+    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
+        for (size_t j = 0; j < i; j++)
+            ck_assert_str_ne(snap_strerror(codes[i]), snap_strerror(codes[j]));
+    ck_assert_str_eq(snap_strerror(12345), "unknown error");
+}
+END_TEST
+
+/* ---- shortstat-snap as a subprocess ------------------------------------------------------------ */
+
+struct run {
+    int status;
+    char *out, *err;
+    size_t out_len;
+};
+
+static char *read_all(const char *path, size_t *len)
+{
+    size_t n = 0;
+    uint8_t *p = slurp(path, &n);
+    if (!p) {
+        p = malloc(1);
+        n = 0;
+    }
+    p[n] = 0;
+    if (len)
+        *len = n;
+    return (char *)p;
+}
+
+static struct run run_tool(const char *dir, const char *const *args)
+{
+    const char *b = getenv("SHORTSTAT_BUILD");
+    char exe[512], out[256], errf[256];
+    snprintf(exe, sizeof exe, "%s/shortstat-snap", b && *b ? b : SHORTSTAT_BUILD);
+    snprintf(out, sizeof out, "%s/.out", dir);
+    snprintf(errf, sizeof errf, "%s/.err", dir);
+    const char *argv[16] = {exe};
+    int n = 1;
+    while (args[n - 1] && n < 15)
+        argv[n] = args[n - 1], n++;
+    argv[n] = NULL;
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        int o = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int e = open(errf, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        dup2(o, 1);
+        dup2(e, 2);
+        execv(exe, (char *const *)argv);
+        _exit(127);
+    }
+    struct run r = {0};
+    int st;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert_msg(WIFEXITED(st), "%s died of signal %d", exe, WTERMSIG(st));
+    r.status = WEXITSTATUS(st);
+    ck_assert_msg(r.status != 127, "cannot run %s", exe);
+    r.out = read_all(out, &r.out_len);
+    r.err = read_all(errf, NULL);
+    unlink(out);
+    unlink(errf);
+    return r;
+}
+
+static void run_free(struct run *r)
+{
+    free(r->out);
+    free(r->err);
+}
+
+#define TOOL(dir, ...) run_tool(dir, (const char *const[]){__VA_ARGS__, NULL})
+
+static size_t count_lines(const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++)
+        n += *s == '\n';
+    return n;
+}
+
+START_TEST(tool_usage_errors)
+{
+    char dir[64];
+    tmpdir(dir, sizeof dir);
+    struct run r = TOOL(dir, "--help");
+    ck_assert_int_eq(r.status, 0);
+    ck_assert_ptr_nonnull(strstr(r.out, "usage: shortstat-snap"));
+    run_free(&r);
+    const char *const bad[][5] = {
+        {"info"}, {"frobnicate", "x"}, {"info", "a", "b"}, {"dump", "f", "--format", "xml"},
+        {"dump", "f", "--what", "people"}, {"dump", "f", "--format"}, {"dump", "f", "--bogus", "1"},
+        {"restore", "f"}, {"restore", "f", "--dir"}, {"restore", "f", "--into", "d"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        r = run_tool(dir, bad[i]);
+        ck_assert_msg(r.status == 2, "case %zu: exit %d", i, r.status);
+        ck_assert_ptr_nonnull(strstr(r.err, "usage:"));
+        run_free(&r);
+    }
+    r = run_tool(dir, (const char *const[]){NULL});
+    ck_assert_int_eq(r.status, 2);
+    run_free(&r);
+    rmtree(dir);
+}
+END_TEST
+
+START_TEST(tool_info_verify)
+{
+    static struct world w;
+    struct eng *a;
+    struct membuf m = small_snapshot(&w, &a);
+    char dir[64], path[128], bad[128], trunc[128], missing[128], foreign[128];
+    tmpdir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/good.snap", dir);
+    snprintf(bad, sizeof bad, "%s/bad.snap", dir);
+    snprintf(trunc, sizeof trunc, "%s/trunc.snap", dir);
+    snprintf(missing, sizeof missing, "%s/missing.snap", dir);
+    snprintf(foreign, sizeof foreign, "%s/foreign.snap", dir);
+    spit(path, m.p, m.len);
+    uint8_t *c = malloc(m.len);
+    memcpy(c, m.p, m.len);
+    c[m.len - 40] ^= 4;
+    spit(bad, c, m.len);
+    spit(trunc, m.p, m.len - 100);
+    spit(foreign, (const uint8_t *)"REDIS0011\xfa", 10);
+
+    struct eng_info info;
+    eng_info(a, &info);
+    char want[64];
+    struct run r = TOOL(dir, "info", path);
+    ck_assert_msg(r.status == 0, "info: %d %s", r.status, r.err);
+    snprintf(want, sizeof want, "shorts:           %" PRIu64 "\n", info.shorts);
+    ck_assert_msg(strstr(r.out, want), "info output: %s", r.out);
+    ck_assert_ptr_nonnull(strstr(r.out, "compression:"));
+    ck_assert_ptr_nonnull(strstr(r.out, "checksum:         ok"));
+    run_free(&r);
+
+    r = TOOL(dir, "verify", path);
+    ck_assert_msg(r.status == 0, "verify: %s", r.err);
+    ck_assert_ptr_nonnull(strstr(r.out, ": ok"));
+    run_free(&r);
+
+    const char *const bads[] = {bad, trunc, missing, foreign};
+    const char *const why[] = {"corrupt", "corrupt", "no snapshot", "not a shortstat"};
+    for (int i = 0; i < 4; i++) {
+        r = TOOL(dir, "verify", bads[i]);
+        ck_assert_msg(r.status == 1, "verify %s: exit %d", bads[i], r.status);
+        ck_assert_msg(strstr(r.err, why[i]) && strstr(r.err, "offset"), "stderr: %s", r.err);
+        run_free(&r);
+        r = TOOL(dir, "info", bads[i]);
+        ck_assert_msg(r.status == 1, "info %s: exit %d", bads[i], r.status);
+        run_free(&r);
+        r = TOOL(dir, "dump", bads[i]);
+        ck_assert_msg(r.status == 1 && r.out_len == 0, "dump %s: exit %d", bads[i], r.status);
+        run_free(&r);
+    }
+    free(c);
+    eng_destroy(a);
+    free(m.p);
+    rmtree(dir);
+}
+END_TEST
+
+START_TEST(tool_dump)
+{
+    static struct world w;
+    struct rng rg = {base_seed() + 11};
+    world_init(&w, &rg, 8, 3600000);
+    for (int i = 0; i < 3; i++)   /* jansson reads integers as int64 */
+        w.users[i] = 1000000 + (uint64_t)i;
+    struct eng *a = eng_create(&w.cfg);
+    apply(&w, &rg, a, 600, false);
+    struct membuf m = snapshot(a, w.clk.now);
+    char dir[64], path[128];
+    tmpdir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/s.snap", dir);
+    spit(path, m.p, m.len);
+    struct eng_info info;
+    eng_info(a, &info);
+
+    /* shorts as CSV: a header row, then one row per short matching eng_stats */
+    struct run r = TOOL(dir, "dump", path);
+    ck_assert_msg(r.status == 0, "dump: %s", r.err);
+    ck_assert_uint_eq(count_lines(r.out), info.shorts + 1);
+    ck_assert_ptr_nonnull(strstr(r.out, "short_id,impressions,views,view_count,unique_viewers"));
+    size_t rows = 0;
+    for (char *line = strchr(r.out, '\n') + 1; *line; line = strchr(line, '\n') + 1) {
+        uint64_t id, imp, views, vc, uv, saves;
+        ck_assert_int_eq(sscanf(line, "%" SCNu64 ",%" SCNu64 ",%" SCNu64 ",%" SCNu64 ",%" SCNu64
+                                      ",%" SCNu64, &id, &imp, &views, &vc, &uv, &saves), 6);
+        struct eng_stats s;
+        eng_stats(a, id, &s);
+        ck_assert_msg(s.impressions == imp && s.views == views && s.view_count == vc &&
+                          s.unique_viewers == uv && s.saves == saves,
+                      "row for short %" PRIu64 " differs", id);
+        rows++;
+    }
+    ck_assert_uint_eq(rows, info.shorts);
+    run_free(&r);
+
+    /* shorts as JSON Lines */
+    r = TOOL(dir, "dump", path, "--format", "json");
+    ck_assert_int_eq(r.status, 0);
+    ck_assert_uint_eq(count_lines(r.out), info.shorts);
+    json_error_t je;
+    for (char *line = r.out; *line;) {
+        char *nl = strchr(line, '\n');
+        json_t *o = json_loadb(line, (size_t)(nl - line), 0, &je);
+        ck_assert_msg(o != NULL, "bad JSON line: %s", je.text);
+        struct eng_stats s;
+        eng_stats(a, (uint64_t)json_integer_value(json_object_get(o, "short_id")), &s);
+        ck_assert_uint_eq(s.shares, (uint64_t)json_integer_value(json_object_get(o, "shares")));
+        ck_assert_uint_eq(s.nplatforms, json_object_size(json_object_get(o, "platforms")));
+        json_decref(o);
+        line = nl + 1;
+    }
+    run_free(&r);
+
+    /* sessions as JSON: one object per session, records newest first = HISTORY */
+    r = TOOL(dir, "dump", path, "--format", "json", "--what", "sessions");
+    ck_assert_int_eq(r.status, 0);
+    ck_assert_uint_eq(count_lines(r.out), info.sessions);
+    static struct eng_history_rec h[64];
+    for (char *line = r.out; *line;) {
+        char *nl = strchr(line, '\n');
+        json_t *o = json_loadb(line, (size_t)(nl - line), 0, &je);
+        ck_assert_msg(o != NULL, "bad JSON line: %s", je.text);
+        const char *sid = json_string_value(json_object_get(o, "session"));
+        ck_assert_ptr_nonnull(sid);
+        size_t n = eng_history_session(a, sid, strlen(sid), h, 64);
+        json_t *recs = json_object_get(o, "records");
+        ck_assert_uint_eq(json_array_size(recs), n);
+        for (size_t k = 0; k < n; k++) {
+            json_t *x = json_array_get(recs, k);
+            ck_assert_int_eq(json_integer_value(json_object_get(x, "ts")), h[k].ts);
+            ck_assert_str_eq(json_string_value(json_object_get(x, "type")),
+                             eng_type_name(h[k].type));
+            ck_assert_uint_eq((uint64_t)json_integer_value(json_object_get(x, "user")), h[k].user);
+            json_t *ua = json_object_get(x, "ua");
+            ck_assert_uint_eq(ua ? 1 : 0, h[k].ua ? 1 : 0);
+            if (ua && json_string_length(ua) == h[k].ua_len)   /* latin-1 bytes widen */
+                ck_assert(!memcmp(json_string_value(ua), h[k].ua, h[k].ua_len));
+            json_t *ip = json_object_get(x, "ip");
+            ck_assert_str_eq(ip ? json_string_value(ip) : "", h[k].ip);
+        }
+        json_decref(o);
+        line = nl + 1;
+    }
+    run_free(&r);
+
+    /* users as CSV: one row per retained user record */
+    r = TOOL(dir, "dump", path, "--what", "users", "--format", "csv");
+    ck_assert_int_eq(r.status, 0);
+    size_t user_recs = 0;
+    for (int i = 0; i < NUSER; i++)
+        user_recs += eng_history_user(a, w.users[i], h, 64);
+    /* a UA with a newline is quoted, so count records by parsing quotes */
+    size_t nrows = 0;
+    bool inq = false;
+    for (const char *p = r.out; *p; p++) {
+        if (*p == '"')
+            inq = !inq;
+        else if (*p == '\n' && !inq)
+            nrows++;
+    }
+    ck_assert_uint_eq(nrows, user_recs + 1);
+    ck_assert_ptr_nonnull(strstr(r.out, "\"quote\"\" comma, nl\n\""));
+    run_free(&r);
+
+    eng_destroy(a);
+    free(m.p);
+    rmtree(dir);
+}
+END_TEST
+
+START_TEST(tool_restore)
+{
+    static struct world w;
+    struct eng *a;
+    struct membuf m = small_snapshot(&w, &a);
+    char dir[64], src[128], src2[128], bad[128], data[128], dst[160], bak[160];
+    tmpdir(dir, sizeof dir);
+    snprintf(src, sizeof src, "%s/one.snap", dir);
+    snprintf(src2, sizeof src2, "%s/two.snap", dir);
+    snprintf(bad, sizeof bad, "%s/bad.snap", dir);
+    snprintf(data, sizeof data, "%s/data", dir);
+    snprintf(dst, sizeof dst, "%s/%s", data, SNAP_FILE);
+    snprintf(bak, sizeof bak, "%s/%s.bak", data, SNAP_FILE);
+    ck_assert_int_eq(mkdir(data, 0755), 0);
+    spit(src, m.p, m.len);
+    apply(&w, &(struct rng){5}, a, 30, false);
+    struct membuf m2 = snapshot(a, w.clk.now);
+    spit(src2, m2.p, m2.len);
+    uint8_t *c = malloc(m.len);
+    memcpy(c, m.p, m.len);
+    c[200] ^= 1;
+    spit(bad, c, m.len);
+
+    struct run r = TOOL(dir, "restore", src, "--dir", data);
+    ck_assert_msg(r.status == 0, "restore: %s", r.err);
+    run_free(&r);
+    size_t len;
+    uint8_t *got = slurp(dst, &len);
+    ck_assert(len == m.len && !memcmp(got, m.p, len));
+    free(got);
+    ck_assert_int_ne(access(bak, F_OK), 0);
+
+    r = TOOL(dir, "restore", src2, "--dir", data);
+    ck_assert_msg(r.status == 0, "restore: %s", r.err);
+    ck_assert_ptr_nonnull(strstr(r.out, "previous kept"));
+    run_free(&r);
+    got = slurp(dst, &len);
+    ck_assert(len == m2.len && !memcmp(got, m2.p, len));
+    free(got);
+    got = slurp(bak, &len);
+    ck_assert(len == m.len && !memcmp(got, m.p, len));
+    free(got);
+
+    /* a corrupt file is refused and nothing changes */
+    r = TOOL(dir, "restore", bad, "--dir", data);
+    ck_assert_int_eq(r.status, 1);
+    ck_assert_ptr_nonnull(strstr(r.err, "corrupt"));
+    run_free(&r);
+    got = slurp(dst, &len);
+    ck_assert(len == m2.len && !memcmp(got, m2.p, len));
+    free(got);
+    ck_assert_int_eq(count_tmp(data), 0);
+
+    char nodir[160];
+    snprintf(nodir, sizeof nodir, "%s/absent", dir);
+    r = TOOL(dir, "restore", src, "--dir", nodir);
+    ck_assert_int_eq(r.status, 1);
+    ck_assert_ptr_nonnull(strstr(r.err, "not a directory"));
+    run_free(&r);
+
+    free(c);
+    eng_destroy(a);
+    free(m.p);
+    free(m2.p);
+    unlink(dst);
+    unlink(bak);
+    rmdir(data);
+    rmtree(dir);
+}
+END_TEST
+
+/* ---- shortstatd and snapshot files ------------------------------------------------------------ */
+
+/* Start shortstatd on dir; if it is still running after `wait_ms`, SIGTERM
+ * it (when term) and collect it. Returns its exit status, -signal if killed. */
+static int run_server(const char *dir, int wait_ms, bool term, char **err_out)
+{
+    const char *b = getenv("SHORTSTAT_BUILD");
+    char exe[512], errf[256];
+    snprintf(exe, sizeof exe, "%s/shortstatd", b && *b ? b : SHORTSTAT_BUILD);
+    snprintf(errf, sizeof errf, "%s.err", dir);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        int e = open(errf, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int nul = open("/dev/null", O_RDWR);
+        dup2(nul, 0);
+        dup2(nul, 1);
+        dup2(e, 2);
+        execl(exe, exe, "--port", "0", "--http-port", "0", "--snapshot-interval", "0", "--dir",
+              dir, (char *)NULL);
+        _exit(127);
+    }
+    int st = 0;
+    pid_t got = 0;
+    for (int t = 0; t < wait_ms && (got = waitpid(pid, &st, WNOHANG)) == 0; t += 20) {
+        struct timespec ts = {0, 20000000};
+        nanosleep(&ts, NULL);
+    }
+    if (got == 0) {
+        kill(pid, term ? SIGTERM : SIGKILL);
+        for (int t = 0; t < 60000 && (got = waitpid(pid, &st, WNOHANG)) == 0; t += 20) {
+            struct timespec ts = {0, 20000000};
+            nanosleep(&ts, NULL);
+        }
+        if (got == 0) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+        }
+    }
+    *err_out = read_all(errf, NULL);
+    unlink(errf);
+    ck_assert_msg(!WIFEXITED(st) || WEXITSTATUS(st) != 127, "cannot run %s", exe);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st);
+}
+
+START_TEST(server_refuses_bad_snapshots)
+{
+    static struct world w;
+    struct eng *a;
+    struct membuf m = small_snapshot(&w, &a);
+    char dir[64], path[128];
+    tmpdir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/%s", dir, SNAP_FILE);
+    uint8_t *c = malloc(m.len);
+    for (int k = 0; k < 4; k++) {
+        memcpy(c, m.p, m.len);
+        size_t len = m.len;
+        const char *why = "corrupt";
+        if (k == 0)
+            c[m.len / 3] ^= 0x20;   /* a flipped bit */
+        else if (k == 1)
+            len = m.len - 7;        /* truncated */
+        else if (k == 2)
+            memcpy(c, "REDIS001", 8), why = "not a shortstat";
+        else
+            c[8] = 9, fix_checksums(c, m.len), why = "newer";
+        spit(path, c, len);
+        char *err = NULL;
+        int rc = run_server(dir, 20000, false, &err);
+        ck_assert_msg(rc > 0, "case %d: shortstatd started on a bad snapshot (%d): %s", k, rc, err);
+        ck_assert_msg(strstr(err, path) && strstr(err, "offset") && strstr(err, why),
+                      "case %d: log does not name file, offset and reason: %s", k, err);
+        size_t len2;
+        uint8_t *after = slurp(path, &len2);
+        ck_assert_msg(len2 == len && !memcmp(after, c, len), "case %d: the file was changed", k);
+        free(after);
+        free(err);
+    }
+    /* a good file loads; SIGTERM writes a final snapshot holding the same data */
+    spit(path, m.p, m.len);
+    char *err = NULL;
+    int rc = run_server(dir, 1500, true, &err);
+    ck_assert_msg(rc == 0, "shortstatd on a good snapshot: exit %d: %s", rc, err);
+    free(err);
+    struct eng *b;
+    struct snap_err se = {0};
+    ck_assert_msg(snap_load(path, &w.cfg, &b, NULL, &se) == SNAP_OK, "%s", se.msg);
+    same_engines(&w, a, b, 4, false, 0);
+    eng_destroy(b);
+    ck_assert_int_eq(count_tmp(dir), 0);
+    free(c);
+    eng_destroy(a);
+    free(m.p);
+    rmtree(dir);
+}
+END_TEST
+
+static TCase *tcase(Suite *s, const char *name)
+{
+    TCase *t = tcase_create(name);
+    tcase_set_timeout(t, 120);
+    suite_add_tcase(s, t);
+    return t;
+}
+
+extern Suite *snap_suite(void);
+Suite *snap_suite(void)
+{
+    /* one case per concern, so CK_RUN_CASE=<name> runs just that */
+    Suite *s = suite_create("snap");
+    TCase *t = tcase(s, "roundtrip");
+    tcase_add_test(t, round_trip_many_seeds);
+    tcase_add_test(t, round_trip_empty_engine);
+    tcase_add_test(t, load_into_smaller_history);
+    tcase_add_test(t, round_trip_sparse_ids);
+    t = tcase(s, "reject");
+    tcase_add_test(t, every_flipped_byte_rejected);
+    tcase_add_test(t, every_truncation_rejected);
+    tcase_add_test(t, foreign_newer_and_bad_parameters);
+    tcase_add_test(t, write_errors);
+    tcase_add_test(t, strerror_names_every_code);
+    t = tcase(s, "structure");
+    tcase_add_test(t, structural_corruption_behind_valid_checksums);
+    t = tcase(s, "files");
+    tcase_add_test(t, save_and_load_files);
+    tcase_add_test(t, failed_save_keeps_previous);
+    tcase_add_test(t, stale_temp_files_removed);
+    t = tcase(s, "crash");
+    tcase_add_test(t, kill_9_during_saves);
+    t = tcase(s, "tool");
+    tcase_add_test(t, tool_usage_errors);
+    tcase_add_test(t, tool_info_verify);
+    tcase_add_test(t, tool_dump);
+    tcase_add_test(t, tool_restore);
+    t = tcase(s, "server");
+    tcase_add_test(t, server_refuses_bad_snapshots);
+    return s;
+}
