@@ -1,0 +1,446 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_bench.c -- the benchmark harness's pure parts: the seeded workload
+ * generator, the command encoders, the histogram and the RESP reply skipper.
+ *
+ * The runner does not link shortstat-bench, so the three bench sources with
+ * those parts are compiled in here (they hold no main and no globals that
+ * clash). Nothing here times anything. The histogram property test draws
+ * its values from a seed it prints on failure; SHORTSTAT_SEED replays it.
+ */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bench/bench.h"
+#include "bench/client.c"
+#include "bench/hist.c"
+#include "bench/wl.c"
+
+static struct bench_wl_cfg small_cfg(uint64_t seed)
+{
+    struct bench_wl_cfg c;
+    bench_wl_defaults(&c);
+    c.seed = seed;
+    c.n = 20000;
+    c.shorts = 500;
+    c.sessions = 3000;
+    c.users = 700;
+    return c;
+}
+
+/* ---- PRNG and generator ---------------------------------------------------------- */
+
+START_TEST(rng_is_seeded_and_bounded)
+{
+    struct bench_rng a, b, c;
+    bench_rng_seed(&a, 42);
+    bench_rng_seed(&b, 42);
+    bench_rng_seed(&c, 43);
+    int differ = 0;
+    for (int i = 0; i < 1000; i++) {
+        uint64_t x = bench_rng_next(&a);
+        ck_assert_uint_eq(x, bench_rng_next(&b));
+        differ += x != bench_rng_next(&c);
+    }
+    ck_assert_int_gt(differ, 990);
+    for (int i = 0; i < 10000; i++) {
+        ck_assert_uint_lt(bench_rng_below(&a, 7), 7);
+        double u = bench_rng_unit(&a);
+        ck_assert(u >= 0.0 && u < 1.0);
+    }
+    ck_assert_uint_eq(bench_rng_below(&a, 1), 0);
+}
+END_TEST
+
+START_TEST(workload_is_deterministic)
+{
+    struct bench_wl_cfg c = small_cfg(9);
+    struct bench_wl w1, w2, w3;
+    char msg[BENCH_ERR_MAX];
+    ck_assert_int_eq(bench_wl_generate(&c, &w1, msg, sizeof msg), BENCH_OK);
+    ck_assert_int_eq(bench_wl_generate(&c, &w2, msg, sizeof msg), BENCH_OK);
+    ck_assert_mem_eq(w1.ix, w2.ix, c.n * sizeof *w1.ix);
+    c.seed = 10;
+    ck_assert_int_eq(bench_wl_generate(&c, &w3, msg, sizeof msg), BENCH_OK);
+    ck_assert(memcmp(w1.ix, w3.ix, c.n * sizeof *w1.ix) != 0);
+    bench_wl_free(&w1);
+    bench_wl_free(&w2);
+    bench_wl_free(&w3);
+}
+END_TEST
+
+START_TEST(workload_respects_its_configuration)
+{
+    struct bench_wl_cfg c = small_cfg(3);
+    c.n = 100000;
+    struct bench_wl w;
+    char msg[BENCH_ERR_MAX];
+    ck_assert_int_eq(bench_wl_generate(&c, &w, msg, sizeof msg), BENCH_OK);
+    uint64_t by_type[ENG_T_COUNT] = {0}, signed_in = 0;
+    for (size_t i = 0; i < w.n; i++) {
+        const struct bench_ix *x = &w.ix[i];
+        ck_assert_uint_ge(x->short_id, 1);
+        ck_assert_uint_le(x->short_id, c.shorts);
+        ck_assert_uint_lt(x->session, c.sessions);
+        ck_assert_uint_lt(x->type, ENG_T_COUNT);
+        by_type[x->type]++;
+        /* a session is always the same user, or always a guest */
+        ck_assert_uint_eq(x->user, bench_session_user(&c, x->session));
+        ck_assert_uint_le(x->user, c.users);
+        signed_in += x->user != 0;
+        if (x->type == ENG_T_VIEW)
+            ck_assert_uint_le(x->watch_ms, c.watch_max);
+        else
+            ck_assert_uint_eq(x->watch_ms, 0);
+        if (x->type == ENG_T_SHARE)
+            ck_assert_uint_lt(x->platform, BENCH_NPLATFORMS);
+        else
+            ck_assert_uint_eq(x->platform, 0);
+    }
+    /* the default mix within 1 point of its weights (n = 100,000: sigma < 0.16 points) */
+    for (int t = 0; t < ENG_T_COUNT; t++) {
+        double pct = 100.0 * (double)by_type[t] / (double)w.n;
+        ck_assert_msg(pct > c.mix[t] - 1.0 && pct < c.mix[t] + 1.0, "type %d: %.2f%% vs %u", t,
+                      pct, c.mix[t]);
+    }
+    double share = (double)signed_in / (double)w.n;
+    ck_assert_msg(share > 0.27 && share < 0.33, "signed-in share %.3f", share);
+    bench_wl_free(&w);
+}
+END_TEST
+
+START_TEST(zipf_skews_and_cover_touches_every_short)
+{
+    struct bench_wl_cfg c = small_cfg(5);
+    c.n = 100000;
+    c.zipf = 1.0;
+    struct bench_wl w;
+    char msg[BENCH_ERR_MAX];
+    ck_assert_int_eq(bench_wl_generate(&c, &w, msg, sizeof msg), BENCH_OK);
+    uint64_t first = 0, last = 0;
+    for (size_t i = 0; i < w.n; i++) {
+        first += w.ix[i].short_id == 1;
+        last += w.ix[i].short_id == c.shorts;
+    }
+    /* P(1) / P(500) = 500 for s = 1: id 1 is far more popular */
+    ck_assert_uint_gt(first, 50 * (last + 1));
+    bench_wl_free(&w);
+
+    c.zipf = 0.0;
+    c.cover = true;
+    ck_assert_int_eq(bench_wl_generate(&c, &w, msg, sizeof msg), BENCH_OK);
+    for (uint32_t i = 0; i < c.shorts; i++) {
+        ck_assert_uint_eq(w.ix[i].short_id, i + 1);
+        ck_assert_uint_eq(w.ix[i].type, ENG_T_IMPRESSION);
+    }
+    bench_wl_free(&w);
+}
+END_TEST
+
+START_TEST(bad_configuration_is_refused)
+{
+    char msg[BENCH_ERR_MAX];
+    struct bench_wl w;
+    struct bench_wl_cfg c = small_cfg(1);
+    c.shorts = 0;
+    ck_assert_int_eq(bench_wl_generate(&c, &w, msg, sizeof msg), BENCH_EINVAL);
+    ck_assert_str_eq(msg, "shorts: must be at least 1");
+    c = small_cfg(1);
+    c.sessions = 0;
+    ck_assert_int_eq(bench_wl_check(&c, msg, sizeof msg), BENCH_EINVAL);
+    ck_assert_str_eq(msg, "sessions: must be at least 1");
+    c = small_cfg(1);
+    c.signed_in = 1.5;
+    ck_assert_int_eq(bench_wl_check(&c, msg, sizeof msg), BENCH_EINVAL);
+    ck_assert_str_eq(msg, "signed-in: must be a share 0..1");
+    c = small_cfg(1);
+    c.users = 0;
+    ck_assert_int_eq(bench_wl_check(&c, msg, sizeof msg), BENCH_EINVAL);
+    ck_assert(strstr(msg, "users:") == msg);
+    c.signed_in = 0;
+    ck_assert_int_eq(bench_wl_check(&c, msg, sizeof msg), BENCH_OK);
+    c = small_cfg(1);
+    memset(c.mix, 0, sizeof c.mix);
+    ck_assert_int_eq(bench_wl_check(&c, msg, sizeof msg), BENCH_EINVAL);
+    ck_assert_str_eq(msg, "mix: every weight is 0");
+    c = small_cfg(1);
+    c.zipf = -1;
+    ck_assert_int_eq(bench_wl_check(&c, msg, sizeof msg), BENCH_EINVAL);
+    ck_assert(strstr(msg, "zipf:") == msg);
+    c = small_cfg(1);
+    c.watch_max = ENG_WATCH_MAX + 1;
+    ck_assert_int_eq(bench_wl_check(&c, msg, sizeof msg), BENCH_EINVAL);
+    ck_assert(strstr(msg, "watch-max:") == msg);
+}
+END_TEST
+
+START_TEST(mix_parses_and_rejects)
+{
+    uint32_t mix[ENG_T_COUNT];
+    char msg[BENCH_ERR_MAX];
+    ck_assert_int_eq(bench_mix_parse("view=3,book_viewing=1", mix, msg, sizeof msg), BENCH_OK);
+    for (int t = 0; t < ENG_T_COUNT; t++)
+        ck_assert_uint_eq(mix[t], t == ENG_T_VIEW ? 3 : t == ENG_T_BOOK_VIEWING ? 1 : 0);
+    static const struct {
+        const char *in, *msg;
+    } bad[] = {
+        {"", "mix: empty"},
+        {"view", "mix: expected type=weight at 'view'"},
+        {"look=3", "mix: unknown interaction type 'look'"},
+        {"view=3,view=4", "mix: type 'view' given twice"},
+        {"view=", "mix: weight of 'view' must be an integer 0..1000000"},
+        {"view=-1", "mix: weight of 'view' must be an integer 0..1000000"},
+        {"view=2x", "mix: weight of 'view' must be an integer 0..1000000"},
+        {"view=2000000", "mix: weight of 'view' must be an integer 0..1000000"},
+        {"view=0", "mix: every weight is 0"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        uint32_t before[ENG_T_COUNT];
+        memcpy(before, mix, sizeof mix);
+        ck_assert_int_eq(bench_mix_parse(bad[i].in, mix, msg, sizeof msg), BENCH_EINVAL);
+        ck_assert_str_eq(msg, bad[i].msg);
+        ck_assert_mem_eq(before, mix, sizeof mix);   /* a refused mix changes nothing */
+    }
+}
+END_TEST
+
+/* ---- encoders ------------------------------------------------------------------------- */
+
+START_TEST(track_encodings_agree)
+{
+    struct bench_wl_cfg c = small_cfg(1);
+    struct bench_ix x = {.short_id = 77, .session = 12, .type = ENG_T_VIEW, .watch_ms = 1500};
+    x.user = 0;
+    uint8_t out[BENCH_CMD_MAX];
+    char sid[BENCH_SID_MAX];
+    size_t sl = bench_session_name(&c, 12, sid);
+    ck_assert_uint_eq(sl, 34);
+    ck_assert(sid[0] == 'g' && sid[1] == '-');
+    ck_assert_uint_eq(strspn(sid + 2, "0123456789abcdef"), 32);
+    char want[256];
+    snprintf(want, sizeof want, "TRACK 77 view session=%s watch_ms=1500\r\n", sid);
+    size_t n = bench_enc_track(&c, &x, BENCH_INLINE, out);
+    ck_assert_uint_eq(n, strlen(want));
+    ck_assert_mem_eq(out, want, n);
+
+    x.type = ENG_T_SHARE;
+    x.watch_ms = 0;
+    x.platform = 2;
+    x.user = 9;
+    n = bench_enc_track(&c, &x, BENCH_RESP, out);
+    snprintf(want, sizeof want,
+             "*6\r\n$5\r\nTRACK\r\n$2\r\n77\r\n$5\r\nshare\r\n$42\r\nsession=%s\r\n"
+             "$6\r\nuser=9\r\n$18\r\nplatform=instagram\r\n", sid);
+    ck_assert_uint_eq(n, strlen(want));
+    ck_assert_mem_eq(out, want, n);
+
+    c.sid_fmt = BENCH_SID_SHORT;
+    ck_assert_uint_eq(bench_session_name(&c, 305, sid), 4);
+    ck_assert_str_eq(sid, "s305");
+}
+END_TEST
+
+START_TEST(eval_encoding_is_one_resp_command)
+{
+    struct bench_wl_cfg c = small_cfg(1);
+    c.sid_fmt = BENCH_SID_SHORT;
+    struct bench_ix x = {.short_id = 5, .session = 8, .user = 3, .type = ENG_T_VIEW,
+                         .watch_ms = 250};
+    uint8_t out[BENCH_CMD_MAX];
+    const char *sha = "0123456789012345678901234567890123456789";
+    size_t n = bench_enc_eval(&c, &x, 7, sha, 64, out);
+    ck_assert_int_eq(bench_resp_skip(out, out + n), (ptrdiff_t)n);
+    const char *want = "*13\r\n$7\r\nEVALSHA\r\n$40\r\n0123456789012345678901234567890123456789\r\n"
+                       "$1\r\n4\r\n$3\r\ns:5\r\n$3\r\nv:5\r\n$5\r\nhs:s8\r\n$4\r\nhu:3\r\n"
+                       "$4\r\nview\r\n$3\r\n250\r\n$2\r\nu3\r\n$24\r\n5 view 1700000000007 250\r\n"
+                       "$0\r\n\r\n$2\r\n64\r\n";
+    ck_assert_uint_eq(n, strlen(want));
+    ck_assert_mem_eq(out, want, n);
+    ck_assert(strstr(bench_lua_script(), "PFADD") != NULL);
+}
+END_TEST
+
+START_TEST(stream_offsets_frame_every_command)
+{
+    struct bench_wl_cfg c = small_cfg(2);
+    c.n = 3000;
+    struct bench_wl w;
+    struct bench_stream s;
+    char msg[BENCH_ERR_MAX];
+    ck_assert_int_eq(bench_wl_generate(&c, &w, msg, sizeof msg), BENCH_OK);
+    ck_assert_int_eq(bench_stream_build(&w, BENCH_S_TRACK, BENCH_RESP, NULL, 64, &s, msg, sizeof msg),
+                     BENCH_OK);
+    ck_assert_uint_eq(s.n, w.n);
+    ck_assert_uint_eq(s.off[0], 0);
+    ck_assert_uint_eq(s.off[s.n], s.len);
+    for (size_t i = 0; i < s.n; i++) {
+        ptrdiff_t r = bench_resp_skip(s.buf + s.off[i], s.buf + s.len);
+        ck_assert_int_eq(r, (ptrdiff_t)(s.off[i + 1] - s.off[i]));
+    }
+    bench_stream_free(&s);
+    bench_wl_free(&w);
+}
+END_TEST
+
+/* ---- histogram ---------------------------------------------------------------------------- */
+
+START_TEST(hist_buckets_are_contiguous_and_tight)
+{
+    ck_assert_uint_eq(bench_hist_index(0), 0);
+    ck_assert_uint_eq(bench_hist_index(63), 63);
+    ck_assert_uint_eq(bench_hist_index(64), 64);
+    ck_assert_uint_eq(bench_hist_index(UINT64_MAX), BENCH_HIST_BUCKETS - 1);
+    ck_assert_uint_eq(bench_hist_bucket_high(BENCH_HIST_BUCKETS - 1), UINT64_MAX);
+    /* every bucket's high end maps to it, and the next value to the next bucket */
+    for (unsigned i = 0; i + 1 < BENCH_HIST_BUCKETS; i++) {
+        uint64_t hi = bench_hist_bucket_high(i);
+        ck_assert_uint_eq(bench_hist_index(hi), i);
+        ck_assert_uint_eq(bench_hist_index(hi + 1), i + 1);
+        uint64_t lo = i ? bench_hist_bucket_high(i - 1) + 1 : 0;
+        ck_assert_msg(hi - lo <= hi / 32, "bucket %u [%llu, %llu] too wide", i,
+                      (unsigned long long)lo, (unsigned long long)hi);
+    }
+}
+END_TEST
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static uint64_t test_seed(void)
+{
+    const char *s = getenv("SHORTSTAT_SEED");
+    return s ? strtoull(s, NULL, 10) : (uint64_t)time(NULL);
+}
+
+START_TEST(hist_quantiles_within_a_bucket)
+{
+    uint64_t seed = test_seed();
+    struct bench_rng r;
+    bench_rng_seed(&r, seed);
+    enum { N = 20000 };
+    static uint64_t v[N];
+    static struct bench_hist h, a, b;
+    for (int round = 0; round < 3; round++) {
+        bench_hist_reset(&h);
+        bench_hist_reset(&a);
+        bench_hist_reset(&b);
+        for (int i = 0; i < N; i++) {
+            /* log-uniform over 1 ns .. ~1 s, like latencies */
+            v[i] = (uint64_t)exp(bench_rng_unit(&r) * 20.7);
+            bench_hist_add(&h, v[i], 1);
+            bench_hist_add(i & 1 ? &a : &b, v[i], 1);
+        }
+        bench_hist_merge(&a, &b);
+        ck_assert_mem_eq(a.b, h.b, sizeof h.b);
+        ck_assert_uint_eq(a.count, N);
+        qsort(v, N, sizeof v[0], cmp_u64);
+        ck_assert_uint_eq(bench_hist_quantile(&h, 1.0), v[N - 1]);
+        ck_assert_uint_eq(bench_hist_quantile(&h, 0.0), v[0]);
+        static const double qs[] = {0.5, 0.9, 0.99, 0.999};
+        for (size_t k = 0; k < sizeof qs / sizeof qs[0]; k++) {
+            size_t rank = (size_t)ceil(qs[k] * N);
+            uint64_t exact = v[rank - 1];
+            uint64_t got = bench_hist_quantile(&h, qs[k]);
+            ck_assert_msg(got >= exact && got - exact <= exact / 32 + 1,
+                          "seed %llu: q%.3f exact %llu got %llu (replay: SHORTSTAT_SEED=%llu)",
+                          (unsigned long long)seed, qs[k], (unsigned long long)exact,
+                          (unsigned long long)got, (unsigned long long)seed);
+        }
+    }
+}
+END_TEST
+
+START_TEST(hist_counts_in_bulk)
+{
+    struct bench_hist h;
+    bench_hist_reset(&h);
+    ck_assert_uint_eq(bench_hist_quantile(&h, 0.99), 0);
+    bench_hist_add(&h, 1000, 99);
+    bench_hist_add(&h, 5000000, 1);
+    bench_hist_add(&h, 7, 0);
+    ck_assert_uint_eq(h.count, 100);
+    ck_assert_uint_eq(h.min, 1000);
+    ck_assert_uint_le(bench_hist_quantile(&h, 0.99), 1000 + 1000 / 32);
+    ck_assert_uint_eq(bench_hist_quantile(&h, 0.999), 5000000);
+    ck_assert(fabs(bench_hist_mean(&h) - (99 * 1000.0 + 5e6) / 100) < 1e-6);
+}
+END_TEST
+
+/* ---- RESP replies and INFO -------------------------------------------------------------------- */
+
+START_TEST(resp_skip_three_outcomes)
+{
+    static const struct {
+        const char *in;
+        ptrdiff_t want;
+    } cases[] = {
+        {"+OK\r\n", 5},        {"-ERR x\r\n", 8},       {":12\r\n", 5},
+        {"$3\r\nabc\r\n", 9},  {"$-1\r\n", 5},          {"*-1\r\n", 4 + 1},
+        {"*0\r\n", 4},         {"*2\r\n$1\r\na\r\n:1\r\n", 15},
+        {"", 0},               {"+OK\r", 0},            {"$3\r\nab", 0},
+        {"*2\r\n$1\r\na\r\n", 0},
+        {"?\r\n", -1},         {"+OK\n", -1},           {"$x\r\n", -1},
+        {"$3\r\nabcd\r\n", -1}, {"*-2\r\n", -1},        {"$-5\r\n", -1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const uint8_t *p = (const uint8_t *)cases[i].in;
+        ck_assert_msg(bench_resp_skip(p, p + strlen(cases[i].in)) == cases[i].want, "case %zu '%s'",
+                      i, cases[i].in);
+    }
+    /* deep nesting is refused rather than recursed into */
+    char deep[64] = "";
+    for (int i = 0; i < 12; i++)
+        strcat(deep, "*1\r\n");
+    strcat(deep, ":1\r\n");
+    ck_assert_int_eq(bench_resp_skip((uint8_t *)deep, (uint8_t *)deep + strlen(deep)), -1);
+}
+END_TEST
+
+START_TEST(info_fields)
+{
+    const char *info = "# Server\r\nversion:0.1\r\nuptime_s:12\r\n# Stats\r\n"
+                       "interactions_total:2000000\r\nshorts:99\r\nbad:12x\r\n";
+    uint64_t v = 0;
+    ck_assert_int_eq(bench_info_u64(info, "interactions_total", &v), 0);
+    ck_assert_uint_eq(v, 2000000);
+    ck_assert_int_eq(bench_info_u64(info, "shorts", &v), 0);
+    ck_assert_uint_eq(v, 99);
+    ck_assert_int_eq(bench_info_u64(info, "total", &v), -1);   /* no partial key match */
+    ck_assert_int_eq(bench_info_u64(info, "bad", &v), -1);
+    ck_assert_int_eq(bench_info_u64(info, "missing", &v), -1);
+    char s[16];
+    ck_assert_int_eq(bench_info_str(info, "version", s, sizeof s), 0);
+    ck_assert_str_eq(s, "0.1");
+    ck_assert_int_eq(bench_info_str(info, "nope", s, sizeof s), -1);
+}
+END_TEST
+
+extern Suite *bench_suite(void);
+Suite *bench_suite(void)
+{
+    Suite *s = suite_create("bench");
+    TCase *t = tcase_create("pure");
+    tcase_set_timeout(t, 60);
+    tcase_add_test(t, rng_is_seeded_and_bounded);
+    tcase_add_test(t, workload_is_deterministic);
+    tcase_add_test(t, workload_respects_its_configuration);
+    tcase_add_test(t, zipf_skews_and_cover_touches_every_short);
+    tcase_add_test(t, bad_configuration_is_refused);
+    tcase_add_test(t, mix_parses_and_rejects);
+    tcase_add_test(t, track_encodings_agree);
+    tcase_add_test(t, eval_encoding_is_one_resp_command);
+    tcase_add_test(t, stream_offsets_frame_every_command);
+    tcase_add_test(t, hist_buckets_are_contiguous_and_tight);
+    tcase_add_test(t, hist_quantiles_within_a_bucket);
+    tcase_add_test(t, hist_counts_in_bulk);
+    tcase_add_test(t, resp_skip_three_outcomes);
+    tcase_add_test(t, info_fields);
+    suite_add_tcase(s, t);
+    return s;
+}
