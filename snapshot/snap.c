@@ -18,8 +18,11 @@
  *   of a context in the file defines it and implicitly numbers it 1, 2, ...;
  *   a later listing (a signed-in session's context again in the user's ring)
  *   repeats it by id. So rings decode without a global table (bounded-memory
- *   dump) and contexts are renumbered densely. The loader restores contexts
- *   in a first pass over the rings, then shorts, then rings (eng.h's order).
+ *   dump) and contexts are renumbered densely, as are user agents (engine
+ *   ids have holes; a reader then accepts only 1, 2, 3, ... and a damaged
+ *   file cannot make the engine size a table by a wild id). The loader
+ *   restores contexts in a first pass over the rings, then shorts, then
+ *   rings (eng.h's order).
  * - Viewer and saver sets are mostly implied by history: a retained
  *   impression/view (save) record means its viewer's fingerprint is in the
  *   short's viewer (saver) set. Per set, the writer checks the implied
@@ -254,31 +257,32 @@ static void put_fixed64(struct sbuf *b, uint64_t v)
     }
 }
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return -1;
-}
+/* Lowercase hex digit values + 1; everything else 0. */
+static const uint8_t HEXVAL1[256] = {
+    ['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5, ['5'] = 6, ['6'] = 7, ['7'] = 8,
+    ['8'] = 9, ['9'] = 10, ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16,
+};
 
 /* Guest ids ("g-" + 32 lowercase hex) pack into 16 bytes; anything else is
  * stored as length + bytes. */
 static void put_session(struct sbuf *b, const char *s, size_t len)
 {
-    bool ghex = len == ENG_SID_LEN && s[0] == 'g' && s[1] == '-';
-    for (size_t i = 2; ghex && i < len; i++)
-        ghex = hexval((unsigned char)s[i]) >= 0;
-    if (ghex) {
-        uint8_t out[16];
-        for (size_t i = 0; i < 16; i++)
-            out[i] = (uint8_t)(hexval((unsigned char)s[2 + 2 * i]) << 4 |
-                               hexval((unsigned char)s[3 + 2 * i]));
-        put_u8(b, SESS_GHEX);
-        put_bytes(b, out, sizeof out);
-    } else {
-        put_u8(b, (uint8_t)len);
-        put_bytes(b, s, len);
+    if (len == ENG_SID_LEN && s[0] == 'g' && s[1] == '-') {
+        uint8_t out[17] = {SESS_GHEX};
+        bool ok = true;
+        for (size_t i = 0; i < 16; i++) {
+            unsigned hi = HEXVAL1[(unsigned char)s[2 + 2 * i]];
+            unsigned lo = HEXVAL1[(unsigned char)s[3 + 2 * i]];
+            ok &= hi != 0 && lo != 0;
+            out[1 + i] = (uint8_t)((hi - 1) << 4 | ((lo - 1) & 15));
+        }
+        if (ok) {
+            put_bytes(b, out, sizeof out);
+            return;
+        }
     }
+    put_u8(b, (uint8_t)len);
+    put_bytes(b, s, len);
 }
 
 /* ---- chunked, compressed, checksummed output -------------------------------- */
@@ -377,10 +381,15 @@ static int wr_item_done(struct wr *w)
 
 /* ---- writer: what the pre-pass learns ----------------------------------------- */
 
-/* Open-addressing map short_id -> creation index (0 = empty key). */
+/* Open-addressing map short_id -> creation index (0 = empty key); key and
+ * value share a slot so a lookup is one cache miss. */
+struct idslot {
+    uint64_t key;
+    uint32_t val;
+};
+
 struct idmap {
-    uint64_t *keys;
-    uint32_t *vals;
+    struct idslot *slots;
     size_t mask, n;
 };
 
@@ -391,37 +400,35 @@ static int idmap_init(struct idmap *m, size_t n)
     size_t cap = 16;
     while (cap < n * 2)
         cap *= 2;
-    m->keys = hint_huge(malloc(cap * sizeof *m->keys), cap * sizeof *m->keys);
-    m->vals = hint_huge(malloc(cap * sizeof *m->vals), cap * sizeof *m->vals);
-    if (m->keys)
-        memset(m->keys, 0, cap * sizeof *m->keys);
+    m->slots = hint_huge(malloc(cap * sizeof *m->slots), cap * sizeof *m->slots);
+    if (m->slots)
+        memset(m->slots, 0, cap * sizeof *m->slots);
     m->mask = cap - 1;
     m->n = 0;
-    return m->keys && m->vals ? 0 : -1;
+    return m->slots ? 0 : -1;
 }
 
 static void idmap_free(struct idmap *m)
 {
-    free(m->keys);
-    free(m->vals);
+    free(m->slots);
     memset(m, 0, sizeof *m);
 }
 
 static void idmap_insert(struct idmap *m, uint64_t k, uint32_t v)
 {
     size_t i = idmap_slot(k) & m->mask;
-    while (m->keys[i])
+    while (m->slots[i].key)
         i = (i + 1) & m->mask;
-    m->keys[i] = k;
-    m->vals[i] = v;
+    m->slots[i].key = k;
+    m->slots[i].val = v;
     m->n++;
 }
 
 /* 1: added, 0: the key was already there, -1: out of memory. */
 static int idmap_put(struct idmap *m, uint64_t k, uint32_t v)
 {
-    for (size_t i = idmap_slot(k) & m->mask; m->keys[i]; i = (i + 1) & m->mask)
-        if (m->keys[i] == k)
+    for (size_t i = idmap_slot(k) & m->mask; m->slots[i].key; i = (i + 1) & m->mask)
+        if (m->slots[i].key == k)
             return 0;
     if ((m->n + 1) * 2 > m->mask + 1) {
         struct idmap g;
@@ -430,8 +437,8 @@ static int idmap_put(struct idmap *m, uint64_t k, uint32_t v)
             return -1;
         }
         for (size_t i = 0; i <= m->mask; i++)
-            if (m->keys[i])
-                idmap_insert(&g, m->keys[i], m->vals[i]);
+            if (m->slots[i].key)
+                idmap_insert(&g, m->slots[i].key, m->slots[i].val);
         idmap_free(m);
         *m = g;
     }
@@ -441,14 +448,14 @@ static int idmap_put(struct idmap *m, uint64_t k, uint32_t v)
 
 static bool idmap_get(const struct idmap *m, uint64_t k, uint32_t *v)
 {
-    if (k == 0 || !m->keys)
+    if (k == 0 || !m->slots)
         return false;
     for (size_t i = idmap_slot(k) & m->mask;; i = (i + 1) & m->mask) {
-        if (m->keys[i] == k) {
-            *v = m->vals[i];
+        if (m->slots[i].key == k) {
+            *v = m->slots[i].val;
             return true;
         }
-        if (m->keys[i] == 0)
+        if (m->slots[i].key == 0)
             return false;
     }
 }
@@ -676,9 +683,6 @@ static int pre_ring(void *ud, const struct eng_ring_view *v, const struct eng_re
     for (size_t i = 0; i < v->nrecs; i++) {
         const struct eng_rec_view *r = &recs[i];
         uint32_t six;
-        if (!idmap_get(&s->shorts, r->short_id, &six))
-            return wfail(s, SNAP_ECORRUPT, "engine state: record of unknown short %" PRIu64,
-                         r->short_id);
         if (r->type >= ENG_T_COUNT)
             return wfail(s, SNAP_ECORRUPT, "engine state: record of bad type %u",
                          (unsigned)r->type);
@@ -702,7 +706,12 @@ static int pre_ring(void *ud, const struct eng_ring_view *v, const struct eng_re
         struct pairs *p = r->type == ENG_T_SAVE ? &s->ps
                           : (r->type == ENG_T_IMPRESSION || r->type == ENG_T_VIEW) ? &s->pv
                           : NULL;
-        if (p && pairs_push(p, six, c->fp))
+        if (!p)
+            continue;
+        if (!idmap_get(&s->shorts, r->short_id, &six))
+            return wfail(s, SNAP_ECORRUPT, "engine state: record of unknown short %" PRIu64,
+                         r->short_id);
+        if (pairs_push(p, six, c->fp))
             return wfail(s, SNAP_ENOMEM, "implied sets: out of memory (%zu)", p->n);
     }
     return 0;

@@ -116,10 +116,6 @@ struct snap_ring {
     struct eng_rec_view *recs;
 };
 
-struct snap_totals {
-    struct eng_totals t;
-};
-
 int snap_dec_platform(struct snap_cur *c, struct eng_platform_view *out);
 int snap_dec_ua(struct snap_cur *c, struct eng_ua_view *out);
 /* prev_id: the previous short's id in this chunk (0 at chunk start). */
