@@ -18,11 +18,18 @@
  *   apply     counters, set inserts, ring pushes: nothing here can fail.
  *
  * Contexts: the who-and-where of a record (session, user, ip, ua) is
- * interned per session/user. A new interaction reuses the context of one of
- * the last CTX_SCAN records of its ring when the tuple matches -- sessions
- * rarely change ip or ua -- with no hashing; only a new tuple allocates.
- * A context belongs to one session (or to one user when it has no session),
- * so no global index is needed: a duplicate tuple is merely a lost saving.
+ * interned per session/user. Sessions rarely change ip or ua, so a new
+ * interaction first compares its signature (eng_ctx_sig) with the one the
+ * session (or user) keeps for its newest record's context and reuses that
+ * context without reading it; failing that it compares exactly against the
+ * contexts planned earlier in the batch and of the last CTX_SCAN records of
+ * its ring; only a new tuple allocates. A context belongs to one session
+ * (or to one user when it has no session), so no global index is needed: a
+ * duplicate tuple is merely a lost saving.
+ *
+ * Top-k: per-metric columns refreshed from per-column dirty lists at query
+ * time (eng_int.h); recording only appends a short to the lists it is not
+ * on yet. One pass over the column with a k-heap, never a sort of all.
  *
  * Eviction: a session idle longer than the TTL (engine clock, last_seen =
  * clock at its last record) is logically gone at once -- history answers
@@ -1284,46 +1291,60 @@ static void pf_slots(const struct eng *e, const struct eng_ix *ix, const struct 
         idx_prefetch(&e->us_idx, ix->user);
 }
 
-static void pf_items(const struct eng *e, const struct eng_ix *ix, const struct plan *p)
+/* The entities an interaction names: short, session, user. */
+static void pf_items_k(const struct eng *e, uint64_t short_id, bool sess, uint64_t shash,
+                       uint64_t user)
 {
-    uint32_t v = idx_find(&e->sh_idx, ix->short_id);
+    uint32_t v = idx_find(&e->sh_idx, short_id);
     if (v)
         pf_lines(&e->sh[v - 1], sizeof(struct shrt));
-    if (ix->session) {
-        uint32_t si = sess_peek(e, p->shash);
+    if (sess) {
+        uint32_t si = sess_peek(e, shash);
         if (si != ENG_NONE)
             pf_lines(&e->ss[si], sizeof(struct sess));
     }
-    if (ix->user && (v = idx_find(&e->us_idx, ix->user)))
+    if (user && (v = idx_find(&e->us_idx, user)))
         __builtin_prefetch(&e->us[v - 1]);
 }
 
-static void pf_deep(const struct eng *e, const struct eng_ix *ix, const struct plan *p)
+static void pf_items(const struct eng *e, const struct eng_ix *ix, const struct plan *p)
 {
-    uint32_t v = idx_find(&e->sh_idx, ix->short_id);
+    pf_items_k(e, ix->short_id, ix->session != NULL, p->shash, ix->user);
+}
+
+/* One level deeper: the viewer/saver set slot, the ring slot to write and
+ * the context the record will pin. */
+static void pf_deep_k(const struct eng *e, int32_t type, uint64_t short_id, bool sess,
+                      uint64_t shash, uint64_t user, uint64_t fp)
+{
+    uint32_t v = idx_find(&e->sh_idx, short_id);
     if (v) {
         const struct shrt *s = &e->sh[v - 1];
-        if (ix->type == ENG_T_IMPRESSION || ix->type == ENG_T_VIEW)
-            vset_prefetch(&s->viewers, p->fp);
-        else if (ix->type == ENG_T_SAVE)
-            vset_prefetch(&s->savers, p->fp);
+        if (type == ENG_T_IMPRESSION || type == ENG_T_VIEW)
+            vset_prefetch(&s->viewers, fp);
+        else if (type == ENG_T_SAVE)
+            vset_prefetch(&s->savers, fp);
     }
-    /* the ring slot to write and the context the record will pin */
     uint32_t last = 0;
-    if (ix->session) {
-        uint32_t si = sess_peek(e, p->shash);
+    if (sess) {
+        uint32_t si = sess_peek(e, shash);
         if (si != ENG_NONE) {
             pf_ring_tail(&e->ss[si].ring);
             last = e->ss[si].last_ctx;
         }
     }
-    if (ix->user && (v = idx_find(&e->us_idx, ix->user))) {
+    if (user && (v = idx_find(&e->us_idx, user))) {
         pf_ring_tail(&e->us[v - 1].ring);
-        if (!ix->session)
+        if (!sess)
             last = e->us[v - 1].last_ctx;
     }
     if (last)
         __builtin_prefetch(&e->cx[last], 1);
+}
+
+static void pf_deep(const struct eng *e, const struct eng_ix *ix, const struct plan *p)
+{
+    pf_deep_k(e, ix->type, ix->short_id, ix->session != NULL, p->shash, ix->user, p->fp);
 }
 
 /* Apply-phase prefetch: a long batch's early elements have left the cache
@@ -1458,13 +1479,40 @@ int eng_set_boost(struct eng *e, uint64_t short_id, int64_t boost, struct eng_er
     return ENG_OK;
 }
 
+/* The batch pipeline's stages, spread over successive calls: this call
+ * fetches ix's index slots, the entities of the interaction given
+ * PFQ_ITEMS calls ago (its slots should have arrived) and the set, ring and
+ * context lines of the one PFQ_DEEP calls ago. A caller prefetching d >=
+ * PFQ_DEEP ahead of eng_record so has all three levels in flight. */
+#define PFQ_ITEMS 4u
+#define PFQ_DEEP 8u
+
 void eng_prefetch(const struct eng *e, const struct eng_ix *ix)
 {
-    idx_prefetch(&e->sh_idx, ix->short_id);
-    if (ix->session && ix->session_len >= 1 && ix->session_len <= ENG_SESSION_MAX)
-        idx_prefetch(&e->ss_idx, eng_fp_session(ix->session, ix->session_len));
-    if (ix->user)
-        idx_prefetch(&e->us_idx, ix->user);
+    if (e->broken)
+        return;
+    struct eng *m = (struct eng *)(uintptr_t)e;  /* hint state only; see eng_int.h */
+    struct eng_pfq *q = &m->pfq[m->pfq_n & (ENG_PFQ - 1)];
+    q->short_id = ix->short_id;
+    q->type = ix->type;
+    q->user = ix->user;
+    q->sess = ix->session && ix->session_len >= 1 && ix->session_len <= ENG_SESSION_MAX;
+    q->shash = q->sess ? eng_fp_session(ix->session, ix->session_len) : 0;
+    q->fp = ix->user ? eng_fp_user(ix->user) : q->shash;
+    idx_prefetch(&e->sh_idx, q->short_id);
+    if (q->sess)
+        idx_prefetch(&e->ss_idx, q->shash);
+    if (q->user)
+        idx_prefetch(&e->us_idx, q->user);
+    uint32_t n = m->pfq_n++;
+    if (n >= PFQ_ITEMS) {
+        const struct eng_pfq *a = &m->pfq[(n - PFQ_ITEMS) & (ENG_PFQ - 1)];
+        pf_items_k(e, a->short_id, a->sess, a->shash, a->user);
+    }
+    if (n >= PFQ_DEEP) {
+        const struct eng_pfq *d = &m->pfq[(n - PFQ_DEEP) & (ENG_PFQ - 1)];
+        pf_deep_k(e, d->type, d->short_id, d->sess, d->shash, d->user, d->fp);
+    }
 }
 
 void eng_tick(struct eng *e, uint32_t budget)

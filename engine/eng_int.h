@@ -9,8 +9,10 @@
  *   shorts   sh[] hot counters (128 B, two cache lines, 64-aligned),
  *            shc[] cold part (platform shares, batch scratch), sid[] ids;
  *            by creation index; never deleted. sh_idx: short id -> index.
- *   sessions ss[] slab with a free list (eviction frees slots); ss_idx:
- *            session fingerprint -> slot, string compared on a hit.
+ *   sessions ss[] slab of 64 B entries with a free list (eviction frees
+ *            slots); ss_idx: session fingerprint -> slot, the id compared
+ *            on a hit against the context of the session's newest record
+ *            (the id is stored there, not twice).
  *   users    us[] dense, never deleted; us_idx: user id -> index.
  *   contexts cx[] slab by id (0 = none) with a free list: who and from
  *            where, shared by the records that carry it, refcounted
@@ -36,6 +38,7 @@
 
 #define ENG_NONE UINT32_MAX
 #define ENG_PLATFORMS_MAX 65535u
+#define ENG_PFQ 16u               /* eng_prefetch pipeline length, power of two */
 
 /* Everything an impression or view touches is in these two lines. */
 struct shrt {
@@ -171,6 +174,17 @@ struct eng {
      * malloc per batch makes glibc consolidate its small free chunks */
     void *scratch;
     size_t scratch_bytes;
+
+    /* eng_prefetch's pipeline: the last ENG_PFQ interactions it was given,
+     * so each call can also go one and two levels deeper for earlier ones.
+     * Only hints are derived from it; it is written through the const
+     * engine eng_prefetch gets (the engine is never a const object). */
+    struct eng_pfq {
+        uint64_t short_id, shash, user, fp;
+        int32_t type;
+        bool sess;
+    } pfq[ENG_PFQ];
+    uint32_t pfq_n;
 
     /* eng_stats platform list, sized to the largest short's nplat */
     struct eng_platform_count *pc;

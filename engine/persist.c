@@ -331,8 +331,12 @@ static int slab_place(struct eng *e, void **arr, uint32_t *cap, uint32_t *hi, ui
         *arr = p;
         *cap = (uint32_t)ncap;
     }
-    if (id >= *hi)
+    if (id >= *hi) {
+        /* Slots between the old high-water mark and id were never used but
+         * may hold garbage from a reserve: destroy and walks read them. */
+        memset((char *)*arr + (size_t)*hi * esz, 0, (size_t)(id - *hi) * esz);
         *hi = id + 1;
+    }
     return 0;
 }
 
@@ -489,6 +493,8 @@ static int check_rec(const struct eng *e, const struct eng_ring_view *v,
         *why = "record with a bad watch_ms";
     else if (r->platform_id && (r->type != ENG_T_SHARE || r->platform_id > e->npl))
         *why = "record with a bad platform";
+    else if (!v->is_user && r->ctx_id == 0)
+        *why = "session record without a context";  /* the session's id lives there */
     else if (r->ctx_id && (r->ctx_id >= e->cx_hi || e->cx[r->ctx_id].fam == CX_FREE))
         *why = "record of an unknown context";
     else if (r->ctx_id) {

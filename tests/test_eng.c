@@ -909,6 +909,22 @@ START_TEST(test_restore_rejects)
     ck_assert_int_eq(eng_restore_ctx(E, &c1, &err), 0);
     ck_assert_int_eq(eng_restore_short(E, &s1, &one, 1, NULL, 0, &err), 0);
     rec.short_id = 4;
+    rec.ctx_id = 0;
+    ck_assert_int_eq(eng_restore_ring(E, &rv, &rec, &err), ENG_EINVAL);
+    ck_assert_str_eq(err.msg, "session 0: session record without a context");
+    eng_destroy(E);
+    E = mk_eng(&clk, 0, 0);
+    ck_assert_int_eq(eng_restore_ctx(E, &c1, &err), 0);
+    ck_assert_int_eq(eng_restore_short(E, &s1, &one, 1, NULL, 0, &err), 0);
+    struct eng_ring_view empty = rv;
+    empty.nrecs = 0;
+    ck_assert_int_eq(eng_restore_ring(E, &empty, &rec, &err), ENG_EINVAL);
+    ck_assert_str_eq(err.msg, "session 0: with no records");
+    eng_destroy(E);
+    E = mk_eng(&clk, 0, 0);
+    ck_assert_int_eq(eng_restore_ctx(E, &c1, &err), 0);
+    ck_assert_int_eq(eng_restore_short(E, &s1, &one, 1, NULL, 0, &err), 0);
+    rec.ctx_id = 1;
     ck_assert_int_eq(eng_restore_ring(E, &rv, &rec, &err), 0);
     t.interactions = 1;
     t.by_type[ENG_T_VIEW] = 1;
@@ -919,6 +935,23 @@ START_TEST(test_restore_rejects)
     struct eng_stats st;
     eng_stats(E, 4, &st);
     ck_assert_uint_eq(st.unique_viewers, 1);
+}
+END_TEST
+
+/* Sparse restore ids: the slots below the id were never written, yet destroy
+ * (and eng_verify in teardown) walk them; they must read as empty. */
+START_TEST(test_restore_sparse_ids)
+{
+    struct eng_err err;
+    struct eng_walk_counts k = {.uas = 1};
+    ck_assert_int_eq(eng_restore_reserve(E, &k, &err), 0);
+    struct eng_ua_view uv = {.id = 33, .ua = "x", .len = 1};
+    ck_assert_int_eq(eng_restore_ua(E, &uv, &err), 0);
+    struct eng_ua_view lower = {.id = 7, .ua = "y", .len = 1};
+    ck_assert_int_eq(eng_restore_ua(E, &lower, &err), 0);
+    ck_assert_int_eq(eng_restore_ua(E, &lower, &err), ENG_EINVAL);
+    eng_destroy(E);
+    E = mk_eng(&clk, 0, 0);
 }
 END_TEST
 
@@ -948,6 +981,7 @@ Suite *eng_suite(void)
     tcase_add_test(tc, test_enomem);
     tcase_add_test(tc, test_restore_roundtrip);
     tcase_add_test(tc, test_restore_rejects);
+    tcase_add_test(tc, test_restore_sparse_ids);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -10,7 +10,10 @@
  * viewer's history are compared; at checkpoints (after a full eviction
  * sweep on both) every stat, every history, counts, and top-k for every
  * metric. Halfway the engine is replaced by a walk -> restore copy of
- * itself, and the run continues on the copy. SHORTSTAT_SEED replays.
+ * itself, and the run continues on the copy. eng_prefetch is called on
+ * every interaction (and on the spoiled ones) before it is recorded, as a
+ * server does: its pipeline state must never change an answer.
+ * SHORTSTAT_SEED replays.
  */
 #include <check.h>
 #include <math.h>
@@ -555,6 +558,8 @@ static void run(uint64_t seed, int steps)
             if (trng_below(&rng, 10) == 0) {
                 int bad = (int)trng_below(&rng, (uint64_t)n);
                 const char *msg = spoil(&bix[bad]);
+                for (int i = 0; i < n; i++)
+                    eng_prefetch(E, &bix[i]);  /* a hint: must not change anything */
                 int rc = eng_record_batch(E, bix, (size_t)n, &err);
                 CHECKF(rc == ENG_EINVAL && err.index == bad && strcmp(err.msg, msg) == 0,
                        "bad batch: rc %d index %d msg %s", rc, err.index, err.msg);
@@ -562,6 +567,8 @@ static void run(uint64_t seed, int steps)
                     after_step(&batch[i]);  /* nothing applied */
                 continue;
             }
+            for (int i = 0; i < n; i++)
+                eng_prefetch(E, &bix[i]);
             int rc = eng_record_batch(E, bix, (size_t)n, &err);
             CHECKF(rc == 0, "batch: %s", err.msg);
             for (int i = 0; i < n; i++)
@@ -573,6 +580,7 @@ static void run(uint64_t seed, int steps)
             struct gen g;
             gen_one(&g);
             struct eng_err err;
+            eng_prefetch(E, &g.ix);
             int rc = eng_record(E, &g.ix, &err);
             CHECKF(rc == 0, "record: %s", err.msg);
             m_apply(&g);
