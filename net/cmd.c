@@ -7,9 +7,11 @@
  * take a fast path: each is parsed into struct eng_ix (pointers into the
  * input buffer, or into the server's scratch for quoted tokens) and
  * eng_prefetch()ed; the run is applied in order when it reaches NET_BATCH,
- * when another command comes, or at the end of the input. So the cache
- * misses of one interaction overlap the parsing of the next ones, and the
- * replies still come out in command order. Every other command goes through
+ * when another command comes, or at the end of the input, with
+ * eng_record_batch (see batch_apply for how a bad TRACK in the middle keeps
+ * its own error). So the cache misses of one interaction overlap the
+ * parsing and applying of the next ones, and the replies still come out in
+ * command order. Every other command goes through
  * the table below (case-insensitive, arity checked, NOAUTH and MULTI rules).
  *
  * Invariants:
@@ -359,18 +361,62 @@ static void reply_eng_err(struct server *s, struct conn *c, int rc, const struct
         reply_err(s, c, "%s", rc == ENG_ENOMEM ? "out of memory" : "engine error");
 }
 
-/* Applies the parsed TRACK run in order; frees the scratch for reuse. */
+static void reply_ok_n(struct server *s, struct conn *c, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        net_reply_ok(&c->out);
+    s->dirty += n;
+}
+
+static void record_single(struct server *s, struct conn *c, const struct eng_ix *ix)
+{
+    struct eng_err e = {.index = -1};
+    int rc = eng_record(s->eng, ix, &e);
+    if (rc == ENG_OK) {
+        net_reply_ok(&c->out);
+        s->dirty++;
+    } else {
+        reply_eng_err(s, c, rc, &e);
+    }
+}
+
+/* Applies the parsed TRACK run in order; frees the scratch for reuse.
+ * eng_record_batch is the fast path (its staged prefetch overlaps the
+ * misses of the whole run), but it is all-or-nothing while each TRACK must
+ * succeed or fail on its own. So when the batch names a bad element k, the
+ * run before k is applied as a batch (it passed), k alone through
+ * eng_record (its exact error, against the same state a one-by-one apply
+ * would see) and the rest is retried. A failure naming no element (engine
+ * out of memory for its scratch) falls back to one by one. The outcome and
+ * the replies are those of eng_record called in order. */
 static void batch_apply(struct server *s, struct conn *c)
 {
-    for (size_t i = 0; i < s->nbatch; i++) {
+    const struct eng_ix *ix = s->batch;
+    size_t n = s->nbatch;
+    while (n > 0) {
         struct eng_err e = {.index = -1};
-        int rc = eng_record(s->eng, &s->batch[i], &e);
-        if (rc == ENG_OK) {
-            net_reply_ok(&c->out);
-            s->dirty++;
-        } else {
-            reply_eng_err(s, c, rc, &e);
+        if (eng_record_batch(s->eng, ix, n, &e) == ENG_OK) {
+            reply_ok_n(s, c, n);
+            break;
         }
+        if (e.index < 0 || (size_t)e.index >= n) {
+            for (size_t i = 0; i < n; i++)
+                record_single(s, c, &ix[i]);
+            break;
+        }
+        size_t k = (size_t)e.index;
+        if (k > 0) {
+            struct eng_err e2 = {.index = -1};
+            if (eng_record_batch(s->eng, ix, k, &e2) == ENG_OK) {
+                reply_ok_n(s, c, k);
+            } else {
+                for (size_t i = 0; i < k; i++)
+                    record_single(s, c, &ix[i]);
+            }
+        }
+        record_single(s, c, &ix[k]);
+        ix += k + 1;
+        n -= k + 1;
     }
     s->nbatch = 0;
     s->scratch_used = 0;
@@ -452,18 +498,6 @@ static void cmd_auth(struct server *s, struct conn *c, const struct proto_cmd *c
     }
     c->authed = true;
     net_reply_ok(&c->out);
-}
-
-static void record_one(struct server *s, struct conn *c, const struct eng_ix *ix)
-{
-    struct eng_err e = {.index = -1};
-    int rc = eng_record(s->eng, ix, &e);
-    if (rc == ENG_OK) {
-        net_reply_ok(&c->out);
-        s->dirty++;
-    } else {
-        reply_eng_err(s, c, rc, &e);
-    }
 }
 
 /* ---- MULTI ------------------------------------------------------------------------ */
@@ -559,7 +593,7 @@ static void cmd_track(struct server *s, struct conn *c, const struct proto_cmd *
     if (c->multi.active)
         queue_track(s, c, &ix);
     else
-        record_one(s, c, &ix);
+        record_single(s, c, &ix);
 }
 
 static void cmd_boost(struct server *s, struct conn *c, const struct proto_cmd *cmd)

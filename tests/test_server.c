@@ -100,6 +100,10 @@ static pid_t spawn(struct srv *s, const char *const *args)
     const char *argv[40];
     int n = 0;
     argv[n++] = bin;
+    /* HTTP off unless a test asks for it (a later flag wins): the default
+     * port 7879 may be taken by a running shortstatd or a parallel test. */
+    argv[n++] = "--http-port";
+    argv[n++] = "0";
     for (int i = 0; args && args[i]; i++)
         argv[n++] = args[i];
     argv[n] = NULL;
@@ -745,6 +749,55 @@ START_TEST(pipeline_100k_one_write)
     expect_stat(&c, 1, "views", "0");
     expect_stat(&c, 2, "views", "1000");
     expect_stat(&c, 2, "avg_watch_ms", "10.000000");
+    free(buf);
+    cli_close(&c);
+    assert_alive(&s);
+    srv_stop_ok(&s);
+}
+END_TEST
+
+/* A run of pipelined TRACKs is applied with eng_record_batch, which is all
+ * or nothing; each TRACK must still succeed or fail on its own, in order. */
+START_TEST(pipeline_bad_track_in_run)
+{
+    struct srv s;
+    srv_start(&s, NULL);
+    const size_t n = 300;
+    char *buf = malloc(n * 96);
+    ck_assert_ptr_nonnull(buf);
+    size_t o = 0, good = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (i % 7 == 3)  /* the engine rejects it: watch_ms only on view */
+            o += (size_t)sprintf(buf + o, "TRACK 7 impression session=b%zu watch_ms=5\r\n", i);
+        else if (i % 11 == 5)  /* the parser rejects it */
+            o += (size_t)sprintf(buf + o, "TRACK 7 view session=b%zu nope=1\r\n", i);
+        else if (i % 13 == 6)  /* the engine rejects it: bad session characters */
+            o += (size_t)sprintf(buf + o, "TRACK 7 view session=b/%zu\r\n", i);
+        else {
+            o += (size_t)sprintf(buf + o, "TRACK 7 view session=b%zu watch_ms=%zu\r\n", i % 50, i);
+            good++;
+        }
+    }
+    struct cli c;
+    cli_open(&c, s.port);
+    cli_send(&c, buf, o);
+    for (size_t i = 0; i < n; i++) {
+        const char *r = cli_reply(&c);
+        ck_assert_ptr_nonnull(r);
+        if (i % 7 == 3)
+            ck_assert_str_eq(r, "-ERR watch_ms: only allowed on view\r\n");
+        else if (i % 11 == 5)
+            ck_assert_msg(strncmp(r, "-ERR nope:", 10) == 0, "reply %zu: %s", i, r);
+        else if (i % 13 == 6)
+            ck_assert_msg(strncmp(r, "-ERR session:", 13) == 0, "reply %zu: %s", i, r);
+        else
+            ck_assert_msg(strcmp(r, "+OK\r\n") == 0, "reply %zu: %s", i, r);
+    }
+    ck_assert_int_eq(info_num(&c, "interactions_total"), (long long)good);
+    char want[32];
+    sprintf(want, "%zu", good);
+    expect_stat(&c, 7, "views", want);
+    expect_stat(&c, 7, "unique_viewers", "50");
     free(buf);
     cli_close(&c);
     assert_alive(&s);
@@ -1805,6 +1858,7 @@ Suite *server_suite(void)
     tcase_add_test(tc, every_command_both_framings);
     tcase_add_test(tc, history_records_replay);
     tcase_add_test(tc, pipeline_100k_one_write);
+    tcase_add_test(tc, pipeline_bad_track_in_run);
     tcase_add_test(tc, split_at_every_byte);
     tcase_add_test(tc, multi_exec_atomic);
     suite_add_tcase(su, tc);
