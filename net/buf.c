@@ -23,7 +23,7 @@ uint8_t *net_buf_reserve(struct net_buf *b, size_t n)
 {
     if (b->failed)
         return NULL;
-    if (b->cap - b->len >= n)
+    if (b->cap - b->len >= n && b->p)  /* b->p is NULL until the first growth */
         return b->p + b->len;
     if (b->off > 0 && b->cap - net_buf_live(b) >= n && b->off >= b->cap / 2) {
         net_buf_compact(b);
@@ -82,6 +82,8 @@ void net_buf_free(struct net_buf *b)
 
 void net_buf_append(struct net_buf *b, const void *p, size_t n)
 {
+    if (n == 0)  /* nothing to add: do not allocate for it */
+        return;
     uint8_t *o = net_buf_reserve(b, n);
     if (o) {
         if (n)

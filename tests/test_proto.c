@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "net/buf.h"
 #include "net/proto.h"
 
 static struct proto_cmd cmd;
@@ -503,6 +504,23 @@ START_TEST(quote_round_trip)
 END_TEST
 
 extern Suite *proto_suite(void);
+/* An empty buffer has no storage yet: appending nothing must neither
+ * allocate nor form a pointer from NULL (clang's UBSan flags NULL + 0). */
+START_TEST(buf_empty_append)
+{
+    struct net_buf b = {0};
+    net_buf_append(&b, "", 0);
+    ck_assert_ptr_null(b.p);
+    ck_assert_uint_eq(net_buf_live(&b), 0);
+    uint8_t *o = net_buf_reserve(&b, 0);
+    ck_assert_ptr_nonnull(o);
+    net_buf_append(&b, "ab", 2);
+    ck_assert_uint_eq(net_buf_live(&b), 2);
+    ck_assert_int_eq(memcmp(b.p + b.off, "ab", 2), 0);
+    net_buf_free(&b);
+}
+END_TEST
+
 Suite *proto_suite(void)
 {
     Suite *s = suite_create("proto");
@@ -528,6 +546,7 @@ Suite *proto_suite(void)
     suite_add_tcase(s, tc);
     tc = tcase_create("encode");
     tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, buf_empty_append);
     tcase_add_test(tc, encoders);
     tcase_add_test(tc, quote_examples);
     tcase_add_test(tc, quote_round_trip);
