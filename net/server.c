@@ -58,7 +58,10 @@
 #define IDLE_SHRINK_AFTER 2.0      /* s without input before buffers are given back */
 #define SHUTDOWN_FLUSH_TIMEOUT 3.0 /* s to write pending replies at shutdown */
 
-static const char *const conn_state_names[CONN_STATE_COUNT] = {"active", "draining", "closing"};
+#define LINGER_TIMEOUT 2.0         /* s a closing connection may keep sending before the close */
+
+static const char *const conn_state_names[CONN_STATE_COUNT] = {"active", "draining", "closing",
+                                                               "lingering"};
 
 const char *net_conn_state_name(enum conn_state st)
 {
@@ -177,11 +180,37 @@ static bool conn_write(struct server *s, struct conn *c)
         return false;
     }
     ev_io_stop(s->loop, &c->wio);
+    if (c->state == CONN_DRAINING && !c->peer_eof && !s->shutting_down &&
+        shutdown(c->fd, SHUT_WR) == 0) {
+        /* Our replies are out; the peer may still be sending. Read and drop
+         * its input until it closes (or LINGER_TIMEOUT, checked by cron). */
+        c->state = CONN_LINGERING;
+        c->last_active = ev_now(s->loop);
+        ev_io_start(s->loop, &c->rio);
+        return true;
+    }
     if (c->state != CONN_ACTIVE) {
         conn_free(s, c);
         return false;
     }
     return true;
+}
+
+/* CONN_LINGERING: discard input; the close comes at EOF, error or timeout. */
+static void linger_read(struct server *s, struct conn *c)
+{
+    uint8_t sink[16384];
+    for (;;) {
+        ssize_t n = read(c->fd, sink, sizeof sink);
+        if (n > 0)
+            continue;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        conn_free(s, c);
+        return;
+    }
 }
 
 static void conn_stop_reading(struct server *s, struct conn *c)
@@ -202,6 +231,10 @@ static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
     struct server *s = c->srv;
     struct net_buf *in = &c->in;
 
+    if (c->state == CONN_LINGERING) {
+        linger_read(s, c);
+        return;
+    }
     if (in->cap - in->len < c->read_size) {
         net_buf_compact(in);
         if (!net_buf_reserve(in, c->read_size)) {
@@ -220,6 +253,7 @@ static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
         return;
     }
     if (n == 0) {  /* EOF: the peer may still read our replies (half-close) */
+        c->peer_eof = true;
         c->state = CONN_DRAINING;
         conn_stop_reading(s, c);
         return;
@@ -573,7 +607,12 @@ static void cron_cb(struct ev_loop *loop, ev_timer *w, int revents)
     eng_tick(s->eng, TICK_BUDGET);
     /* Give back buffers that a burst grew, once the client goes quiet. */
     double now = ev_now(loop);
-    for (struct conn *c = s->conns; c; c = c->next) {
+    for (struct conn *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->state == CONN_LINGERING && now - c->last_active >= LINGER_TIMEOUT) {
+            conn_free(s, c);
+            continue;
+        }
         if (now - c->last_active < IDLE_SHRINK_AFTER)
             continue;
         net_buf_shrink(&c->in, READ_MIN);
@@ -615,7 +654,12 @@ static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
         close(s->hfd);
         s->hfd = -1;
     }
-    for (struct conn *c = s->conns; c; c = c->next) {
+    for (struct conn *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->state == CONN_LINGERING) {  /* replies already out */
+            conn_free(s, c);
+            continue;
+        }
         if (c->state == CONN_ACTIVE)
             c->state = CONN_DRAINING;
         conn_stop_reading(s, c);

@@ -27,6 +27,9 @@ enum conn_state {
     CONN_ACTIVE = 0,  /* reading commands and replying */
     CONN_DRAINING,    /* no more input (QUIT, EOF, fatal error, shutdown): write replies, close */
     CONN_CLOSING,     /* close now, dropping unsent replies (limit, I/O error, no memory) */
+    CONN_LINGERING,   /* replies out, write side shut, input discarded until EOF or timeout:
+                         closing with unread input would make the kernel send a reset that
+                         can destroy the error reply before the peer reads it */
     CONN_STATE_COUNT
 };
 const char *net_conn_state_name(enum conn_state st);
@@ -62,6 +65,7 @@ struct conn {
     int fd;
     enum conn_state state;
     bool authed;
+    bool peer_eof;               /* the peer shut its write side: nothing left to linger for */
     bool pending;                /* on server->pending */
     uint32_t read_size;          /* next read's size; doubles while reads fill it */
     double last_active;          /* ev_now of the last read */
