@@ -291,8 +291,11 @@ struct bench_top_res {
     uint32_t shorts;
     uint32_t k;
     double first_ms;                 /* first TOP after the load (refreshes every short) */
-    double steady_ms_max;            /* worst TOP over every metric, nothing changed */
+    double cold_ms_max;              /* first TOP by each other metric, worst */
+    double steady_ms_max;            /* repeated TOPs, every metric, nothing changed: worst */
     double steady_ms_mean;
+    double cold_ms_by_metric[ENG_M_COUNT];
+    double steady_ms_by_metric[ENG_M_COUNT];   /* worst of 4 repeats, per enum eng_metric */
     double dirty_ms_max;             /* worst TOP after each of `touch` new interactions */
     uint32_t touch;
 };
@@ -311,14 +314,6 @@ struct bench_mem_res {
 };
 int bench_engine_memory(const struct bench_wl *w, uint32_t history, struct bench_mem_res *r,
                         char *msg, size_t msglen);
-
-/* Snapshot write and load in-process (libsnap), for the engine-side view. */
-struct bench_snap_res {
-    double write_ms, load_ms;
-    uint64_t bytes, raw_bytes;
-};
-int bench_engine_snapshot(const struct bench_wl *w, uint32_t history, const char *dir,
-                          struct bench_snap_res *r, char *msg, size_t msglen);
 
 /* ---- Redis side by side (redis.c) ------------------------------------------- */
 

@@ -207,15 +207,28 @@ static void jnum(json_t *o, const char *k, double v)
         json_object_set_new(o, k, isfinite(v) ? json_real(v) : json_null());
 }
 
+static void table_line(const char *sec, const char *name, const char *value, const char *tgt,
+                       const char *met)
+{
+    char line[256];
+    int n = snprintf(line, sizeof line, "%-12s %-46s %16s  %-16s %s", sec, name, value, tgt, met);
+    if (n > (int)sizeof line - 1)
+        n = (int)sizeof line - 1;
+    while (n > 0 && line[n - 1] == ' ')
+        line[--n] = '\0';
+    puts(line);
+}
+
 static void print_table(const struct report *R)
 {
-    printf("\n%-12s %-46s %16s  %-16s %s\n", "section", "figure", "value", "target", "");
-    printf("%-12s %-46s %16s  %-16s %s\n", "-------", "------", "-----", "------", "");
+    putchar('\n');
+    table_line("section", "figure", "value", "target", "");
+    table_line("-------", "------", "-----", "------", "");
     const char *last = "";
     for (size_t i = 0; i < R->n; i++) {
         const struct row *r = &R->rows[i];
-        printf("%-12s %-46s %16s  %-16s %s\n", strcmp(r->section, last) ? r->section : "",
-               r->name, r->value, r->target, r->met < 0 ? "" : r->met ? "met" : "MISSED");
+        table_line(strcmp(r->section, last) ? r->section : "", r->name, r->value, r->target,
+                   r->met < 0 ? "" : r->met ? "met" : "MISSED");
         last = r->section;
     }
     fflush(stdout);
@@ -527,12 +540,28 @@ static int ph_top_engine(struct ctx *X, const struct bench_wl_cfg *c)
     char name[72];
     snprintf(name, sizeof name, "TOP %u over %u shorts, first after load", r.k, r.shorts);
     row(R, "top", name, "%.2f ms", r.first_ms);
-    snprintf(name, sizeof name, "TOP %u, any metric, worst (mean)", r.k);
+    int slow = 0;
+    json_t *cold = json_object(), *warm = json_object();
+    for (int m = 0; m < ENG_M_COUNT; m++) {
+        jnum(cold, eng_metric_name((enum eng_metric)m), r.cold_ms_by_metric[m]);
+        jnum(warm, eng_metric_name((enum eng_metric)m), r.steady_ms_by_metric[m]);
+        if (r.steady_ms_by_metric[m] > r.steady_ms_by_metric[slow])
+            slow = m;
+    }
+    json_object_set_new(j, "cold_ms_by_metric", cold);
+    json_object_set_new(j, "warm_max_ms_by_metric", warm);
+    snprintf(name, sizeof name, "TOP %u, first BY each other metric, worst", r.k);
+    row(R, "top", name, "%.2f ms", r.cold_ms_max);
+    snprintf(name, sizeof name, "TOP %u repeated, any metric: worst (mean)", r.k);
     row(R, "top", name, "%.2f (%.2f) ms", r.steady_ms_max, r.steady_ms_mean);
     snprintf(name, sizeof name, "TOP %u after %u new interactions, worst", r.k, r.touch);
     row(R, "top", name, "%.2f ms", r.dirty_ms_max);
     double worst = r.steady_ms_max > r.dirty_ms_max ? r.steady_ms_max : r.dirty_ms_max;
+    snprintf(name, sizeof name, "TOP %u warm, worst of the two above (BY %s)", r.k,
+             r.steady_ms_max > r.dirty_ms_max ? eng_metric_name((enum eng_metric)slow) : "score");
+    row(R, "top", name, "%.2f ms", worst);
     target(R, r.shorts >= 1000000 ? "< 5 ms (1M shorts)" : "< 5 ms", worst < 5.0);
+    jnum(j, "cold_max_ms", r.cold_ms_max);
     jnum(j, "shorts", r.shorts);
     jnum(j, "k", r.k);
     jnum(j, "first_ms", r.first_ms);
@@ -558,14 +587,14 @@ static int ph_memory_engine(struct ctx *X, const struct bench_wl_cfg *c)
         return rc;
     struct report *R = &X->R;
     json_t *j = section(R, "memory_engine");
-    row(R, "memory", "RSS / retained record (marginal)", "%.1f B", m.rss_per_record);
-    row(R, "memory", "engine bytes / retained record (marginal)", "%.1f B", m.acct_per_record);
-    target(R, "<= 32 B", m.acct_per_record <= 32.0 && m.rss_per_record <= 32.0 * 1.1);
-    row(R, "memory", "RSS / (short, viewer) pair (marginal)", "%.1f B", m.rss_per_pair);
-    row(R, "memory", "engine bytes / (short, viewer) pair (marginal)", "%.1f B", m.acct_per_pair);
-    target(R, "<= 16 B", m.acct_per_pair <= 16.0 && m.rss_per_pair <= 16.0 * 1.1);
-    row(R, "memory", "RSS / short (marginal)", "%.1f B", m.rss_per_short);
-    row(R, "memory", "engine bytes / short (marginal)", "%.1f B", m.acct_per_short);
+    row(R, "memory", "per retained record, marginal: RSS (engine)", "%.1f (%.1f) B",
+        m.rss_per_record, m.acct_per_record);
+    target(R, "<= 32 B (RSS)", m.rss_per_record <= 32.0);
+    row(R, "memory", "per (short, viewer) pair, marginal: RSS (engine)", "%.1f (%.1f) B",
+        m.rss_per_pair, m.acct_per_pair);
+    target(R, "<= 16 B (RSS)", m.rss_per_pair <= 16.0);
+    row(R, "memory", "per short, marginal: RSS (engine)", "%.0f (%.0f) B", m.rss_per_short,
+        m.acct_per_short);
     jnum(j, "base_interactions", (double)c->n);
     jnum(j, "base_rss", (double)m.base_rss);
     jnum(j, "base_mem_total", (double)m.base_mem_total);
@@ -864,6 +893,19 @@ static int ph_queries(struct ctx *X, const struct bench_wl *w, const char *sec, 
     rc = bench_run(&c, &pre, X->msg, sizeof X->msg);
     if (!rc)
         rc = check_accepted(X, &pre, "preload");
+    if (!rc && alone) {
+        /* warm-up, not measured: each metric's first TOP builds its index
+         * (the engine rows show that cost as "first BY each other metric") */
+        struct bench_run_res warm = {0};
+        c = run_cfg(X, &s, NULL, "warm-up");
+        c.queries = true;
+        c.qmask = 1u << BENCH_Q_TOP;
+        c.qwl = w;
+        c.topk = X->o.topk;
+        c.query_secs = 0.3;
+        rc = bench_run(&c, &warm, X->msg, sizeof X->msg);
+        bench_run_res_free(&warm);
+    }
     for (int k = 0; !rc && k < (alone ? BENCH_Q_COUNT : 1); k++) {
         c = run_cfg(X, &s, alone ? NULL : &st, alone ? "queries" : "ingest+queries");
         c.queries = true;
@@ -993,6 +1035,27 @@ static int ph_snapshot(struct ctx *X, const struct bench_wl *w)
     jnum(j, "raw_bytes", (double)res.snap_raw_bytes);
     jnum(j, "stall_ms", res.snap_stall_ms);
     jnum(j, "max_gap_whole_run_ms", res.max_gap_ms);
+    /* the longest silences over 1 ms near the window, for locating a stall */
+    json_t *gaps = json_array();
+    for (int pick = 0; pick < 8; pick++) {
+        double best = 0;
+        size_t bi = SIZE_MAX;
+        for (size_t i = 0; i < res.ngaps; i++) {
+            const struct bench_gap *g = &res.gaps[i];
+            double ms = (g->end_s - g->start_s) * 1e3;
+            if (g->end_s >= res.snap_start_s - 1 && g->start_s <= res.snap_end_s + 1 && ms > best &&
+                ms > 0)
+                best = ms, bi = i;
+        }
+        if (bi == SIZE_MAX)
+            break;
+        json_t *g = json_object();
+        jnum(g, "from_snapshot_ms", (res.gaps[bi].start_s - res.snap_start_s) * 1e3);
+        jnum(g, "ms", best);
+        json_array_append_new(gaps, g);
+        res.gaps[bi].end_s = res.gaps[bi].start_s;  /* taken */
+    }
+    json_object_set_new(j, "longest_gaps", gaps);
     if (res.snap_have_fork_usec)
         jnum(j, "fork_usec", (double)res.snap_fork_usec);
     jnum(j, "rate_during", res.snap_rate);
