@@ -746,7 +746,9 @@ static void cmd_stats(struct server *s, struct conn *c, const struct proto_cmd *
     net_stats_fields(&st, stats_field_reply, &c->out);
 }
 
-static void cmd_engagement(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+/* ENGAGEMENT and SCORE: one derived stat of a short, formatted as STATS does. */
+static void reply_stat_decimal(struct server *s, struct conn *c, const struct proto_cmd *cmd,
+                               bool score)
 {
     uint64_t id;
     if (parse_short_id(s, c, &cmd->argv[1], &id))
@@ -754,18 +756,17 @@ static void cmd_engagement(struct server *s, struct conn *c, const struct proto_
     struct eng_stats st;
     eng_stats(s->eng, id, &st);
     char v[NET_DECIMAL_MAX];
-    net_reply_bulk(&c->out, v, net_fmt_decimal(v, st.engagement_rate));
+    net_reply_bulk(&c->out, v, net_fmt_decimal(v, score ? st.score : st.engagement_rate));
+}
+
+static void cmd_engagement(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+{
+    reply_stat_decimal(s, c, cmd, false);
 }
 
 static void cmd_score(struct server *s, struct conn *c, const struct proto_cmd *cmd)
 {
-    uint64_t id;
-    if (parse_short_id(s, c, &cmd->argv[1], &id))
-        return;
-    struct eng_stats st;
-    eng_stats(s->eng, id, &st);
-    char v[NET_DECIMAL_MAX];
-    net_reply_bulk(&c->out, v, net_fmt_decimal(v, st.score));
+    reply_stat_decimal(s, c, cmd, true);
 }
 
 static void cmd_top(struct server *s, struct conn *c, const struct proto_cmd *cmd)
