@@ -86,8 +86,7 @@ void net_buf_append(struct net_buf *b, const void *p, size_t n)
         return;
     uint8_t *o = net_buf_reserve(b, n);
     if (o) {
-        if (n)
-            memcpy(o, p, n);
+        memcpy(o, p, n);
         b->len += n;
     }
 }

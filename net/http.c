@@ -43,6 +43,8 @@
 #include <sys/types.h>
 #include <time.h>
 
+#include "net/cmd.h"  /* net_metric_is_decimal, shared with RESP TOP */
+
 enum http_phase { PH_IDLE = 0, PH_HEADERS, PH_BODY, PH_DONE };
 enum http_fail { FAIL_NONE = 0, FAIL_HDR_BIG, FAIL_BODY_BIG };
 /* Header values we keep, indexes into hv_off/hv_len; 0 = ignored. */
@@ -971,8 +973,11 @@ struct qparam {
     size_t vlen;
 };
 
-/* Next key=value of a query string. Returns 1, 0 at the end, -1 with why set. */
-static int query_next(const char **q, const char *end, struct qparam *p, char *why, size_t whycap)
+/* Next key=value of a query string; a key not in the NULL-terminated list
+ * `allowed` is an error, so endpoints only handle the keys they take.
+ * Returns 1, 0 at the end, -1 with why set. */
+static int query_next(const char **q, const char *end, const char *const *allowed,
+                      struct qparam *p, char *why, size_t whycap)
 {
     while (*q < end && **q == '&')
         (*q)++;
@@ -999,6 +1004,12 @@ static int query_next(const char **q, const char *end, struct qparam *p, char *w
     }
     p->vlen = (size_t)vl;
     p->val[vl] = 0;
+    while (*allowed && strcmp(*allowed, p->key) != 0)
+        allowed++;
+    if (!*allowed) {
+        snprintf(why, whycap, "%.32s: unknown parameter", p->key);
+        return -1;
+    }
     return 1;
 }
 
@@ -1012,11 +1023,6 @@ static int query_uint(const struct qparam *p, uint64_t lo, uint64_t hi, uint64_t
         return -1;
     }
     return 0;
-}
-
-static bool metric_is_decimal(enum eng_metric m)
-{
-    return m == ENG_M_SCORE || m == ENG_M_ENGAGEMENT_RATE || m == ENG_M_AVG_WATCH_MS;
 }
 
 /* GET /api/explore/stats/:shortId -- STATS, field for field, camelCased. */
@@ -1080,12 +1086,13 @@ static void h_top(struct http_conn *c, const char *q, size_t qn, unsigned flags)
     int by = ENG_M_SCORE;
     struct qparam p;
     const char *end = q + qn;
+    static const char *const keys[] = {"k", "by", NULL};
     int r;
-    while ((r = query_next(&q, end, &p, why, sizeof why)) > 0) {
+    while ((r = query_next(&q, end, keys, &p, why, sizeof why)) > 0) {
         if (strcmp(p.key, "k") == 0) {
             if (query_uint(&p, 1, ENG_TOPK_MAX, &k, why, sizeof why) < 0)
                 r = -1;
-        } else if (strcmp(p.key, "by") == 0) {
+        } else {  /* by */
             by = eng_metric_parse(p.val, p.vlen);
             if (by < 0) {
                 int o = snprintf(why, sizeof why, "by: must be one of");
@@ -1094,9 +1101,6 @@ static void h_top(struct http_conn *c, const char *q, size_t qn, unsigned flags)
                                   eng_metric_name((enum eng_metric)m));
                 r = -1;
             }
-        } else {
-            snprintf(why, sizeof why, "%.32s: unknown parameter", p.key);
-            r = -1;
         }
         if (r < 0)
             break;
@@ -1121,7 +1125,7 @@ static void h_top(struct http_conn *c, const char *q, size_t qn, unsigned flags)
         buf_puts(c, b, i ? ",{\"shortId\":" : "{\"shortId\":");
         buf_u64(c, b, items[i].short_id);
         buf_puts(c, b, ",\"value\":");
-        if (metric_is_decimal((enum eng_metric)by))
+        if (net_metric_is_decimal((enum eng_metric)by))
             jw_fixed6(c, b, items[i].value);
         else
             buf_printf(c, b, "%.0f", isfinite(items[i].value) ? items[i].value : 0.0);
@@ -1157,17 +1161,13 @@ static void h_history(struct http_conn *c, bool user, const char *id, size_t idn
     }
     struct qparam p;
     const char *end = q + qn;
+    static const char *const keys[] = {"limit", NULL};
     int r;
-    while ((r = query_next(&q, end, &p, why, sizeof why)) > 0) {
-        if (strcmp(p.key, "limit") == 0) {
-            if (query_uint(&p, 1, ENG_HISTORY_MAX, &limit, why, sizeof why) < 0)
-                r = -1;
-        } else {
-            snprintf(why, sizeof why, "%.32s: unknown parameter", p.key);
+    while ((r = query_next(&q, end, keys, &p, why, sizeof why)) > 0) {
+        if (query_uint(&p, 1, ENG_HISTORY_MAX, &limit, why, sizeof why) < 0) {
             r = -1;
-        }
-        if (r < 0)
             break;
+        }
     }
     if (r < 0) {
         respond_error(c, 400, why, -1, NULL, flags);
@@ -1538,12 +1538,10 @@ static void dispatch(struct http_conn *c)
     /* Routes without parameters take no query string either. */
     if (qlen && routes[r].route != RT_TOP && routes[r].route != RT_HIST_SESSION &&
         routes[r].route != RT_HIST_USER) {
+        static const char *const none[] = {NULL};
         char why[MSG_MAX];
         struct qparam p;
-        int qr = query_next(&q, q + qlen, &p, why, sizeof why);
-        if (qr > 0)
-            snprintf(why, sizeof why, "%.32s: unknown parameter", p.key);
-        if (qr != 0) {
+        if (query_next(&q, q + qlen, none, &p, why, sizeof why) != 0) {
             respond_error(c, 400, why, -1, NULL, flags);
             return;
         }

@@ -620,6 +620,15 @@ START_TEST(top_queries)
     check_error(&r, 400, "limit: unknown parameter", -1);
     request(get("/api/explore/top?k=%zz"), &r);
     check_error(&r, 400, "k: invalid percent-encoding", -1);
+    /* A key that does not decode, or not into a known key's room, is unknown. */
+    request(get("/api/explore/top?k%zz=1"), &r);
+    check_error(&r, 400, "k%zz: unknown parameter", -1);
+    request(get("/api/explore/top?averyveryverylongkey=1"), &r);
+    check_error(&r, 400, "averyveryverylongkey: unknown parameter", -1);
+    char longq[256] = "/api/explore/top?by=";
+    memset(longq + strlen(longq), 'a', 130);
+    request(get(longq), &r);
+    check_error(&r, 400, "by: too long", -1);
     request(get("/api/explore/top?&k=%31&&by=view%5Fcount&"), &r);   /* k=1, by=view_count */
     ck_assert_int_eq(r.status, 200);
     ck_assert_msg(strstr(r.body, "\"by\":\"view_count\",\"items\":[{\"shortId\":3,\"value\":3}]"),
