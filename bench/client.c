@@ -105,43 +105,40 @@ static ptrdiff_t skip(const uint8_t *p, const uint8_t *end, int depth)
         return 0;
     if (nl == p || nl[-1] != '\r')
         return -1;
-    int64_t n;
     switch (*p) {
     case '+':
     case '-':
     case ':':
         return nl + 1 - p;
     case '$':
-        if (parse_len(p + 1, nl, &n))
-            return -1;
-        if (n == -1)
-            return nl + 1 - p;
-        if (n < 0)
-            return -1;
+    case '*':
+        break;
+    default:
+        return -1;
+    }
+    /* bulk string or array: a length, -1 for the null reply */
+    int64_t n;
+    if (parse_len(p + 1, nl, &n))
+        return -1;
+    if (n == -1)
+        return nl + 1 - p;
+    if (n < 0)
+        return -1;
+    if (*p == '$') {
         if (end - (nl + 1) < n + 2)
             return 0;
         if (nl[1 + n] != '\r' || nl[2 + n] != '\n')
             return -1;
         return nl + 3 + n - p;
-    case '*': {
-        if (parse_len(p + 1, nl, &n))
-            return -1;
-        if (n == -1)
-            return nl + 1 - p;
-        if (n < 0)
-            return -1;
-        const uint8_t *q = nl + 1;
-        for (int64_t i = 0; i < n; i++) {
-            ptrdiff_t r = skip(q, end, depth + 1);
-            if (r <= 0)
-                return r;
-            q += r;
-        }
-        return q - p;
     }
-    default:
-        return -1;
+    const uint8_t *q = nl + 1;
+    for (int64_t i = 0; i < n; i++) {
+        ptrdiff_t r = skip(q, end, depth + 1);
+        if (r <= 0)
+            return r;
+        q += r;
     }
+    return q - p;
 }
 
 ptrdiff_t bench_resp_skip(const uint8_t *p, const uint8_t *end)

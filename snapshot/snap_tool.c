@@ -697,9 +697,9 @@ static int copy_checked(const char *src, const char *dst)
         if (n == 0)
             break;
         size_t len = (size_t)n;
-        for (size_t i = 0; i < len; i++)     /* bytes at or past `body` */
-            if (pos + i >= body && pos + i < size)
-                tail[pos + i - body] = buf[i];
+        uint64_t from = pos > body ? pos : body, to = pos + len < size ? pos + len : size;
+        if (from < to)   /* this read holds bytes of the tail */
+            memcpy(tail + (from - body), buf + (from - pos), (size_t)(to - from));
         if (pos < body)
             XXH64_update(st, buf, (size_t)(body - pos < len ? body - pos : len));
         pos += len;

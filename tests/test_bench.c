@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * test_bench.c -- the benchmark harness's pure parts: the seeded workload
- * generator, the command encoders, the histogram and the RESP reply skipper.
+ * generator, the command encoders, the histogram, the RESP reply skipper and
+ * the control connection (against a forked loopback peer).
  *
  * The runner does not link shortstat-bench, so the three bench sources with
  * those parts are compiled in here (they hold no main and no globals that
@@ -13,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <arpa/inet.h>
+#include <sys/wait.h>
 
 #include "bench/bench.h"
 #include "bench/client.c"
@@ -421,6 +424,93 @@ START_TEST(info_fields)
 }
 END_TEST
 
+/* ---- the control connection ------------------------------------------------------------------ */
+
+/* A one-shot peer on an ephemeral port: sends `out` whatever it is asked,
+ * half-closes if `eof`, and reads until the client goes. */
+static pid_t ctl_peer(const char *out, size_t len, bool eof, struct bench_ctl *c)
+{
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    ck_assert_int_ge(lfd, 0);
+    ck_assert_int_eq(bind(lfd, (struct sockaddr *)&a, sizeof a), 0);
+    ck_assert_int_eq(listen(lfd, 1), 0);
+    ck_assert_int_eq(getsockname(lfd, (struct sockaddr *)&a, &al), 0);
+    ck_assert_int_eq(bench_ctl_open(c, "127.0.0.1", ntohs(a.sin_port), 2000), BENCH_OK);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        close(c->fd);   /* the client's end: EOF must reach us when the parent closes it */
+        int fd = accept(lfd, NULL, NULL);
+        for (size_t off = 0; fd >= 0 && off < len;) {
+            ssize_t n = write(fd, out + off, len - off);
+            if (n <= 0)
+                _exit(1);
+            off += (size_t)n;
+        }
+        if (eof)
+            shutdown(fd, SHUT_WR);
+        char sink[4096];
+        while (read(fd, sink, sizeof sink) > 0)
+            ;
+        _exit(0);
+    }
+    close(lfd);
+    return pid;
+}
+
+static void ctl_done(struct bench_ctl *c, pid_t pid)
+{
+    int st;
+    bench_ctl_close(c);
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+START_TEST(ctl_cmd_replies_and_failures)
+{
+    const char *ping[] = {"PING"};
+    char *r;
+    struct bench_ctl c;
+    /* one reply per command, the rest kept; a reply past the first buffer */
+    size_t big = 100000;
+    char *out = malloc(big + 64);
+    int head = sprintf(out, "+OK\r\n-ERR no\r\n:12\r\n$3\r\nabc\r\n$-1\r\n$%zu\r\n", big);
+    memset(out + head, 'x', big);
+    memcpy(out + head + big, "\r\n", 2);
+    pid_t pid = ctl_peer(out, (size_t)head + big + 2, true, &c);
+    static const struct {
+        int rc;
+        const char *reply;
+    } want[] = {{BENCH_OK, "OK"}, {BENCH_ESERVER, "ERR no"}, {BENCH_OK, "12"},
+                {BENCH_OK, "abc"}, {BENCH_OK, ""}};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        ck_assert_int_eq(bench_ctl_cmd(&c, 1, ping, 2000, &r), want[i].rc);
+        ck_assert_str_eq(r, want[i].reply);
+        free(r);
+    }
+    ck_assert_int_eq(bench_ctl_cmd(&c, 1, ping, 2000, &r), BENCH_OK);
+    ck_assert_uint_eq(strlen(r), big);
+    ck_assert(r[0] == 'x' && r[big - 1] == 'x');
+    free(r);
+    ck_assert_int_eq(bench_ctl_cmd(&c, 1, ping, 2000, &r), BENCH_EIO);   /* peer closed */
+    ck_assert_ptr_null(r);
+    ctl_done(&c, pid);
+    free(out);
+    /* a reply that is not RESP */
+    pid = ctl_peer("?\r\n", 3, false, &c);
+    ck_assert_int_eq(bench_ctl_cmd(&c, 1, ping, 2000, &r), BENCH_ESERVER);
+    ck_assert_ptr_null(r);
+    ctl_done(&c, pid);
+    /* no reply at all */
+    pid = ctl_peer("", 0, false, &c);
+    ck_assert_int_eq(bench_ctl_cmd(&c, 1, ping, 50, &r), BENCH_ETIMEOUT);
+    ck_assert_ptr_null(r);
+    ctl_done(&c, pid);
+}
+END_TEST
+
 extern Suite *bench_suite(void);
 Suite *bench_suite(void)
 {
@@ -441,6 +531,7 @@ Suite *bench_suite(void)
     tcase_add_test(t, hist_counts_in_bulk);
     tcase_add_test(t, resp_skip_three_outcomes);
     tcase_add_test(t, info_fields);
+    tcase_add_test(t, ctl_cmd_replies_and_failures);
     suite_add_tcase(s, t);
     return s;
 }
