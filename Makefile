@@ -7,7 +7,7 @@
 #   engine/*.c                      -> libeng.a   (pure library, no I/O)
 #   snapshot/*.c but snap_tool.c    -> libsnap.a  (+ shortstat-snap from snap_tool.c)
 #   net/*.c but main.c              -> libnet.a   (+ shortstatd from main.c)
-#   bench/*.c                       -> shortstat-bench
+#   bench/*.c but main.c            -> libbench.a (+ shortstat-bench from main.c)
 #   tests/test_*.c + tests/main.c   -> one Check runner; each test_X.c defines
 #                                      `Suite *X_suite(void)`, listed automatically
 #   tests/fuzz/fuzz_*.c             -> libFuzzer targets (`make fuzz`)
@@ -35,11 +35,11 @@ CHECK_LIBS  := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsub
 ENG_SRCS   := $(sort $(wildcard engine/*.c))
 SNAP_SRCS  := $(sort $(filter-out snapshot/snap_tool.c,$(wildcard snapshot/*.c)))
 NET_SRCS   := $(sort $(filter-out net/main.c,$(wildcard net/*.c)))
-BENCH_SRCS := $(sort $(wildcard bench/*.c))
+BENCH_SRCS := $(sort $(filter-out bench/main.c,$(wildcard bench/*.c)))
 TESTS      ?= $(sort $(wildcard tests/test_*.c))
 HDRS       := $(wildcard engine/*.h snapshot/*.h net/*.h bench/*.h tests/*.h)
 
-.PHONY: all rel san deps run test check bench fuzz clean help FORCE
+.PHONY: all rel san deps bench-deps run test check bench fuzz clean help FORCE
 
 all: rel
 
@@ -51,30 +51,30 @@ help:
 	@echo "make deps    install missing Debian packages"
 
 # ---- dependencies ----------------------------------------------------------
-# Installs only what is missing. As root it runs apt-get; otherwise it prints
-# the exact command and fails, so nothing half-builds.
-deps:
-	@missing=""; for p in $(DEPS_PKGS); do \
+# Installs only what is missing. As root it runs apt-get (refreshing the
+# package lists only when the first try fails); otherwise it prints the exact
+# command and fails, so nothing half-builds. $(1): what for, $(2): packages.
+define install_missing
+	@missing=""; for p in $(2); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "deps: installing$$missing"; \
+	    echo "$(1): installing$$missing"; \
 	    (apt-get install -y --no-install-recommends $$missing || \
 	     (apt-get update && apt-get install -y --no-install-recommends $$missing)) >/tmp/shortstat-deps.log 2>&1 \
 	     || { cat /tmp/shortstat-deps.log; exit 1; }; \
 	  else \
-	    echo "deps: missing packages; run: sudo apt-get install -y$$missing"; exit 1; \
+	    echo "$(1): missing packages; run: sudo apt-get install -y$$missing"; exit 1; \
 	  fi; \
 	fi
+endef
+
+deps:
+	$(call install_missing,deps,$(DEPS_PKGS))
 
 bench-deps: deps
-	@for p in $(BENCH_PKGS); do \
-	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || { \
-	    if [ "$$(id -u)" = 0 ]; then apt-get install -y --no-install-recommends $$p >/dev/null || \
-	      (apt-get update >/dev/null && apt-get install -y --no-install-recommends $$p >/dev/null); \
-	    else echo "bench: run: sudo apt-get install -y $$p"; exit 1; fi; }; \
-	done
+	$(call install_missing,bench,$(BENCH_PKGS))
 
 # ---- objects -----------------------------------------------------------------
 $(BUILD)/rel/%.o: %.c $(HDRS) | deps
@@ -96,7 +96,9 @@ $(BUILD)/$(1)/shortstatd: $(BUILD)/$(1)/net/main.o $(BUILD)/$(1)/libnet.a $(BUIL
 	$(CC) $(2) -o $$@ $$^ $(LIBS)
 $(BUILD)/$(1)/shortstat-snap: $(BUILD)/$(1)/snapshot/snap_tool.o $(BUILD)/$(1)/libsnap.a $(BUILD)/$(1)/libeng.a
 	$(CC) $(2) -o $$@ $$^ $(LIBS)
-$(BUILD)/$(1)/shortstat-bench: $(BENCH_SRCS:%.c=$(BUILD)/$(1)/%.o) $(BUILD)/$(1)/libsnap.a $(BUILD)/$(1)/libeng.a
+$(BUILD)/$(1)/libbench.a: $(BENCH_SRCS:%.c=$(BUILD)/$(1)/%.o)
+	@rm -f $$@; ar rcs $$@ $$^
+$(BUILD)/$(1)/shortstat-bench: $(BUILD)/$(1)/bench/main.o $(BUILD)/$(1)/libbench.a $(BUILD)/$(1)/libsnap.a $(BUILD)/$(1)/libeng.a
 	$(CC) $(2) -o $$@ $$^ $(LIBS) -lpthread
 endef
 $(eval $(call flavour,rel,$(REL_CFLAGS)))
@@ -127,8 +129,9 @@ $(BUILD)/san/tests/%.o: tests/%.c $(HDRS) | deps
 	$(CC) $(SAN_CFLAGS) -DSHORTSTAT_BUILD='"$(abspath $(BUILD))/san"' -c $< -o $@
 
 $(BUILD)/san/tests/run: $(BUILD)/san/tests/main.o $(TESTS:%.c=$(BUILD)/san/%.o) \
-                        $(BUILD)/san/libnet.a $(BUILD)/san/libsnap.a $(BUILD)/san/libeng.a
-	$(CC) $(SAN_CFLAGS) -o $@ $^ $(LIBS) $(CHECK_LIBS)
+                        $(BUILD)/san/libbench.a $(BUILD)/san/libnet.a $(BUILD)/san/libsnap.a \
+                        $(BUILD)/san/libeng.a
+	$(CC) $(SAN_CFLAGS) -o $@ $^ $(LIBS) $(CHECK_LIBS) -lpthread
 
 # halt_on_error keeps a sanitizer finding fatal even inside forked children.
 TEST_ENV := ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:abort_on_error=1 \

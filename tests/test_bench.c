@@ -4,9 +4,8 @@
  * generator, the command encoders, the histogram, the RESP reply skipper and
  * the control connection (against a forked loopback peer).
  *
- * The runner does not link shortstat-bench, so the three bench sources with
- * those parts are compiled in here (they hold no main and no globals that
- * clash). Nothing here times anything. The histogram property test draws
+ * The runner links libbench.a (every bench source but main.c), so these
+ * parts are tested through bench/bench.h. Nothing here times anything. The histogram property test draws
  * its values from a seed it prints on failure; SHORTSTAT_SEED replays it.
  */
 #include <check.h>
@@ -18,9 +17,6 @@
 #include <sys/wait.h>
 
 #include "bench/bench.h"
-#include "bench/client.c"
-#include "bench/hist.c"
-#include "bench/wl.c"
 
 static struct bench_wl_cfg small_cfg(uint64_t seed)
 {
