@@ -330,19 +330,29 @@ int eng_reserve_shorts(struct eng *e, uint64_t extra)
     return idx_reserve(&e->sh_idx, &e->mem, extra);
 }
 
-/* Grow a slab array (element size esz) so that `extra` more fit. */
-static int slab_reserve(struct eng *e, void **arr, uint32_t *cap, uint32_t hi, uint32_t nfree,
-                        uint64_t extra, size_t esz, uint32_t min)
+/* The capacity a slab (hi used, nfree of them free) must grow to so that
+ * `extra` more fit: 0 if it has room, ENG_NONE if ids would run out. */
+static uint64_t slab_grow_to(uint32_t cap, uint32_t hi, uint32_t nfree, uint64_t extra, uint32_t min)
 {
-    uint64_t avail = (uint64_t)(*cap > hi ? *cap - hi : 0) + nfree;
+    uint64_t avail = (uint64_t)(cap > hi ? cap - hi : 0) + nfree;
     if (avail >= extra)
         return 0;
     uint64_t want = (uint64_t)hi + (extra - avail);
     if (want >= ENG_NONE)
+        return ENG_NONE;
+    uint64_t ncap = grow_cap(cap, want, min);
+    return ncap >= ENG_NONE ? ENG_NONE - 1 : ncap;
+}
+
+/* Grow a slab array (element size esz) so that `extra` more fit. */
+static int slab_reserve(struct eng *e, void **arr, uint32_t *cap, uint32_t hi, uint32_t nfree,
+                        uint64_t extra, size_t esz, uint32_t min)
+{
+    uint64_t ncap = slab_grow_to(*cap, hi, nfree, extra, min);
+    if (ncap == 0)
+        return 0;
+    if (ncap == ENG_NONE)
         return -1;
-    uint64_t ncap = grow_cap(*cap, want, min);
-    if (ncap >= ENG_NONE)
-        ncap = ENG_NONE - 1;
     void *p = mem_realloc(&e->mem, MEM_OTHER, *arr, (size_t)*cap * esz, (size_t)ncap * esz);
     if (!p)
         return -1;
@@ -359,15 +369,11 @@ static int slab_reserve(struct eng *e, void **arr, uint32_t *cap, uint32_t hi, u
 static int slab_reserve_aligned(struct eng *e, void **raw, void **base, uint32_t *cap, uint32_t hi,
                                 uint32_t nfree, uint64_t extra, size_t esz, uint32_t min)
 {
-    uint64_t avail = (uint64_t)(*cap > hi ? *cap - hi : 0) + nfree;
-    if (avail >= extra)
+    uint64_t ncap = slab_grow_to(*cap, hi, nfree, extra, min);
+    if (ncap == 0)
         return 0;
-    uint64_t want = (uint64_t)hi + (extra - avail);
-    if (want >= ENG_NONE)
+    if (ncap == ENG_NONE)
         return -1;
-    uint64_t ncap = grow_cap(*cap, want, min);
-    if (ncap >= ENG_NONE)
-        ncap = ENG_NONE - 1;
     size_t oldoff = *raw ? (size_t)((char *)*base - (char *)*raw) : 0;
     size_t oldbytes = *raw ? (size_t)*cap * esz + 64 : 0;
     char *p = mem_realloc(&e->mem, MEM_OTHER, *raw, oldbytes, (size_t)ncap * esz + 64);
@@ -521,14 +527,8 @@ uint32_t eng_sess_find(const struct eng *e, uint64_t hash, const char *s, size_t
 
 uint32_t eng_sess_new(struct eng *e, uint64_t hash, const char *s, size_t len, int64_t now)
 {
-    uint32_t si;
-    if (e->ss_free != ENG_NONE) {
-        si = e->ss_free;
-        e->ss_free = e->ss[si].bctx;
-        e->ss_nfree--;
-    } else {
-        si = e->ss_hi++;
-    }
+    uint32_t si = eng_slab_take(e->ss, sizeof(*e->ss), offsetof(struct sess, bctx), &e->ss_free,
+                                &e->ss_nfree, &e->ss_hi, ENG_NONE);
     struct sess *ss = &e->ss[si];
     memset(ss, 0, sizeof(*ss));
     ss->last_seen = now;
@@ -548,9 +548,7 @@ static void sess_free(struct eng *e, uint32_t si)
     ring_free(&ss->ring, &e->mem);
     idx_del(&e->ss_idx, ss->hash, si);
     ss->slen = 0;
-    ss->bctx = e->ss_free;
-    e->ss_free = si;
-    e->ss_nfree++;
+    eng_slab_put(e->ss, sizeof(*e->ss), offsetof(struct sess, bctx), &e->ss_free, &e->ss_nfree, si);
     e->nss--;
 }
 
@@ -585,17 +583,9 @@ uint32_t eng_ua_find(const struct eng *e, uint64_t h, const char *s, size_t len)
     return 0;
 }
 
-/* Takes ownership of the string copy `s` (len bytes + NUL). */
-static uint32_t ua_new(struct eng *e, uint64_t h, char *s, size_t len)
+/* Fill slot id, taking ownership of the string copy `s` (len bytes + NUL). */
+void eng_ua_init(struct eng *e, uint32_t id, uint64_t h, char *s, size_t len)
 {
-    uint32_t id;
-    if (e->ua_free) {
-        id = e->ua_free;
-        e->ua_free = e->ua[id].refs;
-        e->ua_nfree--;
-    } else {
-        id = e->ua_hi++;
-    }
     struct ua *u = &e->ua[id];
     u->s = s;
     u->hash = h;
@@ -603,6 +593,13 @@ static uint32_t ua_new(struct eng *e, uint64_t h, char *s, size_t len)
     u->refs = 0;
     idx_put(&e->ua_idx, h, id);
     e->nua++;
+}
+
+static uint32_t ua_new(struct eng *e, uint64_t h, char *s, size_t len)
+{
+    uint32_t id = eng_slab_take(e->ua, sizeof(*e->ua), offsetof(struct ua, refs), &e->ua_free,
+                                &e->ua_nfree, &e->ua_hi, 0);
+    eng_ua_init(e, id, h, s, len);
     return id;
 }
 
@@ -613,23 +610,15 @@ void eng_ua_free_slot(struct eng *e, uint32_t id)
     mem_free(&e->mem, MEM_OTHER, u->s, (size_t)u->len + 1);
     u->s = NULL;
     u->len = 0;
-    u->refs = e->ua_free;
-    e->ua_free = id;
-    e->ua_nfree++;
+    eng_slab_put(e->ua, sizeof(*e->ua), offsetof(struct ua, refs), &e->ua_free, &e->ua_nfree, id);
     e->nua--;
 }
 
 static uint32_t ctx_new(struct eng *e, uint64_t user, const char *s, size_t slen, uint8_t fam,
                         const uint8_t ip[16], uint32_t ua)
 {
-    uint32_t id;
-    if (e->cx_free) {
-        id = e->cx_free;
-        e->cx_free = e->cx[id].ua;
-        e->cx_nfree--;
-    } else {
-        id = e->cx_hi++;
-    }
+    uint32_t id = eng_slab_take(e->cx, sizeof(*e->cx), offsetof(struct ctx, ua), &e->cx_free,
+                                &e->cx_nfree, &e->cx_hi, 0);
     struct ctx *c = &e->cx[id];
     memset(c, 0, sizeof(*c));
     c->user = user;
@@ -651,9 +640,7 @@ void eng_ctx_destroy(struct eng *e, uint32_t id)
     struct ctx *c = &e->cx[id];
     uint32_t ua = c->ua;
     c->fam = CX_FREE;
-    c->ua = e->cx_free;
-    e->cx_free = id;
-    e->cx_nfree++;
+    eng_slab_put(e->cx, sizeof(*e->cx), offsetof(struct ctx, ua), &e->cx_free, &e->cx_nfree, id);
     e->ncx--;
     if (ua && --e->ua[ua].refs == 0)
         eng_ua_free_slot(e, ua);

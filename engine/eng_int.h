@@ -28,7 +28,9 @@
 #define SHORTSTAT_ENG_INT_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "engine/eng.h"
 #include "engine/idx.h"
@@ -226,6 +228,28 @@ int eng_reserve_ctxs(struct eng *e, uint64_t extra);
 int eng_reserve_uas(struct eng *e, uint64_t extra);
 int eng_reserve_platforms(struct eng *e, uint64_t extra);
 int eng_reserve_pc(struct eng *e, uint32_t n);
+/* Slab free lists (sessions, contexts, uas): a free slot keeps the next
+ * free id in one of its own u32 fields, link_off bytes in; `none` ends the
+ * list (ENG_NONE for sessions, 0 where slot 0 is never used). */
+static inline uint32_t eng_slab_take(void *base, size_t size, size_t link_off, uint32_t *head,
+                                     uint32_t *nfree, uint32_t *hi, uint32_t none)
+{
+    uint32_t id = *head;
+    if (id == none)
+        return (*hi)++;
+    memcpy(head, (char *)base + (size_t)id * size + link_off, sizeof(*head));
+    (*nfree)--;
+    return id;
+}
+
+static inline void eng_slab_put(void *base, size_t size, size_t link_off, uint32_t *head,
+                                uint32_t *nfree, uint32_t id)
+{
+    memcpy((char *)base + (size_t)id * size + link_off, head, sizeof(*head));
+    *head = id;
+    (*nfree)++;
+}
+
 uint32_t eng_short_new(struct eng *e, uint64_t id);
 uint32_t eng_sess_new(struct eng *e, uint64_t hash, const char *s, size_t len, int64_t now);
 uint32_t eng_user_new(struct eng *e, uint64_t id, int64_t now);
@@ -235,6 +259,7 @@ uint64_t eng_ctx_sig(uint64_t shash, uint64_t user, uint8_t fam, const uint8_t i
                      size_t ua_len);
 uint64_t eng_ctx_sig_of(const struct eng *e, uint32_t id);
 void eng_ctx_destroy(struct eng *e, uint32_t id);
+void eng_ua_init(struct eng *e, uint32_t id, uint64_t h, char *s, size_t len);
 void eng_ua_free_slot(struct eng *e, uint32_t id);
 uint32_t eng_plat_find(const struct eng *e, const char *s, size_t len, uint64_t *hout);
 uint32_t eng_plat_new(struct eng *e, uint64_t h, const char *s, size_t len);

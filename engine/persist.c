@@ -362,13 +362,7 @@ int eng_restore_ua(struct eng *e, const struct eng_ua_view *v, struct eng_err *e
     }
     memcpy(copy, v->ua, v->len);
     copy[v->len] = 0;
-    struct ua *u = &e->ua[v->id];
-    u->s = copy;
-    u->hash = h;
-    u->len = (uint32_t)v->len;
-    u->refs = 0;
-    idx_put(&e->ua_idx, h, v->id);
-    e->nua++;
+    eng_ua_init(e, v->id, h, copy, v->len);
     return ENG_OK;
 }
 
@@ -612,19 +606,15 @@ int eng_restore_finish(struct eng *e, const struct eng_totals *t, struct eng_err
     e->cx_free = 0;
     e->cx_nfree = 0;
     for (uint32_t id = e->cx_hi; id-- > 1;)
-        if (e->cx[id].fam == CX_FREE) {
-            e->cx[id].ua = e->cx_free;
-            e->cx_free = id;
-            e->cx_nfree++;
-        }
+        if (e->cx[id].fam == CX_FREE)
+            eng_slab_put(e->cx, sizeof(*e->cx), offsetof(struct ctx, ua), &e->cx_free, &e->cx_nfree,
+                         id);
     e->ua_free = 0;
     e->ua_nfree = 0;
     for (uint32_t id = e->ua_hi; id-- > 1;)
-        if (!e->ua[id].s) {
-            e->ua[id].refs = e->ua_free;
-            e->ua_free = id;
-            e->ua_nfree++;
-        }
+        if (!e->ua[id].s)
+            eng_slab_put(e->ua, sizeof(*e->ua), offsetof(struct ua, refs), &e->ua_free, &e->ua_nfree,
+                         id);
     e->interactions = t->interactions;
     memcpy(e->by_type, t->by_type, sizeof(e->by_type));
     e->sessions_evicted = t->sessions_evicted;

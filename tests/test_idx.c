@@ -76,6 +76,12 @@ START_TEST(test_idx_unique)
     REQUIRE(idx_reserve(&t, &m, cap) == -1);
     REQUIRE((t.mask + 1) == (cap));
     REQUIRE(idx_find(&t, 999001) == 1000);
+    /* past the 2^31-slot limit: refused before any allocation */
+    uint64_t nallocs = m.nallocs;
+    REQUIRE(idx_reserve(&t, &m, (uint64_t)1 << 31) == -1);
+    REQUIRE(m.nallocs == nallocs);
+    REQUIRE((t.mask + 1) == (cap));
+    REQUIRE(idx_find(&t, 999001) == 1000);
     idx_free(&t, &m);
 }
 END_TEST

@@ -106,6 +106,12 @@ START_TEST(test_vset_enomem)
     ck_assert_int_eq(vset_reserve(&s, &m, 0), 0);  /* no growth needed: no allocation */
     ck_assert_int_eq(vset_reserve(&s, &m, 1), 0);
     ck_assert_uint_eq(s.cap, 16);
+    /* past the 2^31-slot limit: refused before any allocation */
+    uint64_t nallocs = m.nallocs;
+    ck_assert_int_eq(vset_reserve(&s, &m, UINT32_MAX), -1);
+    ck_assert_uint_eq(m.nallocs, nallocs);
+    ck_assert_uint_eq(s.cap, 16);
+    ck_assert_uint_eq(s.n, 7);
     vset_free(&s, &m);
     ck_assert_uint_eq(m.bytes[MEM_VIEWERS], 0);
 }
