@@ -1182,10 +1182,7 @@ static void commit_one(struct eng *e, const struct eng_ix *ix, const struct plan
     e->interactions++;
     e->by_type[t]++;
 
-    struct rec r = {
-        .ts = ts, .short_ix = p->six, .watch_ms = watch, .ctx = p->ctx,
-        .platform = p->plat, .type = (uint8_t)t, .flags = ix->has_watch ? REC_HAS_WATCH : 0,
-    };
+    struct rec r = rec_make(ts, p->six, p->ctx, t, ix->has_watch, watch, (uint16_t)p->plat);
     if (p->sess != ENG_NONE) {
         struct sess *ss = &e->ss[p->sess];
         if (ss->flags & SS_RESET) {
@@ -1729,13 +1726,14 @@ static void decode(const struct eng *e, const struct rec *r, struct eng_history_
 {
     memset(o, 0, sizeof(*o));
     o->short_id = e->sid[r->short_ix];
-    o->ts = r->ts;
-    o->type = (enum eng_type)r->type;
-    o->has_watch = (r->flags & REC_HAS_WATCH) != 0;
-    o->watch_ms = r->watch_ms;
-    if (r->platform) {
-        o->platform = e->pl[r->platform].name;
-        o->platform_len = e->pl[r->platform].len;
+    o->ts = rec_ts(r);
+    o->type = (enum eng_type)rec_type(r);
+    o->has_watch = rec_has_watch(r);
+    o->watch_ms = rec_watch_ms(r);
+    uint16_t pl = rec_platform(r);
+    if (pl) {
+        o->platform = e->pl[pl].name;
+        o->platform_len = e->pl[pl].len;
     }
     if (r->ctx) {
         const struct ctx *c = &e->cx[r->ctx];

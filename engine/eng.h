@@ -254,7 +254,7 @@ struct eng_short_view {
     const uint64_t *savers;  size_t savers_cap;
 };
 
-/* A history record as stored: 24 bytes in the engine. */
+/* A history record as stored: 20 bytes in the engine. */
 struct eng_rec_view {
     int64_t ts;
     uint64_t short_id;

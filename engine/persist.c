@@ -185,13 +185,13 @@ int eng_walk_shorts(const struct eng *e, eng_short_cb cb, void *ud)
 
 static void rec_view(const struct eng *e, const struct rec *r, struct eng_rec_view *o)
 {
-    o->ts = r->ts;
+    o->ts = rec_ts(r);
     o->short_id = e->sid[r->short_ix];
-    o->watch_ms = r->watch_ms;
+    o->watch_ms = rec_watch_ms(r);
     o->ctx_id = r->ctx;
-    o->platform_id = r->platform;
-    o->type = r->type;
-    o->has_watch = (r->flags & REC_HAS_WATCH) != 0;
+    o->platform_id = rec_platform(r);
+    o->type = rec_type(r);
+    o->has_watch = rec_has_watch(r);
 }
 
 static int walk_ring(const struct eng *e, const struct ring *r, struct eng_ring_view *v,
@@ -558,11 +558,9 @@ int eng_restore_ring(struct eng *e, const struct eng_ring_view *v, const struct 
             e->cx[recs[i].ctx_id].flags |= CX_DROPPED;
     for (size_t i = skip; i < v->nrecs; i++) {
         const struct eng_rec_view *rv = &recs[i];
-        struct rec rec = {
-            .ts = rv->ts, .short_ix = idx_find(&e->sh_idx, rv->short_id) - 1,
-            .watch_ms = rv->watch_ms, .ctx = rv->ctx_id, .platform = (uint16_t)rv->platform_id,
-            .type = rv->type, .flags = rv->has_watch ? REC_HAS_WATCH : 0,
-        };
+        struct rec rec = rec_make(rv->ts, idx_find(&e->sh_idx, rv->short_id) - 1, rv->ctx_id,
+                                  rv->type, rv->has_watch, rv->watch_ms,
+                                  (uint16_t)rv->platform_id);
         struct rec old;
         ring_push(r, &rec, &old);
         if (rec.ctx) {

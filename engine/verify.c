@@ -51,6 +51,17 @@ static int check_set(const struct vset *s, uint64_t *bytes)
     return n == s->n ? 0 : -1;
 }
 
+/* Every field within range, and arg holding what the type allows. */
+static bool rec_ok(const struct eng *e, const struct rec *r)
+{
+    uint8_t t = rec_type(r);
+    if (r->ctx >= e->cx_hi || r->short_ix >= e->nsh || rec_ts(r) > ENG_TS_MAX)
+        return false;
+    if (rec_has_watch(r))
+        return t == ENG_T_VIEW && r->arg <= ENG_WATCH_MAX;
+    return r->arg == 0 || (t == ENG_T_SHARE && r->arg <= e->npl);
+}
+
 static int check_ring(const struct eng *e, const struct ring *r, uint64_t *bytes)
 {
     if (r->len > r->cap || r->cap > e->history)
@@ -177,7 +188,7 @@ int eng_verify(const struct eng *e, struct eng_err *err)
         records += ss->ring.len;
         for (uint32_t k = 0; k < ss->ring.len; k++) {
             const struct rec *r = ring_oldest(&ss->ring, k);
-            if (r->ctx >= e->cx_hi || r->short_ix >= e->nsh || r->type >= ENG_T_COUNT)
+            if (!rec_ok(e, r))
                 BAD("session %.*s: record out of range", (int)ss->slen, sid);
             const struct ctx *c = &e->cx[r->ctx];
             if (r->ctx && (c->slen != ss->slen || memcmp(c->sid, sid, ss->slen)))
@@ -210,7 +221,7 @@ int eng_verify(const struct eng *e, struct eng_err *err)
         records += u->ring.len;
         for (uint32_t k = 0; k < u->ring.len; k++) {
             const struct rec *r = ring_oldest(&u->ring, k);
-            if (r->ctx >= e->cx_hi || r->short_ix >= e->nsh || r->type >= ENG_T_COUNT)
+            if (!rec_ok(e, r))
                 BAD("user %llu: record out of range", (unsigned long long)u->id);
             if (r->ctx && e->cx[r->ctx].user != u->id)
                 BAD("user %llu: record's context is another's", (unsigned long long)u->id);

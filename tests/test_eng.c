@@ -105,7 +105,7 @@ START_TEST(test_counts)
     ck_assert_uint_eq(in.history, ENG_HISTORY_DEFAULT);
     ck_assert_int_eq(in.session_ttl_ms, ENG_SESSION_TTL_DEFAULT_MS);
     ck_assert(in.mem_total >= in.mem_records + in.mem_viewers);
-    ck_assert_uint_eq(in.mem_records % 24, 0);
+    ck_assert_uint_eq(in.mem_records % 20, 0);
 }
 END_TEST
 
@@ -248,7 +248,7 @@ START_TEST(test_ring_overwrite)
     struct eng_info in;
     eng_info(E, &in);
     ck_assert_uint_eq(in.records, 10);
-    ck_assert_uint_eq(in.mem_records, 10 * 24);
+    ck_assert_uint_eq(in.mem_records, 10 * 20);
 }
 END_TEST
 

@@ -11,7 +11,7 @@
 
 static struct rec mk(uint32_t i)
 {
-    struct rec r = {.ts = i, .short_ix = i, .ctx = i + 100, .type = (uint8_t)(i % 8)};
+    struct rec r = rec_make(i, i, i + 100, (int)(i % 8), false, 0, 0);
     return r;
 }
 
@@ -99,6 +99,32 @@ START_TEST(test_ring_enomem)
 }
 END_TEST
 
+/* The packed record gives back every field at the edges of its range. */
+START_TEST(test_rec_packing)
+{
+    const int64_t tss[] = {0, 1, 0xffffffffll, 0x100000000ll, ENG_TS_MAX};
+    for (size_t i = 0; i < sizeof tss / sizeof tss[0]; i++) {
+        for (int t = 0; t < ENG_T_COUNT; t++) {
+            struct rec v = rec_make(tss[i], UINT32_MAX, UINT32_MAX - 1, t, true, ENG_WATCH_MAX, 0);
+            ck_assert_int_eq(rec_ts(&v), tss[i]);
+            ck_assert_uint_eq(rec_type(&v), (unsigned)t);
+            ck_assert(rec_has_watch(&v));
+            ck_assert_uint_eq(rec_watch_ms(&v), ENG_WATCH_MAX);
+            ck_assert_uint_eq(rec_platform(&v), 0);
+            ck_assert_uint_eq(v.short_ix, UINT32_MAX);
+            ck_assert_uint_eq(v.ctx, UINT32_MAX - 1);
+
+            struct rec s = rec_make(tss[i], 0, 0, t, false, 0, UINT16_MAX);
+            ck_assert_int_eq(rec_ts(&s), tss[i]);
+            ck_assert_uint_eq(rec_type(&s), (unsigned)t);
+            ck_assert(!rec_has_watch(&s));
+            ck_assert_uint_eq(rec_watch_ms(&s), 0);
+            ck_assert_uint_eq(rec_platform(&s), UINT16_MAX);
+        }
+    }
+}
+END_TEST
+
 extern Suite *ring_suite(void);
 Suite *ring_suite(void)
 {
@@ -107,6 +133,7 @@ Suite *ring_suite(void)
     tcase_add_test(tc, test_ring_growth);
     tcase_add_test(tc, test_ring_reserve_many);
     tcase_add_test(tc, test_ring_enomem);
+    tcase_add_test(tc, test_rec_packing);
     suite_add_tcase(s, tc);
     return s;
 }
