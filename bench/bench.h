@@ -7,6 +7,7 @@
  *   client.c    the load client: one epoll loop, many pipelined connections
  *   proc.c      servers as child processes: spawn, pin, wait for PING, stop
  *   engbench.c  the engine alone, in-process
+ *   machine.c   the memory system's ceilings: page faults, fork, cache misses
  *   redis.c     the same workload applied to redis-server by EVALSHA
  *   main.c      subcommands, the suite, the table and the JSON
  *
@@ -335,5 +336,19 @@ struct bench_redis_res {
 };
 int bench_redis_full(const struct bench_redis_cfg *cfg, const struct bench_wl *w,
                      struct bench_redis_res *r, char *msg, size_t msglen);
+
+/* ---- the machine's ceilings (machine.c) -------------------------------------- */
+
+struct bench_machine_res {
+    size_t mb;               /* buffer size used */
+    double fault_4k_us;      /* first touch of a fresh 4 KiB page */
+    double fault_thp_us;     /* the same under MADV_HUGEPAGE, per 4 KiB */
+    double fork_4k_ms;       /* fork() pause holding mb MiB of 4 KiB pages */
+    double fork_thp_ms;      /* ... of MADV_HUGEPAGE memory */
+    double miss_ns;          /* one dependent random miss */
+    double lines_per_s;      /* independent random misses, best_k chases overlapped */
+    unsigned best_k;
+};
+int bench_machine(size_t mb, uint64_t seed, struct bench_machine_res *r, char *msg, size_t msglen);
 
 #endif

@@ -477,6 +477,37 @@ static int check_accepted(struct ctx *X, const struct bench_run_res *r, const ch
 /* ---- phases ------------------------------------------------------------------------------- */
 
 /* Engine alone: eng_record in-process. */
+/* The memory system's ceilings, to read the engine's figures against. */
+static int ph_machine(struct ctx *X)
+{
+    struct bench_machine_res m;
+    if (X->o.progress)
+        fprintf(stderr, "[machine] page faults, fork, cache misses over 256 MiB\n");
+    int rc = bench_machine(256, X->o.wl.seed, &m, X->msg, sizeof X->msg);
+    if (rc)
+        return rc;
+    struct report *R = &X->R;
+    row(R, "machine", "fresh page, first touch: 4 KiB / THP (per 4 KiB)", "%.2f / %.2f us",
+        m.fault_4k_us, m.fault_thp_us);
+    row(R, "machine", "fork() holding 256 MiB: 4 KiB / THP pages", "%.1f / %.1f ms", m.fork_4k_ms,
+        m.fork_thp_ms);
+    row(R, "machine", "random miss, one at a time", "%.0f ns", m.miss_ns);
+    char name[72];
+    snprintf(name, sizeof name, "random misses, %u overlapped", m.best_k);
+    row(R, "machine", name, "%.1f M lines/s", m.lines_per_s / 1e6);
+    row(R, "machine", "ceiling at 6 random lines / interaction", "%s", RATE(m.lines_per_s / 6));
+    json_t *j = section(R, "machine");
+    jnum(j, "mb", (double)m.mb);
+    jnum(j, "fault_4k_us", m.fault_4k_us);
+    jnum(j, "fault_thp_us", m.fault_thp_us);
+    jnum(j, "fork_4k_ms", m.fork_4k_ms);
+    jnum(j, "fork_thp_ms", m.fork_thp_ms);
+    jnum(j, "miss_ns", m.miss_ns);
+    jnum(j, "lines_per_s", m.lines_per_s);
+    jnum(j, "best_k", m.best_k);
+    return BENCH_OK;
+}
+
 static int ph_engine(struct ctx *X, const struct bench_wl_cfg *c)
 {
     struct bench_wl w;
@@ -1271,6 +1302,11 @@ static int cmd_engine(struct ctx *X)
     return finish(X, rc);
 }
 
+static int cmd_machine(struct ctx *X)
+{
+    return finish(X, ph_machine(X));
+}
+
 static int with_wl(struct ctx *X, struct bench_wl *w)
 {
     describe(X, &X->o.wl);
@@ -1385,7 +1421,10 @@ static int cmd_suite(struct ctx *X)
     struct full_res f = {0};
     bool have_full = false;
 
-    /* 1. the engine alone, 1M interactions (the figure) */
+    /* 1. what the memory system allows, then the engine alone, 1M
+     * interactions (the issue's figure) */
+    if ((rc = ph_machine(X)))
+        goto out;
     struct bench_wl_cfg ec = o->wl;
     ec.n = o->quick ? 200000 : 1000000;
     if ((rc = ph_engine(X, &ec)))
@@ -1488,6 +1527,8 @@ static const struct command commands[] = {
      "RSS per interaction, per short, per record and per (short, viewer) pair"},
     {"engine", G_WL | G_OUT, cmd_engine,
      "the engine alone in-process: interactions/s, TOP at 1M shorts, bytes"},
+    {"machine", G_OUT, cmd_machine,
+     "the memory system's ceilings: page-fault and fork() cost, cache-miss rates"},
     {"vs-redis", G_WL | G_CLI | G_SRV | G_OUT | G_REDIS, cmd_vs_redis,
      "the same workload on shortstatd and redis-server (EVALSHA), with ratios"},
 };

@@ -509,6 +509,23 @@ START_TEST(ctl_cmd_replies_and_failures)
 }
 END_TEST
 
+/* The machine probe refuses sizes it cannot measure with, and otherwise
+ * reports figures that are all positive. */
+START_TEST(machine_probe_sane)
+{
+    struct bench_machine_res m;
+    char msg[BENCH_ERR_MAX];
+    ck_assert_int_eq(bench_machine(8, 1, &m, msg, sizeof msg), BENCH_EINVAL);
+    ck_assert_ptr_nonnull(strstr(msg, "size"));
+    ck_assert_int_eq(bench_machine(16, 1, &m, msg, sizeof msg), BENCH_OK);
+    ck_assert_uint_eq(m.mb, 16);
+    ck_assert(m.fault_4k_us > 0 && m.fault_thp_us > 0);
+    ck_assert(m.fork_4k_ms > 0 && m.fork_thp_ms > 0);
+    ck_assert(m.miss_ns > 0 && m.lines_per_s > 0);
+    ck_assert(m.best_k >= 4 && m.best_k <= 32);
+}
+END_TEST
+
 extern Suite *bench_suite(void);
 Suite *bench_suite(void)
 {
@@ -530,6 +547,7 @@ Suite *bench_suite(void)
     tcase_add_test(t, resp_skip_three_outcomes);
     tcase_add_test(t, info_fields);
     tcase_add_test(t, ctl_cmd_replies_and_failures);
+    tcase_add_test(t, machine_probe_sane);
     suite_add_tcase(s, t);
     return s;
 }
