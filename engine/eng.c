@@ -233,32 +233,38 @@ void eng_destroy(struct eng *e)
         mem_free(&e->mem, MEM_OTHER, c->plat_ids, (size_t)c->plat_cap * sizeof(uint32_t));
         mem_free(&e->mem, MEM_OTHER, c->plat_shares, (size_t)c->plat_cap * sizeof(uint64_t));
     }
-    free(e->sh);
-    free(e->shc);
-    free(e->sid);
+    /* sizes as allocated: where a block lives depends on its size (mem.h) */
+    size_t shcap = e->sh_cap;
+    mem_free(&e->mem, MEM_OTHER, e->sh, shcap * sizeof(*e->sh));
+    mem_free(&e->mem, MEM_OTHER, e->shc, shcap * sizeof(*e->shc));
+    mem_free(&e->mem, MEM_OTHER, e->sid, shcap * sizeof(*e->sid));
     for (int m = 0; m < ENG_M_COUNT; m++) {
-        free(e->col[m]);
-        free(e->dirty[m]);
+        size_t ccap = shcap ? shcap : 1;  /* make_column's size */
+        mem_free(&e->mem, MEM_OTHER, e->col[m], ccap * sizeof(double));
+        mem_free(&e->mem, MEM_OTHER, e->dirty[m], ccap * sizeof(uint32_t));
     }
     for (uint32_t i = 0; i < e->ss_hi; i++)
         if (e->ss[i].slen)
             ring_free(&e->ss[i].ring, &e->mem);
-    free(e->ss_raw);
+    if (e->ss_raw)
+        mem_free(&e->mem, MEM_OTHER, e->ss_raw, (size_t)e->ss_cap * sizeof(struct sess) + 64);
     for (uint32_t i = 0; i < e->nus; i++)
         ring_free(&e->us[i].ring, &e->mem);
-    free(e->us_raw);
-    free(e->cx);
+    if (e->us_raw)
+        mem_free(&e->mem, MEM_OTHER, e->us_raw, (size_t)e->us_cap * sizeof(struct user) + 64);
+    mem_free(&e->mem, MEM_OTHER, e->cx, (size_t)e->cx_cap * sizeof(*e->cx));
     for (uint32_t i = 1; i < e->ua_hi; i++)
-        free(e->ua[i].s);
-    free(e->ua);
-    free(e->pl);
-    free(e->pc);
-    free(e->scratch);
-    free(e->sh_idx.slots);
-    free(e->ss_idx.slots);
-    free(e->us_idx.slots);
-    free(e->ua_idx.slots);
-    free(e->pl_idx.slots);
+        mem_free(&e->mem, MEM_OTHER, e->ua[i].s, (size_t)e->ua[i].len + 1);
+    mem_free(&e->mem, MEM_OTHER, e->ua, (size_t)e->ua_cap * sizeof(*e->ua));
+    mem_free(&e->mem, MEM_OTHER, e->pl, (size_t)e->pl_cap * sizeof(*e->pl));
+    mem_free(&e->mem, MEM_OTHER, e->pc, (size_t)e->pc_cap * sizeof(*e->pc));
+    mem_free(&e->mem, MEM_OTHER, e->scratch, e->scratch_bytes);
+    idx_free(&e->sh_idx, &e->mem);
+    idx_free(&e->ss_idx, &e->mem);
+    idx_free(&e->us_idx, &e->mem);
+    idx_free(&e->ua_idx, &e->mem);
+    idx_free(&e->pl_idx, &e->mem);
+    mem_destroy(&e->mem);
     free(e);
 }
 

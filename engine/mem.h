@@ -7,10 +7,31 @@
  * (Lua's ltests.c allocator does the same). Callers pass the size back on
  * free and realloc -- they always know it, since every block is a table with
  * a capacity -- so there is no per-block header. Counts are of requested
- * bytes; malloc's own per-chunk overhead is not included.
+ * bytes; the allocator's own overhead (malloc's chunk headers, the pool's
+ * free blocks and chunk tails) is not included.
+ *
+ * Where a block lives is a function of its size alone, which is what lets
+ * free and realloc find it without a header:
+ *   - n >= MEM_LARGE (1 MiB): its own mapping (mem.c), 2 MiB-aligned and
+ *     madvised for transparent huge pages, freed by munmap, grown by mremap:
+ *     the engine's dense arrays (sessions, contexts, shorts, index tables)
+ *     double without a copy and without faulting the old pages in twice.
+ *     1 MiB because below it a block cannot fill a huge page anyway and
+ *     glibc's heap is cheap, while above it the copy a heap realloc makes
+ *     (~50-100 us per MiB plus the new pages' faults) dwarfs the syscall;
+ *     blocks this big are few (tens), so the mappings stay few. glibc's own
+ *     mmap threshold is no substitute: it rises to 32 MiB after the first
+ *     mapped block is freed, after which big arrays grow inside the heap
+ *     by copying.
+ *   - everything else: malloc.
+ * On top of that, mem_pool_* serve the small tables that exist by the
+ * million (history rings, viewer sets) from pool.c's size-class pool:
+ * blocks of at most POOL_MAX bytes there, bigger ones as above.
  *
  * Failure injection: when fail_at != 0, the allocation whose running number
  * equals fail_at returns NULL (once). A failed realloc leaves the old block.
+ * Each call that may allocate counts once; a pool call that needs a new
+ * chunk counts once more (so the chunk's failure is injectable too).
  */
 #ifndef SHORTSTAT_ENG_MEM_H
 #define SHORTSTAT_ENG_MEM_H
@@ -19,6 +40,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
+
+#include "engine/pool.h"
 
 enum mem_cat {
     MEM_OTHER = 0,  /* indexes, shorts, sessions, users, contexts, columns */
@@ -27,11 +51,68 @@ enum mem_cat {
     MEM_NCAT
 };
 
+#define MEM_LARGE ((size_t)1 << 20)  /* blocks this big and bigger are mapped */
+
 struct mem {
     uint64_t bytes[MEM_NCAT];
     uint64_t nallocs;   /* allocations attempted so far */
     uint64_t fail_at;   /* 0 = never fail */
+    struct pool pool;   /* small blocks; released by mem_destroy */
 };
+
+/* ---- large blocks (mem.c): zeroed when new, page-aligned ------------------ */
+
+void *mem_map(size_t n);
+void mem_unmap(void *p, size_t n);
+/* Both sizes >= MEM_LARGE. NULL on failure (the old mapping stays). */
+void *mem_remap(void *p, size_t old, size_t n);
+
+static inline bool mem_is_large(size_t n)
+{
+    return n >= MEM_LARGE;
+}
+
+/* ---- the system layer: no accounting, no injection ------------------------ */
+
+static inline void *mem_sys_alloc(size_t n)
+{
+    return mem_is_large(n) ? mem_map(n) : malloc(n ? n : 1);
+}
+
+static inline void *mem_sys_calloc(size_t n)
+{
+    return mem_is_large(n) ? mem_map(n) : calloc(1, n ? n : 1);
+}
+
+static inline void mem_sys_free(void *p, size_t n)
+{
+    if (!p)
+        return;
+    if (mem_is_large(n))
+        mem_unmap(p, n);
+    else
+        free(p);
+}
+
+/* Contents up to min(old, n) are kept; a failure leaves the old block. */
+static inline void *mem_sys_realloc(void *p, size_t old, size_t n)
+{
+    if (!p)
+        return mem_sys_alloc(n);
+    bool lo = mem_is_large(old), ln = mem_is_large(n);
+    if (!lo && !ln)
+        return realloc(p, n ? n : 1);
+    if (lo && ln)
+        return mem_remap(p, old, n);
+    void *q = mem_sys_alloc(n);
+    if (q) {
+        memcpy(q, p, old < n ? old : n);
+        mem_sys_free(p, old);
+    }
+    return q;
+}
+
+/* ---- accounted allocation ------------------------------------------------- */
 
 static inline bool mem_injected_failure(struct mem *m)
 {
@@ -43,7 +124,7 @@ static inline void *mem_alloc(struct mem *m, enum mem_cat c, size_t n)
 {
     if (mem_injected_failure(m))
         return NULL;
-    void *p = malloc(n ? n : 1);
+    void *p = mem_sys_alloc(n);
     if (p)
         m->bytes[c] += n;
     return p;
@@ -53,23 +134,29 @@ static inline void *mem_calloc(struct mem *m, enum mem_cat c, size_t n)
 {
     if (mem_injected_failure(m))
         return NULL;
-    void *p = calloc(1, n ? n : 1);
+    void *p = mem_sys_calloc(n);
     if (p)
         m->bytes[c] += n;
     return p;
 }
 
-/* 64-byte aligned, zeroed: arrays of cache-line-sized structs. */
+/* 64-byte aligned, zeroed: arrays of cache-line-sized structs. A mapped
+ * block is page-aligned and already zero, so it is not touched here. */
 static inline void *mem_calloc_aligned(struct mem *m, enum mem_cat c, size_t n)
 {
     if (mem_injected_failure(m))
         return NULL;
-    size_t rounded = (n + 63) & ~(size_t)63;
-    void *p = aligned_alloc(64, rounded ? rounded : 64);
-    if (p) {
-        __builtin_memset(p, 0, rounded);
-        m->bytes[c] += n;
+    void *p;
+    if (mem_is_large(n)) {
+        p = mem_map(n);
+    } else {
+        size_t rounded = (n + 63) & ~(size_t)63;
+        p = aligned_alloc(64, rounded ? rounded : 64);
+        if (p)
+            memset(p, 0, rounded);
     }
+    if (p)
+        m->bytes[c] += n;
     return p;
 }
 
@@ -77,7 +164,7 @@ static inline void *mem_realloc(struct mem *m, enum mem_cat c, void *p, size_t o
 {
     if (mem_injected_failure(m))
         return NULL;
-    void *q = realloc(p, n ? n : 1);
+    void *q = mem_sys_realloc(p, old, n);
     if (q) {
         m->bytes[c] -= old;
         m->bytes[c] += n;
@@ -90,7 +177,72 @@ static inline void mem_free(struct mem *m, enum mem_cat c, void *p, size_t n)
     if (!p)
         return;
     m->bytes[c] -= n;
-    free(p);
+    mem_sys_free(p, n);
 }
+
+/* ---- pooled small blocks (pool.c) ----------------------------------------- */
+/* For tables that exist by the million: no header, no malloc call on the
+ * way. Sizes up to POOL_MAX come from the pool; bigger ones fall through to
+ * the calls above, so callers need not care. A block's alignment is the
+ * largest power of two dividing its size, up to 16 (an array of T, whose
+ * size is a multiple of alignof(T), is aligned for T). */
+
+int mem_pool_grow(struct mem *m);  /* one more chunk; 0 or -1 */
+
+static inline void *mem_pool_alloc(struct mem *m, enum mem_cat c, size_t n)
+{
+    if (!pool_serves(n))
+        return mem_alloc(m, c, n);
+    if (mem_injected_failure(m))
+        return NULL;
+    void *p = pool_take(&m->pool, n);
+    if (!p && (mem_pool_grow(m) || !(p = pool_take(&m->pool, n))))
+        return NULL;
+    m->bytes[c] += n;
+    return p;
+}
+
+static inline void *mem_pool_calloc(struct mem *m, enum mem_cat c, size_t n)
+{
+    if (!pool_serves(n))
+        return mem_calloc(m, c, n);
+    void *p = mem_pool_alloc(m, c, n);
+    if (p)
+        memset(p, 0, n);
+    return p;
+}
+
+static inline void mem_pool_free(struct mem *m, enum mem_cat c, void *p, size_t n)
+{
+    if (!p)
+        return;
+    if (!pool_serves(n)) {
+        mem_free(m, c, p, n);
+        return;
+    }
+    m->bytes[c] -= n;
+    pool_give(&m->pool, p, n);
+}
+
+/* Contents up to min(old, n) are kept; a failure leaves the old block. A
+ * pooled block moves (there is no growing in place): the old one goes back
+ * on its class's free list for the next block of that size. */
+static inline void *mem_pool_realloc(struct mem *m, enum mem_cat c, void *p, size_t old, size_t n)
+{
+    if (!p)
+        return mem_pool_alloc(m, c, n);
+    if (!pool_serves(old) && !pool_serves(n))
+        return mem_realloc(m, c, p, old, n);
+    void *q = mem_pool_alloc(m, c, n);
+    if (!q)
+        return NULL;
+    memcpy(q, p, old < n ? old : n);
+    mem_pool_free(m, c, p, old);
+    return q;
+}
+
+/* Releases the pool's chunks; every pooled block must have been freed (or
+ * be abandoned with it). The mem can be used again afterwards. */
+void mem_destroy(struct mem *m);
 
 #endif

@@ -3,6 +3,9 @@
  * ring.c -- lazily grown history rings; layout and the overwrite-oldest
  * rule are in ring.h. Invariants: len <= cap <= N; start < cap when cap > 0;
  * start == 0 whenever cap < N (a ring only wraps once it is full size).
+ * Blocks come from the engine's size-class pool (mem_pool_realloc): growth
+ * moves the records to a block of the next size and the old block waits on
+ * its size's free list for the next ring growing out of that size.
  */
 #include "engine/ring.h"
 
@@ -15,8 +18,9 @@ int ring_reserve(struct ring *r, struct mem *m, uint32_t want, uint32_t n)
     uint32_t cap = r->cap ? r->cap : 1;
     while (cap < want)
         cap = ring_next_cap(cap, n);
-    struct rec *nr = mem_realloc(m, MEM_RECORDS, r->recs, (size_t)r->cap * sizeof(struct rec),
-                                 (size_t)cap * sizeof(struct rec));
+    struct rec *nr = mem_pool_realloc(m, MEM_RECORDS, r->recs,
+                                      (size_t)r->cap * sizeof(struct rec),
+                                      (size_t)cap * sizeof(struct rec));
     if (!nr)
         return -1;
     /* cap < N before, so start == 0 and the records are already in order. */
@@ -44,7 +48,7 @@ bool ring_push(struct ring *r, const struct rec *rec, struct rec *old)
 
 void ring_free(struct ring *r, struct mem *m)
 {
-    mem_free(m, MEM_RECORDS, r->recs, (size_t)r->cap * sizeof(struct rec));
+    mem_pool_free(m, MEM_RECORDS, r->recs, (size_t)r->cap * sizeof(struct rec));
     r->recs = NULL;
     r->cap = 0;
     r->start = 0;

@@ -3,6 +3,7 @@
  * vset.c -- compact fingerprint sets; layout and load rule in vset.h.
  * Invariant: n <= 7/8 cap, so every probe meets an empty slot; each member
  * is reachable from fp & (cap - 1) without crossing an empty slot.
+ * Tables up to POOL_MAX bytes (512 slots) come from the engine's pool.
  */
 #include "engine/vset.h"
 
@@ -33,13 +34,13 @@ int vset_reserve(struct vset *s, struct mem *m, uint32_t extra)
         cap *= 2;
     if (cap > ((uint64_t)1 << 31))
         return -1;
-    uint64_t *ns = mem_calloc(m, MEM_VIEWERS, (size_t)cap * sizeof(uint64_t));
+    uint64_t *ns = mem_pool_calloc(m, MEM_VIEWERS, (size_t)cap * sizeof(uint64_t));
     if (!ns)
         return -1;
     for (uint32_t i = 0; i < s->cap; i++)
         if (s->slots[i] != 0)
             ns[find_slot(ns, (uint32_t)cap, s->slots[i])] = s->slots[i];
-    mem_free(m, MEM_VIEWERS, s->slots, (size_t)s->cap * sizeof(uint64_t));
+    mem_pool_free(m, MEM_VIEWERS, s->slots, (size_t)s->cap * sizeof(uint64_t));
     s->slots = ns;
     s->cap = (uint32_t)cap;
     return 0;
@@ -58,7 +59,7 @@ bool vset_add(struct vset *s, uint64_t fp)
 
 void vset_free(struct vset *s, struct mem *m)
 {
-    mem_free(m, MEM_VIEWERS, s->slots, (size_t)s->cap * sizeof(uint64_t));
+    mem_pool_free(m, MEM_VIEWERS, s->slots, (size_t)s->cap * sizeof(uint64_t));
     s->slots = NULL;
     s->cap = 0;
     s->n = 0;

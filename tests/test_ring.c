@@ -64,6 +64,7 @@ START_TEST(test_ring_growth)
         REQUIRE(ring_newest(&r, 0)->short_ix == 7);
         ring_free(&r, &m);
         REQUIRE((m.bytes[MEM_RECORDS]) == (0));
+        mem_destroy(&m);
     }
 }
 END_TEST
@@ -77,6 +78,7 @@ START_TEST(test_ring_reserve_many)
     ck_assert_int_eq(ring_reserve(&r, &m, 100, 64), 0);  /* clamped to N */
     ck_assert_uint_eq(r.cap, 64);
     ring_free(&r, &m);
+    mem_destroy(&m);
 }
 END_TEST
 
@@ -96,6 +98,7 @@ START_TEST(test_ring_enomem)
     ck_assert_uint_eq(ring_newest(&r, 1)->short_ix, 1);
     ck_assert_uint_eq(m.bytes[MEM_RECORDS], 2 * sizeof(struct rec));
     ring_free(&r, &m);
+    mem_destroy(&m);
 }
 END_TEST
 

@@ -32,6 +32,7 @@ START_TEST(test_vset_basic)
     vset_free(&s, &m);
     ck_assert_uint_eq(m.bytes[MEM_VIEWERS], 0);
     ck_assert_uint_eq(s.cap, 0);
+    mem_destroy(&m);
 }
 END_TEST
 
@@ -52,6 +53,7 @@ START_TEST(test_vset_growth)
     /* average bytes per member over these sizes stays under 16 */
     ck_assert_uint_le(m.bytes[MEM_VIEWERS] / s.n, 16);
     vset_free(&s, &m);
+    mem_destroy(&m);
 }
 END_TEST
 
@@ -86,6 +88,7 @@ START_TEST(test_vset_random)
         REQUIRE(vset_has(&s, ref[i]));
     free(ref);
     vset_free(&s, &m);
+    mem_destroy(&m);
 }
 END_TEST
 
@@ -114,6 +117,7 @@ START_TEST(test_vset_enomem)
     ck_assert_uint_eq(s.n, 7);
     vset_free(&s, &m);
     ck_assert_uint_eq(m.bytes[MEM_VIEWERS], 0);
+    mem_destroy(&m);
 }
 END_TEST
 
