@@ -3,12 +3,12 @@
  * engbench.c -- the engine alone, in-process: the ceiling for the server.
  *
  * The workload is turned into struct eng_ix values first (session names in
- * one arena, in interaction order), so the timed loop is nothing but engine calls. Two ways of
- * driving the API are timed on fresh engines: eng_record one by one, and
- * eng_prefetch a window ahead of eng_record, which is what the server does
- * with a buffer of parsed commands. The engine's clock is a cached value
- * refreshed every 1024 interactions, as a server reads the time once per
- * event-loop iteration.
+ * one arena, in interaction order), so the timed loop is nothing but engine
+ * calls. Two ways of driving the API are timed on fresh engines: eng_record
+ * one by one, and eng_prefetch a window ahead of eng_record, which is what
+ * the server does with a buffer of parsed commands. The engine's clock is a
+ * cached value refreshed every 1024 interactions, as a server reads the
+ * time once per event-loop iteration.
  *
  * Memory is measured by difference, one kind of object at a time, in RSS
  * (what the OS charges) and in the engine's own accounting (eng_info):
