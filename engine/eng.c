@@ -519,10 +519,9 @@ void eng_mark_dirty(struct eng *e, uint32_t ix)
 
 uint32_t eng_sess_find(const struct eng *e, uint64_t hash, const char *s, size_t len)
 {
-    const struct idx *t = &e->ss_idx;
-    for (uint32_t pos = idx_next(t, hash, idx_home(t, hash)); t->slots[pos].val;
-         pos = idx_next(t, hash, pos + 1)) {
-        uint32_t si = t->slots[pos].val - 1;
+    struct idx_walk w = idx_walk_start(&e->ss_idx, hash);
+    for (uint32_t v; (v = idx_walk_next(&e->ss_idx, hash, &w));) {
+        uint32_t si = v - 1;
         const struct sess *ss = &e->ss[si];
         const char *id = eng_sess_id(e, ss);
         if (ss->slen == len && id && memcmp(id, s, len) == 0)
@@ -578,10 +577,9 @@ static void user_pop(struct eng *e)
 
 uint32_t eng_ua_find(const struct eng *e, uint64_t h, const char *s, size_t len)
 {
-    const struct idx *t = &e->ua_idx;
-    for (uint32_t pos = idx_next(t, h, idx_home(t, h)); t->slots[pos].val;
-         pos = idx_next(t, h, pos + 1)) {
-        uint32_t id = t->slots[pos].val - 1;
+    struct idx_walk w = idx_walk_start(&e->ua_idx, h);
+    for (uint32_t v; (v = idx_walk_next(&e->ua_idx, h, &w));) {
+        uint32_t id = v - 1;
         const struct ua *u = &e->ua[id];
         if (u->len == len && memcmp(u->s, s, len) == 0)
             return id;
@@ -677,10 +675,9 @@ uint32_t eng_plat_find(const struct eng *e, const char *s, size_t len, uint64_t 
 {
     uint64_t h = eng_hash_bytes(s, len);
     *hout = h;
-    const struct idx *t = &e->pl_idx;
-    for (uint32_t pos = idx_next(t, h, idx_home(t, h)); t->slots[pos].val;
-         pos = idx_next(t, h, pos + 1)) {
-        uint32_t id = t->slots[pos].val - 1;
+    struct idx_walk w = idx_walk_start(&e->pl_idx, h);
+    for (uint32_t v; (v = idx_walk_next(&e->pl_idx, h, &w));) {
+        uint32_t id = v - 1;
         if (e->pl[id].len == len && memcmp(e->pl[id].name, s, len) == 0)
             return id;
     }
@@ -1251,9 +1248,8 @@ static int check_usable(const struct eng *e, struct eng_err *err)
 
 static uint32_t sess_peek(const struct eng *e, uint64_t hash)
 {
-    const struct idx *t = &e->ss_idx;
-    uint32_t pos = idx_next(t, hash, idx_home(t, hash));
-    return t->slots[pos].val ? t->slots[pos].val - 1 : ENG_NONE;
+    uint32_t v = idx_find(&e->ss_idx, hash);
+    return v ? v - 1 : ENG_NONE;
 }
 
 static void pf_lines(const void *p, size_t n)
@@ -1512,6 +1508,14 @@ void eng_tick(struct eng *e, uint32_t budget)
     int64_t now = eng_clock_now(e);
     e->now = now;
     evict_step(e, budget, now);
+    /* Inserts drive a growth in progress; this only finishes one that
+     * inserts stopped feeding, in steps small enough not to be noticed. */
+    uint32_t slots = budget / 16 + 1;
+    idx_migrate(&e->sh_idx, &e->mem, slots);
+    idx_migrate(&e->ss_idx, &e->mem, slots);
+    idx_migrate(&e->us_idx, &e->mem, slots);
+    idx_migrate(&e->ua_idx, &e->mem, slots);
+    idx_migrate(&e->pl_idx, &e->mem, slots);
 }
 
 /* ---- queries -------------------------------------------------------------------------- */

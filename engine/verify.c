@@ -78,12 +78,7 @@ static int check_ring(const struct eng *e, const struct ring *r, uint64_t *bytes
 
 static int check_idx(const struct idx *t)
 {
-    uint32_t n = 0;
-    for (uint32_t i = 0; i <= t->mask; i++)
-        n += t->slots[i].val != 0;
-    if (n != t->n || (uint64_t)n * 4 > ((uint64_t)t->mask + 1) * 3)
-        return -1;
-    return 0;
+    return idx_check(t);
 }
 
 int eng_verify(const struct eng *e, struct eng_err *err)

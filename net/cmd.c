@@ -980,6 +980,7 @@ static void info_text(struct server *s, struct net_buf *b, unsigned sections)
         infof(b, "auth_failures:%llu\r\n", (unsigned long long)s->st.auth_failures);
         infof(b, "net_input_bytes:%llu\r\n", (unsigned long long)s->st.net_input_bytes);
         infof(b, "net_output_bytes:%llu\r\n", (unsigned long long)s->st.net_output_bytes);
+        infof(b, "mid_input_writes:%llu\r\n", (unsigned long long)s->st.mid_input_writes);
         for (int t = 0; t < ENG_T_COUNT; t++)
             infof(b, "interactions_%s:%llu\r\n", eng_type_name((enum eng_type)t),
                   (unsigned long long)ei.by_type[t]);
@@ -1119,6 +1120,8 @@ void net_conn_process(struct server *s, struct conn *c)
 
     s->nbatch = 0;
     s->scratch_used = 0;
+    uint64_t flush_at = net_mono_usec() + NET_FLUSH_USEC;
+    uint32_t since_check = 0;
     while (c->state == CONN_ACTIVE && net_buf_live(in) > 0) {
         if (NET_SCRATCH - s->scratch_used < PROTO_SCRATCH_MIN)
             batch_apply(s, c);
@@ -1161,6 +1164,18 @@ void net_conn_process(struct server *s, struct conn *c)
         }
         if (net_buf_live(&c->out) > out_limit || c->out.failed)
             break;
+        if (++since_check >= NET_BATCH) {
+            since_check = 0;
+            uint64_t now = net_mono_usec();
+            if (now >= flush_at) {
+                /* The batch's pointers stay valid: writing only moves the
+                 * output buffer's offset. */
+                batch_apply(s, c);
+                if (net_buf_live(&c->out) > 0)
+                    net_conn_write_now(s, c);
+                flush_at = now + NET_FLUSH_USEC;
+            }
+        }
     }
     batch_apply(s, c);
     if (c->out.failed) {

@@ -18,7 +18,7 @@
 #include "engine/eng.h"
 #include "net/log.h"
 
-enum kind { K_STR, K_U32, K_I64, K_SIZE, K_PASS, K_LEVEL, K_BOOL };
+enum kind { K_STR, K_U32, K_I64, K_SIZE, K_PASS, K_LEVEL, K_BOOL, K_CPUS };
 
 struct setting {
     const char *key;
@@ -51,6 +51,8 @@ static const struct setting settings[] = {
      "bytes of unparsed input per client (k/m/g suffixes)"},
     {"client-output-limit", K_SIZE, OFF(client_output_limit), 0, 1024, 1ll << 40,
      "bytes of unread replies per client before it is cut off"},
+    {"snapshot-cpulist", K_CPUS, OFF(snapshot_cpus), 0, 0, NET_CPUS_MAX - 1,
+     "CPUs the snapshot child may run on, like 1 or 0-3,6"},
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
 
@@ -87,6 +89,7 @@ const char *net_config_usage(void)
            "  --trust-proxy yes|no      HTTP client address from X-Forwarded-For (default no)\n"
            "  --query-buffer-limit SIZE unparsed input per client (default 256m)\n"
            "  --client-output-limit SIZE unread replies per client (default 64m)\n"
+           "  --snapshot-cpulist LIST   pin the snapshot child to these CPUs, like 1 or 0-3,6\n"
            "  --help, --version\n"
            "SIZE is bytes, or a number with k, m or g (powers of 1024).\n"
            "Config file keys are the flag names without \"--\"; flags override the file.\n";
@@ -141,6 +144,45 @@ static int parse_num(const char *s, bool sized, int64_t *out)
     return 0;
 }
 
+/* "N" or "A-B" items, comma-separated, each 0..max, A <= B; into a bitmask
+ * (NET_CPUS_MAX bits). -1 on any other text. */
+static int parse_cpulist(const char *s, int64_t max, uint64_t *bits)
+{
+    uint64_t set[NET_CPUS_MAX / 64] = {0};
+    for (;;) {
+        int64_t a, b;
+        char num[24];
+        size_t n = strspn(s, "0123456789");
+        if (n == 0 || n >= sizeof num)
+            return -1;
+        memcpy(num, s, n);
+        num[n] = 0;
+        if (parse_num(num, false, &a) || a > max)
+            return -1;
+        s += n;
+        b = a;
+        if (*s == '-') {
+            s++;
+            n = strspn(s, "0123456789");
+            if (n == 0 || n >= sizeof num)
+                return -1;
+            memcpy(num, s, n);
+            num[n] = 0;
+            if (parse_num(num, false, &b) || b > max || b < a)
+                return -1;
+            s += n;
+        }
+        for (int64_t i = a; i <= b; i++)
+            set[i / 64] |= (uint64_t)1 << (i % 64);
+        if (*s == 0)
+            break;
+        if (*s++ != ',')
+            return -1;
+    }
+    memcpy(bits, set, sizeof set);
+    return 0;
+}
+
 int net_config_set(struct net_config *c, const char *key, const char *val, char *err,
                    size_t errcap)
 {
@@ -183,6 +225,15 @@ int net_config_set(struct net_config *c, const char *key, const char *val, char 
             *(bool *)(void *)dst = false;
         } else {
             snprintf(err, errcap, "%s: must be yes or no", s->key);
+            return NET_CFG_EINVAL;
+        }
+        return NET_CFG_OK;
+    case K_CPUS:
+        if (parse_cpulist(val, s->max, (uint64_t *)(void *)dst)) {
+            snprintf(err, errcap,
+                     "%s: must be CPU numbers 0..%lld or ranges A-B, comma-separated (like 1 "
+                     "or 0-3,6)",
+                     s->key, (long long)s->max);
             return NET_CFG_EINVAL;
         }
         return NET_CFG_OK;

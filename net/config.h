@@ -21,6 +21,7 @@
 #define NET_DEFAULT_OUT_LIMIT  (64ull << 20)
 #define NET_PASS_MAX 512u
 #define NET_PATH_MAX 1024u
+#define NET_CPUS_MAX 1024u       /* --snapshot-cpulist: CPU numbers 0..NET_CPUS_MAX-1 */
 
 struct net_config {
     char bind[256];
@@ -38,6 +39,7 @@ struct net_config {
     int loglevel;                /* enum net_log_level */
     uint64_t query_buffer_limit;   /* bytes of unparsed input per client */
     uint64_t client_output_limit;  /* bytes of unsent replies per client */
+    uint64_t snapshot_cpus[NET_CPUS_MAX / 64];  /* a bit per CPU; none set = not pinned */
 };
 
 enum net_cfg_rc {

@@ -91,6 +91,7 @@ struct net_counters {
     uint64_t connections_received, rejected_connections;
     uint64_t output_limit_disconnects, query_limit_disconnects;
     uint64_t net_input_bytes, net_output_bytes;
+    uint64_t mid_input_writes;   /* replies written before a long input was all run */
 };
 
 enum net_snap_status { NET_SNAP_NONE = 0, NET_SNAP_OK, NET_SNAP_ERR };
@@ -114,6 +115,11 @@ struct net_snapshot {
 };
 
 #define NET_BATCH 32u                  /* TRACKs parsed and prefetched before applying */
+/* While a long input runs, replies made so far are written once this long
+ * has passed since the last write (checked every NET_BATCH commands): a
+ * slow stretch (copy-on-write faults during a snapshot, a cold cache) then
+ * delays replies by about this much, not by the whole input. */
+#define NET_FLUSH_USEC 1000u
 #define NET_SCRATCH (4u * PROTO_SCRATCH_MIN)
 
 struct server {
@@ -165,6 +171,11 @@ void net_server_destroy(struct server *s);
 /* Fork a snapshot child; -1 with err when one runs already or fork fails. */
 int net_snapshot_start(struct server *s, char *err, size_t errcap);
 int64_t net_now_ms(const struct server *s);
+
+uint64_t net_mono_usec(void);
+/* While cmd.c runs c's input: write what the socket takes now, never
+ * blocking and never freeing c (an I/O error makes it CONN_CLOSING). */
+void net_conn_write_now(struct server *s, struct conn *c);
 
 /* cmd.c: run every complete command in c->in, appending replies to c->out. */
 void net_conn_process(struct server *s, struct conn *c);

@@ -1,11 +1,16 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Unit tests of engine/idx.c: find/put/del against a plain array, with
- * duplicate keys (walked with idx_next), deletions that must backward-
- * shift across the wrap-around, growth, and ENOMEM leaving it untouched.
+ * duplicate keys (walked with idx_walk_next), deletions that must backward-
+ * shift across the wrap-around, growth, and ENOMEM leaving it untouched;
+ * incremental growth against a reference model: lookups, walks and
+ * deletions while a move is in progress, bulk reserves that must finish it,
+ * ENOMEM on a reserve mid-move.
  */
 #include <check.h>
+#include <inttypes.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "engine/idx.h"
 #include "tests/eng_util.h"
@@ -34,9 +39,9 @@ START_TEST(test_idx_random)
         uint32_t probe = (uint32_t)trng_below(&r, N);
         bool found = false;
         if (live[probe]) {
-            for (uint32_t pos = idx_next(&t, key[probe], idx_home(&t, key[probe])); t.slots[pos].val;
-                 pos = idx_next(&t, key[probe], pos + 1))
-                if (t.slots[pos].val == probe + 1)
+            struct idx_walk w = idx_walk_start(&t, key[probe]);
+            for (uint32_t v; (v = idx_walk_next(&t, key[probe], &w));)
+                if (v == probe + 1)
                     found = true;
             REQUIRE(found);
         }
@@ -49,6 +54,7 @@ START_TEST(test_idx_random)
         if (live[i])
             idx_del(&t, key[i], (uint32_t)i);
     REQUIRE((t.n) == (0));
+    REQUIRE(idx_check(&t) == 0);
     for (uint32_t i = 0; i <= t.mask; i++)
         REQUIRE((t.slots[i].val) == (0));
     free(key);
@@ -86,6 +92,197 @@ START_TEST(test_idx_unique)
 }
 END_TEST
 
+/* Reference model for the incremental-growth tests: id -> key, live, and
+ * how many live ids each key has (keys are < IDX_TEST_KEYS). */
+#define IDX_TEST_KEYS 4000u
+struct ref {
+    uint64_t *key;
+    bool *live;
+    uint32_t n, cap;
+    uint32_t per_key[IDX_TEST_KEYS];
+};
+
+/* The ids a walk of key yields must be exactly the live ids with that key,
+ * each once. */
+static void walk_matches(const struct idx *t, const struct ref *r, uint64_t key, uint8_t *seen)
+{
+    uint32_t got = 0;
+    struct idx_walk w = idx_walk_start(t, key);
+    for (uint32_t v; (v = idx_walk_next(t, key, &w));) {
+        REQUIRE(v >= 1 && v <= r->cap);
+        REQUIRE(r->live[v - 1] && r->key[v - 1] == key);
+        REQUIRE(seen[v - 1] == 0);
+        seen[v - 1] = 1;
+        got++;
+    }
+    REQUIRE(idx_walk_next(t, key, &w) == 0);  /* stays finished */
+    REQUIRE(got == r->per_key[key]);
+    w = idx_walk_start(t, key);
+    for (uint32_t v; (v = idx_walk_next(t, key, &w));)
+        seen[v - 1] = 0;
+}
+
+START_TEST(test_idx_incremental)
+{
+    uint64_t seed = test_seed("idx_incremental", 77), rs = seed;
+    enum { N = 20000, KEYS = IDX_TEST_KEYS };
+    struct ref r = {.key = calloc(N, sizeof(uint64_t)), .live = calloc(N, sizeof(bool)), .cap = N};
+    uint8_t *seen = calloc(N, 1);
+    uint64_t growths = 0, mid_finds = 0, mid_dels = 0, bulk_finish = 0;
+    for (int round = 0; round < 3; round++) {
+        struct mem m = {0};
+        struct idx t;
+        REQUIRE(idx_init(&t, &m, 8) == 0);
+        memset(r.live, 0, N * sizeof(bool));
+        memset(r.per_key, 0, sizeof r.per_key);
+        r.n = 0;
+        /* Mostly inserts so n climbs through many doublings; deletes,
+         * lookups and housekeeping steps land between and during moves. */
+        for (int step = 0; step < 60000; step++) {
+            uint32_t id = (uint32_t)trng_below(&rs, N);
+            uint32_t op = (uint32_t)trng_below(&rs, 100);
+            uint32_t mask = t.mask;
+            bool was_moving = t.old != NULL;
+            if (op < 60 && !r.live[id]) {
+                /* many ids share a key; a few keys are huge runs */
+                r.key[id] = trng_below(&rs, 8) ? trng_below(&rs, KEYS) : 7;
+                /* now and then a bulk reserve; during a move, one just
+                 * big enough to need the next growth */
+                uint64_t extra = 1;
+                if (trng_below(&rs, 400) == 0)
+                    extra = (t.old ? ((uint64_t)t.mask + 1) * 3 / 4 - t.n : 0) + 1 +
+                            trng_below(&rs, 300);
+                REQUIRE(idx_reserve(&t, &m, extra) == 0);
+                idx_put(&t, r.key[id], id);
+                r.live[id] = true;
+                r.per_key[r.key[id]]++;
+                r.n++;
+                if (was_moving && t.mask != mask)
+                    bulk_finish++;
+            } else if (op < 85 && r.live[id]) {
+                mid_dels += t.old != NULL;
+                idx_del(&t, r.key[id], id);
+                r.live[id] = false;
+                r.per_key[r.key[id]]--;
+                r.n--;
+            } else if (op < 88) {
+                idx_migrate(&t, &m, (uint32_t)trng_below(&rs, 64));
+            }
+            growths += t.mask != mask;
+            uint32_t probe = (uint32_t)trng_below(&rs, N);
+            mid_finds += t.old != NULL;
+            walk_matches(&t, &r, r.key[probe], seen);
+            REQUIRE(t.n == r.n);
+            if (step % 4096 == 0 || t.mask != mask)
+                REQUIRE(idx_check(&t) == 0);
+        }
+        REQUIRE(idx_check(&t) == 0);
+        for (uint32_t k = 0; k < KEYS; k += 97)
+            walk_matches(&t, &r, k, seen);
+        /* housekeeping alone finishes a move and frees the old table */
+        while (t.old)
+            idx_migrate(&t, &m, 100);
+        REQUIRE(idx_check(&t) == 0);
+        walk_matches(&t, &r, 7, seen);
+        for (uint32_t i = 0; i < N; i++)
+            if (r.live[i])
+                idx_del(&t, r.key[i], i);
+        REQUIRE(t.n == 0 && idx_check(&t) == 0);
+        idx_free(&t, &m);
+        REQUIRE(m.bytes[MEM_OTHER] == 0);
+    }
+    fprintf(stderr, "idx_incremental: %" PRIu64 " growths, %" PRIu64 " lookups and %" PRIu64
+            " deletes mid-move, %" PRIu64 " bulk reserves finished a move\n",
+            growths, mid_finds, mid_dels, bulk_finish);
+    REQUIRE(growths >= 30 && mid_finds > 1000 && mid_dels > 100 && bulk_finish > 0);
+    free(r.key);
+    free(r.live);
+    free(seen);
+}
+END_TEST
+
+/* One-at-a-time inserts never wait for a move: each reserve moves a bounded
+ * number of slots, and the next growth never finds the last one unfinished. */
+START_TEST(test_idx_bounded_steps)
+{
+    struct mem m = {0};
+    struct idx t;
+    REQUIRE(idx_init(&t, &m, 8) == 0);
+    uint32_t moving_reserves = 0;
+    for (uint32_t i = 0; i < 200000; i++) {
+        uint32_t mask = t.mask, mig = t.mig;
+        bool was_moving = t.old != NULL;
+        REQUIRE(idx_reserve(&t, &m, 1) == 0);
+        if (was_moving) {
+            moving_reserves++;
+            REQUIRE(t.mask == mask);               /* no growth on top of a move */
+            REQUIRE(!t.old || t.mig - mig <= 20);  /* a bounded step */
+        }
+        idx_put(&t, (uint64_t)i * 7919 + 3, i);
+    }
+    REQUIRE(moving_reserves > 1000);
+    REQUIRE(idx_check(&t) == 0);
+    for (uint32_t i = 0; i < 200000; i += 13)
+        REQUIRE(idx_find(&t, (uint64_t)i * 7919 + 3) == i + 1);
+    idx_free(&t, &m);
+    REQUIRE(m.bytes[MEM_OTHER] == 0);
+}
+END_TEST
+
+/* ENOMEM on a reserve that must grow while a move is in progress: -1,
+ * every key still found, the structure sound; the retry succeeds. */
+START_TEST(test_idx_enomem_mid_move)
+{
+    struct mem m = {0};
+    struct idx t;
+    REQUIRE(idx_init(&t, &m, 8) == 0);
+    uint32_t n = 0;
+    while (!(t.old && t.mask >= 1023)) {
+        REQUIRE(idx_reserve(&t, &m, 1) == 0);
+        idx_put(&t, n % 300, n);  /* duplicate keys: long runs across the cursor */
+        n++;
+    }
+    /* delete every 5th id, moved or not, so old holds tombstones too */
+    uint32_t live = n;
+    for (uint32_t i = 0; i < n; i += 5) {
+        idx_del(&t, i % 300, i);
+        live--;
+    }
+    REQUIRE(t.old != NULL && t.on < live);
+    REQUIRE(idx_check(&t) == 0);
+    uint32_t cap = t.mask + 1;
+    uint64_t before = m.bytes[MEM_OTHER];
+    m.fail_at = m.nallocs + 1;
+    REQUIRE(idx_reserve(&t, &m, cap) == -1);
+    REQUIRE(t.mask + 1 == cap);
+    REQUIRE(m.bytes[MEM_OTHER] <= before);
+    REQUIRE(idx_check(&t) == 0);
+    REQUIRE(t.n == live);
+    for (int pass = 0; pass < 2; pass++) {
+        uint8_t *hit = calloc(n, 1);
+        for (uint64_t k = 0; k < 300; k++) {
+            struct idx_walk w = idx_walk_start(&t, k);
+            for (uint32_t v; (v = idx_walk_next(&t, k, &w));) {
+                REQUIRE(v >= 1 && v <= n && (v - 1) % 300 == k && (v - 1) % 5 != 0);
+                REQUIRE(!hit[v - 1]);
+                hit[v - 1] = 1;
+            }
+        }
+        for (uint32_t i = 0; i < n; i++)
+            REQUIRE(hit[i] == (i % 5 != 0));
+        free(hit);
+        if (pass == 0) {
+            /* the retry grows, finishing the move first */
+            REQUIRE(idx_reserve(&t, &m, cap) == 0);
+            REQUIRE(t.mask + 1 > cap);
+            REQUIRE(idx_check(&t) == 0);
+        }
+    }
+    idx_free(&t, &m);
+    REQUIRE(m.bytes[MEM_OTHER] == 0);
+}
+END_TEST
+
 extern Suite *idx_suite(void);
 Suite *idx_suite(void)
 {
@@ -93,6 +290,9 @@ Suite *idx_suite(void)
     TCase *tc = tcase_create("idx");
     tcase_add_test(tc, test_idx_random);
     tcase_add_test(tc, test_idx_unique);
+    tcase_add_test(tc, test_idx_incremental);
+    tcase_add_test(tc, test_idx_bounded_steps);
+    tcase_add_test(tc, test_idx_enomem_mid_move);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -805,6 +805,57 @@ START_TEST(pipeline_bad_track_in_run)
 }
 END_TEST
 
+/* A long input is run in one go, but replies made so far are written every
+ * NET_FLUSH_USEC (here, under sanitizers, many times per input): the
+ * replies must still come out whole and in command order, whatever mix of
+ * batched TRACKs, refused TRACKs and other commands surrounds each write. */
+START_TEST(pipeline_writes_mid_input)
+{
+    struct srv s;
+    srv_start(&s, NULL);
+    const size_t n = 60000;
+    char *buf = malloc(n * 64);
+    ck_assert_ptr_nonnull(buf);
+    size_t o = 0, good = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (i % 97 == 0)
+            o += (size_t)sprintf(buf + o, "ECHO e%zu\r\n", i);
+        else if (i % 89 == 1)
+            o += (size_t)sprintf(buf + o, "TRACK 9 impression session=m%zu watch_ms=1\r\n", i);
+        else {
+            o += (size_t)sprintf(buf + o, "TRACK %zu view session=m%zu\r\n", i % 10 + 1, i % 300);
+            good++;
+        }
+    }
+    struct cli c;
+    cli_open(&c, s.port);
+    cli_send(&c, buf, o);
+    for (size_t i = 0; i < n; i++) {
+        const char *r = cli_reply(&c);
+        ck_assert_msg(r != NULL, "closed after %zu replies", i);
+        char want[48];
+        if (i % 97 == 0)
+        {
+            char tok[24];
+            int tl = sprintf(tok, "e%zu", i);
+            sprintf(want, "$%d\r\n%s\r\n", tl, tok);
+        }
+        else if (i % 89 == 1)
+            strcpy(want, "-ERR watch_ms: only allowed on view\r\n");
+        else
+            strcpy(want, "+OK\r\n");
+        ck_assert_msg(strcmp(r, want) == 0, "reply %zu: got %s want %s", i, r, want);
+    }
+    ck_assert_int_eq(info_num(&c, "interactions_total"), (long long)good);
+    fprintf(stderr, "pipeline_writes_mid_input: %lld writes before the input was all run\n",
+            info_num(&c, "mid_input_writes"));
+    free(buf);
+    cli_close(&c);
+    assert_alive(&s);
+    srv_stop_ok(&s);
+}
+END_TEST
+
 static const char split_script[] =
     "PING\r\n"
     "*2\r\n$4\r\nECHO\r\n$4\r\na\r\nb\r\n"
@@ -1391,6 +1442,15 @@ START_TEST(flags_and_config)
         {{"--trust-proxy", "maybe"}, "--trust-proxy: must be yes or no"},
         {{"--config", "/nonexistent/x.conf"}, "config /nonexistent/x.conf: No such file"},
         {{"--dir", ""}, "--dir: must be 1 to"},
+        {{"--snapshot-cpulist", "x"}, "--snapshot-cpulist: must be CPU numbers 0..1023"},
+        {{"--snapshot-cpulist", "3-1"}, "--snapshot-cpulist: must be CPU numbers"},
+        {{"--snapshot-cpulist", "1024"}, "--snapshot-cpulist: must be CPU numbers"},
+        {{"--snapshot-cpulist", "0,"}, "--snapshot-cpulist: must be CPU numbers"},
+        {{"--snapshot-cpulist", "0,,1"}, "--snapshot-cpulist: must be CPU numbers"},
+        {{"--snapshot-cpulist", "1-"}, "--snapshot-cpulist: must be CPU numbers"},
+        {{"--snapshot-cpulist", "-1"}, "--snapshot-cpulist: must be CPU numbers"},
+        {{"--snapshot-cpulist", "1 2"}, "--snapshot-cpulist: must be CPU numbers"},
+        {{"--snapshot-cpulist", ""}, "--snapshot-cpulist: must be CPU numbers"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char *out;
@@ -1405,6 +1465,7 @@ START_TEST(flags_and_config)
     ck_assert_int_eq(run_server_args(help, &out), 0);
     ck_assert_ptr_nonnull(strstr(out, "usage: shortstatd"));
     ck_assert_ptr_nonnull(strstr(out, "--snapshot-interval"));
+    ck_assert_ptr_nonnull(strstr(out, "--snapshot-cpulist"));
     free(out);
     const char *ver[] = {"--version", NULL};
     ck_assert_int_eq(run_server_args(ver, &out), 0);
@@ -1590,6 +1651,38 @@ START_TEST(snapshot_command)
     cli_close(&c);
     assert_alive(&s);
     srv_stop_ok(&s);
+}
+END_TEST
+
+/* --snapshot-cpulist pins the child; a list naming no CPU of this machine
+ * is logged and the child runs unpinned. Either way the snapshot is good. */
+START_TEST(snapshot_cpulist)
+{
+    static const char *const lists[] = {"0", "0-1,5", "1000-1023"};
+    for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++) {
+        struct srv s;
+        const char *args[] = {"--snapshot-cpulist", lists[i], NULL};
+        srv_start(&s, args);
+        struct cli c;
+        cli_open(&c, s.port);
+        EXPECT(&c, "+OK\r\n", "TRACK 1 view session=a watch_ms=5");
+        EXPECT(&c, "+Snapshot started\r\n", "SNAPSHOT");
+        wait_snapshot_done(&c);
+        ck_assert_msg(info_has(&c, "last_snapshot_status:ok"), "list %s", lists[i]);
+        cli_close(&c);
+        if (i == 1)
+            ck_assert(log_has(&s, "snapshot-cpulist=0-1,5 "));
+        if (i == 2)
+            ck_assert(log_has(&s, "--snapshot-cpulist: Invalid argument; running unpinned"));
+        else
+            ck_assert(!log_has(&s, "running unpinned"));
+        char path[128];
+        snprintf(path, sizeof path, "%s/%s", s.dir, SNAP_FILE);
+        struct snap_header h;
+        struct snap_err e;
+        ck_assert_int_eq(snap_verify(path, &h, &e), SNAP_OK);
+        srv_stop_ok(&s);
+    }
 }
 END_TEST
 
@@ -1813,6 +1906,7 @@ START_TEST(config_edge_errors)
         {"port\n", "line 1: port: must be an integer 0..65535"},
         {"query-buffer-limit 99999999999999999999\n", "query-buffer-limit: must be a size"},
         {"client-output-limit 2t\n", "client-output-limit: must be a size"},
+        {"snapshot-cpulist 0-2000\n", "line 1: snapshot-cpulist: must be CPU numbers"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         FILE *f = fopen(conf, "w");
@@ -1859,6 +1953,7 @@ Suite *server_suite(void)
     tcase_add_test(tc, history_records_replay);
     tcase_add_test(tc, pipeline_100k_one_write);
     tcase_add_test(tc, pipeline_bad_track_in_run);
+    tcase_add_test(tc, pipeline_writes_mid_input);
     tcase_add_test(tc, split_at_every_byte);
     tcase_add_test(tc, multi_exec_atomic);
     suite_add_tcase(su, tc);
@@ -1891,6 +1986,7 @@ Suite *server_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, snapshot_across_restart);
     tcase_add_test(tc, snapshot_command);
+    tcase_add_test(tc, snapshot_cpulist);
     tcase_add_test(tc, snapshot_interval);
     tcase_add_test(tc, corrupt_snapshot_refused);
     suite_add_tcase(su, tc);
