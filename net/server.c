@@ -867,6 +867,13 @@ int net_server_init(struct server *s, const struct net_config *cfg)
                  (unsigned long long)ei.records);
     }
 
+    /* Signals first: "listening on" tells a supervisor (and the tests) that
+     * SIGTERM/SIGINT now mean a clean shutdown, not death by default action. */
+    ev_signal_init(&s->sigint_w, signal_cb, SIGINT);
+    ev_signal_init(&s->sigterm_w, signal_cb, SIGTERM);
+    s->sigint_w.data = s->sigterm_w.data = s;
+    ev_signal_start(s->loop, &s->sigint_w);
+    ev_signal_start(s->loop, &s->sigterm_w);
     if (listen_on(s, s->cfg.port, &s->lfd, &s->port))
         return -1;
     if (cfg->http_port) {
@@ -888,11 +895,6 @@ int net_server_init(struct server *s, const struct net_config *cfg)
     ev_io_start(loop, &s->accept_w);
     ev_timer_init(&s->accept_pause_w, accept_resume_cb, 0.1, 0.);
     s->accept_pause_w.data = s;
-    ev_signal_init(&s->sigint_w, signal_cb, SIGINT);
-    ev_signal_init(&s->sigterm_w, signal_cb, SIGTERM);
-    s->sigint_w.data = s->sigterm_w.data = s;
-    ev_signal_start(loop, &s->sigint_w);
-    ev_signal_start(loop, &s->sigterm_w);
     ev_prepare_init(&s->flush_w, flush_cb);
     s->flush_w.data = s;
     ev_prepare_start(loop, &s->flush_w);
