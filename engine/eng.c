@@ -343,7 +343,7 @@ static uint64_t slab_grow_to(uint32_t cap, uint32_t hi, uint32_t nfree, uint64_t
     uint64_t avail = (uint64_t)(cap > hi ? cap - hi : 0) + nfree;
     if (avail >= extra)
         return 0;
-    uint64_t want = (uint64_t)hi + (extra - avail);
+    uint64_t want = (uint64_t)hi + (extra - nfree);  /* free slots are taken first */
     if (want >= ENG_NONE)
         return ENG_NONE;
     uint64_t ncap = grow_cap(cap, want, min);

@@ -315,8 +315,10 @@ int eng_restore_short(struct eng *e, const struct eng_short_view *v,
  * newest are kept (a restart with a smaller --history). Ids must exist. */
 int eng_restore_ring(struct eng *e, const struct eng_ring_view *v,
                      const struct eng_rec_view *recs, struct eng_err *err);
-/* Rebuilds reference counts and derived indexes; checks every context and
- * user agent is referenced. */
+/* Rebuilds reference counts and derived indexes (the session and user
+ * indexes among them, so a session or user restored twice is refused here,
+ * not by eng_restore_ring); checks every context and user agent is
+ * referenced. */
 int eng_restore_finish(struct eng *e, const struct eng_totals *t, struct eng_err *err);
 
 #endif

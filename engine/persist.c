@@ -286,10 +286,14 @@ int eng_restore_reserve(struct eng *e, const struct eng_walk_counts *c, struct e
     if (c->shorts >= ENG_NONE || c->sessions >= ENG_NONE || c->users >= ENG_NONE ||
         c->ctxs >= ENG_NONE || c->uas >= ENG_NONE || c->platforms > ENG_PLATFORMS_MAX)
         return fail(e, err, ENG_ELIMIT, "counts", "beyond the engine's limits", 0);
+    /* Context and user agent ids start at 1 (slot 0 is "none"), so their
+     * slabs need one slot more than the count for the highest id to fit
+     * without slab_place growing them by doubling at the end of a load. */
     if ((c->shorts && eng_reserve_shorts(e, c->shorts)) ||
         (c->sessions && eng_reserve_sessions(e, c->sessions)) ||
         (c->users && eng_reserve_users(e, c->users)) ||
-        (c->ctxs && eng_reserve_ctxs(e, c->ctxs)) || (c->uas && eng_reserve_uas(e, c->uas)) ||
+        (c->ctxs && eng_reserve_ctxs(e, c->ctxs + 1)) ||
+        (c->uas && eng_reserve_uas(e, c->uas + 1)) ||
         (c->platforms && eng_reserve_platforms(e, c->platforms)))
         return fail(e, err, ENG_ENOMEM, "memory", "out of memory", 0);
     return ENG_OK;
@@ -501,6 +505,107 @@ static int check_rec(const struct eng *e, const struct eng_ring_view *v,
     return *why ? -1 : 0;
 }
 
+/*
+ * Sessions and users are placed during restore but indexed only at finish.
+ * Probing ss_idx or us_idx once per ring (for the duplicate check, then the
+ * insert) is a random access into a table of several to tens of MB -- at
+ * 2M interactions the largest single cost of a load, which prefetching a
+ * few rings ahead did not hide on our VMs. index_build instead inserts
+ * every key in order of its home slot, so each table is written front to
+ * back; two rings of one session or user share a key and so meet in one
+ * probe run there.
+ */
+
+/* eng_sess_new and eng_user_new without the index insert (keep in step). */
+static uint32_t sess_place(struct eng *e, uint64_t hash, size_t len, int64_t last_seen)
+{
+    uint32_t si = eng_slab_take(e->ss, sizeof(*e->ss), offsetof(struct sess, bctx), &e->ss_free,
+                                &e->ss_nfree, &e->ss_hi, ENG_NONE);
+    struct sess *ss = &e->ss[si];
+    memset(ss, 0, sizeof(*ss));
+    ss->last_seen = last_seen;
+    ss->hash = hash;
+    ss->slen = (uint8_t)len;
+    e->nss++;
+    return si;
+}
+
+static uint32_t user_place(struct eng *e, uint64_t id, int64_t last_seen)
+{
+    uint32_t ui = e->nus++;
+    struct user *u = &e->us[ui];
+    memset(u, 0, sizeof(*u));
+    u->id = id;
+    u->last_seen = last_seen;
+    return ui;
+}
+
+/* Slot i of the user or session table: its index key, or false if free. */
+static inline bool table_key(const struct eng *e, bool users, uint32_t i, uint64_t *key)
+{
+    if (users) {
+        *key = e->us[i].id;
+        return true;
+    }
+    *key = e->ss[i].hash;
+    return e->ss[i].slen != 0;
+}
+
+/* Two entries with one key: the same user always; the same session only if
+ * the ids match too (different ids may share a fingerprint). */
+static bool same_entry(const struct eng *e, bool users, uint32_t a, uint32_t b)
+{
+    if (users)
+        return true;
+    const struct sess *x = &e->ss[a], *y = &e->ss[b];
+    return x->slen == y->slen && memcmp(eng_sess_id(e, x), eng_sess_id(e, y), x->slen) == 0;
+}
+
+static int index_build(struct eng *e, bool users, struct eng_err *err)
+{
+    struct idx *t = users ? &e->us_idx : &e->ss_idx;
+    uint32_t n = users ? e->nus : e->nss, hi = users ? e->nus : e->ss_hi;
+    if (n == 0)
+        return ENG_OK;
+    if (idx_reserve(t, &e->mem, n))
+        return fail(e, err, ENG_ENOMEM, "memory", "out of memory", 0);
+    /* Counting sort by home slot, in buckets of a few slots' worth. */
+    uint32_t cap = t->mask + 1, shift = 0;
+    while ((cap >> shift) > 65536)
+        shift++;
+    uint32_t nb = cap >> shift, ncnt = (nb + 2) & ~1u;  /* keys stay 8-aligned */
+    size_t bytes = (size_t)ncnt * sizeof(uint32_t) + (size_t)n * (sizeof(uint64_t) + sizeof(uint32_t));
+    uint32_t *cnt = mem_alloc(&e->mem, MEM_OTHER, bytes);
+    if (!cnt)
+        return fail(e, err, ENG_ENOMEM, "memory", "out of memory", 0);
+    uint64_t *keys = (uint64_t *)(cnt + ncnt), key;
+    uint32_t *ids = (uint32_t *)(keys + n);
+    memset(cnt, 0, (size_t)ncnt * sizeof(uint32_t));
+    for (uint32_t i = 0; i < hi; i++)
+        if (table_key(e, users, i, &key))
+            cnt[(idx_home(t, key) >> shift) + 1]++;
+    for (uint32_t b = 1; b < nb; b++)
+        cnt[b] += cnt[b - 1];
+    for (uint32_t i = 0; i < hi; i++)
+        if (table_key(e, users, i, &key)) {
+            uint32_t k = cnt[idx_home(t, key) >> shift]++;
+            keys[k] = key;
+            ids[k] = i;
+        }
+    int rc = ENG_OK;
+    for (uint32_t k = 0; k < n && rc == ENG_OK; k++) {
+        struct idx_walk w = idx_walk_start(t, keys[k]);
+        for (uint32_t v; rc == ENG_OK && (v = idx_walk_next(t, keys[k], &w));)
+            if (same_entry(e, users, ids[k], v - 1))
+                rc = fail(e, err, ENG_EINVAL, users ? "user" : "session", "duplicate",
+                          users ? keys[k] : 0);
+        if (rc == ENG_OK)
+            idx_put(t, keys[k], ids[k]);  /* the run just walked is in cache */
+    }
+    mem_free(&e->mem, MEM_OTHER, cnt, bytes);
+    return rc;
+}
+
 int eng_restore_ring(struct eng *e, const struct eng_ring_view *v, const struct eng_rec_view *recs,
                      struct eng_err *err)
 {
@@ -513,16 +618,14 @@ int eng_restore_ring(struct eng *e, const struct eng_ring_view *v, const struct 
     if (v->is_user) {
         if (v->user == 0)
             return fail(e, err, ENG_EINVAL, what, "id must be at least 1", 0);
-        if (idx_find(&e->us_idx, v->user))
-            return fail(e, err, ENG_EINVAL, what, "duplicate", key);
+        /* duplicates are found when finish indexes the users */
     } else {
         if (!eng_session_ok(v->session, v->session_len))
             return fail(e, err, ENG_EINVAL, what, "bad id", 0);
         if (v->nrecs == 0)  /* a session's id lives in its records' context */
             return fail(e, err, ENG_EINVAL, what, "with no records", 0);
         h = eng_fp_session(v->session, v->session_len);
-        if (eng_sess_find(e, h, v->session, v->session_len) != ENG_NONE)
-            return fail(e, err, ENG_EINVAL, what, "duplicate", 0);
+        /* duplicates are found when finish indexes the sessions */
     }
     for (size_t i = 0; i < v->nrecs; i++) {
         uint32_t six;
@@ -538,15 +641,14 @@ int eng_restore_ring(struct eng *e, const struct eng_ring_view *v, const struct 
     if (v->is_user) {
         if (eng_reserve_users(e, 1))
             return fail(e, err, ENG_ENOMEM, "memory", "out of memory", 0);
-        struct user *u = &e->us[eng_user_new(e, v->user, v->last_seen_ms)];
+        struct user *u = &e->us[user_place(e, v->user, v->last_seen_ms)];
         r = &u->ring;
         last_ctx = &u->last_ctx;
         sig = &u->sig;
     } else {
         if (eng_reserve_sessions(e, 1))
             return fail(e, err, ENG_ENOMEM, "memory", "out of memory", 0);
-        struct sess *ss =
-            &e->ss[eng_sess_new(e, h, v->session, v->session_len, v->last_seen_ms)];
+        struct sess *ss = &e->ss[sess_place(e, h, v->session_len, v->last_seen_ms)];
         r = &ss->ring;
         last_ctx = &ss->last_ctx;
         sig = &ss->sig;
@@ -580,6 +682,8 @@ int eng_restore_finish(struct eng *e, const struct eng_totals *t, struct eng_err
 {
     int rc = enter(e, PH_DONE, err);
     if (rc)
+        return rc;
+    if ((rc = index_build(e, false, err)) || (rc = index_build(e, true, err)))
         return rc;
     uint64_t sum = 0;
     for (int i = 0; i < ENG_T_COUNT; i++)

@@ -47,6 +47,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -391,6 +393,8 @@ struct idslot {
 struct idmap {
     struct idslot *slots;
     size_t mask, n;
+    uint32_t *dense;     /* after idmap_densify: dense[k] = val + 1, 0 = absent */
+    uint64_t dense_n;    /* keys below it are in dense[] */
 };
 
 static inline size_t idmap_slot(uint64_t k) { return (size_t)((k * 0x9E3779B97F4A7C15ull) >> 17); }
@@ -411,7 +415,32 @@ static int idmap_init(struct idmap *m, size_t n)
 static void idmap_free(struct idmap *m)
 {
     free(m->slots);
+    free(m->dense);
     memset(m, 0, sizeof *m);
+}
+
+/* When the keys are small numbers (short ids handed out 1, 2, 3, ...), a
+ * plain array by key takes 4 bytes a key where the slots take 32 (16 a
+ * slot at half load), so far more of it stays in cache: the loader looks a
+ * short up once per retained record. The slots stay for the inserts; gets
+ * use the array. A no-op (the map still works) for sparse keys or when
+ * memory is short. */
+static void idmap_densify(struct idmap *m)
+{
+    uint64_t max = 0;
+    for (size_t i = 0; m->slots && i <= m->mask; i++)
+        if (m->slots[i].key > max)
+            max = m->slots[i].key;
+    if (m->n == 0 || max >= 4 * (uint64_t)m->n + 1024)
+        return;
+    uint32_t *d = calloc((size_t)max + 1, sizeof *d);
+    if (!d)
+        return;
+    for (size_t i = 0; i <= m->mask; i++)
+        if (m->slots[i].key)
+            d[m->slots[i].key] = m->slots[i].val + 1;
+    m->dense = d;
+    m->dense_n = max + 1;
 }
 
 static void idmap_insert(struct idmap *m, uint64_t k, uint32_t v)
@@ -448,6 +477,12 @@ static int idmap_put(struct idmap *m, uint64_t k, uint32_t v)
 
 static bool idmap_get(const struct idmap *m, uint64_t k, uint32_t *v)
 {
+    if (m->dense) {
+        if (k >= m->dense_n || m->dense[k] == 0)
+            return false;
+        *v = m->dense[k] - 1;
+        return true;
+    }
     if (k == 0 || !m->slots)
         return false;
     for (size_t i = idmap_slot(k) & m->mask;; i = (i + 1) & m->mask) {
@@ -1821,93 +1856,332 @@ static int rd_short_ids(struct rd *r)
     if (r->nshorts != r->h.counts.shorts)
         return fail(r->err, SNAP_ECORRUPT, 40, "header says %" PRIu64 " shorts, body has %" PRIu32,
                     r->h.counts.shorts, r->nshorts);
+    idmap_densify(&r->shorts);
     return SNAP_OK;
+}
+
+/*
+ * The two passes over the rings, decoding on a second thread.
+ *
+ * Decoding (LZ4, varints, the context table checks, the implied pairs) is
+ * loader work that never touches the engine, and restoring is engine work
+ * that never touches compressed bytes, so a load splits along that line: a
+ * decoding thread fills batches -- the contexts a run of rings defines
+ * (pass 1), or the rings themselves (pass 2) -- and the caller's thread
+ * restores them, one batch behind. The engine stays single-threaded. Two
+ * batches alternate; a batch holds items of one chunk only, at most RB_MAX
+ * rings, so its memory is bounded whatever a file claims. A decoding error
+ * ends the batch it occurs in and is reported once the items before it
+ * are restored, so errors surface in file order exactly as a sequential
+ * load would report them. When the thread cannot be started, or the
+ * process may use only one CPU, the caller's thread fills each batch
+ * itself.
+ */
+#define RB_MAX 4096
+#define RB_NBUF 2
+
+struct rbatch {
+    const struct snap_chunk *chunk;  /* every item is from this chunk */
+    /* pass 1: contexts defined here, sessions in csess (ENG_SESSION_MAX each) */
+    struct eng_ctx_view *cv;
+    char *csess;
+    size_t nc, cv_cap, csess_cap;
+    /* pass 2: rings, sessions in sess; records from recs + first[i] */
+    struct eng_ring_view *v;
+    size_t *first;
+    char *sess;
+    struct eng_rec_view *recs;
+    size_t n, nrecs, recs_cap;
+    int rc;                          /* decoding stopped here with this error */
+    bool last;                       /* no batch follows */
+};
+
+struct rpipe {
+    struct rd *r;
+    int pass;
+    struct rbatch b[RB_NBUF];
+    /* decoder state, the decoding thread's alone */
+    struct snap_scratch s;
+    struct snap_err err;             /* its error, read once its batch is handed over */
+    struct snap_cur cur;
+    size_t chunk;                    /* next chunk to look at */
+    bool in_chunk;
+    uint32_t next_id;                /* the id the next new context gets */
+    /* hand-over: batch k lives in b[k % RB_NBUF] */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    unsigned produced, consumed;
+    bool stop;
+};
+
+static void rbatch_free(struct rbatch *b)
+{
+    free(b->cv);
+    free(b->csess);
+    free(b->v);
+    free(b->first);
+    free(b->sess);
+    free(b->recs);
+    memset(b, 0, sizeof *b);
+}
+
+static int pdec_nomem(struct rpipe *p, const char *what)
+{
+    return fail(&p->err, SNAP_ENOMEM, p->cur.chunk ? p->cur.chunk->offset : 0,
+                "%s: out of memory", what);
+}
+
+/* Pass 1, one ring: check its contexts, queue the new ones, collect the
+ * (short, viewer) pairs its records imply. */
+static int pdec_ring1(struct rpipe *p, struct rbatch *b, const struct snap_ring *ring)
+{
+    struct rd *r = p->r;
+    struct snap_cur *cur = &p->cur;
+    uint64_t fps[8];   /* viewer fingerprint per local ctx, first few cached */
+    for (size_t l = 1; l <= ring->nctx; l++) {
+        const struct snap_ctx *x = &ring->ctx[l];
+        uint64_t hsh = ctx_content_hash(x);
+        if (x->is_new) {
+            if (x->id > r->h.counts.ctxs)
+                return cbad(cur, "more contexts than the header's %" PRIu64, r->h.counts.ctxs);
+            if (grow((void **)&r->ctx_hash, &r->ctx_hash_cap, (size_t)x->id + 1,
+                     sizeof *r->ctx_hash) ||
+                grow((void **)&b->cv, &b->cv_cap, b->nc + 1, sizeof *b->cv) ||
+                grow((void **)&b->csess, &b->csess_cap, (b->nc + 1) * ENG_SESSION_MAX, 1))
+                return pdec_nomem(p, "contexts");
+            r->ctx_hash[x->id] = hsh;
+            struct eng_ctx_view *cv = &b->cv[b->nc];
+            *cv = (struct eng_ctx_view){
+                .id = x->id, .user = x->user, .session_len = x->session_len,
+                .ip_family = x->ip_family, .ua_id = x->ua_id,
+            };
+            memcpy(cv->ip, x->ip, 16);
+            if (x->session) {   /* csess may still move: the pointer is set at hand-over */
+                memcpy(b->csess + b->nc * ENG_SESSION_MAX, x->session, x->session_len);
+                cv->session = b->csess;
+            }
+            b->nc++;
+            r->got.ctxs++;
+        } else if (r->ctx_hash[x->id] != hsh) {
+            return cbad(cur, "context %" PRIu32 " repeated with other content", x->id);
+        }
+        if (l < 8)
+            fps[l] = x->user ? snap_fp_user(x->user) : snap_fp_session(x->session, x->session_len);
+    }
+    for (size_t k = 0; k < ring->v.nrecs; k++) {
+        const struct eng_rec_view *rec = &ring->recs[k];
+        struct pairs *pp = rec->type == ENG_T_SAVE ? &r->ps
+                           : (rec->type == ENG_T_IMPRESSION || rec->type == ENG_T_VIEW) ? &r->pv
+                                                                                        : NULL;
+        uint32_t six;
+        if (!pp || rec->ctx_id == 0)
+            continue;   /* other records' shorts: eng_restore_ring checks */
+        if (!idmap_get(&r->shorts, rec->short_id, &six))
+            return cbad(cur, "record of unknown short %" PRIu64, rec->short_id);
+        const struct snap_ctx *x = &ring->ctx[rec->ctx_id];
+        uint64_t fp = rec->ctx_id < 8 ? fps[rec->ctx_id]
+                      : x->user ? snap_fp_user(x->user)
+                                : snap_fp_session(x->session, x->session_len);
+        if (pairs_push(pp, six, fp))
+            return pdec_nomem(p, "implied sets");
+    }
+    if (ring->v.is_user)
+        r->got.users++;
+    else
+        r->got.sessions++;
+    r->got.records += ring->v.nrecs;
+    return SNAP_OK;
+}
+
+/* Pass 2, one ring: queue it with its contexts as file-wide ids. */
+static int pdec_ring2(struct rpipe *p, struct rbatch *b, const struct snap_ring *ring)
+{
+    if (!b->v) {
+        b->v = malloc(RB_MAX * sizeof *b->v);
+        b->first = malloc(RB_MAX * sizeof *b->first);
+        b->sess = malloc((size_t)RB_MAX * ENG_SESSION_MAX);
+        if (!b->v || !b->first || !b->sess)
+            return pdec_nomem(p, "rings");
+    }
+    if (grow((void **)&b->recs, &b->recs_cap, b->nrecs + ring->v.nrecs + 1, sizeof *b->recs))
+        return pdec_nomem(p, "records");
+    struct eng_ring_view *v = &b->v[b->n];
+    *v = ring->v;
+    if (!v->is_user) {
+        char *sess = b->sess + b->n * ENG_SESSION_MAX;
+        memcpy(sess, v->session, v->session_len);
+        v->session = sess;
+    }
+    struct eng_rec_view *out = b->recs + b->nrecs;
+    for (size_t k = 0; k < v->nrecs; k++) {
+        out[k] = ring->recs[k];
+        out[k].ctx_id = ring->ctx[out[k].ctx_id].id;
+    }
+    b->first[b->n++] = b->nrecs;
+    b->nrecs += v->nrecs;
+    return SNAP_OK;
+}
+
+/* Decode the next batch: rings of the current chunk until it ends or the
+ * batch is full. Sets b->last after the last ring chunk or an error. */
+static void pdec_fill(struct rpipe *p, struct rbatch *b)
+{
+    struct rd *r = p->r;
+    b->nc = b->n = b->nrecs = 0;
+    b->rc = SNAP_OK;
+    b->last = false;
+    b->chunk = NULL;
+    int rc = SNAP_OK;
+    while (!p->in_chunk) {
+        if (p->chunk == r->nchunks) {
+            b->last = true;
+            return;
+        }
+        const struct snap_chunk *c = &r->chunks[p->chunk++];
+        if (c->sec != SNAP_SEC_SESS && c->sec != SNAP_SEC_USER)
+            continue;
+        p->cur.chunk = b->chunk = c;
+        if ((rc = snap_chunk_inflate(&p->s, c, r->buf + c->offset + SNAP_CHUNK_HDR, &p->err)))
+            goto out;
+        p->cur = (struct snap_cur){
+            .p = p->s.raw, .start = p->s.raw, .end = p->s.raw + c->raw_len, .chunk = c,
+            .created_ms = r->h.created_ms, .err = &p->err,
+        };
+        p->in_chunk = true;
+    }
+    struct snap_cur *cur = &p->cur;
+    const struct snap_chunk *c = cur->chunk;
+    b->chunk = c;
+    for (; cur->item < c->nitems && b->n < RB_MAX && b->nc < RB_MAX; cur->item++) {
+        struct snap_ring ring;
+        if ((rc = snap_dec_ring(cur, &p->s, c->sec == SNAP_SEC_USER, &p->next_id, &ring)))
+            goto out;
+        if (ring.v.nrecs > r->h.history) {
+            rc = cbad(cur, "ring of %zu records, history is %" PRIu32, ring.v.nrecs, r->h.history);
+            goto out;
+        }
+        if ((rc = p->pass == 1 ? pdec_ring1(p, b, &ring) : pdec_ring2(p, b, &ring)))
+            goto out;
+    }
+    if (cur->item == c->nitems) {
+        p->in_chunk = false;
+        rc = rd_close_chunk(cur);
+    }
+out:
+    for (size_t i = 0; i < b->nc; i++)
+        if (b->cv[i].session)
+            b->cv[i].session = b->csess + i * ENG_SESSION_MAX;
+    if (rc) {
+        b->rc = rc;
+        b->last = true;
+    }
+}
+
+static void *pdec_main(void *arg)
+{
+    struct rpipe *p = arg;
+    for (;;) {
+        pthread_mutex_lock(&p->mu);
+        while (p->produced - p->consumed == RB_NBUF && !p->stop)
+            pthread_cond_wait(&p->cv, &p->mu);
+        bool stop = p->stop;
+        pthread_mutex_unlock(&p->mu);
+        if (stop)
+            break;
+        struct rbatch *b = &p->b[p->produced % RB_NBUF];
+        pdec_fill(p, b);
+        pthread_mutex_lock(&p->mu);
+        p->produced++;
+        pthread_cond_broadcast(&p->cv);
+        pthread_mutex_unlock(&p->mu);
+        if (b->last)
+            break;
+    }
+    return NULL;
+}
+
+/* Restore one batch in the caller's thread. */
+static int prestore(struct rpipe *p, const struct rbatch *b)
+{
+    struct rd *r = p->r;
+    for (size_t i = 0; i < b->nc; i++) {
+        struct eng_err ee = {0};
+        int rc = eng_restore_ctx(r->e, &b->cv[i], &ee);
+        if (rc)
+            return eng_fail(r, rc, &ee, b->chunk, "a context");
+    }
+    for (size_t k = 0; k < b->n; k++) {
+        struct eng_err ee = {0};
+        int rc = eng_restore_ring(r->e, &b->v[k], b->recs + b->first[k], &ee);
+        if (rc)
+            return eng_fail(r, rc, &ee, b->chunk, "a ring");
+    }
+    if (b->rc && r->err)
+        *r->err = p->err;
+    return b->rc;
+}
+
+/* CPUs this thread may run on: a second thread pinned to the same single
+ * CPU (shortstatd pinned by an operator or the bench) would only take
+ * turns with this one. */
+static int cpus_usable(void)
+{
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    return sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
 }
 
 /* Rings, pass 1 (restore contexts, collect implied pairs) or 2 (restore rings). */
 static int rd_rings(struct rd *r, int pass)
 {
-    uint32_t next_id = 1;
-    for (size_t i = 0; i < r->nchunks; i++) {
-        const struct snap_chunk *c = &r->chunks[i];
-        if (c->sec != SNAP_SEC_SESS && c->sec != SNAP_SEC_USER)
-            continue;
-        struct snap_cur cur;
-        int rc = rd_open_chunk(r, c, &cur);
-        if (rc)
-            return rc;
-        for (; cur.item < c->nitems; cur.item++) {
-            struct snap_ring ring;
-            if ((rc = snap_dec_ring(&cur, &r->s, c->sec == SNAP_SEC_USER, &next_id, &ring)))
-                return rc;
-            if (ring.v.nrecs > r->h.history)
-                return cbad(&cur, "ring of %zu records, history is %" PRIu32, ring.v.nrecs,
-                            r->h.history);
-            if (pass == 1) {
-                uint64_t fps[8];   /* viewer fingerprint per local ctx, first few cached */
-                for (size_t l = 1; l <= ring.nctx; l++) {
-                    const struct snap_ctx *x = &ring.ctx[l];
-                    uint64_t hsh = ctx_content_hash(x);
-                    if (x->is_new) {
-                        if (x->id > r->h.counts.ctxs)
-                            return cbad(&cur, "more contexts than the header's %" PRIu64,
-                                        r->h.counts.ctxs);
-                        if (grow((void **)&r->ctx_hash, &r->ctx_hash_cap, (size_t)x->id + 1,
-                                 sizeof *r->ctx_hash))
-                            return fail(r->err, SNAP_ENOMEM, c->offset, "contexts: out of memory");
-                        r->ctx_hash[x->id] = hsh;
-                        struct eng_ctx_view cv = {
-                            .id = x->id, .user = x->user, .session = x->session,
-                            .session_len = x->session_len, .ip_family = x->ip_family,
-                            .ua_id = x->ua_id,
-                        };
-                        memcpy(cv.ip, x->ip, 16);
-                        struct eng_err ee = {0};
-                        if ((rc = eng_restore_ctx(r->e, &cv, &ee)))
-                            return eng_fail(r, rc, &ee, c, "a context");
-                        r->got.ctxs++;
-                    } else if (r->ctx_hash[x->id] != hsh) {
-                        return cbad(&cur, "context %" PRIu32 " repeated with other content", x->id);
-                    }
-                    if (l < 8)
-                        fps[l] = x->user ? snap_fp_user(x->user)
-                                         : snap_fp_session(x->session, x->session_len);
-                }
-                for (size_t k = 0; k < ring.v.nrecs; k++) {
-                    const struct eng_rec_view *rec = &ring.recs[k];
-                    struct pairs *p = rec->type == ENG_T_SAVE ? &r->ps
-                                      : (rec->type == ENG_T_IMPRESSION || rec->type == ENG_T_VIEW)
-                                          ? &r->pv : NULL;
-                    uint32_t six;
-                    if (!p || rec->ctx_id == 0)
-                        continue;   /* other records' shorts: eng_restore_ring checks */
-                    if (!idmap_get(&r->shorts, rec->short_id, &six))
-                        return cbad(&cur, "record of unknown short %" PRIu64, rec->short_id);
-                    const struct snap_ctx *x = &ring.ctx[rec->ctx_id];
-                    uint64_t fp = rec->ctx_id < 8 ? fps[rec->ctx_id]
-                                  : x->user ? snap_fp_user(x->user)
-                                            : snap_fp_session(x->session, x->session_len);
-                    if (pairs_push(p, six, fp))
-                        return fail(r->err, SNAP_ENOMEM, c->offset, "implied sets: out of memory");
-                }
-                if (ring.v.is_user)
-                    r->got.users++;
-                else
-                    r->got.sessions++;
-                r->got.records += ring.v.nrecs;
-            } else {
-                for (size_t k = 0; k < ring.v.nrecs; k++)
-                    ring.recs[k].ctx_id = ring.ctx[ring.recs[k].ctx_id].id;
-                struct eng_err ee = {0};
-                if ((rc = eng_restore_ring(r->e, &ring.v, ring.recs, &ee)))
-                    return eng_fail(r, rc, &ee, c, "a ring");
-            }
-        }
-        if ((rc = rd_close_chunk(&cur)))
-            return rc;
+    struct rpipe *p = calloc(1, sizeof *p);
+    if (!p)
+        return fail(r->err, SNAP_ENOMEM, 0, "rings: out of memory");
+    p->r = r;
+    p->pass = pass;
+    p->next_id = 1;
+    pthread_t th;
+    bool sync = pthread_mutex_init(&p->mu, NULL) == 0;
+    if (sync && pthread_cond_init(&p->cv, NULL) != 0) {
+        pthread_mutex_destroy(&p->mu);
+        sync = false;
     }
-    r->next_ctx_id = next_id;
-    return SNAP_OK;
+    bool threaded = sync && cpus_usable() > 1 && pthread_create(&th, NULL, pdec_main, p) == 0;
+    int rc = SNAP_OK;
+    for (bool last = false; !rc && !last;) {
+        struct rbatch *b = &p->b[p->consumed % RB_NBUF];
+        if (threaded) {
+            pthread_mutex_lock(&p->mu);
+            while (p->produced == p->consumed)
+                pthread_cond_wait(&p->cv, &p->mu);
+            pthread_mutex_unlock(&p->mu);
+        } else {
+            pdec_fill(p, b);
+        }
+        rc = prestore(p, b);
+        last = b->last;
+        if (threaded) {
+            pthread_mutex_lock(&p->mu);
+            p->consumed++;
+            p->stop = rc != SNAP_OK;
+            pthread_cond_broadcast(&p->cv);
+            pthread_mutex_unlock(&p->mu);
+        } else {
+            p->consumed++;
+        }
+    }
+    if (threaded)
+        pthread_join(th, NULL);
+    if (sync) {
+        pthread_cond_destroy(&p->cv);
+        pthread_mutex_destroy(&p->mu);
+    }
+    r->next_ctx_id = p->next_id;
+    for (int i = 0; i < RB_NBUF; i++)
+        rbatch_free(&p->b[i]);
+    snap_scratch_free(&p->s);
+    free(p);
+    return rc;
 }
 
 /* Implied ∪ explicit, both sorted; they must be disjoint and add up. */

@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +30,7 @@
 #include <xxhash.h>
 
 #include "engine/eng.h"
+#include "engine/eng_test.h"
 #include "snapshot/snap.h"
 
 #ifndef SHORTSTAT_BUILD
@@ -730,6 +732,204 @@ START_TEST(structural_corruption_behind_valid_checksums)
     ck_assert_uint_gt(refused, accepted);
     LZ4F_freeDecompressionContext(d);
     free(out);
+    free(m.p);
+}
+END_TEST
+
+/* Enough sessions and users that a chunk spans several of the loader's
+ * batches (4096 rings) and the decoding thread hands over many of them,
+ * loaded twice: as it comes (with the decoding thread when the process may
+ * use two CPUs) and pinned to one CPU (the loader then decodes in the
+ * caller's thread). Both must answer like the original, and a byte changed
+ * deep in a big ring chunk must still be refused or load consistently. */
+START_TEST(load_in_batches_with_and_without_thread)
+{
+    uint64_t seed = base_seed() + 2000;
+    struct rng r = {seed};
+    static struct world w;
+    world_init(&w, &r, 8, 3600000);
+    struct eng *a = eng_create(&w.cfg);
+    ck_assert_ptr_nonnull(a);
+    enum { NS = 11000, NU = 5000, NI = 40000 };
+    static char sid[NS][16];
+    for (int i = 0; i < NS; i++)
+        snprintf(sid[i], sizeof sid[i], "b%07d", i);
+    for (int i = 0; i < NI; i++) {
+        struct eng_ix ix = {.type = (int)below(&r, 4) == 0 ? ENG_T_SAVE : (int)below(&r, 2),
+                            .short_id = w.shorts[below(&r, NSHORT)]};
+        uint64_t who = below(&r, 3);
+        if (who != 1) {
+            const char *s = sid[i < NS ? i : (int)below(&r, NS)];
+            ix.session = s;
+            ix.session_len = strlen(s);
+        }
+        if (who != 0)
+            ix.user = 1 + below(&r, NU);
+        w.clk.now += 1;
+        struct eng_err err = {0};
+        ck_assert_msg(eng_record(a, &ix, &err) == 0, "eng_record: %s", err.msg);
+    }
+    struct membuf m = snapshot(a, w.clk.now);
+    cpu_set_t all, one;
+    ck_assert_int_eq(sched_getaffinity(0, sizeof all, &all), 0);
+    CPU_ZERO(&one);
+    for (int c = 0; c < CPU_SETSIZE; c++)
+        if (CPU_ISSET(c, &all)) {
+            CPU_SET(c, &one);
+            break;
+        }
+    for (int pinned = 0; pinned < 2; pinned++) {
+        if (pinned)
+            ck_assert_int_eq(sched_setaffinity(0, sizeof one, &one), 0);
+        struct eng *b = load(&w, &m, 8, seed);
+        same_engines(&w, a, b, 8, true, seed);
+        static struct eng_history_rec ha[8], hb[8];
+        for (int i = 0; i < NS; i += 7) {
+            size_t na = eng_history_session(a, sid[i], strlen(sid[i]), ha, 8);
+            size_t nb = eng_history_session(b, sid[i], strlen(sid[i]), hb, 8);
+            same_history(ha, na, hb, nb, sid[i], seed);
+        }
+        for (uint64_t u = 1; u <= NU; u += 5) {
+            size_t na = eng_history_user(a, u, ha, 8);
+            size_t nb = eng_history_user(b, u, hb, 8);
+            same_history(ha, na, hb, nb, "user", seed);
+        }
+        eng_destroy(b);
+    }
+    ck_assert_int_eq(sched_setaffinity(0, sizeof all, &all), 0);
+
+    /* corruption behind valid checksums past the first batch of a chunk */
+    struct chunk_loc ch[64];
+    size_t nch = find_chunks(&m, ch, 64), big = 0;
+    for (size_t k = 0; k < nch; k++)
+        if (ch[k].raw_len > ch[big].raw_len)
+            big = k;
+    LZ4F_dctx *d;
+    ck_assert(!LZ4F_isError(LZ4F_createDecompressionContext(&d, LZ4F_VERSION)));
+    uint8_t *raw = malloc(ch[big].raw_len + 1), *mut = malloc(ch[big].raw_len + 1);
+    uint8_t *out = malloc(m.len + 65536);
+    size_t dst = ch[big].raw_len, src = ch[big].frame_len;
+    size_t rc = LZ4F_decompress(d, raw, &dst, m.p + ch[big].off + 16, &src, NULL);
+    ck_assert(rc == 0 && dst == ch[big].raw_len);
+    for (int pinned = 0; pinned < 2; pinned++) {
+        if (pinned)
+            ck_assert_int_eq(sched_setaffinity(0, sizeof one, &one), 0);
+        for (int k = 0; k < 24; k++) {
+            size_t at = ch[big].raw_len / 2 + below(&r, ch[big].raw_len / 2);
+            memcpy(mut, raw, ch[big].raw_len);
+            mut[at] ^= (uint8_t)(1 + below(&r, 255));
+            size_t len = reframe(&m, &ch[big], mut, out);
+            struct snap_err err = {0};
+            if (try_read(&w.cfg, out, len, &err) != SNAP_OK)
+                ck_assert_msg(err.msg[0], "refusal without a reason");
+        }
+    }
+    ck_assert_int_eq(sched_setaffinity(0, sizeof all, &all), 0);
+    LZ4F_freeDecompressionContext(d);
+    free(raw);
+    free(mut);
+    free(out);
+    eng_destroy(a);
+    free(m.p);
+}
+END_TEST
+
+/* Sessions and users are indexed when the restore finishes, so that is
+ * where two rings of one session or one user are caught; sessions that only
+ * share a length are not duplicates. */
+START_TEST(duplicate_rings_refused)
+{
+    struct tclock clk = {1700000000000ll};
+    struct eng_config cfg = {.history = 4, .clock = tclock_fn, .ud = &clk};
+    for (int dup = 0; dup < 2; dup++) {
+        struct eng *e = eng_create(&cfg);
+        ck_assert_ptr_nonnull(e);
+        struct eng_err err = {0};
+        const char *second = dup ? "ses-a" : "ses-b";
+        struct eng_ctx_view c1 = {.id = 1, .session = "ses-a", .session_len = 5};
+        struct eng_ctx_view c2 = {.id = 2, .session = second, .session_len = 5};
+        ck_assert_int_eq(eng_restore_ctx(e, &c1, &err), 0);
+        ck_assert_int_eq(eng_restore_ctx(e, &c2, &err), 0);
+        struct eng_short_view sv = {.short_id = 4};
+        sv.count[ENG_T_SKIP] = 2;
+        ck_assert_int_eq(eng_restore_short(e, &sv, NULL, 0, NULL, 0, &err), 0);
+        struct eng_rec_view rec = {.ts = 5, .short_id = 4, .ctx_id = 1, .type = ENG_T_SKIP};
+        struct eng_ring_view rv = {.session = "ses-a", .session_len = 5,
+                                   .last_seen_ms = clk.now, .nrecs = 1};
+        ck_assert_int_eq(eng_restore_ring(e, &rv, &rec, &err), 0);
+        rec.ctx_id = 2;
+        rv.session = second;
+        ck_assert_int_eq(eng_restore_ring(e, &rv, &rec, &err), 0);
+        struct eng_totals t = {.interactions = 2};
+        t.by_type[ENG_T_SKIP] = 2;
+        if (dup) {
+            ck_assert_int_eq(eng_restore_finish(e, &t, &err), ENG_EINVAL);
+            ck_assert_str_eq(err.msg, "session 0: duplicate");
+        } else {
+            ck_assert_int_eq(eng_restore_finish(e, &t, &err), 0);
+            struct eng_history_rec h[2];
+            ck_assert_uint_eq(eng_history_session(e, "ses-a", 5, h, 2), 1);
+            ck_assert_uint_eq(eng_history_session(e, "ses-b", 5, h, 2), 1);
+            check_verify(e, "restored", 0);
+        }
+        eng_destroy(e);
+    }
+    for (int dup = 0; dup < 2; dup++) {
+        struct eng *e = eng_create(&cfg);
+        ck_assert_ptr_nonnull(e);
+        struct eng_err err = {0};
+        uint64_t second = dup ? 7 : 8;
+        struct eng_ctx_view c1 = {.id = 1, .user = 7}, c2 = {.id = 2, .user = second};
+        ck_assert_int_eq(eng_restore_ctx(e, &c1, &err), 0);
+        ck_assert_int_eq(eng_restore_ctx(e, &c2, &err), 0);
+        struct eng_short_view sv = {.short_id = 4};
+        sv.count[ENG_T_SKIP] = 2;
+        ck_assert_int_eq(eng_restore_short(e, &sv, NULL, 0, NULL, 0, &err), 0);
+        struct eng_rec_view rec = {.ts = 5, .short_id = 4, .ctx_id = 1, .type = ENG_T_SKIP};
+        struct eng_ring_view rv = {.is_user = true, .user = 7, .last_seen_ms = clk.now,
+                                   .nrecs = 1};
+        ck_assert_int_eq(eng_restore_ring(e, &rv, &rec, &err), 0);
+        rec.ctx_id = 2;
+        rv.user = second;
+        ck_assert_int_eq(eng_restore_ring(e, &rv, &rec, &err), 0);
+        struct eng_totals t = {.interactions = 2};
+        t.by_type[ENG_T_SKIP] = 2;
+        if (dup) {
+            ck_assert_int_eq(eng_restore_finish(e, &t, &err), ENG_EINVAL);
+            ck_assert_str_eq(err.msg, "user 7: duplicate");
+        } else {
+            ck_assert_int_eq(eng_restore_finish(e, &t, &err), 0);
+            struct eng_history_rec h[2];
+            ck_assert_uint_eq(eng_history_user(e, 7, h, 2), 1);
+            ck_assert_uint_eq(eng_history_user(e, 8, h, 2), 1);
+            check_verify(e, "restored", 0);
+        }
+        eng_destroy(e);
+    }
+}
+END_TEST
+
+/* Every engine allocation a restore makes may fail (the sessions' index,
+ * built at finish, included): the load then says SNAP_ENOMEM and the
+ * engine is destroyed without a leak. */
+START_TEST(restore_out_of_memory)
+{
+    static struct world w;
+    struct membuf m = small_snapshot(&w, NULL);
+    uint64_t nth = 1;
+    for (;; nth++) {
+        struct eng *e = eng_create(&w.cfg);
+        ck_assert_ptr_nonnull(e);
+        eng_test_fail_alloc(e, nth);
+        struct snap_err err = {0};
+        int rc = snap_read(e, m.p, m.len, &err);
+        eng_destroy(e);
+        if (rc == SNAP_OK)
+            break;
+        ck_assert_msg(rc == SNAP_ENOMEM, "allocation %" PRIu64 ": %s", nth, err.msg);
+        ck_assert_uint_lt(nth, 100000);
+    }
+    ck_assert_uint_gt(nth, 1);
     free(m.p);
 }
 END_TEST
@@ -1462,6 +1662,10 @@ Suite *snap_suite(void)
     tcase_add_test(t, strerror_names_every_code);
     t = tcase(s, "structure");
     tcase_add_test(t, structural_corruption_behind_valid_checksums);
+    t = tcase(s, "batches");
+    tcase_add_test(t, load_in_batches_with_and_without_thread);
+    tcase_add_test(t, duplicate_rings_refused);
+    tcase_add_test(t, restore_out_of_memory);
     t = tcase(s, "files");
     tcase_add_test(t, save_and_load_files);
     tcase_add_test(t, failed_save_keeps_previous);
