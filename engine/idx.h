@@ -132,7 +132,9 @@ static inline uint32_t idx_find(const struct idx *t, uint64_t key)
     return idx_walk_next(t, key, &w);
 }
 
-static inline void idx_prefetch(const struct idx *t, uint64_t key)
+/* always_inline: GCC 12 otherwise finds this call free of side effects
+ * (a prefetch "does nothing") and deletes it before inlining. */
+__attribute__((always_inline)) static inline void idx_prefetch(const struct idx *t, uint64_t key)
 {
     __builtin_prefetch(&t->slots[idx_home(t, key)]);
     if (t->old)

@@ -43,7 +43,8 @@ int vset_reserve(struct vset *s, struct mem *m, uint32_t extra);
 bool vset_add(struct vset *s, uint64_t fp);
 void vset_free(struct vset *s, struct mem *m);
 
-static inline void vset_prefetch(const struct vset *s, uint64_t fp)
+/* always_inline: see idx_prefetch. */
+__attribute__((always_inline)) static inline void vset_prefetch(const struct vset *s, uint64_t fp)
 {
     if (s->cap)
         __builtin_prefetch(&s->slots[vset_key(fp) & (s->cap - 1)]);
