@@ -106,7 +106,7 @@ $(eval $(call flavour,san,$(SAN_CFLAGS)))
 
 REL_BINS := $(BUILD)/rel/shortstatd $(BUILD)/rel/shortstat-snap $(BUILD)/rel/shortstat-bench
 rel: $(REL_BINS)
-san: $(BUILD)/san/shortstatd $(BUILD)/san/shortstat-snap
+san: $(BUILD)/san/shortstatd $(BUILD)/san/shortstat-snap $(BUILD)/san/shortstat-bench
 
 # ---- tests -----------------------------------------------------------------
 # The suite list is generated from the test files so no one edits a shared list.

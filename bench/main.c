@@ -54,7 +54,7 @@ enum opt_id {
     O_SEED = 256, O_N, O_SHORTS, O_SESSIONS, O_USERS, O_SIGNED, O_MIX, O_ZIPF, O_WATCH, O_SID,
     O_CONNS, O_PIPE, O_FRAMING, O_RATE, O_HOST, O_PORT, O_SERVER, O_REDIS, O_HISTORY, O_NOPIN,
     O_JSON, O_QUIET, O_QPS, O_QSECS, O_TOPK, O_SNAPAT, O_OUT, O_FOR, O_SHA, O_PRINTLUA,
-    O_QUICK, O_NOREDIS, O_VSREDIS, O_HELP, O_COVER, O_SINK,
+    O_QUICK, O_NOREDIS, O_VSREDIS, O_HELP, O_COVER, O_SINK, O_PRELOAD,
 };
 
 struct optdef {
@@ -104,6 +104,8 @@ static const struct optdef optdefs[] = {
     {"no-redis", 0, O_NOREDIS, G_SUITE, NULL, "skip the Redis comparison"},
     {"vs-redis", 0, O_VSREDIS, G_VS, NULL, "also run the same workload on redis-server"},
     {"sink", 0, O_SINK, G_VS, NULL, "against a null server that only answers +OK: the client's ceiling"},
+    {"preload", 0, O_PRELOAD, G_VS, NULL,
+     "send the workload once unmeasured first, then measure its replay over that state"},
     {"help", 0, O_HELP, ~0u, NULL, "this help"},
 };
 #define NOPTS (sizeof optdefs / sizeof optdefs[0])
@@ -128,7 +130,7 @@ struct opts {
     const char *out;
     bool for_redis;
     const char *sha;
-    bool print_lua, quick, no_redis, vs_redis, sink;
+    bool print_lua, quick, no_redis, vs_redis, sink, preload;
 };
 
 /* ---- the report ----------------------------------------------------------------- */
@@ -856,9 +858,13 @@ static int ph_ceiling(struct ctx *X, const struct bench_wl *w, enum bench_framin
     return BENCH_OK;
 }
 
-/* One flat-out or paced ingestion on a fresh server. */
+/* One flat-out or paced ingestion on a fresh server; with `preload`, the
+ * workload is first sent once flat out, unmeasured, so the measured run
+ * replays it over a state that already holds its shorts, sessions and
+ * pairs: what a server that has been up for a while sees, with no table
+ * growth and no first touch of fresh memory. */
 static int ph_ingest(struct ctx *X, const struct bench_wl *w, enum bench_framing fr, double rate,
-                     const char *label, struct bench_run_res *res)
+                     bool preload, const char *label, struct bench_run_res *res)
 {
     memset(res, 0, sizeof *res);
     struct bench_stream st;
@@ -869,6 +875,19 @@ static int ph_ingest(struct ctx *X, const struct bench_wl *w, enum bench_framing
     if ((rc = srv_start(X, NULL, &s))) {
         bench_stream_free(&st);
         return rc;
+    }
+    if (preload) {
+        struct bench_run_cfg pc = run_cfg(X, &s, &st, "preload");
+        rc = bench_run(&pc, res, X->msg, sizeof X->msg);
+        if (!rc)
+            rc = check_accepted(X, res, "preload");
+        bench_run_res_free(res);
+        memset(res, 0, sizeof *res);
+        if (rc) {
+            bench_stream_free(&st);
+            srv_done(&s);
+            return rc;
+        }
     }
     struct bench_run_cfg c = run_cfg(X, &s, &st, label);
     c.rate = rate;
@@ -1346,13 +1365,13 @@ static int cmd_ingest(struct ctx *X)
         struct bench_run_res r;
         char label[64];
         snprintf(label, sizeof label, "ingest %s", X->o.framing == BENCH_RESP ? "resp" : "inline");
-        rc = ph_ingest(X, &w, X->o.framing, X->o.rate, label, &r);
+        rc = ph_ingest(X, &w, X->o.framing, X->o.rate, X->o.preload, label, &r);
         if (!rc) {
             json_t *j = section(R, "ingest");
             char name[72];
-            snprintf(name, sizeof name, "TRACK %s, %u conns x %u pipelined%s",
+            snprintf(name, sizeof name, "TRACK %s, %u conns x %u pipelined%s%s",
                      X->o.framing == BENCH_RESP ? "resp" : "inline", X->o.conns, X->o.pipeline,
-                     X->o.rate > 0 ? ", paced" : "");
+                     X->o.rate > 0 ? ", paced" : "", X->o.preload ? ", replayed" : "");
             row(R, "ingest", name, "%s", RATE(r.rate));
             if (X->o.rate <= 0)
                 target(R, ">= 2 M/s", r.rate >= 2e6);
@@ -1458,7 +1477,7 @@ static int cmd_suite(struct ctx *X)
     have_full = true;
     full_rows(X, &w, &f);
 
-    if ((rc = ph_ingest(X, &w, BENCH_INLINE, 0, "ingest inline", &r)))
+    if ((rc = ph_ingest(X, &w, BENCH_INLINE, 0, false, "ingest inline", &r)))
         goto out;
     char name[72];
     snprintf(name, sizeof name, "TRACK inline, %u conns x %u pipelined", o->conns, o->pipeline);
@@ -1468,7 +1487,7 @@ static int cmd_suite(struct ctx *X)
     bench_run_res_free(&r);
 
     double half = f.run.rate / 2;
-    if ((rc = ph_ingest(X, &w, o->framing, half, "ingest at half rate", &r)))
+    if ((rc = ph_ingest(X, &w, o->framing, half, false, "ingest at half rate", &r)))
         goto out;
     json_t *hj = section(&X->R, "latency_half_rate");
     snprintf(name, sizeof name, "TRACK paced at %s (half of max)", RATE(half));
@@ -1480,6 +1499,29 @@ static int cmd_suite(struct ctx *X)
     jnum(hj, "rate_target", half);
     jnum(hj, "rate", r.rate);
     json_hist(hj, "lat", &r.lat);
+    bench_run_res_free(&r);
+
+    /* the same two over a state that already holds the workload */
+    if ((rc = ph_ingest(X, &w, o->framing, 0, true, "replay", &r)))
+        goto out;
+    double loaded = r.rate;
+    json_t *lj = section(&X->R, "ingest_loaded");
+    snprintf(name, sizeof name, "TRACK resp replayed over its own state, %ux%u", o->conns,
+             o->pipeline);
+    row(&X->R, "loaded", name, "%s", RATE(loaded));
+    row(&X->R, "loaded", "longest reply gap while replaying", "%.2f ms", r.max_gap_ms);
+    jnum(lj, "rate", loaded);
+    jnum(lj, "max_gap_ms", r.max_gap_ms);
+    json_hist(lj, "lat", &r.lat);
+    bench_run_res_free(&r);
+    if ((rc = ph_ingest(X, &w, o->framing, loaded / 2, true, "replay at half rate", &r)))
+        goto out;
+    snprintf(name, sizeof name, "TRACK paced at %s (half of that)", RATE(loaded / 2));
+    row(&X->R, "loaded", name, "%s", RATE(r.rate));
+    lat_rows(&X->R, "loaded", "TRACK", &r.lat);
+    jnum(lj, "half_rate_target", loaded / 2);
+    jnum(lj, "half_rate", r.rate);
+    json_hist(lj, "half_lat", &r.lat);
     bench_run_res_free(&r);
 
     if ((rc = ph_queries(X, &w, "queries", 0)))
@@ -1812,6 +1854,9 @@ static int parse(int argc, char **argv, const struct command *cmd, struct opts *
         case O_SINK:
             o->sink = true;
             break;
+        case O_PRELOAD:
+            o->preload = true;
+            break;
         }
     }
     if (optind < argc) {
@@ -1820,6 +1865,11 @@ static int parse(int argc, char **argv, const struct command *cmd, struct opts *
     }
     if (o->sink && (o->vs_redis || o->external)) {
         fprintf(stderr, "shortstat-bench %s: --sink cannot be combined with --vs-redis or --port\n",
+                cmd->name);
+        return 2;
+    }
+    if (o->preload && (o->sink || o->vs_redis)) {
+        fprintf(stderr, "shortstat-bench %s: --preload cannot be combined with --sink or --vs-redis\n",
                 cmd->name);
         return 2;
     }

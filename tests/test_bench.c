@@ -14,7 +14,9 @@
 #include <string.h>
 #include <time.h>
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "bench/bench.h"
 
@@ -29,6 +31,10 @@ static struct bench_wl_cfg small_cfg(uint64_t seed)
     c.users = 700;
     return c;
 }
+
+#ifndef SHORTSTAT_BUILD
+#define SHORTSTAT_BUILD "build/san"
+#endif
 
 /* ---- PRNG and generator ---------------------------------------------------------- */
 
@@ -527,6 +533,68 @@ START_TEST(machine_probe_sane)
 END_TEST
 
 extern Suite *bench_suite(void);
+/* ---- the command line ------------------------------------------------------------------------ */
+
+/* Runs $SHORTSTAT_BUILD/shortstat-bench with args; its exit status, and the
+ * start of what it wrote to stderr in err. */
+static int run_bench(const char *const *args, char *err, size_t errlen)
+{
+    const char *b = getenv("SHORTSTAT_BUILD");
+    char exe[512];
+    snprintf(exe, sizeof exe, "%s/shortstat-bench", b && *b ? b : SHORTSTAT_BUILD);
+    const char *argv[16] = {exe};
+    int n = 1;
+    while (args[n - 1] && n < 15)
+        argv[n] = args[n - 1], n++;
+    argv[n] = NULL;
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        int devnull = open("/dev/null", O_WRONLY);
+        dup2(devnull, 1);
+        dup2(fds[1], 2);
+        close(fds[0]);
+        execv(exe, (char *const *)argv);
+        _exit(127);
+    }
+    close(fds[1]);
+    size_t got = 0;
+    ssize_t k;
+    char rest[512];
+    while (got < errlen - 1 && (k = read(fds[0], err + got, errlen - 1 - got)) > 0)
+        got += (size_t)k;
+    while (read(fds[0], rest, sizeof rest) > 0)  /* drain, so the child cannot block */
+        ;
+    err[got] = 0;
+    close(fds[0]);
+    int st;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert_msg(WIFEXITED(st), "%s died of signal %d", exe, WTERMSIG(st));
+    ck_assert_msg(WEXITSTATUS(st) != 127, "cannot run %s", exe);
+    return WEXITSTATUS(st);
+}
+
+#define BENCH(err, ...) run_bench((const char *const[]){__VA_ARGS__, NULL}, err, sizeof err)
+
+/* Bad usage exits 2 before any server starts, and names what was wrong. */
+START_TEST(cli_refuses_bad_usage)
+{
+    char err[4096];
+    ck_assert_int_eq(BENCH(err, "ingest", "--preload", "--sink"), 2);
+    ck_assert_ptr_nonnull(strstr(err, "--preload cannot be combined with --sink or --vs-redis"));
+    ck_assert_int_eq(BENCH(err, "ingest", "--vs-redis", "--preload"), 2);
+    ck_assert_ptr_nonnull(strstr(err, "--preload cannot be combined"));
+    ck_assert_int_eq(BENCH(err, "ingest", "--sink", "--port", "1"), 2);
+    ck_assert_ptr_nonnull(strstr(err, "--sink cannot be combined"));
+    ck_assert_int_eq(BENCH(err, "engine", "--preload"), 2);
+    ck_assert_ptr_nonnull(strstr(err, "preload"));
+    ck_assert_int_eq(BENCH(err, "frobnicate"), 2);
+    ck_assert_int_eq(BENCH(err, "ingest", "--help"), 0);
+}
+END_TEST
+
 Suite *bench_suite(void)
 {
     Suite *s = suite_create("bench");
@@ -548,6 +616,7 @@ Suite *bench_suite(void)
     tcase_add_test(t, info_fields);
     tcase_add_test(t, ctl_cmd_replies_and_failures);
     tcase_add_test(t, machine_probe_sane);
+    tcase_add_test(t, cli_refuses_bad_usage);
     suite_add_tcase(s, t);
     return s;
 }
