@@ -166,12 +166,21 @@ static const uint8_t char_class[256] = {
     ['y'] = 3, ['z'] = 3,
 };
 
+/* Four bytes a step into two accumulators: every interaction checks a
+ * session id (34 bytes for the ids the server mints), and the byte loop
+ * was a fifth of the engine's instructions. */
 static bool chars_ok(const char *s, size_t len, uint8_t cls)
 {
-    uint8_t all = cls;
-    for (size_t i = 0; i < len; i++)
-        all &= char_class[(unsigned char)s[i]];
-    return all == cls;
+    const unsigned char *u = (const unsigned char *)s;
+    uint8_t a = cls, b = cls;
+    size_t i = 0;
+    for (; i + 4 <= len; i += 4) {
+        a &= char_class[u[i]] & char_class[u[i + 1]];
+        b &= char_class[u[i + 2]] & char_class[u[i + 3]];
+    }
+    for (; i < len; i++)
+        a &= char_class[u[i]];
+    return (a & b) == cls;
 }
 
 bool eng_session_ok(const char *s, size_t len)
@@ -517,16 +526,20 @@ void eng_mark_dirty(struct eng *e, uint32_t ix)
     } while (add);
 }
 
+/* Slot si (a live session) is the session with this id. */
+static bool sess_is(const struct eng *e, uint32_t si, uint64_t hash, const char *s, size_t len)
+{
+    const struct sess *ss = &e->ss[si];
+    const char *id = eng_sess_id(e, ss);
+    return ss->hash == hash && ss->slen == len && id && memcmp(id, s, len) == 0;
+}
+
 uint32_t eng_sess_find(const struct eng *e, uint64_t hash, const char *s, size_t len)
 {
     struct idx_walk w = idx_walk_start(&e->ss_idx, hash);
-    for (uint32_t v; (v = idx_walk_next(&e->ss_idx, hash, &w));) {
-        uint32_t si = v - 1;
-        const struct sess *ss = &e->ss[si];
-        const char *id = eng_sess_id(e, ss);
-        if (ss->slen == len && id && memcmp(id, s, len) == 0)
-            return si;
-    }
+    for (uint32_t v; (v = idx_walk_next(&e->ss_idx, hash, &w));)
+        if (sess_is(e, v - 1, hash, s, len))
+            return v - 1;
     return ENG_NONE;
 }
 
@@ -979,11 +992,13 @@ static int plan_one(struct eng *e, const struct eng_ix *ix, struct plan *pl, siz
 {
     struct plan *p = &pl[i];
     int t = ix->type;
-    p->six = p->sess = p->user = ENG_NONE;
+    /* six/sess/user hold what the prefetch stage found (see pf_items), or
+     * ENG_NONE: then look again, as an earlier element of this batch may
+     * have created the thing since. */
     p->ctx = 0;
     p->plat = 0;
 
-    uint32_t v = idx_find(&e->sh_idx, ix->short_id);
+    uint32_t v = p->six != ENG_NONE ? p->six + 1 : idx_find(&e->sh_idx, ix->short_id);
     if (v) {
         p->six = v - 1;
     } else {
@@ -994,7 +1009,9 @@ static int plan_one(struct eng *e, const struct eng_ix *ix, struct plan *pl, siz
     }
 
     if (ix->session) {
-        uint32_t si = eng_sess_find(e, p->shash, ix->session, ix->session_len);
+        uint32_t si = p->sess;
+        if (si == ENG_NONE || !sess_is(e, si, p->shash, ix->session, ix->session_len))
+            si = eng_sess_find(e, p->shash, ix->session, ix->session_len);
         if (si == ENG_NONE) {
             if (eng_reserve_sessions(e, 1))
                 goto nomem;
@@ -1006,7 +1023,7 @@ static int plan_one(struct eng *e, const struct eng_ix *ix, struct plan *pl, siz
         p->sess = si;
     }
     if (ix->user) {
-        v = idx_find(&e->us_idx, ix->user);
+        v = p->user != ENG_NONE ? p->user + 1 : idx_find(&e->us_idx, ix->user);
         if (v) {
             p->user = v - 1;
         } else {
@@ -1293,9 +1310,27 @@ static void pf_items_k(const struct eng *e, uint64_t short_id, bool sess, uint64
         __builtin_prefetch(&e->us[v - 1]);
 }
 
-static void pf_items(const struct eng *e, const struct eng_ix *ix, const struct plan *p)
+/* In a batch the lookups are made once: what this stage finds is kept in
+ * the plan, for pf_deep and plan_one (which looks again only when it found
+ * nothing). A found id stays valid until the element is planned: planning
+ * only creates shorts, sessions and users; it deletes none. */
+static void pf_items(const struct eng *e, const struct eng_ix *ix, struct plan *p)
 {
-    pf_items_k(e, ix->short_id, ix->session != NULL, p->shash, ix->user);
+    uint32_t v = idx_find(&e->sh_idx, ix->short_id);
+    p->six = v ? v - 1 : ENG_NONE;
+    if (v)
+        pf_lines(&e->sh[v - 1], sizeof(struct shrt));
+    if (ix->session) {
+        p->sess = sess_peek(e, p->shash);
+        if (p->sess != ENG_NONE)
+            pf_lines(&e->ss[p->sess], sizeof(struct sess));
+    }
+    if (ix->user) {
+        v = idx_find(&e->us_idx, ix->user);
+        p->user = v ? v - 1 : ENG_NONE;
+        if (v)
+            __builtin_prefetch(&e->us[v - 1]);
+    }
 }
 
 /* One level deeper: the viewer/saver set slot, the ring slot to write and
@@ -1330,7 +1365,25 @@ static void pf_deep_k(const struct eng *e, int32_t type, uint64_t short_id, bool
 
 static void pf_deep(const struct eng *e, const struct eng_ix *ix, const struct plan *p)
 {
-    pf_deep_k(e, ix->type, ix->short_id, ix->session != NULL, p->shash, ix->user, p->fp);
+    if (p->six != ENG_NONE) {
+        const struct shrt *s = &e->sh[p->six];
+        if (ix->type == ENG_T_IMPRESSION || ix->type == ENG_T_VIEW)
+            vset_prefetch(&s->viewers, p->fp);
+        else if (ix->type == ENG_T_SAVE)
+            vset_prefetch(&s->savers, p->fp);
+    }
+    uint32_t last = 0;
+    if (p->sess != ENG_NONE) {
+        pf_ring_tail(&e->ss[p->sess].ring);
+        last = e->ss[p->sess].last_ctx;
+    }
+    if (p->user != ENG_NONE) {
+        pf_ring_tail(&e->us[p->user].ring);
+        if (!ix->session)
+            last = e->us[p->user].last_ctx;
+    }
+    if (last)
+        __builtin_prefetch(&e->cx[last], 1);
 }
 
 /* Apply-phase prefetch: a long batch's early elements have left the cache
@@ -1364,6 +1417,7 @@ static int apply(struct eng *e, const struct eng_ix *ixs, size_t n, struct plan 
         if (rc)
             return rc;
         prehash(&ixs[i], &pl[i]);
+        pl[i].six = pl[i].sess = pl[i].user = ENG_NONE;
         if (i < PF_SLOTS)
             pf_slots(e, &ixs[i], &pl[i]);
         if (i + 8 < n && ixs[i + 8].session)

@@ -510,8 +510,10 @@ static void run(uint64_t seed, int steps)
     M = calloc(1, sizeof(*M));
     E = mk_eng(&clk, HIST, TTL);
     gen_pools();
-    struct gen batch[24];
-    struct eng_ix bix[24];
+    /* up to 64: longer than the batch pipeline's prefetch distances, so
+     * later elements are planned from the ids its stages looked up */
+    struct gen batch[64];
+    struct eng_ix bix[64];
     int next_check = steps < CHECK_EVERY ? steps / 4 : CHECK_EVERY;
     bool cloned = false;
     for (int step = 0; step < steps;) {
@@ -549,7 +551,7 @@ static void run(uint64_t seed, int steps)
             continue;
         }
         if (what < 100) {
-            int n = 1 + (int)trng_below(&rng, 24);
+            int n = 1 + (int)trng_below(&rng, 64);
             for (int i = 0; i < n; i++) {
                 gen_one(&batch[i]);
                 bix[i] = batch[i].ix;
