@@ -5,13 +5,13 @@
  * Design. net_conn_process() parses every complete command in a
  * connection's input before returning to the loop. Runs of TRACK commands
  * take a fast path: each is parsed into struct eng_ix (pointers into the
- * input buffer, or into the server's scratch for quoted tokens) and
- * eng_prefetch()ed; the run is applied in order when it reaches NET_BATCH,
- * when another command comes, or at the end of the input, with
- * eng_record_batch (see batch_apply for how a bad TRACK in the middle keeps
- * its own error). So the cache misses of one interaction overlap the
- * parsing and applying of the next ones, and the replies still come out in
- * command order. Every other command goes through
+ * input buffer, or into the server's scratch for quoted tokens); the run is
+ * applied in order when it reaches NET_BATCH, when another command comes,
+ * or at the end of the input, with eng_record_batch (see batch_apply for
+ * how a bad TRACK in the middle keeps its own error). The batch's own
+ * prefetch pipeline overlaps the cache misses of one interaction with the
+ * work of the next ones (an eng_prefetch per parsed TRACK as well only did
+ * the same lookups twice), and the replies still come out in command order. Every other command goes through
  * the table below (case-insensitive, arity checked, NOAUTH and MULTI rules).
  *
  * Invariants:
@@ -1153,10 +1153,8 @@ void net_conn_process(struct server *s, struct conn *c)
             if (net_track_parse(&cmd->argv[1], cmd->argc - 1, ix, err, sizeof err)) {
                 batch_apply(s, c);
                 reply_err(s, c, "%s", err);
-            } else {
-                eng_prefetch(s->eng, ix);
-                if (++s->nbatch == NET_BATCH)
-                    batch_apply(s, c);
+            } else if (++s->nbatch == NET_BATCH) {
+                batch_apply(s, c);
             }
         } else {
             batch_apply(s, c);

@@ -901,7 +901,6 @@ static void h_interaction(struct http_conn *c, unsigned flags)
                 json_decref(j);
                 return;
             }
-            eng_prefetch(c->env->eng, &c->ixs[i]);
         }
         int rc = n ? eng_record_batch(c->env->eng, c->ixs, n, &err) : ENG_OK;
         if (rc != ENG_OK)
