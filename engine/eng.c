@@ -215,6 +215,8 @@ struct eng *eng_create(const struct eng_config *cfg)
     e->clock = cfg->clock;
     e->random = cfg->random;
     e->ud = cfg->ud;
+    e->mem.populate = cfg->populate;
+    e->mem.populate_ud = cfg->ud;
     e->now = eng_clock_now(e);
     e->rng = (uint64_t)e->now ^ (uint64_t)(uintptr_t)e ^ 0x9e3779b97f4a7c15ULL;
     e->ss_free = ENG_NONE;

@@ -67,12 +67,23 @@ struct eng_err {
 typedef int64_t (*eng_clock_fn)(void *ud);                      /* ms since epoch */
 typedef void (*eng_random_fn)(void *ud, uint8_t *out, size_t n); /* n random bytes */
 
+/* Fresh memory the engine has mapped and will touch soon: the next pool
+ * chunk, a grown array's new part. The first touch of a fresh page costs a
+ * page fault (several ms for a 2 MiB huge page on some VMs), paid by
+ * whoever touches it first; a host can fault the range in ahead on another
+ * thread (MADV_POPULATE_WRITE) so the engine's own touch finds it present.
+ * The engine never waits for it and may unmap or move the range at any
+ * time after the call, so the hook must only fault pages in, never write
+ * to them. */
+typedef void (*eng_populate_fn)(void *ud, void *addr, size_t len);
+
 struct eng_config {
     uint32_t history;        /* ring size per session and per user; 0 = default 64 */
     int64_t session_ttl_ms;  /* idle sessions older than this are evicted; 0 = 24 h */
     eng_clock_fn clock;      /* NULL = CLOCK_REALTIME */
     eng_random_fn random;    /* NULL = getrandom(), fallback /dev/urandom-free PRNG */
-    void *ud;                /* passed to clock and random */
+    eng_populate_fn populate; /* NULL = the engine's own touch faults pages in */
+    void *ud;                /* passed to clock, random and populate */
 };
 
 /* One interaction, as parsed from a protocol. Strings are borrowed for the

@@ -40,10 +40,19 @@ static void old_free(struct idx *t, struct mem *m)
     t->on = 0;
 }
 
+static void next_free(struct idx *t, struct mem *m)
+{
+    mem_free(m, MEM_OTHER, t->next, ((size_t)t->nmask + 1) * sizeof(struct idx_slot));
+    t->next = NULL;
+    t->nmask = 0;
+}
+
 void idx_free(struct idx *t, struct mem *m)
 {
     if (t->old)
         old_free(t, m);
+    if (t->next)
+        next_free(t, m);
     mem_free(m, MEM_OTHER, t->slots, ((size_t)t->mask + 1) * sizeof(struct idx_slot));
     t->slots = NULL;
     t->mask = 0;
@@ -85,15 +94,34 @@ int idx_reserve(struct idx *t, struct mem *m, uint64_t extra)
         idx_migrate(t, m, step < UINT32_MAX ? (uint32_t)step : UINT32_MAX);
     uint64_t cap = (uint64_t)t->mask + 1;
     uint64_t want = (uint64_t)t->n + extra;
-    if (want * 4 <= cap * 3)
+    if (want * 4 <= cap * 3) {
+        /* Optional and ahead of need: an allocation that may fail without
+         * consequence, so it is not one of the counted (injectable) ones. */
+        if (want * 8 > cap * 5 && !t->next && m->populate && cap * 2 <= ((uint64_t)1 << 31) &&
+            mem_is_large((size_t)cap * 2 * sizeof(struct idx_slot))) {
+            size_t bytes = (size_t)cap * 2 * sizeof(struct idx_slot);
+            if ((t->next = mem_sys_calloc(bytes))) {
+                m->bytes[MEM_OTHER] += bytes;
+                t->nmask = (uint32_t)(cap * 2 - 1);
+                mem_fresh(m, t->next, 0, bytes);
+            }
+        }
         return 0;
+    }
     while (want * 4 > cap * 3)
         cap *= 2;
     if (cap > ((uint64_t)1 << 31))
         return -1;
-    struct idx_slot *ns = mem_calloc(m, MEM_OTHER, (size_t)cap * sizeof(*ns));
-    if (!ns)
+    struct idx_slot *ns;
+    if (t->next && (uint64_t)t->nmask + 1 == cap) {
+        ns = t->next;  /* still all zero: nothing was ever stored in it */
+        t->next = NULL;
+        t->nmask = 0;
+    } else if (!(ns = mem_calloc(m, MEM_OTHER, (size_t)cap * sizeof(*ns)))) {
         return -1;
+    } else if (t->next) {
+        next_free(t, m);  /* a bulk reserve outgrew it */
+    }
     /* Room is only counted in the newest table; a growth still in progress
      * is finished first so there are never three tables. */
     if (t->old)

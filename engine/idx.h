@@ -37,6 +37,14 @@
  *    could pull an entry from above the cursor to below it, where it would
  *    count as moved and be lost; a tombstone moves nothing.
  * Its empty slots are never filled, so every walk still meets one.
+ *
+ * The new table is the one lookups hit at random from the first moment,
+ * so its pages are first touched all at once: on a VM that pays
+ * milliseconds per fresh huge page that was a 60-100 ms stall for a 32 MB
+ * table. With a populate hook (mem.h), the next table (twice the size) is
+ * mapped when the load passes 5/8 and handed to the hook, which has until
+ * 3/4 to fault it in; growth then takes it instead of mapping one. Without
+ * a hook nothing is mapped early (it would only cost memory sooner).
  */
 #ifndef SHORTSTAT_ENG_IDX_H
 #define SHORTSTAT_ENG_IDX_H
@@ -62,6 +70,8 @@ struct idx {
     uint32_t omask;
     uint32_t mig;            /* old slots below this have been moved */
     uint32_t on;             /* keys still in old */
+    struct idx_slot *next;   /* with a populate hook: the next table, mapped early */
+    uint32_t nmask;          /* its capacity - 1 */
 };
 
 /* murmur3's 64-bit finaliser: sequential ids scatter over the table. */
@@ -160,6 +170,8 @@ static inline size_t idx_bytes(const struct idx *t)
     size_t b = ((size_t)t->mask + 1) * sizeof(struct idx_slot);
     if (t->old)
         b += ((size_t)t->omask + 1) * sizeof(struct idx_slot);
+    if (t->next)
+        b += ((size_t)t->nmask + 1) * sizeof(struct idx_slot);
     return b;
 }
 

@@ -28,6 +28,13 @@
  * million (history rings, viewer sets) from pool.c's size-class pool:
  * blocks of at most POOL_MAX bytes there, bigger ones as above.
  *
+ * Fresh memory: with a populate hook (eng_config.populate) the fresh part of
+ * every large block is handed to it when mapped, and the pool maps its next
+ * chunk one chunk early (the spare) and hands that over, so a host thread
+ * can fault pages in while the engine is still using the current chunk;
+ * the first touch of a huge page, milliseconds on a VM, then happens off
+ * the engine's thread. The engine never waits for the hook.
+ *
  * Failure injection: when fail_at != 0, the allocation whose running number
  * equals fail_at returns NULL (once). A failed realloc leaves the old block.
  * Each call that may allocate counts once; a pool call that needs a new
@@ -58,7 +65,15 @@ struct mem {
     uint64_t nallocs;   /* allocations attempted so far */
     uint64_t fail_at;   /* 0 = never fail */
     struct pool pool;   /* small blocks; released by mem_destroy */
+    /* eng_config.populate; with it, the pool's next mapped chunk is made
+     * one chunk early (spare) and handed to it, so it has the whole life
+     * of the current chunk to fault the spare in */
+    void (*populate)(void *ud, void *addr, size_t len);
+    void *populate_ud;
+    void *spare;
+    size_t spare_bytes;
 };
+
 
 /* ---- large blocks (mem.c): zeroed when new, page-aligned ------------------ */
 
@@ -113,6 +128,15 @@ static inline void *mem_sys_realloc(void *p, size_t old, size_t n)
 }
 
 /* ---- accounted allocation ------------------------------------------------- */
+/* Hand the fresh mapped part [p + from, p + to) of a large block to the
+ * populate hook. Small blocks come from malloc's heap, often from reused
+ * pages: not worth a hook call. */
+static inline void mem_fresh(const struct mem *m, void *p, size_t from, size_t to)
+{
+    if (m->populate && p && to > from && mem_is_large(to))
+        m->populate(m->populate_ud, (char *)p + from, to - from);
+}
+
 
 static inline bool mem_injected_failure(struct mem *m)
 {
@@ -125,8 +149,10 @@ static inline void *mem_alloc(struct mem *m, enum mem_cat c, size_t n)
     if (mem_injected_failure(m))
         return NULL;
     void *p = mem_sys_alloc(n);
-    if (p)
+    if (p) {
         m->bytes[c] += n;
+        mem_fresh(m, p, 0, n);
+    }
     return p;
 }
 
@@ -135,8 +161,10 @@ static inline void *mem_calloc(struct mem *m, enum mem_cat c, size_t n)
     if (mem_injected_failure(m))
         return NULL;
     void *p = mem_sys_calloc(n);
-    if (p)
+    if (p) {
         m->bytes[c] += n;
+        mem_fresh(m, p, 0, n);
+    }
     return p;
 }
 
@@ -155,8 +183,10 @@ static inline void *mem_calloc_aligned(struct mem *m, enum mem_cat c, size_t n)
         if (p)
             memset(p, 0, rounded);
     }
-    if (p)
+    if (p) {
         m->bytes[c] += n;
+        mem_fresh(m, p, 0, n);
+    }
     return p;
 }
 
@@ -168,6 +198,10 @@ static inline void *mem_realloc(struct mem *m, enum mem_cat c, void *p, size_t o
     if (q) {
         m->bytes[c] -= old;
         m->bytes[c] += n;
+        if (mem_is_large(old))
+            mem_fresh(m, q, old, n);  /* a remap: only the new part is fresh */
+        else
+            mem_fresh(m, q, 0, n);    /* mapped anew and the old part copied in */
     }
     return q;
 }

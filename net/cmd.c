@@ -36,6 +36,7 @@
 #include <unistd.h>
 
 #include "net/log.h"
+#include "net/prefault.h"
 #include "net/server.h"
 
 /* ---- pure helpers (cmd.h) ---------------------------------------------------- */
@@ -969,6 +970,11 @@ static void info_text(struct server *s, struct net_buf *b, unsigned sections)
         infof(b, "used_memory_viewers_bytes:%llu\r\n", (unsigned long long)ei.mem_viewers);
         infof(b, "used_memory_clients_bytes:%llu\r\n", (unsigned long long)bufs);
         infof(b, "rss_bytes:%llu\r\n", (unsigned long long)rss_bytes());
+        uint64_t pf_bytes, pf_dropped;
+        net_prefault_stats(s->prefault, &pf_bytes, &pf_dropped);
+        infof(b, "prefault:%s\r\n", s->prefault ? "yes" : "no");
+        infof(b, "prefault_bytes:%llu\r\n", (unsigned long long)pf_bytes);
+        infof(b, "prefault_dropped:%llu\r\n", (unsigned long long)pf_dropped);
         sep = "\r\n";
     }
     if (sections & SEC_STATS) {

@@ -53,6 +53,8 @@ static const struct setting settings[] = {
      "bytes of unread replies per client before it is cut off"},
     {"snapshot-cpulist", K_CPUS, OFF(snapshot_cpus), 0, 0, NET_CPUS_MAX - 1,
      "CPUs the snapshot child may run on, like 1 or 0-3,6"},
+    {"prefault", K_BOOL, OFF(prefault), 0, 0, 0,
+     "fault fresh engine memory in on an idle-priority thread (yes or no)"},
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
 
@@ -70,6 +72,7 @@ void net_config_defaults(struct net_config *c)
     c->loglevel = NET_LOG_INFO;
     c->query_buffer_limit = NET_DEFAULT_QBUF_LIMIT;
     c->client_output_limit = NET_DEFAULT_OUT_LIMIT;
+    c->prefault = true;
 }
 
 const char *net_config_usage(void)
@@ -90,6 +93,8 @@ const char *net_config_usage(void)
            "  --query-buffer-limit SIZE unparsed input per client (default 256m)\n"
            "  --client-output-limit SIZE unread replies per client (default 64m)\n"
            "  --snapshot-cpulist LIST   pin the snapshot child to these CPUs, like 1 or 0-3,6\n"
+           "  --prefault yes|no         fault fresh engine memory in on an idle-priority\n"
+           "                            thread, off the event loop (default yes)\n"
            "  --help, --version\n"
            "SIZE is bytes, or a number with k, m or g (powers of 1024).\n"
            "Config file keys are the flag names without \"--\"; flags override the file.\n";

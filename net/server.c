@@ -49,6 +49,7 @@
 #include <unistd.h>
 
 #include "net/log.h"
+#include "net/prefault.h"
 #include "snapshot/snap.h"
 
 #define READ_MIN (16u * 1024)
@@ -76,6 +77,10 @@ int64_t net_now_ms(const struct server *s)
 }
 
 static int64_t eng_clock(void *ud) { return net_now_ms(ud); }
+static void eng_populate(void *ud, void *addr, size_t len)
+{
+    net_prefault_request(((struct server *)ud)->prefault, addr, len);
+}
 
 uint64_t net_mono_usec(void)
 {
@@ -627,6 +632,7 @@ int net_snapshot_start(struct server *s, char *err, size_t errcap)
     pid_t pid = fork();
     if (pid == 0) {
         close(pfd[0]);
+        s->prefault = NULL;  /* its thread is not in the child */
         snapshot_child(s, pfd[1], now);
     }
     uint64_t t1 = net_mono_usec();
@@ -812,13 +818,13 @@ int net_server_init(struct server *s, const struct net_config *cfg)
     cpulist_text(cfg->snapshot_cpus, cpus, sizeof cpus);
     net_info("shortstatd %s starting: bind=%s port=%u dir=%s history=%u session-ttl=%llds "
              "snapshot-interval=%us snapshot-cpulist=%s maxclients=%u requirepass=%s loglevel=%s "
-             "query-buffer-limit=%llu client-output-limit=%llu%s%s",
+             "query-buffer-limit=%llu client-output-limit=%llu prefault=%s%s%s",
              NET_VERSION, cfg->bind, cfg->port, cfg->dir, cfg->history,
              (long long)cfg->session_ttl_s, cfg->snapshot_interval_s, cpus, cfg->maxclients,
              cfg->has_pass ? "set" : "none", net_log_level_name((enum net_log_level)cfg->loglevel),
              (unsigned long long)cfg->query_buffer_limit,
-             (unsigned long long)cfg->client_output_limit, cfg->config_file[0] ? " config=" : "",
-             cfg->config_file);
+             (unsigned long long)cfg->client_output_limit, cfg->prefault ? "yes" : "no",
+             cfg->config_file[0] ? " config=" : "", cfg->config_file);
     raise_fd_limit(s);
 
     s->scratch = malloc(NET_SCRATCH);
@@ -834,6 +840,7 @@ int net_server_init(struct server *s, const struct net_config *cfg)
         .history = cfg->history,
         .session_ttl_ms = cfg->session_ttl_s * 1000,
         .clock = eng_clock,
+        .populate = eng_populate,
         .ud = s,
     };
     char path[NET_PATH_MAX + 32];
@@ -866,6 +873,12 @@ int net_server_init(struct server *s, const struct net_config *cfg)
                  (unsigned long long)ei.sessions, (unsigned long long)ei.users,
                  (unsigned long long)ei.records);
     }
+
+    /* After the load: a load touches what it maps at once, so there is
+     * nothing to fault in ahead of it (requests before this are dropped). */
+    if (cfg->prefault && !(s->prefault = net_prefault_start()))
+        net_warn("--prefault: cannot start its thread: %s; the engine faults its own memory in",
+                 strerror(errno));
 
     /* Signals first: "listening on" tells a supervisor (and the tests) that
      * SIGTERM/SIGINT now mean a clean shutdown, not death by default action. */
@@ -960,6 +973,8 @@ void net_server_destroy(struct server *s)
         close(s->hfd);
     if (s->snap.pipe_fd >= 0)
         close(s->snap.pipe_fd);
+    net_prefault_stop(s->prefault);  /* before the memory it may be faulting in goes */
+    s->prefault = NULL;
     if (s->eng)
         eng_destroy(s->eng);
     free(s->scratch);

@@ -129,6 +129,7 @@ struct server {
     struct ev_loop *loop;
     struct net_config cfg;
     struct eng *eng;
+    struct net_prefault *prefault;     /* NULL: --prefault no, or in a snapshot child */
 
     int lfd;
     uint32_t port;                     /* bound port (cfg.port may be 0) */

@@ -283,6 +283,82 @@ START_TEST(test_idx_enomem_mid_move)
 }
 END_TEST
 
+/* With a populate hook the next table is mapped past 5/8 load, handed to
+ * the hook whole, and taken by the growth at 3/4; a bulk reserve that
+ * outgrows it frees it. Contents and accounting are those without. */
+struct pop_log {
+    int calls;
+    void *last;
+    size_t last_len;
+};
+
+static void pop_record(void *ud, void *addr, size_t len)
+{
+    struct pop_log *l = ud;
+    l->calls++;
+    l->last = addr;
+    l->last_len = len;
+}
+
+START_TEST(test_idx_next_table_ahead)
+{
+    struct pop_log log = {0};
+    struct mem m = {0};
+    m.populate = pop_record;
+    m.populate_ud = &log;
+    struct idx t;
+    /* 2^16 slots of 16 bytes = 1 MiB: the smallest table mapped (MEM_LARGE) */
+    REQUIRE(idx_init(&t, &m, 1u << 16) == 0);
+    uint32_t n = 0, cap = t.mask + 1;
+    while ((uint64_t)(n + 1) * 8 <= (uint64_t)cap * 5) {
+        REQUIRE(idx_reserve(&t, &m, 1) == 0);
+        idx_put(&t, n * 7919u, n);
+        n++;
+    }
+    REQUIRE(t.next == NULL);
+    REQUIRE(idx_reserve(&t, &m, 1) == 0);  /* past 5/8: the next table is mapped now */
+    idx_put(&t, n * 7919u, n);
+    n++;
+    REQUIRE(t.next != NULL && t.nmask + 1 == 2 * cap);
+    REQUIRE(log.last == t.next && log.last_len == (size_t)2 * cap * sizeof(struct idx_slot));
+    REQUIRE(m.bytes[MEM_OTHER] == ((size_t)cap + 2 * cap) * sizeof(struct idx_slot));
+    struct idx_slot *ahead = t.next;
+    while (t.mask + 1 == cap) {
+        REQUIRE(idx_reserve(&t, &m, 1) == 0);
+        idx_put(&t, n * 7919u, n);
+        n++;
+    }
+    REQUIRE(t.slots == ahead && t.next == NULL);  /* the growth took it */
+    REQUIRE(idx_check(&t) == 0);
+    for (uint32_t i = 0; i < n; i++)
+        REQUIRE(idx_find(&t, i * 7919u) == i + 1);
+    /* map the next one, then outgrow it with one bulk reserve */
+    cap = t.mask + 1;
+    while (!t.next) {
+        REQUIRE(idx_reserve(&t, &m, 1) == 0);
+        idx_put(&t, n * 7919u, n);
+        n++;
+    }
+    REQUIRE(idx_reserve(&t, &m, (uint64_t)cap * 2) == 0);
+    REQUIRE(t.next == NULL && t.mask + 1 >= 4 * cap);
+    REQUIRE(idx_check(&t) == 0);
+    for (uint32_t i = 0; i < n; i++)
+        REQUIRE(idx_find(&t, i * 7919u) == i + 1);
+    idx_free(&t, &m);
+    REQUIRE(m.bytes[MEM_OTHER] == 0);
+    /* without a hook nothing is mapped early */
+    m.populate = NULL;
+    REQUIRE(idx_init(&t, &m, 1u << 16) == 0);
+    for (n = 0; n < (1u << 16) * 5 / 8 + 100; n++) {
+        REQUIRE(idx_reserve(&t, &m, 1) == 0);
+        idx_put(&t, n, n);
+    }
+    REQUIRE(t.next == NULL);
+    idx_free(&t, &m);
+    REQUIRE(m.bytes[MEM_OTHER] == 0);
+}
+END_TEST
+
 extern Suite *idx_suite(void);
 Suite *idx_suite(void)
 {
@@ -293,6 +369,7 @@ Suite *idx_suite(void)
     tcase_add_test(tc, test_idx_incremental);
     tcase_add_test(tc, test_idx_bounded_steps);
     tcase_add_test(tc, test_idx_enomem_mid_move);
+    tcase_add_test(tc, test_idx_next_table_ahead);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -1440,6 +1440,7 @@ START_TEST(flags_and_config)
         {{"--client-output-limit", "10"}, "--client-output-limit: must be a size"},
         {{"--http-port=70000"}, "--http-port: must be an integer 0..65535"},
         {{"--trust-proxy", "maybe"}, "--trust-proxy: must be yes or no"},
+        {{"--prefault", "sometimes"}, "--prefault: must be yes or no"},
         {{"--config", "/nonexistent/x.conf"}, "config /nonexistent/x.conf: No such file"},
         {{"--dir", ""}, "--dir: must be 1 to"},
         {{"--snapshot-cpulist", "x"}, "--snapshot-cpulist: must be CPU numbers 0..1023"},
@@ -1683,6 +1684,67 @@ START_TEST(snapshot_cpulist)
         ck_assert_int_eq(snap_verify(path, &h, &e), SNAP_OK);
         srv_stop_ok(&s);
     }
+}
+END_TEST
+
+/* Send n TRACKs with sessions of their own in one write and read the OKs. */
+static void track_many(struct cli *c, size_t n)
+{
+    char *buf = malloc(n * 64);
+    ck_assert_ptr_nonnull(buf);
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++)
+        o += (size_t)sprintf(buf + o, "TRACK %zu impression session=q%zu\r\n", i % 5000 + 1, i);
+    cli_send(c, buf, o);
+    free(buf);
+    for (size_t oks = 0; oks < n;) {
+        size_t k = 0;
+        while (k + 5 <= c->len && memcmp(c->buf + k, "+OK\r\n", 5) == 0)
+            k += 5;
+        if (k) {
+            memmove(c->buf, c->buf + k, c->len - k);
+            c->len -= k;
+            oks += k / 5;
+        }
+        if (oks < n) {
+            ck_assert_msg(c->len < 5, "unexpected reply: %.40s", (const char *)c->buf);
+            ck_assert_msg(cli_fill(c), "closed after %zu replies", oks);
+        }
+    }
+}
+
+/* The engine's fresh memory is faulted in by the idle-priority thread
+ * (INFO prefault_bytes grows), snapshots still work (their child has no
+ * such thread), and --prefault no turns it off. */
+START_TEST(prefault_on_and_off)
+{
+    struct srv s;
+    srv_start(&s, NULL);
+    struct cli c;
+    cli_open(&c, s.port);
+    ck_assert(info_has(&c, "prefault:yes"));
+    track_many(&c, 150000);  /* ~20 MB: pool chunks reach 2 MiB, tables pass 1 MiB */
+    long long got = 0;
+    for (int i = 0; i < 200 && (got = info_num(&c, "prefault_bytes")) == 0; i++)
+        sleep_ms(50);  /* SCHED_IDLE: it runs when the loop (and the runner) let it */
+    ck_assert_int_gt(got, 0);
+    EXPECT(&c, "+Snapshot started\r\n", "SNAPSHOT");
+    wait_snapshot_done(&c);
+    ck_assert(info_has(&c, "last_snapshot_status:ok"));
+    ck_assert_int_eq(info_num(&c, "interactions_total"), 150000);
+    cli_close(&c);
+    ck_assert(log_has(&s, " prefault=yes"));
+    srv_stop_ok(&s);
+
+    const char *off[] = {"--prefault", "no", NULL};
+    srv_start(&s, off);
+    cli_open(&c, s.port);
+    track_many(&c, 150000);
+    ck_assert(info_has(&c, "prefault:no"));
+    ck_assert_int_eq(info_num(&c, "prefault_bytes"), 0);
+    cli_close(&c);
+    ck_assert(log_has(&s, " prefault=no"));
+    srv_stop_ok(&s);
 }
 END_TEST
 
@@ -1987,6 +2049,7 @@ Suite *server_suite(void)
     tcase_add_test(tc, snapshot_across_restart);
     tcase_add_test(tc, snapshot_command);
     tcase_add_test(tc, snapshot_cpulist);
+    tcase_add_test(tc, prefault_on_and_off);
     tcase_add_test(tc, snapshot_interval);
     tcase_add_test(tc, corrupt_snapshot_refused);
     suite_add_tcase(su, tc);

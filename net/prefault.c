@@ -1,0 +1,195 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * prefault.c -- faults the engine's fresh memory in on a background thread.
+ *
+ * The engine hands over (eng_config.populate) each range of fresh memory it
+ * has mapped and will touch soon: the pool's next chunk, the new part of a
+ * grown array. On this kind of VM the first touch of a 2 MiB huge page
+ * costs milliseconds (`shortstat-bench machine` measures it), and on the
+ * event loop that is a stall every client waits through. Here one thread
+ * takes the ranges from a small queue and faults them in with
+ * madvise(MADV_POPULATE_WRITE), one huge page at a time. That maps pages
+ * without writing to them, so it cannot race with the engine's own writes;
+ * a range the engine has unmapped or moved meanwhile fails (ENOMEM) and is
+ * dropped. (Were its addresses mapped again by something else, populating
+ * them would only fault those pages in too.)
+ *
+ * The thread runs SCHED_IDLE: it only gets time the loop leaves idle, and
+ * the loop preempts it on wake-up. Under full load it falls behind and the
+ * engine faults pages in itself, as it would without it; a request that
+ * finds the queue full is dropped for the same reason.
+ *
+ * Invariants: the queue is a ring of Q_LEN ranges under `mu`; head/n count
+ * it; `busy` is set while the thread works on a range it took. Only the
+ * loop thread enqueues. A fork()ed child has no thread and must not call
+ * net_prefault_request (the server's snapshot child never allocates
+ * through the engine).
+ */
+#include "net/prefault.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23  /* Linux 5.14; older kernels answer EINVAL */
+#endif
+
+#define Q_LEN 64u
+#define STEP ((size_t)2 << 20)  /* one huge page per madvise: the lock is held that long */
+
+struct range {
+    char *p;
+    size_t len;
+};
+
+struct net_prefault {
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t work, idle;
+    struct range q[Q_LEN];
+    uint32_t head, n;
+    size_t page;
+    bool busy, stop;
+    uint64_t bytes, dropped;
+};
+
+static void *run(void *arg)
+{
+    struct net_prefault *p = arg;
+    struct sched_param sp = {0};
+    (void)pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);  /* best effort */
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (p->n == 0 && !p->stop) {
+            p->busy = false;
+            pthread_cond_broadcast(&p->idle);
+            pthread_cond_wait(&p->work, &p->mu);
+        }
+        if (p->stop)
+            break;
+        struct range r = p->q[p->head];
+        p->head = (p->head + 1) % Q_LEN;
+        p->n--;
+        p->busy = true;
+        pthread_mutex_unlock(&p->mu);
+        size_t done = 0;
+        int err = 0;
+        while (done < r.len) {
+            size_t k = r.len - done < STEP ? r.len - done : STEP;
+            if (madvise(r.p + done, k, MADV_POPULATE_WRITE) != 0) {
+                err = errno;
+                break;
+            }
+            done += k;
+        }
+        pthread_mutex_lock(&p->mu);
+        p->bytes += done;
+        if (err)
+            p->dropped++;
+    }
+    p->busy = false;
+    pthread_cond_broadcast(&p->idle);
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+/* Kernels before 5.14 answer EINVAL: then there is no thread at all. */
+static bool supported(void)
+{
+    long pg = sysconf(_SC_PAGESIZE);
+    void *a = mmap(NULL, (size_t)pg, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (a == MAP_FAILED)
+        return false;
+    bool ok = madvise(a, (size_t)pg, MADV_POPULATE_WRITE) == 0;
+    munmap(a, (size_t)pg);
+    return ok;
+}
+
+struct net_prefault *net_prefault_start(void)
+{
+    if (!supported()) {
+        errno = ENOTSUP;
+        return NULL;
+    }
+    struct net_prefault *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->page = (size_t)sysconf(_SC_PAGESIZE);
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->work, NULL);
+    pthread_cond_init(&p->idle, NULL);
+    int rc = pthread_create(&p->th, NULL, run, p);
+    if (rc) {
+        pthread_mutex_destroy(&p->mu);
+        pthread_cond_destroy(&p->work);
+        pthread_cond_destroy(&p->idle);
+        free(p);
+        errno = rc;
+        return NULL;
+    }
+    return p;
+}
+
+void net_prefault_stop(struct net_prefault *p)
+{
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->mu);
+    p->stop = true;
+    pthread_cond_signal(&p->work);
+    pthread_mutex_unlock(&p->mu);
+    pthread_join(p->th, NULL);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->work);
+    pthread_cond_destroy(&p->idle);
+    free(p);
+}
+
+void net_prefault_request(struct net_prefault *p, void *addr, size_t len)
+{
+    if (!p || !addr)
+        return;
+    /* madvise wants a page-aligned start; a partial first page is left to
+     * the engine (the rest of the range's last page is the mapping's). */
+    uintptr_t a = (uintptr_t)addr, start = (a + p->page - 1) & ~(uintptr_t)(p->page - 1);
+    if (len <= start - a)
+        return;
+    len -= start - a;
+    addr = (void *)start;
+    pthread_mutex_lock(&p->mu);
+    if (p->stop || p->n == Q_LEN) {
+        p->dropped++;
+    } else {
+        p->q[(p->head + p->n) % Q_LEN] = (struct range){addr, len};
+        p->n++;
+        p->busy = true;
+        pthread_cond_signal(&p->work);
+    }
+    pthread_mutex_unlock(&p->mu);
+}
+
+void net_prefault_stats(struct net_prefault *p, uint64_t *bytes, uint64_t *dropped)
+{
+    *bytes = *dropped = 0;
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->mu);
+    *bytes = p->bytes;
+    *dropped = p->dropped;
+    pthread_mutex_unlock(&p->mu);
+}
+
+void net_prefault_drain(struct net_prefault *p)
+{
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->mu);
+    while (p->busy || p->n)
+        pthread_cond_wait(&p->idle, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+}

@@ -1,0 +1,26 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * prefault.h -- faults the engine's fresh memory in on a background thread
+ * (design in prefault.c). Used through eng_config.populate.
+ */
+#ifndef SHORTSTAT_NET_PREFAULT_H
+#define SHORTSTAT_NET_PREFAULT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct net_prefault;
+
+/* Starts the thread; NULL (with errno) when it cannot. */
+struct net_prefault *net_prefault_start(void);
+/* Stops and joins the thread; requests still queued are dropped. */
+void net_prefault_stop(struct net_prefault *p);
+/* Queue [addr, addr + len) to be faulted in; never blocks on the thread's
+ * work, drops the request when the queue is full. Safe to call with p NULL. */
+void net_prefault_request(struct net_prefault *p, void *addr, size_t len);
+/* Bytes faulted in, requests dropped (queue full or range gone). */
+void net_prefault_stats(struct net_prefault *p, uint64_t *bytes, uint64_t *dropped);
+/* Waits until the queue is empty and the thread idle (tests). */
+void net_prefault_drain(struct net_prefault *p);
+
+#endif

@@ -1,0 +1,107 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Unit tests of net/prefault.c: a requested range ends up resident without
+ * its contents changing, an unaligned start is rounded up to a page, a
+ * range that is gone is counted as dropped, a NULL handle ignores requests,
+ * and stop joins with requests still queued.
+ */
+#include <check.h>
+#include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "net/prefault.h"
+
+static struct net_prefault *start_or_skip(void)
+{
+    struct net_prefault *p = net_prefault_start();
+    if (!p)
+        ck_assert_int_eq(errno, ENOTSUP);  /* a kernel before 5.14: nothing else to test */
+    return p;
+}
+
+static size_t resident_pages(const char *p, size_t len)
+{
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE), n = (len + pg - 1) / pg, r = 0;
+    unsigned char *vec = calloc(n, 1);
+    ck_assert_ptr_nonnull(vec);
+    ck_assert_int_eq(mincore((void *)p, len, vec), 0);
+    for (size_t i = 0; i < n; i++)
+        r += vec[i] & 1;
+    free(vec);
+    return r;
+}
+
+START_TEST(test_prefault_faults_in_without_writing)
+{
+    struct net_prefault *p = start_or_skip();
+    if (!p)
+        return;
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE), len = (size_t)8 << 20;
+    char *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ck_assert_ptr_ne(m, MAP_FAILED);
+    (void)madvise(m, len, MADV_NOHUGEPAGE);  /* count 4 KiB pages, not one huge page */
+    memset(m + 5 * pg, 0xab, pg);              /* already written: must stay as it is */
+    net_prefault_request(p, m + 100, len - 100);  /* unaligned: rounds up to page 1 */
+    net_prefault_drain(p);
+    uint64_t bytes, dropped;
+    net_prefault_stats(p, &bytes, &dropped);
+    ck_assert_uint_eq(bytes, len - pg);
+    ck_assert_uint_eq(dropped, 0);
+    ck_assert_uint_eq(resident_pages(m + pg, len - pg), (len - pg) / pg);
+    for (size_t i = 0; i < pg; i++)
+        ck_assert_int_eq((unsigned char)m[5 * pg + i], 0xab);
+    ck_assert_int_eq(m[pg], 0);
+    /* a range within the first partial page is nothing to do */
+    net_prefault_request(p, m + 1, pg - 1);
+    net_prefault_drain(p);
+    net_prefault_stats(p, &bytes, &dropped);
+    ck_assert_uint_eq(bytes, len - pg);
+    /* a range that is gone: dropped, counted, nothing else */
+    munmap(m, len);
+    net_prefault_request(p, m, len);
+    net_prefault_drain(p);
+    net_prefault_stats(p, &bytes, &dropped);
+    ck_assert_uint_eq(bytes, len - pg);
+    ck_assert_uint_eq(dropped, 1);
+    net_prefault_stop(p);
+}
+END_TEST
+
+START_TEST(test_prefault_null_and_stop_with_queue)
+{
+    uint64_t bytes = 1, dropped = 1;
+    net_prefault_request(NULL, &bytes, sizeof bytes);  /* --prefault no: a no-op */
+    net_prefault_stats(NULL, &bytes, &dropped);
+    ck_assert_uint_eq(bytes, 0);
+    ck_assert_uint_eq(dropped, 0);
+    net_prefault_drain(NULL);
+    net_prefault_stop(NULL);
+    struct net_prefault *p = start_or_skip();
+    if (!p)
+        return;
+    size_t len = (size_t)64 << 20;
+    char *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ck_assert_ptr_ne(m, MAP_FAILED);
+    /* more requests than the queue holds: the rest are dropped, never blocked on */
+    for (int i = 0; i < 200; i++)
+        net_prefault_request(p, m + (size_t)(i % 32) * (2 << 20), (size_t)2 << 20);
+    net_prefault_stop(p);  /* joins with work still queued */
+    munmap(m, len);
+}
+END_TEST
+
+extern Suite *prefault_suite(void);
+Suite *prefault_suite(void)
+{
+    Suite *s = suite_create("prefault");
+    TCase *tc = tcase_create("prefault");
+    tcase_add_test(tc, test_prefault_faults_in_without_writing);
+    tcase_add_test(tc, test_prefault_null_and_stop_with_queue);
+    suite_add_tcase(s, tc);
+    return s;
+}
