@@ -48,6 +48,9 @@
 #include <strings.h>
 #include <sys/random.h>
 #include <time.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #define XXH_INLINE_ALL
 #include <xxhash.h>
@@ -166,26 +169,44 @@ static const uint8_t char_class[256] = {
     ['y'] = 3, ['z'] = 3,
 };
 
-/* Four bytes a step into two accumulators: every interaction checks a
- * session id (34 bytes for the ids the server mints), and the byte loop
- * was a fifth of the engine's instructions. */
 static bool chars_ok(const char *s, size_t len, uint8_t cls)
 {
-    const unsigned char *u = (const unsigned char *)s;
-    uint8_t a = cls, b = cls;
-    size_t i = 0;
-    for (; i + 4 <= len; i += 4) {
-        a &= char_class[u[i]] & char_class[u[i + 1]];
-        b &= char_class[u[i + 2]] & char_class[u[i + 3]];
-    }
-    for (; i < len; i++)
-        a &= char_class[u[i]];
-    return (a & b) == cls;
+    uint8_t all = cls;
+    for (size_t i = 0; i < len; i++)
+        all &= char_class[(unsigned char)s[i]];
+    return all == cls;
 }
+
+#ifdef __SSE2__
+/* Sixteen bytes at once: a session-id byte lies in '-'..'.', '0'..':',
+ * 'A'..'Z' or 'a'..'z' (bit 5 set folds the first letters onto the
+ * second; no other byte folds into them), or is '_'. Bytes >= 0x80 are
+ * negative as signed chars and fall in no range. */
+static bool sess_chunk_ok(const char *s)
+{
+    const __m128i x = _mm_loadu_si128((const __m128i *)(const void *)s);
+    const __m128i low = _mm_or_si128(x, _mm_set1_epi8(0x20));
+#define IN(v, lo, hi) _mm_and_si128(_mm_cmpgt_epi8(v, _mm_set1_epi8((char)((lo) - 1))), \
+                                    _mm_cmplt_epi8(v, _mm_set1_epi8((char)((hi) + 1))))
+    __m128i ok = _mm_or_si128(IN(x, '-', '.'), IN(x, '0', ':'));
+    ok = _mm_or_si128(ok, IN(low, 'a', 'z'));
+#undef IN
+    ok = _mm_or_si128(ok, _mm_cmpeq_epi8(x, _mm_set1_epi8('_')));
+    return _mm_movemask_epi8(ok) == 0xffff;
+}
+#endif
 
 bool eng_session_ok(const char *s, size_t len)
 {
-    return s && len >= 1 && len <= ENG_SESSION_MAX && chars_ok(s, len, CC_SESS);
+    if (!s || len < 1 || len > ENG_SESSION_MAX)
+        return false;
+#ifdef __SSE2__
+    /* the check every interaction makes: whole chunks here, the tail below */
+    for (; len >= 16; s += 16, len -= 16)
+        if (!sess_chunk_ok(s))
+            return false;
+#endif
+    return chars_ok(s, len, CC_SESS);
 }
 
 bool eng_platform_ok(const char *s, size_t len)
@@ -1277,6 +1298,14 @@ static void pf_lines(const void *p, size_t n)
         __builtin_prefetch((const char *)p + off);
 }
 
+/* A context is written (its refcounts) and its session id read (the
+ * session's identity check): the id crosses into the next line. */
+static void pf_ctx(const struct eng *e, uint32_t id)
+{
+    __builtin_prefetch(&e->cx[id], 1);
+    __builtin_prefetch((const char *)&e->cx[id] + 64);
+}
+
 static void pf_ring_tail(const struct ring *r)
 {
     if (r->cap) {
@@ -1362,7 +1391,7 @@ static void pf_deep_k(const struct eng *e, int32_t type, uint64_t short_id, bool
             last = e->us[v - 1].last_ctx;
     }
     if (last)
-        __builtin_prefetch(&e->cx[last], 1);
+        pf_ctx(e, last);
 }
 
 static void pf_deep(const struct eng *e, const struct eng_ix *ix, const struct plan *p)
@@ -1385,7 +1414,7 @@ static void pf_deep(const struct eng *e, const struct eng_ix *ix, const struct p
             last = e->us[p->user].last_ctx;
     }
     if (last)
-        __builtin_prefetch(&e->cx[last], 1);
+        pf_ctx(e, last);
 }
 
 /* Apply-phase prefetch: a long batch's early elements have left the cache

@@ -956,6 +956,42 @@ START_TEST(test_restore_sparse_ids)
 END_TEST
 
 extern Suite *eng_suite(void);
+/* Every byte value at every position of ids of every length: the session
+ * id check (vectorised 16 bytes at a time) agrees with the plain rule. */
+static bool sess_char_ref(unsigned char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+           c == '.' || c == '_' || c == ':' || c == '-';
+}
+
+static bool session_valid(const struct eng *e, const char *id, size_t len)
+{
+    struct eng_ix ix = ix_of(ENG_T_SKIP, 1, NULL, 7);
+    ix.session = id;
+    ix.session_len = len;
+    return eng_validate(e, &ix, NULL) == ENG_OK;
+}
+
+START_TEST(test_session_chars_every_byte)
+{
+    struct eng *e = mk_eng(&clk, 4, 0);
+    char id[ENG_SESSION_MAX + 1];
+    for (size_t len = 1; len <= ENG_SESSION_MAX; len++)
+        for (size_t pos = 0; pos < len; pos++)
+            for (int c = 0; c < 256; c++) {
+                memset(id, pos % 2 ? 'Z' : '7', sizeof id);
+                id[pos] = (char)c;
+                ck_assert_msg(session_valid(e, id, len) == sess_char_ref((unsigned char)c),
+                              "len %zu pos %zu byte %d", len, pos, c);
+            }
+    memset(id, 'a', sizeof id);
+    ck_assert(session_valid(e, id, ENG_SESSION_MAX));
+    ck_assert(!session_valid(e, id, ENG_SESSION_MAX + 1));
+    ck_assert(!session_valid(e, id, 0));
+    eng_destroy(e);
+}
+END_TEST
+
 /* A populate hook is handed the fresh part of every mapped block (the
  * pool's spare chunks, 2 MiB each, among them) and changes no answer. */
 struct pop_clock {
@@ -1021,6 +1057,7 @@ Suite *eng_suite(void)
     tcase_add_test(tc, test_ring_overwrite);
     tcase_add_test(tc, test_context_sharing);
     tcase_add_test(tc, test_populate_hook);
+    tcase_add_test(tc, test_session_chars_every_byte);
     tcase_add_test(tc, test_eviction);
     tcase_add_test(tc, test_top);
     tcase_add_test(tc, test_boost);
