@@ -955,6 +955,64 @@ START_TEST(test_restore_sparse_ids)
 }
 END_TEST
 
+/* Records find their short by id through a plain array while rings are
+ * restored when ids are dense, through the index when they are sparse:
+ * both must find every short and refuse every other id, holes included. */
+START_TEST(test_restore_short_lookup)
+{
+    struct eng_err err;
+    const uint64_t sparse = (uint64_t)1 << 40;
+    for (int dense = 0; dense < 2; dense++) {
+        for (int bad = 0; bad < 3; bad++) {
+            eng_destroy(E);
+            E = mk_eng(&clk, 0, 0);
+            struct eng_ctx_view c1 = {.id = 1, .session = "s", .session_len = 1};
+            ck_assert_int_eq(eng_restore_ctx(E, &c1, &err), 0);
+            uint64_t ids[2] = {4, dense ? 6 : sparse};
+            for (int i = 0; i < 2; i++) {
+                struct eng_short_view sv = {.short_id = ids[i]};
+                sv.count[ENG_T_SKIP] = 1;
+                ck_assert_int_eq(eng_restore_short(E, &sv, NULL, 0, NULL, 0, &err), 0);
+            }
+            struct eng_ring_view rv = {.session = "s", .session_len = 1,
+                                       .last_seen_ms = clk.now, .nrecs = 2};
+            struct eng_rec_view rec[2] = {
+                {.ts = 5, .short_id = ids[0], .ctx_id = 1, .type = ENG_T_SKIP},
+                {.ts = 6, .short_id = ids[1], .ctx_id = 1, .type = ENG_T_SKIP},
+            };
+            /* a hole between the ids, one past the largest, far beyond */
+            const uint64_t unknown[3] = {5, ids[1] + 1, sparse * 2};
+            if (bad) {
+                rec[1].short_id = unknown[bad];
+                ck_assert_int_eq(eng_restore_ring(E, &rv, rec, &err), ENG_EINVAL);
+                ck_assert_str_eq(err.msg, "session 0: record of an unknown short");
+                continue;
+            }
+            ck_assert_int_eq(eng_restore_ring(E, &rv, rec, &err), 0);
+            struct eng_totals t = {.interactions = 2, .by_type[ENG_T_SKIP] = 2};
+            ck_assert_int_eq(eng_restore_finish(E, &t, &err), 0);
+            struct eng_history_rec h[2];
+            ck_assert_uint_eq(eng_history_session(E, "s", 1, h, 2), 2);
+            ck_assert_uint_eq(h[0].short_id, ids[1]);
+            ck_assert_uint_eq(h[1].short_id, ids[0]);
+        }
+    }
+    /* the hole case once more, as the first record of a ring */
+    eng_destroy(E);
+    E = mk_eng(&clk, 0, 0);
+    struct eng_ctx_view c1 = {.id = 1, .session = "s", .session_len = 1};
+    ck_assert_int_eq(eng_restore_ctx(E, &c1, &err), 0);
+    struct eng_short_view sv = {.short_id = 4};
+    ck_assert_int_eq(eng_restore_short(E, &sv, NULL, 0, NULL, 0, &err), 0);
+    struct eng_ring_view rv = {.session = "s", .session_len = 1, .last_seen_ms = clk.now, .nrecs = 1};
+    struct eng_rec_view rec = {.ts = 5, .short_id = 3, .ctx_id = 1, .type = ENG_T_SKIP};
+    ck_assert_int_eq(eng_restore_ring(E, &rv, &rec, &err), ENG_EINVAL);
+    ck_assert_str_eq(err.msg, "session 0: record of an unknown short");
+    eng_destroy(E);
+    E = mk_eng(&clk, 0, 0);
+}
+END_TEST
+
 extern Suite *eng_suite(void);
 Suite *eng_suite(void)
 {
@@ -982,6 +1040,7 @@ Suite *eng_suite(void)
     tcase_add_test(tc, test_restore_roundtrip);
     tcase_add_test(tc, test_restore_rejects);
     tcase_add_test(tc, test_restore_sparse_ids);
+    tcase_add_test(tc, test_restore_short_lookup);
     suite_add_tcase(s, tc);
     return s;
 }
