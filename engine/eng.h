@@ -303,6 +303,14 @@ void eng_totals(const struct eng *e, struct eng_totals *out);
 
 /* Hint: pre-size tables before a restore so loading does not rehash. */
 int eng_restore_reserve(struct eng *e, const struct eng_walk_counts *c, struct eng_err *err);
+/* Hint for a loader with time to spare while it waits for input (after
+ * eng_restore_reserve): faults in up to `budget` bytes of the tables the
+ * reservation sized -- sessions, users, shorts, their indexes, contexts --
+ * so the restore calls that fill them later do not stop for page faults
+ * (several us per 4 KiB page on some VMs). Changes nothing a query or a
+ * restore call can see, and never fails. *cursor starts at 0 and is
+ * advanced; returns the bytes still to go, 0 when done. */
+size_t eng_restore_prefault(const struct eng *e, uint64_t *cursor, size_t budget);
 int eng_restore_platform(struct eng *e, const struct eng_platform_view *v, struct eng_err *err);
 int eng_restore_ua(struct eng *e, const struct eng_ua_view *v, struct eng_err *err);
 int eng_restore_ctx(struct eng *e, const struct eng_ctx_view *v, struct eng_err *err);

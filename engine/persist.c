@@ -23,12 +23,14 @@
  * not an error. *
  * Speed (a 2M-interaction load restores ~1M rings): records find their
  * short through a plain array by id while rings are restored (see
- * short_find).
+ * short_find), and a loader with an idle moment can have the reserved
+ * tables faulted in ahead of use (eng_restore_prefault).
  */
 #include "engine/eng_int.h"
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 /* ---- walks ------------------------------------------------------------------ */
 
@@ -300,6 +302,53 @@ int eng_restore_reserve(struct eng *e, const struct eng_walk_counts *c, struct e
         (c->platforms && eng_reserve_platforms(e, c->platforms)))
         return fail(e, err, ENG_ENOMEM, "memory", "out of memory", 0);
     return ENG_OK;
+}
+
+/* The reserved tables in the order a load fills them after the contexts
+ * (sessions and users with their indexes, shorts), contexts last: a loader
+ * prefaults while contexts are being restored, and those it writes itself.
+ * Whole blocks, so the list does not depend on how far a table is filled;
+ * populating a page that is already there costs a page-table walk. The
+ * kernel fills the pages (MADV_POPULATE_WRITE, Linux 5.14+): nothing is
+ * written from here, so no content changes; without it this is a no-op. */
+size_t eng_restore_prefault(const struct eng *e, uint64_t *cursor, size_t budget)
+{
+    const struct { const void *p; size_t n; } tab[] = {
+        {e->ss_raw, e->ss_raw ? (size_t)e->ss_cap * sizeof(struct sess) + 64 : 0},
+        {e->ss_idx.slots, e->ss_idx.slots ? ((size_t)e->ss_idx.mask + 1) * sizeof(struct idx_slot) : 0},
+        {e->us_raw, e->us_raw ? (size_t)e->us_cap * sizeof(struct user) + 64 : 0},
+        {e->us_idx.slots, e->us_idx.slots ? ((size_t)e->us_idx.mask + 1) * sizeof(struct idx_slot) : 0},
+        {e->sh, (size_t)e->sh_cap * sizeof(struct shrt)},
+        {e->shc, (size_t)e->sh_cap * sizeof(struct shrt_cold)},
+        {e->cx, (size_t)e->cx_cap * sizeof(struct ctx)},
+    };
+    const uintptr_t page = 4096;
+    uint64_t at = 0, left = 0;
+    if (budget)
+        budget = budget > page ? budget & ~(size_t)(page - 1) : page;
+    for (size_t i = 0; i < sizeof tab / sizeof tab[0]; i++) {
+        /* only whole pages inside the block (small blocks share theirs) */
+        uintptr_t a = ((uintptr_t)tab[i].p + page - 1) & ~(page - 1);
+        uintptr_t b = ((uintptr_t)tab[i].p + tab[i].n) & ~(page - 1);
+        if (!tab[i].p || b <= a)
+            continue;
+        uint64_t n = b - a;
+        if (*cursor < at + n) {
+            uint64_t from = *cursor > at ? *cursor - at : 0, len = n - from;
+            if (budget) {
+                size_t step = len < budget ? (size_t)len : budget;
+#ifdef MADV_POPULATE_WRITE
+                (void)madvise((void *)(a + from), step, MADV_POPULATE_WRITE);
+#endif
+                budget -= step;
+                *cursor = at + from + step;
+                len -= step;
+            }
+            left += len;
+        }
+        at += n;
+    }
+    return (size_t)left;
 }
 
 int eng_restore_platform(struct eng *e, const struct eng_platform_view *v, struct eng_err *err)

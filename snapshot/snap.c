@@ -1697,6 +1697,8 @@ struct rd {
     uint64_t *merged;
     size_t merged_cap;
     struct eng_walk_counts got;
+    uint64_t pf_cursor;             /* eng_restore_prefault's */
+    size_t pf_left;
 };
 
 static int eng_fail(struct rd *r, int erc, const struct eng_err *ee, const struct snap_chunk *c,
@@ -1875,10 +1877,13 @@ static int rd_short_ids(struct rd *r)
  * are restored, so errors surface in file order exactly as a sequential
  * load would report them. When the thread cannot be started, or the
  * process may use only one CPU, the caller's thread fills each batch
- * itself.
+ * itself. While the caller waits for a batch (pass 1 decodes far more than
+ * it restores) it has the engine's reserved tables faulted in, a huge page
+ * at a time, so the ring restores of pass 2 do not stop for page faults.
  */
 #define RB_MAX 4096
 #define RB_NBUF 2
+#define RD_PREFAULT_STEP ((size_t)2 << 20)  /* one huge page: ~3 ms of waiting */
 
 struct rbatch {
     const struct snap_chunk *chunk;  /* every item is from this chunk */
@@ -2152,8 +2157,15 @@ static int rd_rings(struct rd *r, int pass)
         struct rbatch *b = &p->b[p->consumed % RB_NBUF];
         if (threaded) {
             pthread_mutex_lock(&p->mu);
-            while (p->produced == p->consumed)
+            while (p->produced == p->consumed) {
+                if (r->pf_left) {   /* nothing to restore yet: fault tables in */
+                    pthread_mutex_unlock(&p->mu);
+                    r->pf_left = eng_restore_prefault(r->e, &r->pf_cursor, RD_PREFAULT_STEP);
+                    pthread_mutex_lock(&p->mu);
+                    continue;
+                }
                 pthread_cond_wait(&p->cv, &p->mu);
+            }
             pthread_mutex_unlock(&p->mu);
         } else {
             pdec_fill(p, b);
@@ -2345,6 +2357,7 @@ int snap_read(struct eng *e, const uint8_t *buf, size_t len, struct snap_err *er
         rc = eng_fail(&r, erc, &ee, NULL, "the reservation");
         goto out;
     }
+    r.pf_left = 1;   /* unknown until the first call */
     if ((rc = rd_platforms_uas(&r)) || (rc = rd_short_ids(&r)) || (rc = rd_rings(&r, 1)))
         goto out;
     if (pairs_group(&r.pv, r.nshorts) || pairs_group(&r.ps, r.nshorts)) {

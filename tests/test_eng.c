@@ -1013,6 +1013,45 @@ START_TEST(test_restore_short_lookup)
 }
 END_TEST
 
+/* Prefaulting is a hint: it walks every reserved table once, in steps of
+ * the budget, changes nothing visible, and a restore goes on as usual. */
+START_TEST(test_restore_prefault)
+{
+    struct eng_err err;
+    uint64_t cur = 0;
+    struct eng_walk_counts k = {.shorts = 5000, .sessions = 30000, .users = 3000, .ctxs = 30000};
+    ck_assert_int_eq(eng_restore_reserve(E, &k, &err), 0);
+    size_t total = eng_restore_prefault(E, &cur, 0);
+    ck_assert_uint_eq(cur, 0);
+    ck_assert_uint_gt(total, 30000u * 64);   /* the sessions alone */
+    size_t left = total, calls = 0;
+    while (left) {
+        size_t next = eng_restore_prefault(E, &cur, 100000);
+        ck_assert_uint_lt(next, left);
+        ck_assert_uint_le(left - next, 100000);
+        left = next;
+        ck_assert_uint_lt(++calls, 10000);
+    }
+    ck_assert_uint_gt(calls, 1);
+    ck_assert_uint_eq(eng_restore_prefault(E, &cur, 1 << 20), 0);
+    struct eng_ctx_view c1 = {.id = 1, .session = "s", .session_len = 1};
+    ck_assert_int_eq(eng_restore_ctx(E, &c1, &err), 0);
+    ck_assert_uint_eq(eng_restore_prefault(E, &cur, 1 << 20), 0);
+    struct eng_short_view sv = {.short_id = 4};
+    sv.count[ENG_T_SKIP] = 1;
+    ck_assert_int_eq(eng_restore_short(E, &sv, NULL, 0, NULL, 0, &err), 0);
+    struct eng_ring_view rv = {.session = "s", .session_len = 1, .last_seen_ms = clk.now, .nrecs = 1};
+    struct eng_rec_view rec = {.ts = 5, .short_id = 4, .ctx_id = 1, .type = ENG_T_SKIP};
+    ck_assert_int_eq(eng_restore_ring(E, &rv, &rec, &err), 0);
+    struct eng_totals t = {.interactions = 1, .by_type[ENG_T_SKIP] = 1};
+    ck_assert_int_eq(eng_restore_finish(E, &t, &err), 0);
+    struct eng_info info;
+    eng_info(E, &info);
+    ck_assert_uint_eq(info.sessions, 1);
+    ck_assert_uint_eq(info.records, 1);
+}
+END_TEST
+
 extern Suite *eng_suite(void);
 Suite *eng_suite(void)
 {
@@ -1041,6 +1080,7 @@ Suite *eng_suite(void)
     tcase_add_test(tc, test_restore_rejects);
     tcase_add_test(tc, test_restore_sparse_ids);
     tcase_add_test(tc, test_restore_short_lookup);
+    tcase_add_test(tc, test_restore_prefault);
     suite_add_tcase(s, tc);
     return s;
 }
