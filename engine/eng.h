@@ -224,8 +224,10 @@ int eng_verify(const struct eng *e, struct eng_err *err);
  * context and platform once; ids are stable for the life of the engine and
  * are reproduced exactly by the restore calls. Restore into a fresh engine
  * in this order: platforms, uas,
- * contexts, shorts, rings, then eng_restore_finish. Any eng_restore_* error
- * leaves the engine unusable except for eng_destroy.
+ * contexts, shorts, rings, then eng_restore_finish -- or, with
+ * eng_restore_short_ids after the uas, contexts and rings interleaved, then
+ * shorts. Any eng_restore_* error leaves the engine unusable except for
+ * eng_destroy.
  */
 
 struct eng_platform_view { uint32_t id; const char *name; size_t len; };
@@ -314,6 +316,14 @@ size_t eng_restore_prefault(const struct eng *e, uint64_t *cursor, size_t budget
 int eng_restore_platform(struct eng *e, const struct eng_platform_view *v, struct eng_err *err);
 int eng_restore_ua(struct eng *e, const struct eng_ua_view *v, struct eng_err *err);
 int eng_restore_ctx(struct eng *e, const struct eng_ctx_view *v, struct eng_err *err);
+/* For a loader that restores rings before it knows the shorts' counters
+ * and sets (a snapshot's viewer sets are implied by its rings, so it would
+ * otherwise decode the rings twice): creates the n shorts, ids in creation
+ * order, with nothing recorded. Contexts and rings may then come
+ * interleaved (a ring after its contexts), then eng_restore_short once for
+ * each short, in the same order, fills it in; finish refuses a short left
+ * without. Ids must be >= 1 and distinct. */
+int eng_restore_short_ids(struct eng *e, const uint64_t *ids, size_t n, struct eng_err *err);
 /* viewers/savers: plain lists of non-zero fingerprints (v->viewers etc. are
  * ignored), duplicates rejected. */
 int eng_restore_short(struct eng *e, const struct eng_short_view *v,

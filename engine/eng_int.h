@@ -137,6 +137,8 @@ struct eng {
      * are restored, when ids are dense enough; NULL otherwise */
     uint32_t *rs_dense;
     uint64_t rs_dense_n;
+    bool rs_early;                /* eng_restore_short_ids was called ... */
+    uint32_t rs_filled;           /* ... and this many shorts have their data */
 
     /* shorts */
     struct shrt *sh;

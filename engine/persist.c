@@ -13,14 +13,16 @@
  * user agent referenced, and eng_restore_finish can insist on it.
  *
  * Restore: into a fresh engine, phases in order (platforms, uas, contexts,
- * shorts, rings, finish); ids are placed exactly where they were, the free
- * lists rebuilt at the end. Every input is checked as if hostile (a
+ * shorts, rings, finish -- or platforms, uas, short ids, contexts and rings
+ * interleaved, shorts' data, finish); ids are placed exactly where they
+ * were, the free lists rebuilt at the end. Every input is checked as if hostile (a
  * snapshot may be corrupt): bad ids, duplicates, impossible counts are
  * errors, after which the engine is marked broken (only eng_destroy).
  * When the engine's history is shorter than a ring's records, only the
  * newest are kept; contexts only the dropped records used are then freed
  * at finish (CX_DROPPED), the one case where an unreferenced context is
- * not an error. *
+ * not an error.
+ *
  * Speed (a 2M-interaction load restores ~1M rings): records find their
  * short through a plain array by id while rings are restored (see
  * short_find), and a loader with an idle moment can have the reserved
@@ -248,7 +250,13 @@ void eng_totals(const struct eng *e, struct eng_totals *out)
 
 /* ---- restore ------------------------------------------------------------------- */
 
-enum { PH_NONE, PH_RESERVE, PH_PLATFORM, PH_UA, PH_CTX, PH_SHORT, PH_RING, PH_DONE };
+/* Phases only move forward. With eng_restore_short_ids (PH_SHORT_IDS),
+ * contexts and rings share PH_RINGS and shorts' data comes after them
+ * (PH_FILL); without it contexts, shorts and rings have a phase each. */
+enum {
+    PH_NONE, PH_RESERVE, PH_PLATFORM, PH_UA, PH_SHORT_IDS, PH_CTX, PH_SHORT, PH_RING,
+    PH_RINGS, PH_FILL, PH_DONE
+};
 
 static int fail(struct eng *e, struct eng_err *err, int rc, const char *what, const char *why,
                 uint64_t id)
@@ -304,9 +312,8 @@ int eng_restore_reserve(struct eng *e, const struct eng_walk_counts *c, struct e
     return ENG_OK;
 }
 
-/* The reserved tables in the order a load fills them after the contexts
- * (sessions and users with their indexes, shorts), contexts last: a loader
- * prefaults while contexts are being restored, and those it writes itself.
+/* The reserved tables, contexts last: a loader restores those from the
+ * start of the table onwards from its first batch, faulting them in itself.
  * Whole blocks, so the list does not depend on how far a table is filled;
  * populating a page that is already there costs a page-table walk. The
  * kernel fills the pages (MADV_POPULATE_WRITE, Linux 5.14+): nothing is
@@ -424,7 +431,7 @@ int eng_restore_ua(struct eng *e, const struct eng_ua_view *v, struct eng_err *e
 
 int eng_restore_ctx(struct eng *e, const struct eng_ctx_view *v, struct eng_err *err)
 {
-    int rc = enter(e, PH_CTX, err);
+    int rc = enter(e, e->rs_early ? PH_RINGS : PH_CTX, err);
     if (rc)
         return rc;
     if (v->id == 0 || v->id >= ENG_NONE - 1)
@@ -460,18 +467,46 @@ int eng_restore_ctx(struct eng *e, const struct eng_ctx_view *v, struct eng_err 
     return ENG_OK;
 }
 
+static int short_map_build(struct eng *e);
+
+int eng_restore_short_ids(struct eng *e, const uint64_t *ids, size_t n, struct eng_err *err)
+{
+    int rc = enter(e, PH_SHORT_IDS, err);
+    if (rc)
+        return rc;
+    if (e->rs_early)
+        return fail(e, err, ENG_EINVAL, "short ids", "given twice", 0);
+    if (n >= ENG_NONE)
+        return fail(e, err, ENG_ELIMIT, "short ids", "beyond the engine's limits", n);
+    if (eng_reserve_shorts(e, n))
+        return fail(e, err, ENG_ENOMEM, "memory", "out of memory", 0);
+    for (size_t i = 0; i < n; i++) {
+        if (ids[i] == 0)
+            return fail(e, err, ENG_EINVAL, "short", "id must be at least 1", 0);
+        if (idx_find(&e->sh_idx, ids[i]))
+            return fail(e, err, ENG_EINVAL, "short", "duplicate id", ids[i]);
+        eng_short_new(e, ids[i]);
+    }
+    e->rs_early = true;
+    if (short_map_build(e))
+        return fail(e, err, ENG_ENOMEM, "memory", "out of memory", 0);
+    return ENG_OK;
+}
+
 int eng_restore_short(struct eng *e, const struct eng_short_view *v, const uint64_t *viewers,
                       size_t nviewers, const uint64_t *savers, size_t nsavers,
                       struct eng_err *err)
 {
-    int rc = enter(e, PH_SHORT, err);
+    int rc = enter(e, e->rs_early ? PH_FILL : PH_SHORT, err);
     if (rc)
         return rc;
     uint64_t id = v->short_id;
     if (id == 0)
         return fail(e, err, ENG_EINVAL, "short", "id must be at least 1", id);
-    if (idx_find(&e->sh_idx, id))
-        return fail(e, err, ENG_EINVAL, "short", "duplicate id", id);
+    if (e->rs_early ? e->rs_filled >= e->nsh || e->sid[e->rs_filled] != id
+                    : idx_find(&e->sh_idx, id) != 0)
+        return fail(e, err, ENG_EINVAL, "short",
+                    e->rs_early ? "not the next of eng_restore_short_ids" : "duplicate id", id);
     if (v->count[ENG_T_SAVE] != nsavers)
         return fail(e, err, ENG_EINVAL, "short", "saves differ from its savers", id);
     if (nviewers > v->count[ENG_T_IMPRESSION] + v->count[ENG_T_VIEW] ||
@@ -498,9 +533,14 @@ int eng_restore_short(struct eng *e, const struct eng_short_view *v, const uint6
         if (psum > v->count[ENG_T_SHARE])
             return fail(e, err, ENG_EINVAL, "short", "platform shares exceed shares", id);
     }
-    if (eng_reserve_shorts(e, 1))
-        return fail(e, err, ENG_ENOMEM, "memory", "out of memory", 0);
-    uint32_t ix = eng_short_new(e, id);
+    uint32_t ix;
+    if (e->rs_early) {
+        ix = e->rs_filled;   /* created empty by eng_restore_short_ids */
+    } else {
+        if (eng_reserve_shorts(e, 1))
+            return fail(e, err, ENG_ENOMEM, "memory", "out of memory", 0);
+        ix = eng_short_new(e, id);
+    }
     struct shrt *s = &e->sh[ix];
     struct shrt_cold *c = &e->shc[ix];
     memcpy(s->count, v->count, sizeof(s->count));
@@ -525,6 +565,8 @@ int eng_restore_short(struct eng *e, const struct eng_short_view *v, const uint6
     c->nplat = (uint32_t)v->nplat;
     e->viewer_pairs += nviewers;
     eng_mark_dirty(e, ix);
+    if (e->rs_early)
+        e->rs_filled++;
     return ENG_OK;
 }
 
@@ -704,8 +746,8 @@ static int index_build(struct eng *e, bool users, struct eng_err *err)
 int eng_restore_ring(struct eng *e, const struct eng_ring_view *v, const struct eng_rec_view *recs,
                      struct eng_err *err)
 {
-    bool first = e->restore_phase != PH_RING;
-    int rc = enter(e, PH_RING, err);
+    bool first = !e->rs_early && e->restore_phase != PH_RING;  /* early: built already */
+    int rc = enter(e, e->rs_early ? PH_RINGS : PH_RING, err);
     if (rc)
         return rc;
     if (first && short_map_build(e))
@@ -782,6 +824,8 @@ int eng_restore_finish(struct eng *e, const struct eng_totals *t, struct eng_err
     if (rc)
         return rc;
     short_map_free(e);
+    if (e->rs_early && e->rs_filled != e->nsh)
+        return fail(e, err, ENG_EINVAL, "short", "restored without its data", e->sid[e->rs_filled]);
     if ((rc = index_build(e, false, err)) || (rc = index_build(e, true, err)))
         return rc;
     uint64_t sum = 0;

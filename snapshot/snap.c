@@ -21,8 +21,10 @@
  *   dump) and contexts are renumbered densely, as are user agents (engine
  *   ids have holes; a reader then accepts only 1, 2, 3, ... and a damaged
  *   file cannot make the engine size a table by a wild id). The loader
- *   restores contexts in a first pass over the rings, then shorts, then
- *   rings (eng.h's order).
+ *   reads the rings once: it creates the shorts by id first
+ *   (eng_restore_short_ids), restores each run of rings after the contexts
+ *   they define, and fills the shorts in last, when the rings have given
+ *   their implied viewers.
  * - Viewer and saver sets are mostly implied by history: a retained
  *   impression/view (save) record means its viewer's fingerprint is in the
  *   short's viewer (saver) set. Per set, the writer checks the implied
@@ -1824,62 +1826,79 @@ static int rd_platforms_uas(struct rd *r)
     return SNAP_OK;
 }
 
-/* Shorts, pass 1: the id -> index map that implied sets are grouped by. */
+/* Shorts, pass 1: the id -> index map that implied sets are grouped by, and
+ * the shorts created in the engine by id (their data comes after the rings). */
 static int rd_short_ids(struct rd *r)
 {
-    if (idmap_init(&r->shorts, r->h.counts.shorts))
+    uint64_t *ids = malloc((r->h.counts.shorts ? r->h.counts.shorts : 1) * sizeof *ids);
+    int rc = SNAP_OK;
+    if (!ids || idmap_init(&r->shorts, r->h.counts.shorts)) {
+        free(ids);
         return fail(r->err, SNAP_ENOMEM, 0, "short index: out of memory");
+    }
     for (size_t i = 0; i < r->nchunks; i++) {
         const struct snap_chunk *c = &r->chunks[i];
         if (c->sec != SNAP_SEC_SHRT)
             continue;
         struct snap_cur cur;
-        int rc = rd_open_chunk(r, c, &cur);
-        if (rc)
-            return rc;
+        if ((rc = rd_open_chunk(r, c, &cur)))
+            goto out;
         uint64_t prev = 0;
         for (; cur.item < c->nitems; cur.item++) {
             struct snap_short sh;
             if ((rc = snap_dec_short(&cur, &r->s, prev, &sh)))
-                return rc;
-            if (r->nshorts >= r->h.counts.shorts)
-                return cbad(&cur, "more shorts than the header's %" PRIu64, r->h.counts.shorts);
+                goto out;
+            if (r->nshorts >= r->h.counts.shorts) {
+                rc = cbad(&cur, "more shorts than the header's %" PRIu64, r->h.counts.shorts);
+                goto out;
+            }
             int put = idmap_put(&r->shorts, sh.v.short_id, r->nshorts);
-            if (put < 0)
-                return fail(r->err, SNAP_ENOMEM, c->offset, "short index: out of memory");
-            if (put == 0)
-                return cbad(&cur, "short %" PRIu64 " twice", sh.v.short_id);
-            r->nshorts++;
+            if (put <= 0) {
+                rc = put < 0 ? fail(r->err, SNAP_ENOMEM, c->offset, "short index: out of memory")
+                             : cbad(&cur, "short %" PRIu64 " twice", sh.v.short_id);
+                goto out;
+            }
+            ids[r->nshorts++] = sh.v.short_id;
             prev = sh.v.short_id;
         }
         if ((rc = rd_close_chunk(&cur)))
-            return rc;
+            goto out;
     }
-    if (r->nshorts != r->h.counts.shorts)
-        return fail(r->err, SNAP_ECORRUPT, 40, "header says %" PRIu64 " shorts, body has %" PRIu32,
-                    r->h.counts.shorts, r->nshorts);
+    if (r->nshorts != r->h.counts.shorts) {
+        rc = fail(r->err, SNAP_ECORRUPT, 40, "header says %" PRIu64 " shorts, body has %" PRIu32,
+                  r->h.counts.shorts, r->nshorts);
+        goto out;
+    }
     idmap_densify(&r->shorts);
-    return SNAP_OK;
+    struct eng_err ee = {0};
+    int erc = eng_restore_short_ids(r->e, ids, r->nshorts, &ee);
+    if (erc)
+        rc = eng_fail(r, erc, &ee, NULL, "the short ids");
+out:
+    free(ids);
+    return rc;
 }
 
 /*
- * The two passes over the rings, decoding on a second thread.
+ * The one pass over the rings, decoding on a second thread.
  *
  * Decoding (LZ4, varints, the context table checks, the implied pairs) is
  * loader work that never touches the engine, and restoring is engine work
  * that never touches compressed bytes, so a load splits along that line: a
- * decoding thread fills batches -- the contexts a run of rings defines
- * (pass 1), or the rings themselves (pass 2) -- and the caller's thread
- * restores them, one batch behind. The engine stays single-threaded. Two
+ * decoding thread fills batches -- a run of rings and the contexts they
+ * define -- and the caller's thread restores them (contexts first), one
+ * batch behind. (Reading the rings once is what eng_restore_short_ids is
+ * for: with shorts restored before rings, the rings had to be decoded once
+ * for the implied viewer sets and again to restore them.) The engine stays single-threaded. Two
  * batches alternate; a batch holds items of one chunk only, at most RB_MAX
  * rings, so its memory is bounded whatever a file claims. A decoding error
  * ends the batch it occurs in and is reported once the items before it
  * are restored, so errors surface in file order exactly as a sequential
  * load would report them. When the thread cannot be started, or the
  * process may use only one CPU, the caller's thread fills each batch
- * itself. While the caller waits for a batch (pass 1 decodes far more than
- * it restores) it has the engine's reserved tables faulted in, a huge page
- * at a time, so the ring restores of pass 2 do not stop for page faults.
+ * itself. Whenever the caller waits for a batch it has the engine's
+ * reserved tables faulted in, a huge page at a time, so the restores that
+ * follow stop less for page faults.
  */
 #define RB_MAX 4096
 #define RB_NBUF 2
@@ -1887,11 +1906,11 @@ static int rd_short_ids(struct rd *r)
 
 struct rbatch {
     const struct snap_chunk *chunk;  /* every item is from this chunk */
-    /* pass 1: contexts defined here, sessions in csess (ENG_SESSION_MAX each) */
+    /* contexts these rings define, sessions in csess (ENG_SESSION_MAX each) */
     struct eng_ctx_view *cv;
     char *csess;
     size_t nc, cv_cap, csess_cap;
-    /* pass 2: rings, sessions in sess; records from recs + first[i] */
+    /* the rings, sessions in sess; records from recs + first[i] */
     struct eng_ring_view *v;
     size_t *first;
     char *sess;
@@ -1903,7 +1922,6 @@ struct rbatch {
 
 struct rpipe {
     struct rd *r;
-    int pass;
     struct rbatch b[RB_NBUF];
     /* decoder state, the decoding thread's alone */
     struct snap_scratch s;
@@ -1936,9 +1954,9 @@ static int pdec_nomem(struct rpipe *p, const char *what)
                 "%s: out of memory", what);
 }
 
-/* Pass 1, one ring: check its contexts, queue the new ones, collect the
+/* One ring, first: check its contexts, queue the new ones, collect the
  * (short, viewer) pairs its records imply. */
-static int pdec_ring1(struct rpipe *p, struct rbatch *b, const struct snap_ring *ring)
+static int pdec_ring_ctxs(struct rpipe *p, struct rbatch *b, const struct snap_ring *ring)
 {
     struct rd *r = p->r;
     struct snap_cur *cur = &p->cur;
@@ -1998,8 +2016,8 @@ static int pdec_ring1(struct rpipe *p, struct rbatch *b, const struct snap_ring 
     return SNAP_OK;
 }
 
-/* Pass 2, one ring: queue it with its contexts as file-wide ids. */
-static int pdec_ring2(struct rpipe *p, struct rbatch *b, const struct snap_ring *ring)
+/* One ring, then: queue it with its contexts as file-wide ids. */
+static int pdec_ring_queue(struct rpipe *p, struct rbatch *b, const struct snap_ring *ring)
 {
     if (!b->v) {
         b->v = malloc(RB_MAX * sizeof *b->v);
@@ -2065,7 +2083,7 @@ static void pdec_fill(struct rpipe *p, struct rbatch *b)
             rc = cbad(cur, "ring of %zu records, history is %" PRIu32, ring.v.nrecs, r->h.history);
             goto out;
         }
-        if ((rc = p->pass == 1 ? pdec_ring1(p, b, &ring) : pdec_ring2(p, b, &ring)))
+        if ((rc = pdec_ring_ctxs(p, b, &ring)) || (rc = pdec_ring_queue(p, b, &ring)))
             goto out;
     }
     if (cur->item == c->nitems) {
@@ -2136,14 +2154,13 @@ static int cpus_usable(void)
     return sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
 }
 
-/* Rings, pass 1 (restore contexts, collect implied pairs) or 2 (restore rings). */
-static int rd_rings(struct rd *r, int pass)
+/* Rings: restore them with their contexts, collect the implied pairs. */
+static int rd_rings(struct rd *r)
 {
     struct rpipe *p = calloc(1, sizeof *p);
     if (!p)
         return fail(r->err, SNAP_ENOMEM, 0, "rings: out of memory");
     p->r = r;
-    p->pass = pass;
     p->next_id = 1;
     pthread_t th;
     bool sync = pthread_mutex_init(&p->mu, NULL) == 0;
@@ -2358,14 +2375,13 @@ int snap_read(struct eng *e, const uint8_t *buf, size_t len, struct snap_err *er
         goto out;
     }
     r.pf_left = 1;   /* unknown until the first call */
-    if ((rc = rd_platforms_uas(&r)) || (rc = rd_short_ids(&r)) || (rc = rd_rings(&r, 1)))
+    if ((rc = rd_platforms_uas(&r)) || (rc = rd_short_ids(&r)) || (rc = rd_rings(&r)))
         goto out;
     if (pairs_group(&r.pv, r.nshorts) || pairs_group(&r.ps, r.nshorts)) {
         rc = fail(err, SNAP_ENOMEM, 0, "implied sets: out of memory");
         goto out;
     }
-    if ((rc = rd_shorts(&r)) || (rc = rd_rings(&r, 2)) || (rc = rd_check_counts(&r)) ||
-        (rc = rd_totals(&r)))
+    if ((rc = rd_shorts(&r)) || (rc = rd_check_counts(&r)) || (rc = rd_totals(&r)))
         goto out;
 out:
     snap_scratch_free(&r.s);

@@ -1013,6 +1013,92 @@ START_TEST(test_restore_short_lookup)
 }
 END_TEST
 
+/* Shorts created by id first, rings restored with their contexts, then
+ * the shorts filled in, in creation order, each exactly once. */
+START_TEST(test_restore_short_ids)
+{
+    struct eng_err err;
+    const uint64_t ids[2] = {8, 3};
+    struct eng_ctx_view c1 = {.id = 1, .session = "s", .session_len = 1};
+    struct eng_ring_view rv = {.session = "s", .session_len = 1, .last_seen_ms = clk.now, .nrecs = 1};
+    struct eng_rec_view rec = {.ts = 5, .short_id = 3, .ctx_id = 1, .type = ENG_T_VIEW};
+    struct eng_short_view sv[2] = {{.short_id = 8}, {.short_id = 3}};
+    sv[1].count[ENG_T_VIEW] = 1;
+    uint64_t fp = 99;
+    struct eng_totals t = {.interactions = 1, .by_type[ENG_T_VIEW] = 1};
+
+    ck_assert_int_eq(eng_restore_short_ids(E, ids, 2, &err), 0);
+    ck_assert_int_eq(eng_restore_ctx(E, &c1, &err), 0);
+    ck_assert_int_eq(eng_restore_ring(E, &rv, &rec, &err), 0);
+    ck_assert_int_eq(eng_restore_short(E, &sv[0], NULL, 0, NULL, 0, &err), 0);
+    ck_assert_int_eq(eng_restore_short(E, &sv[1], &fp, 1, NULL, 0, &err), 0);
+    ck_assert_int_eq(eng_restore_finish(E, &t, &err), 0);
+    struct eng_stats st;
+    eng_stats(E, 3, &st);
+    ck_assert_uint_eq(st.views, 1);
+    ck_assert_uint_eq(st.unique_viewers, 1);
+    struct eng_history_rec h[1];
+    ck_assert_uint_eq(eng_history_session(E, "s", 1, h, 1), 1);
+    ck_assert_uint_eq(h[0].short_id, 3);
+    struct eng_top_item top[2];
+    ck_assert_int_eq(eng_top(E, ENG_M_VIEWS, 2, top, &err), 2);
+    ck_assert_uint_eq(top[0].short_id, 3);
+    verify_ok(E);
+
+    /* refusals: each leaves the engine broken */
+    const uint64_t zero[1] = {0}, dup[2] = {4, 4};
+    struct { const uint64_t *ids; size_t n; const char *msg; } bad[] = {
+        {zero, 1, "short 0: id must be at least 1"},
+        {dup, 2, "short 4: duplicate id"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        eng_destroy(E);
+        E = mk_eng(&clk, 0, 0);
+        ck_assert_int_eq(eng_restore_short_ids(E, bad[i].ids, bad[i].n, &err), ENG_EINVAL);
+        ck_assert_str_eq(err.msg, bad[i].msg);
+    }
+    eng_destroy(E);
+    E = mk_eng(&clk, 0, 0);
+    ck_assert_int_eq(eng_restore_short_ids(E, ids, 2, &err), 0);
+    ck_assert_int_eq(eng_restore_short_ids(E, ids, 2, &err), ENG_EINVAL);
+    ck_assert_str_eq(err.msg, "short ids 0: given twice");
+    /* out of creation order, or twice */
+    for (int k = 0; k < 2; k++) {
+        eng_destroy(E);
+        E = mk_eng(&clk, 0, 0);
+        ck_assert_int_eq(eng_restore_short_ids(E, ids, 2, &err), 0);
+        if (k)
+            ck_assert_int_eq(eng_restore_short(E, &sv[0], NULL, 0, NULL, 0, &err), 0);
+        ck_assert_int_eq(eng_restore_short(E, &sv[k ? 0 : 1], NULL, 0, NULL, 0, &err), ENG_EINVAL);
+        ck_assert_str_eq(err.msg, k ? "short 8: not the next of eng_restore_short_ids"
+                                    : "short 3: not the next of eng_restore_short_ids");
+    }
+    /* a short left without its data; a ring after the shorts' data */
+    eng_destroy(E);
+    E = mk_eng(&clk, 0, 0);
+    ck_assert_int_eq(eng_restore_short_ids(E, ids, 2, &err), 0);
+    ck_assert_int_eq(eng_restore_ctx(E, &c1, &err), 0);
+    ck_assert_int_eq(eng_restore_ring(E, &rv, &rec, &err), 0);
+    ck_assert_int_eq(eng_restore_short(E, &sv[0], NULL, 0, NULL, 0, &err), 0);
+    ck_assert_int_eq(eng_restore_finish(E, &t, &err), ENG_EINVAL);
+    ck_assert_str_eq(err.msg, "short 3: restored without its data");
+    eng_destroy(E);
+    E = mk_eng(&clk, 0, 0);
+    ck_assert_int_eq(eng_restore_short_ids(E, ids, 2, &err), 0);
+    ck_assert_int_eq(eng_restore_ctx(E, &c1, &err), 0);
+    ck_assert_int_eq(eng_restore_short(E, &sv[0], NULL, 0, NULL, 0, &err), 0);
+    ck_assert_int_eq(eng_restore_ring(E, &rv, &rec, &err), ENG_EINVAL);
+    ck_assert_str_eq(err.msg, "restore: out of order (platforms, uas, contexts, shorts, rings, finish)");
+    /* short ids after a context: out of order too */
+    eng_destroy(E);
+    E = mk_eng(&clk, 0, 0);
+    ck_assert_int_eq(eng_restore_ctx(E, &c1, &err), 0);
+    ck_assert_int_eq(eng_restore_short_ids(E, ids, 2, &err), ENG_EINVAL);
+    eng_destroy(E);
+    E = mk_eng(&clk, 0, 0);
+}
+END_TEST
+
 /* Prefaulting is a hint: it walks every reserved table once, in steps of
  * the budget, changes nothing visible, and a restore goes on as usual. */
 START_TEST(test_restore_prefault)
@@ -1081,6 +1167,7 @@ Suite *eng_suite(void)
     tcase_add_test(tc, test_restore_sparse_ids);
     tcase_add_test(tc, test_restore_short_lookup);
     tcase_add_test(tc, test_restore_prefault);
+    tcase_add_test(tc, test_restore_short_ids);
     suite_add_tcase(s, tc);
     return s;
 }
