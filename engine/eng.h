@@ -329,6 +329,12 @@ int eng_restore_short_ids(struct eng *e, const uint64_t *ids, size_t n, struct e
 int eng_restore_short(struct eng *e, const struct eng_short_view *v,
                       const uint64_t *viewers, size_t nviewers,
                       const uint64_t *savers, size_t nsavers, struct eng_err *err);
+/* Cache hint, like eng_prefetch: touch what eng_restore_ring(e, v, recs)
+ * will read (each record's short and context), so a loader that calls it
+ * a few rings ahead overlaps those misses. Never fails, changes nothing;
+ * any input is accepted. */
+void eng_restore_ring_prefetch(const struct eng *e, const struct eng_ring_view *v,
+                               const struct eng_rec_view *recs);
 /* recs oldest first; when there are more than the engine's ring size only the
  * newest are kept (a restart with a smaller --history). Ids must exist. */
 int eng_restore_ring(struct eng *e, const struct eng_ring_view *v,

@@ -613,6 +613,20 @@ static inline uint32_t short_find(const struct eng *e, uint64_t id)
     return idx_find(&e->sh_idx, id);
 }
 
+/* The first few records are enough: most rings hold one to three. */
+void eng_restore_ring_prefetch(const struct eng *e, const struct eng_ring_view *v,
+                               const struct eng_rec_view *recs)
+{
+    size_t n = v->nrecs < 4 ? v->nrecs : 4;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t id = recs[i].short_id;
+        if (e->rs_dense && id < e->rs_dense_n)
+            __builtin_prefetch(&e->rs_dense[id]);
+        if (recs[i].ctx_id && recs[i].ctx_id < e->cx_hi)
+            __builtin_prefetch(&e->cx[recs[i].ctx_id]);
+    }
+}
+
 static int check_rec(const struct eng *e, const struct eng_ring_view *v,
                      const struct eng_rec_view *r, uint32_t *six, const char **why)
 {

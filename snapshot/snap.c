@@ -1902,6 +1902,7 @@ out:
  */
 #define RB_MAX 4096
 #define RB_NBUF 2
+#define RB_AHEAD 8     /* rings prefetched ahead of the one being restored */
 #define RD_PREFAULT_STEP ((size_t)2 << 20)  /* one huge page: ~3 ms of waiting */
 
 struct rbatch {
@@ -1961,6 +1962,11 @@ static int pdec_ring_ctxs(struct rpipe *p, struct rbatch *b, const struct snap_r
     struct rd *r = p->r;
     struct snap_cur *cur = &p->cur;
     uint64_t fps[8];   /* viewer fingerprint per local ctx, first few cached */
+    /* The records' short lookups below miss the cache more often than not;
+     * start them now so they overlap the context work. */
+    for (size_t k = 0; k < ring->v.nrecs && r->shorts.dense; k++)
+        if (ring->recs[k].short_id < r->shorts.dense_n)
+            __builtin_prefetch(&r->shorts.dense[ring->recs[k].short_id]);
     for (size_t l = 1; l <= ring->nctx; l++) {
         const struct snap_ctx *x = &ring->ctx[l];
         uint64_t hsh = ctx_content_hash(x);
@@ -2135,6 +2141,8 @@ static int prestore(struct rpipe *p, const struct rbatch *b)
     }
     for (size_t k = 0; k < b->n; k++) {
         struct eng_err ee = {0};
+        if (k + RB_AHEAD < b->n)   /* its short and context lookups miss the cache */
+            eng_restore_ring_prefetch(r->e, &b->v[k + RB_AHEAD], b->recs + b->first[k + RB_AHEAD]);
         int rc = eng_restore_ring(r->e, &b->v[k], b->recs + b->first[k], &ee);
         if (rc)
             return eng_fail(r, rc, &ee, b->chunk, "a ring");

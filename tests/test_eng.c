@@ -982,6 +982,14 @@ START_TEST(test_restore_short_lookup)
             };
             /* a hole between the ids, one past the largest, far beyond */
             const uint64_t unknown[3] = {5, ids[1] + 1, sparse * 2};
+            /* the cache hint takes anything, known or not */
+            struct eng_rec_view odd[2] = {{.short_id = unknown[bad], .ctx_id = 77},
+                                          {.short_id = 0, .ctx_id = UINT32_MAX}};
+            struct eng_ring_view ov = rv;
+            eng_restore_ring_prefetch(E, &ov, odd);
+            ov.nrecs = 0;
+            eng_restore_ring_prefetch(E, &ov, NULL);
+            eng_restore_ring_prefetch(E, &rv, rec);
             if (bad) {
                 rec[1].short_id = unknown[bad];
                 ck_assert_int_eq(eng_restore_ring(E, &rv, rec, &err), ENG_EINVAL);
