@@ -577,8 +577,8 @@ int eng_restore_short(struct eng *e, const struct eng_short_view *v, const uint6
  * eng_restore_ring's own time at 2M interactions. Short ids are usually
  * handed out 1, 2, 3, ..., so while rings are restored a plain array by
  * id (4 bytes a possible id) answers instead and mostly stays in cache.
- * Built on the first ring, freed at finish (or by eng_destroy); sparse ids
- * keep using the index.
+ * Built on the first ring (by eng_restore_short_ids when it is used),
+ * freed at finish or by eng_destroy; sparse ids keep using the index.
  */
 static int short_map_build(struct eng *e)
 {
