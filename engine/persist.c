@@ -15,9 +15,10 @@
  * Restore: into a fresh engine, phases in order (platforms, uas, contexts,
  * shorts, rings, finish -- or platforms, uas, short ids, contexts and rings
  * interleaved, shorts' data, finish); ids are placed exactly where they
- * were, the free lists rebuilt at the end. Every input is checked as if hostile (a
- * snapshot may be corrupt): bad ids, duplicates, impossible counts are
- * errors, after which the engine is marked broken (only eng_destroy).
+ * were, the free lists rebuilt at the end. Every input is checked as if
+ * hostile (a snapshot may be corrupt): bad ids, duplicates, impossible
+ * counts are errors, after which the engine is marked broken (only
+ * eng_destroy).
  * When the engine's history is shorter than a ring's records, only the
  * newest are kept; contexts only the dropped records used are then freed
  * at finish (CX_DROPPED), the one case where an unreferenced context is
@@ -320,11 +321,12 @@ int eng_restore_reserve(struct eng *e, const struct eng_walk_counts *c, struct e
  * written from here, so no content changes; without it this is a no-op. */
 size_t eng_restore_prefault(const struct eng *e, uint64_t *cursor, size_t budget)
 {
+    const size_t slot = sizeof(struct idx_slot);
     const struct { const void *p; size_t n; } tab[] = {
         {e->ss_raw, e->ss_raw ? (size_t)e->ss_cap * sizeof(struct sess) + 64 : 0},
-        {e->ss_idx.slots, e->ss_idx.slots ? ((size_t)e->ss_idx.mask + 1) * sizeof(struct idx_slot) : 0},
+        {e->ss_idx.slots, e->ss_idx.slots ? ((size_t)e->ss_idx.mask + 1) * slot : 0},
         {e->us_raw, e->us_raw ? (size_t)e->us_cap * sizeof(struct user) + 64 : 0},
-        {e->us_idx.slots, e->us_idx.slots ? ((size_t)e->us_idx.mask + 1) * sizeof(struct idx_slot) : 0},
+        {e->us_idx.slots, e->us_idx.slots ? ((size_t)e->us_idx.mask + 1) * slot : 0},
         {e->sh, (size_t)e->sh_cap * sizeof(struct shrt)},
         {e->shc, (size_t)e->sh_cap * sizeof(struct shrt_cold)},
         {e->cx, (size_t)e->cx_cap * sizeof(struct ctx)},
