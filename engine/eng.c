@@ -265,6 +265,7 @@ void eng_destroy(struct eng *e)
         mem_free(&e->mem, MEM_OTHER, c->plat_ids, (size_t)c->plat_cap * sizeof(uint32_t));
         mem_free(&e->mem, MEM_OTHER, c->plat_shares, (size_t)c->plat_cap * sizeof(uint64_t));
     }
+    mem_free(&e->mem, MEM_OTHER, e->rs_dense, e->rs_dense_n * sizeof(uint32_t));
     /* sizes as allocated: where a block lives depends on its size (mem.h) */
     size_t shcap = e->sh_cap;
     mem_free(&e->mem, MEM_OTHER, e->sh, shcap * sizeof(*e->sh));

@@ -235,8 +235,10 @@ int eng_verify(const struct eng *e, struct eng_err *err);
  * context and platform once; ids are stable for the life of the engine and
  * are reproduced exactly by the restore calls. Restore into a fresh engine
  * in this order: platforms, uas,
- * contexts, shorts, rings, then eng_restore_finish. Any eng_restore_* error
- * leaves the engine unusable except for eng_destroy.
+ * contexts, shorts, rings, then eng_restore_finish -- or, with
+ * eng_restore_short_ids after the uas, contexts and rings interleaved, then
+ * shorts. Any eng_restore_* error leaves the engine unusable except for
+ * eng_destroy.
  */
 
 struct eng_platform_view { uint32_t id; const char *name; size_t len; };
@@ -314,14 +316,36 @@ void eng_totals(const struct eng *e, struct eng_totals *out);
 
 /* Hint: pre-size tables before a restore so loading does not rehash. */
 int eng_restore_reserve(struct eng *e, const struct eng_walk_counts *c, struct eng_err *err);
+/* Hint for a loader with time to spare while it waits for input (after
+ * eng_restore_reserve): faults in up to `budget` bytes of the tables the
+ * reservation sized -- sessions, users, shorts, their indexes, contexts --
+ * so the restore calls that fill them later do not stop for page faults
+ * (several us per 4 KiB page on some VMs). Changes nothing a query or a
+ * restore call can see, and never fails. *cursor starts at 0 and is
+ * advanced; returns the bytes still to go, 0 when done. */
+size_t eng_restore_prefault(const struct eng *e, uint64_t *cursor, size_t budget);
 int eng_restore_platform(struct eng *e, const struct eng_platform_view *v, struct eng_err *err);
 int eng_restore_ua(struct eng *e, const struct eng_ua_view *v, struct eng_err *err);
 int eng_restore_ctx(struct eng *e, const struct eng_ctx_view *v, struct eng_err *err);
+/* For a loader that restores rings before it knows the shorts' counters
+ * and sets (a snapshot's viewer sets are implied by its rings, so it would
+ * otherwise decode the rings twice): creates the n shorts, ids in creation
+ * order, with nothing recorded. Contexts and rings may then come
+ * interleaved (a ring after its contexts), then eng_restore_short once for
+ * each short, in the same order, fills it in; finish refuses a short left
+ * without. Ids must be >= 1 and distinct. */
+int eng_restore_short_ids(struct eng *e, const uint64_t *ids, size_t n, struct eng_err *err);
 /* viewers/savers: plain lists of non-zero fingerprints (v->viewers etc. are
  * ignored), duplicates rejected. */
 int eng_restore_short(struct eng *e, const struct eng_short_view *v,
                       const uint64_t *viewers, size_t nviewers,
                       const uint64_t *savers, size_t nsavers, struct eng_err *err);
+/* Cache hint, like eng_prefetch: touch what eng_restore_ring(e, v, recs)
+ * will read (each record's short and context), so a loader that calls it
+ * a few rings ahead overlaps those misses. Never fails, changes nothing;
+ * any input is accepted. */
+void eng_restore_ring_prefetch(const struct eng *e, const struct eng_ring_view *v,
+                               const struct eng_rec_view *recs);
 /* recs oldest first; when there are more than the engine's ring size only the
  * newest are kept (a restart with a smaller --history). Ids must exist. */
 int eng_restore_ring(struct eng *e, const struct eng_ring_view *v,

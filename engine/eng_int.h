@@ -133,6 +133,12 @@ struct eng {
     int64_t now;                  /* clock at the last mutating call */
     bool broken;                  /* a restore failed: only eng_destroy is allowed */
     uint8_t restore_phase;
+    /* restore scratch (persist.c): short id -> index + 1 by id while rings
+     * are restored, when ids are dense enough; NULL otherwise */
+    uint32_t *rs_dense;
+    uint64_t rs_dense_n;
+    bool rs_early;                /* eng_restore_short_ids was called ... */
+    uint32_t rs_filled;           /* ... and this many shorts have their data */
 
     /* shorts */
     struct shrt *sh;

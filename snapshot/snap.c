@@ -21,8 +21,10 @@
  *   dump) and contexts are renumbered densely, as are user agents (engine
  *   ids have holes; a reader then accepts only 1, 2, 3, ... and a damaged
  *   file cannot make the engine size a table by a wild id). The loader
- *   restores contexts in a first pass over the rings, then shorts, then
- *   rings (eng.h's order).
+ *   reads the rings once: it creates the shorts by id first
+ *   (eng_restore_short_ids), restores each run of rings after the contexts
+ *   they define, and fills the shorts in last, when the rings have given
+ *   their implied viewers.
  * - Viewer and saver sets are mostly implied by history: a retained
  *   impression/view (save) record means its viewer's fingerprint is in the
  *   short's viewer (saver) set. Per set, the writer checks the implied
@@ -42,6 +44,7 @@
  */
 #include "snapshot/snap.h"
 #include "snapshot/snap_int.h"
+#include "snapshot/snap_test.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -524,25 +527,89 @@ static int pairs_push(struct pairs *p, uint32_t six, uint64_t fp)
     return 0;
 }
 
-static int cmp_u64(const void *a, const void *b)
+static void isort_u64(uint64_t *v, size_t n)
 {
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return (x > y) - (x < y);
+    for (size_t i = 1; i < n; i++) {
+        uint64_t x = v[i];
+        size_t j = i;
+        for (; j > 0 && v[j - 1] > x; j--)
+            v[j] = v[j - 1];
+        v[j] = x;
+    }
+}
+
+static void sift_u64(uint64_t *v, size_t n, size_t i)
+{
+    for (size_t c; (c = 2 * i + 1) < n; i = c) {
+        if (c + 1 < n && v[c + 1] > v[c])
+            c++;
+        if (v[i] >= v[c])
+            return;
+        uint64_t t = v[i];
+        v[i] = v[c];
+        v[c] = t;
+    }
+}
+
+/* Introsort on plain u64s: qsort's merge sort with a comparison callback
+ * was ~4% of a load (a sort per short's viewer and saver sets). Quicksort
+ * with a median-of-three pivot, insertion sort below 24, and heapsort once
+ * the depth passes 2 log2 n, so a crafted file cannot make it quadratic. */
+static void sort_depth(uint64_t *v, size_t n, unsigned depth)
+{
+    while (n > 24) {
+        if (depth-- == 0) {
+            for (size_t i = n / 2; i-- > 0;)
+                sift_u64(v, n, i);
+            for (size_t end = n; end-- > 1;) {
+                uint64_t t = v[0];
+                v[0] = v[end];
+                v[end] = t;
+                sift_u64(v, end, 0);
+            }
+            return;
+        }
+        uint64_t a = v[0], b = v[n / 2], c = v[n - 1];
+        uint64_t piv = a < b ? (b < c ? b : (a < c ? c : a)) : (a < c ? a : (b < c ? c : b));
+        size_t i = 0, j = n - 1;
+        for (;;) {   /* Hoare partition: [0, j] <= piv <= [j + 1, n) */
+            while (v[i] < piv)
+                i++;
+            while (v[j] > piv)
+                j--;
+            if (i >= j)
+                break;
+            uint64_t t = v[i];
+            v[i++] = v[j];
+            v[j--] = t;
+        }
+        size_t left = j + 1;   /* recurse into the smaller side, loop on the larger */
+        if (left < n - left) {
+            sort_depth(v, left, depth);
+            v += left;
+            n -= left;
+        } else {
+            sort_depth(v + left, n - left, depth);
+            n = left;
+        }
+    }
+    isort_u64(v, n);
 }
 
 static void sort_u64(uint64_t *v, size_t n)
 {
-    if (n <= 24) {
-        for (size_t i = 1; i < n; i++) {
-            uint64_t x = v[i];
-            size_t j = i;
-            for (; j > 0 && v[j - 1] > x; j--)
-                v[j] = v[j - 1];
-            v[j] = x;
-        }
-    } else {
-        qsort(v, n, sizeof *v, cmp_u64);
-    }
+    unsigned depth = 0;
+    for (size_t k = n; k > 1; k >>= 1)
+        depth += 2;
+    sort_depth(v, n, depth);
+}
+
+void snap_test_sort_u64(uint64_t *v, size_t n, unsigned depth)
+{
+    if (depth == UINT32_MAX)
+        sort_u64(v, n);
+    else
+        sort_depth(v, n, depth);
 }
 
 /* Counting sort by short index; the per-short slices are sorted and
@@ -1697,6 +1764,8 @@ struct rd {
     uint64_t *merged;
     size_t merged_cap;
     struct eng_walk_counts got;
+    uint64_t pf_cursor;             /* eng_restore_prefault's */
+    size_t pf_left;
 };
 
 static int eng_fail(struct rd *r, int erc, const struct eng_err *ee, const struct snap_chunk *c,
@@ -1822,71 +1891,92 @@ static int rd_platforms_uas(struct rd *r)
     return SNAP_OK;
 }
 
-/* Shorts, pass 1: the id -> index map that implied sets are grouped by. */
+/* Shorts, pass 1: the id -> index map that implied sets are grouped by, and
+ * the shorts created in the engine by id (their data comes after the rings). */
 static int rd_short_ids(struct rd *r)
 {
-    if (idmap_init(&r->shorts, r->h.counts.shorts))
+    uint64_t *ids = malloc((r->h.counts.shorts ? r->h.counts.shorts : 1) * sizeof *ids);
+    int rc = SNAP_OK;
+    if (!ids || idmap_init(&r->shorts, r->h.counts.shorts)) {
+        free(ids);
         return fail(r->err, SNAP_ENOMEM, 0, "short index: out of memory");
+    }
     for (size_t i = 0; i < r->nchunks; i++) {
         const struct snap_chunk *c = &r->chunks[i];
         if (c->sec != SNAP_SEC_SHRT)
             continue;
         struct snap_cur cur;
-        int rc = rd_open_chunk(r, c, &cur);
-        if (rc)
-            return rc;
+        if ((rc = rd_open_chunk(r, c, &cur)))
+            goto out;
         uint64_t prev = 0;
         for (; cur.item < c->nitems; cur.item++) {
             struct snap_short sh;
             if ((rc = snap_dec_short(&cur, &r->s, prev, &sh)))
-                return rc;
-            if (r->nshorts >= r->h.counts.shorts)
-                return cbad(&cur, "more shorts than the header's %" PRIu64, r->h.counts.shorts);
+                goto out;
+            if (r->nshorts >= r->h.counts.shorts) {
+                rc = cbad(&cur, "more shorts than the header's %" PRIu64, r->h.counts.shorts);
+                goto out;
+            }
             int put = idmap_put(&r->shorts, sh.v.short_id, r->nshorts);
-            if (put < 0)
-                return fail(r->err, SNAP_ENOMEM, c->offset, "short index: out of memory");
-            if (put == 0)
-                return cbad(&cur, "short %" PRIu64 " twice", sh.v.short_id);
-            r->nshorts++;
+            if (put <= 0) {
+                rc = put < 0 ? fail(r->err, SNAP_ENOMEM, c->offset, "short index: out of memory")
+                             : cbad(&cur, "short %" PRIu64 " twice", sh.v.short_id);
+                goto out;
+            }
+            ids[r->nshorts++] = sh.v.short_id;
             prev = sh.v.short_id;
         }
         if ((rc = rd_close_chunk(&cur)))
-            return rc;
+            goto out;
     }
-    if (r->nshorts != r->h.counts.shorts)
-        return fail(r->err, SNAP_ECORRUPT, 40, "header says %" PRIu64 " shorts, body has %" PRIu32,
-                    r->h.counts.shorts, r->nshorts);
+    if (r->nshorts != r->h.counts.shorts) {
+        rc = fail(r->err, SNAP_ECORRUPT, 40, "header says %" PRIu64 " shorts, body has %" PRIu32,
+                  r->h.counts.shorts, r->nshorts);
+        goto out;
+    }
     idmap_densify(&r->shorts);
-    return SNAP_OK;
+    struct eng_err ee = {0};
+    int erc = eng_restore_short_ids(r->e, ids, r->nshorts, &ee);
+    if (erc)
+        rc = eng_fail(r, erc, &ee, NULL, "the short ids");
+out:
+    free(ids);
+    return rc;
 }
 
 /*
- * The two passes over the rings, decoding on a second thread.
+ * The one pass over the rings, decoding on a second thread.
  *
  * Decoding (LZ4, varints, the context table checks, the implied pairs) is
  * loader work that never touches the engine, and restoring is engine work
  * that never touches compressed bytes, so a load splits along that line: a
- * decoding thread fills batches -- the contexts a run of rings defines
- * (pass 1), or the rings themselves (pass 2) -- and the caller's thread
- * restores them, one batch behind. The engine stays single-threaded. Two
+ * decoding thread fills batches -- a run of rings and the contexts they
+ * define -- and the caller's thread restores them (contexts first), one
+ * batch behind. (Reading the rings once is what eng_restore_short_ids is
+ * for: with shorts restored before rings, the rings had to be decoded once
+ * for the implied viewer sets and again to restore them.) The engine stays single-threaded. Two
  * batches alternate; a batch holds items of one chunk only, at most RB_MAX
  * rings, so its memory is bounded whatever a file claims. A decoding error
  * ends the batch it occurs in and is reported once the items before it
  * are restored, so errors surface in file order exactly as a sequential
  * load would report them. When the thread cannot be started, or the
  * process may use only one CPU, the caller's thread fills each batch
- * itself.
+ * itself. Whenever the caller waits for a batch it has the engine's
+ * reserved tables faulted in, a huge page at a time, so the restores that
+ * follow stop less for page faults.
  */
 #define RB_MAX 4096
 #define RB_NBUF 2
+#define RB_AHEAD 8     /* rings prefetched ahead of the one being restored */
+#define RD_PREFAULT_STEP ((size_t)2 << 20)  /* one huge page: ~3 ms of waiting */
 
 struct rbatch {
     const struct snap_chunk *chunk;  /* every item is from this chunk */
-    /* pass 1: contexts defined here, sessions in csess (ENG_SESSION_MAX each) */
+    /* contexts these rings define, sessions in csess (ENG_SESSION_MAX each) */
     struct eng_ctx_view *cv;
     char *csess;
     size_t nc, cv_cap, csess_cap;
-    /* pass 2: rings, sessions in sess; records from recs + first[i] */
+    /* the rings, sessions in sess; records from recs + first[i] */
     struct eng_ring_view *v;
     size_t *first;
     char *sess;
@@ -1898,7 +1988,6 @@ struct rbatch {
 
 struct rpipe {
     struct rd *r;
-    int pass;
     struct rbatch b[RB_NBUF];
     /* decoder state, the decoding thread's alone */
     struct snap_scratch s;
@@ -1931,13 +2020,18 @@ static int pdec_nomem(struct rpipe *p, const char *what)
                 "%s: out of memory", what);
 }
 
-/* Pass 1, one ring: check its contexts, queue the new ones, collect the
+/* One ring, first: check its contexts, queue the new ones, collect the
  * (short, viewer) pairs its records imply. */
-static int pdec_ring1(struct rpipe *p, struct rbatch *b, const struct snap_ring *ring)
+static int pdec_ring_ctxs(struct rpipe *p, struct rbatch *b, const struct snap_ring *ring)
 {
     struct rd *r = p->r;
     struct snap_cur *cur = &p->cur;
     uint64_t fps[8];   /* viewer fingerprint per local ctx, first few cached */
+    /* The records' short lookups below miss the cache more often than not;
+     * start them now so they overlap the context work. */
+    for (size_t k = 0; k < ring->v.nrecs && r->shorts.dense; k++)
+        if (ring->recs[k].short_id < r->shorts.dense_n)
+            __builtin_prefetch(&r->shorts.dense[ring->recs[k].short_id]);
     for (size_t l = 1; l <= ring->nctx; l++) {
         const struct snap_ctx *x = &ring->ctx[l];
         uint64_t hsh = ctx_content_hash(x);
@@ -1993,8 +2087,8 @@ static int pdec_ring1(struct rpipe *p, struct rbatch *b, const struct snap_ring 
     return SNAP_OK;
 }
 
-/* Pass 2, one ring: queue it with its contexts as file-wide ids. */
-static int pdec_ring2(struct rpipe *p, struct rbatch *b, const struct snap_ring *ring)
+/* One ring, then: queue it with its contexts as file-wide ids. */
+static int pdec_ring_queue(struct rpipe *p, struct rbatch *b, const struct snap_ring *ring)
 {
     if (!b->v) {
         b->v = malloc(RB_MAX * sizeof *b->v);
@@ -2060,7 +2154,7 @@ static void pdec_fill(struct rpipe *p, struct rbatch *b)
             rc = cbad(cur, "ring of %zu records, history is %" PRIu32, ring.v.nrecs, r->h.history);
             goto out;
         }
-        if ((rc = p->pass == 1 ? pdec_ring1(p, b, &ring) : pdec_ring2(p, b, &ring)))
+        if ((rc = pdec_ring_ctxs(p, b, &ring)) || (rc = pdec_ring_queue(p, b, &ring)))
             goto out;
     }
     if (cur->item == c->nitems) {
@@ -2112,6 +2206,8 @@ static int prestore(struct rpipe *p, const struct rbatch *b)
     }
     for (size_t k = 0; k < b->n; k++) {
         struct eng_err ee = {0};
+        if (k + RB_AHEAD < b->n)   /* its short and context lookups miss the cache */
+            eng_restore_ring_prefetch(r->e, &b->v[k + RB_AHEAD], b->recs + b->first[k + RB_AHEAD]);
         int rc = eng_restore_ring(r->e, &b->v[k], b->recs + b->first[k], &ee);
         if (rc)
             return eng_fail(r, rc, &ee, b->chunk, "a ring");
@@ -2131,14 +2227,13 @@ static int cpus_usable(void)
     return sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
 }
 
-/* Rings, pass 1 (restore contexts, collect implied pairs) or 2 (restore rings). */
-static int rd_rings(struct rd *r, int pass)
+/* Rings: restore them with their contexts, collect the implied pairs. */
+static int rd_rings(struct rd *r)
 {
     struct rpipe *p = calloc(1, sizeof *p);
     if (!p)
         return fail(r->err, SNAP_ENOMEM, 0, "rings: out of memory");
     p->r = r;
-    p->pass = pass;
     p->next_id = 1;
     pthread_t th;
     bool sync = pthread_mutex_init(&p->mu, NULL) == 0;
@@ -2152,8 +2247,15 @@ static int rd_rings(struct rd *r, int pass)
         struct rbatch *b = &p->b[p->consumed % RB_NBUF];
         if (threaded) {
             pthread_mutex_lock(&p->mu);
-            while (p->produced == p->consumed)
+            while (p->produced == p->consumed) {
+                if (r->pf_left) {   /* nothing to restore yet: fault tables in */
+                    pthread_mutex_unlock(&p->mu);
+                    r->pf_left = eng_restore_prefault(r->e, &r->pf_cursor, RD_PREFAULT_STEP);
+                    pthread_mutex_lock(&p->mu);
+                    continue;
+                }
                 pthread_cond_wait(&p->cv, &p->mu);
+            }
             pthread_mutex_unlock(&p->mu);
         } else {
             pdec_fill(p, b);
@@ -2345,14 +2447,14 @@ int snap_read(struct eng *e, const uint8_t *buf, size_t len, struct snap_err *er
         rc = eng_fail(&r, erc, &ee, NULL, "the reservation");
         goto out;
     }
-    if ((rc = rd_platforms_uas(&r)) || (rc = rd_short_ids(&r)) || (rc = rd_rings(&r, 1)))
+    r.pf_left = 1;   /* unknown until the first call */
+    if ((rc = rd_platforms_uas(&r)) || (rc = rd_short_ids(&r)) || (rc = rd_rings(&r)))
         goto out;
     if (pairs_group(&r.pv, r.nshorts) || pairs_group(&r.ps, r.nshorts)) {
         rc = fail(err, SNAP_ENOMEM, 0, "implied sets: out of memory");
         goto out;
     }
-    if ((rc = rd_shorts(&r)) || (rc = rd_rings(&r, 2)) || (rc = rd_check_counts(&r)) ||
-        (rc = rd_totals(&r)))
+    if ((rc = rd_shorts(&r)) || (rc = rd_check_counts(&r)) || (rc = rd_totals(&r)))
         goto out;
 out:
     snap_scratch_free(&r.s);

@@ -955,6 +955,197 @@ START_TEST(test_restore_sparse_ids)
 }
 END_TEST
 
+/* Records find their short by id through a plain array while rings are
+ * restored when ids are dense, through the index when they are sparse:
+ * both must find every short and refuse every other id, holes included. */
+START_TEST(test_restore_short_lookup)
+{
+    struct eng_err err;
+    const uint64_t sparse = (uint64_t)1 << 40;
+    for (int dense = 0; dense < 2; dense++) {
+        for (int bad = 0; bad < 3; bad++) {
+            eng_destroy(E);
+            E = mk_eng(&clk, 0, 0);
+            struct eng_ctx_view c1 = {.id = 1, .session = "s", .session_len = 1};
+            ck_assert_int_eq(eng_restore_ctx(E, &c1, &err), 0);
+            uint64_t ids[2] = {4, dense ? 6 : sparse};
+            for (int i = 0; i < 2; i++) {
+                struct eng_short_view sv = {.short_id = ids[i]};
+                sv.count[ENG_T_SKIP] = 1;
+                ck_assert_int_eq(eng_restore_short(E, &sv, NULL, 0, NULL, 0, &err), 0);
+            }
+            struct eng_ring_view rv = {.session = "s", .session_len = 1,
+                                       .last_seen_ms = clk.now, .nrecs = 2};
+            struct eng_rec_view rec[2] = {
+                {.ts = 5, .short_id = ids[0], .ctx_id = 1, .type = ENG_T_SKIP},
+                {.ts = 6, .short_id = ids[1], .ctx_id = 1, .type = ENG_T_SKIP},
+            };
+            /* a hole between the ids, one past the largest, far beyond */
+            const uint64_t unknown[3] = {5, ids[1] + 1, sparse * 2};
+            /* the cache hint takes anything, known or not */
+            struct eng_rec_view odd[2] = {{.short_id = unknown[bad], .ctx_id = 77},
+                                          {.short_id = 0, .ctx_id = UINT32_MAX}};
+            struct eng_ring_view ov = rv;
+            eng_restore_ring_prefetch(E, &ov, odd);
+            ov.nrecs = 0;
+            eng_restore_ring_prefetch(E, &ov, NULL);
+            eng_restore_ring_prefetch(E, &rv, rec);
+            if (bad) {
+                rec[1].short_id = unknown[bad];
+                ck_assert_int_eq(eng_restore_ring(E, &rv, rec, &err), ENG_EINVAL);
+                ck_assert_str_eq(err.msg, "session 0: record of an unknown short");
+                continue;
+            }
+            ck_assert_int_eq(eng_restore_ring(E, &rv, rec, &err), 0);
+            struct eng_totals t = {.interactions = 2, .by_type[ENG_T_SKIP] = 2};
+            ck_assert_int_eq(eng_restore_finish(E, &t, &err), 0);
+            struct eng_history_rec h[2];
+            ck_assert_uint_eq(eng_history_session(E, "s", 1, h, 2), 2);
+            ck_assert_uint_eq(h[0].short_id, ids[1]);
+            ck_assert_uint_eq(h[1].short_id, ids[0]);
+        }
+    }
+    /* the hole case once more, as the first record of a ring */
+    eng_destroy(E);
+    E = mk_eng(&clk, 0, 0);
+    struct eng_ctx_view c1 = {.id = 1, .session = "s", .session_len = 1};
+    ck_assert_int_eq(eng_restore_ctx(E, &c1, &err), 0);
+    struct eng_short_view sv = {.short_id = 4};
+    ck_assert_int_eq(eng_restore_short(E, &sv, NULL, 0, NULL, 0, &err), 0);
+    struct eng_ring_view rv = {.session = "s", .session_len = 1, .last_seen_ms = clk.now, .nrecs = 1};
+    struct eng_rec_view rec = {.ts = 5, .short_id = 3, .ctx_id = 1, .type = ENG_T_SKIP};
+    ck_assert_int_eq(eng_restore_ring(E, &rv, &rec, &err), ENG_EINVAL);
+    ck_assert_str_eq(err.msg, "session 0: record of an unknown short");
+    eng_destroy(E);
+    E = mk_eng(&clk, 0, 0);
+}
+END_TEST
+
+/* Shorts created by id first, rings restored with their contexts, then
+ * the shorts filled in, in creation order, each exactly once. */
+START_TEST(test_restore_short_ids)
+{
+    struct eng_err err;
+    const uint64_t ids[2] = {8, 3};
+    struct eng_ctx_view c1 = {.id = 1, .session = "s", .session_len = 1};
+    struct eng_ring_view rv = {.session = "s", .session_len = 1, .last_seen_ms = clk.now, .nrecs = 1};
+    struct eng_rec_view rec = {.ts = 5, .short_id = 3, .ctx_id = 1, .type = ENG_T_VIEW};
+    struct eng_short_view sv[2] = {{.short_id = 8}, {.short_id = 3}};
+    sv[1].count[ENG_T_VIEW] = 1;
+    uint64_t fp = 99;
+    struct eng_totals t = {.interactions = 1, .by_type[ENG_T_VIEW] = 1};
+
+    ck_assert_int_eq(eng_restore_short_ids(E, ids, 2, &err), 0);
+    ck_assert_int_eq(eng_restore_ctx(E, &c1, &err), 0);
+    ck_assert_int_eq(eng_restore_ring(E, &rv, &rec, &err), 0);
+    ck_assert_int_eq(eng_restore_short(E, &sv[0], NULL, 0, NULL, 0, &err), 0);
+    ck_assert_int_eq(eng_restore_short(E, &sv[1], &fp, 1, NULL, 0, &err), 0);
+    ck_assert_int_eq(eng_restore_finish(E, &t, &err), 0);
+    struct eng_stats st;
+    eng_stats(E, 3, &st);
+    ck_assert_uint_eq(st.views, 1);
+    ck_assert_uint_eq(st.unique_viewers, 1);
+    struct eng_history_rec h[1];
+    ck_assert_uint_eq(eng_history_session(E, "s", 1, h, 1), 1);
+    ck_assert_uint_eq(h[0].short_id, 3);
+    struct eng_top_item top[2];
+    ck_assert_int_eq(eng_top(E, ENG_M_VIEWS, 2, top, &err), 2);
+    ck_assert_uint_eq(top[0].short_id, 3);
+    verify_ok(E);
+
+    /* refusals: each leaves the engine broken */
+    const uint64_t zero[1] = {0}, dup[2] = {4, 4};
+    struct { const uint64_t *ids; size_t n; const char *msg; } bad[] = {
+        {zero, 1, "short 0: id must be at least 1"},
+        {dup, 2, "short 4: duplicate id"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        eng_destroy(E);
+        E = mk_eng(&clk, 0, 0);
+        ck_assert_int_eq(eng_restore_short_ids(E, bad[i].ids, bad[i].n, &err), ENG_EINVAL);
+        ck_assert_str_eq(err.msg, bad[i].msg);
+    }
+    eng_destroy(E);
+    E = mk_eng(&clk, 0, 0);
+    ck_assert_int_eq(eng_restore_short_ids(E, ids, 2, &err), 0);
+    ck_assert_int_eq(eng_restore_short_ids(E, ids, 2, &err), ENG_EINVAL);
+    ck_assert_str_eq(err.msg, "short ids 0: given twice");
+    /* out of creation order, or twice */
+    for (int k = 0; k < 2; k++) {
+        eng_destroy(E);
+        E = mk_eng(&clk, 0, 0);
+        ck_assert_int_eq(eng_restore_short_ids(E, ids, 2, &err), 0);
+        if (k)
+            ck_assert_int_eq(eng_restore_short(E, &sv[0], NULL, 0, NULL, 0, &err), 0);
+        ck_assert_int_eq(eng_restore_short(E, &sv[k ? 0 : 1], NULL, 0, NULL, 0, &err), ENG_EINVAL);
+        ck_assert_str_eq(err.msg, k ? "short 8: not the next of eng_restore_short_ids"
+                                    : "short 3: not the next of eng_restore_short_ids");
+    }
+    /* a short left without its data; a ring after the shorts' data */
+    eng_destroy(E);
+    E = mk_eng(&clk, 0, 0);
+    ck_assert_int_eq(eng_restore_short_ids(E, ids, 2, &err), 0);
+    ck_assert_int_eq(eng_restore_ctx(E, &c1, &err), 0);
+    ck_assert_int_eq(eng_restore_ring(E, &rv, &rec, &err), 0);
+    ck_assert_int_eq(eng_restore_short(E, &sv[0], NULL, 0, NULL, 0, &err), 0);
+    ck_assert_int_eq(eng_restore_finish(E, &t, &err), ENG_EINVAL);
+    ck_assert_str_eq(err.msg, "short 3: restored without its data");
+    eng_destroy(E);
+    E = mk_eng(&clk, 0, 0);
+    ck_assert_int_eq(eng_restore_short_ids(E, ids, 2, &err), 0);
+    ck_assert_int_eq(eng_restore_ctx(E, &c1, &err), 0);
+    ck_assert_int_eq(eng_restore_short(E, &sv[0], NULL, 0, NULL, 0, &err), 0);
+    ck_assert_int_eq(eng_restore_ring(E, &rv, &rec, &err), ENG_EINVAL);
+    ck_assert_str_eq(err.msg, "restore: out of order (platforms, uas, contexts, shorts, rings, finish)");
+    /* short ids after a context: out of order too */
+    eng_destroy(E);
+    E = mk_eng(&clk, 0, 0);
+    ck_assert_int_eq(eng_restore_ctx(E, &c1, &err), 0);
+    ck_assert_int_eq(eng_restore_short_ids(E, ids, 2, &err), ENG_EINVAL);
+    eng_destroy(E);
+    E = mk_eng(&clk, 0, 0);
+}
+END_TEST
+
+/* Prefaulting is a hint: it walks every reserved table once, in steps of
+ * the budget, changes nothing visible, and a restore goes on as usual. */
+START_TEST(test_restore_prefault)
+{
+    struct eng_err err;
+    uint64_t cur = 0;
+    struct eng_walk_counts k = {.shorts = 5000, .sessions = 30000, .users = 3000, .ctxs = 30000};
+    ck_assert_int_eq(eng_restore_reserve(E, &k, &err), 0);
+    size_t total = eng_restore_prefault(E, &cur, 0);
+    ck_assert_uint_eq(cur, 0);
+    ck_assert_uint_gt(total, 30000u * 64);   /* the sessions alone */
+    size_t left = total, calls = 0;
+    while (left) {
+        size_t next = eng_restore_prefault(E, &cur, 100000);
+        ck_assert_uint_lt(next, left);
+        ck_assert_uint_le(left - next, 100000);
+        left = next;
+        ck_assert_uint_lt(++calls, 10000);
+    }
+    ck_assert_uint_gt(calls, 1);
+    ck_assert_uint_eq(eng_restore_prefault(E, &cur, 1 << 20), 0);
+    struct eng_ctx_view c1 = {.id = 1, .session = "s", .session_len = 1};
+    ck_assert_int_eq(eng_restore_ctx(E, &c1, &err), 0);
+    ck_assert_uint_eq(eng_restore_prefault(E, &cur, 1 << 20), 0);
+    struct eng_short_view sv = {.short_id = 4};
+    sv.count[ENG_T_SKIP] = 1;
+    ck_assert_int_eq(eng_restore_short(E, &sv, NULL, 0, NULL, 0, &err), 0);
+    struct eng_ring_view rv = {.session = "s", .session_len = 1, .last_seen_ms = clk.now, .nrecs = 1};
+    struct eng_rec_view rec = {.ts = 5, .short_id = 4, .ctx_id = 1, .type = ENG_T_SKIP};
+    ck_assert_int_eq(eng_restore_ring(E, &rv, &rec, &err), 0);
+    struct eng_totals t = {.interactions = 1, .by_type[ENG_T_SKIP] = 1};
+    ck_assert_int_eq(eng_restore_finish(E, &t, &err), 0);
+    struct eng_info info;
+    eng_info(E, &info);
+    ck_assert_uint_eq(info.sessions, 1);
+    ck_assert_uint_eq(info.records, 1);
+}
+END_TEST
+
 extern Suite *eng_suite(void);
 /* Every byte value at every position of ids of every length: the session
  * id check (vectorised 16 bytes at a time) agrees with the plain rule. */
@@ -1070,6 +1261,9 @@ Suite *eng_suite(void)
     tcase_add_test(tc, test_restore_roundtrip);
     tcase_add_test(tc, test_restore_rejects);
     tcase_add_test(tc, test_restore_sparse_ids);
+    tcase_add_test(tc, test_restore_short_lookup);
+    tcase_add_test(tc, test_restore_prefault);
+    tcase_add_test(tc, test_restore_short_ids);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -32,6 +32,7 @@
 #include "engine/eng.h"
 #include "engine/eng_test.h"
 #include "snapshot/snap.h"
+#include "snapshot/snap_test.h"
 
 #ifndef SHORTSTAT_BUILD
 #define SHORTSTAT_BUILD "build/san"
@@ -1644,6 +1645,45 @@ static TCase *tcase(Suite *s, const char *name)
     return t;
 }
 
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* The set sort against qsort: random, sorted, reversed, few distinct,
+ * organ-pipe and median-of-three-killer inputs of every size class, with
+ * the normal depth limit, none left (heapsort at once) and a little. */
+START_TEST(sort_u64_matches_qsort)
+{
+    struct rng r = {42};
+    size_t cap = 20000;
+    uint64_t *v = malloc(cap * sizeof *v), *w = malloc(cap * sizeof *w);
+    ck_assert_ptr_nonnull(v);
+    ck_assert_ptr_nonnull(w);
+    const unsigned depths[3] = {UINT32_MAX, 0, 3};
+    for (int t = 0; t < 900; t++) {
+        size_t n = t % 300 < 200 ? (size_t)t % 100 : (size_t)below(&r, cap);
+        int mode = t % 6;
+        for (size_t i = 0; i < n; i++) {
+            uint64_t x = rnd(&r);
+            v[i] = mode == 0 ? x : mode == 1 ? i : mode == 2 ? n - i : mode == 3 ? x % 4
+                 : mode == 4 ? (i < n / 2 ? i : n - i) : i;
+        }
+        if (mode == 5)   /* median-of-3 killer (Musser) */
+            for (size_t i = n / 2; i + 1 < n; i += 2)
+                v[i] = i - n / 2 + 1;
+        memcpy(w, v, n * sizeof *v);
+        qsort(w, n, sizeof *w, cmp_u64);
+        snap_test_sort_u64(v, n, depths[t / 300]);
+        ck_assert_msg(n == 0 || memcmp(v, w, n * sizeof *v) == 0, "case %d: n %zu mode %d", t, n,
+                      mode);
+    }
+    free(v);
+    free(w);
+}
+END_TEST
+
 extern Suite *snap_suite(void);
 Suite *snap_suite(void)
 {
@@ -1654,6 +1694,7 @@ Suite *snap_suite(void)
     tcase_add_test(t, round_trip_empty_engine);
     tcase_add_test(t, load_into_smaller_history);
     tcase_add_test(t, round_trip_sparse_ids);
+    tcase_add_test(t, sort_u64_matches_qsort);
     t = tcase(s, "reject");
     tcase_add_test(t, every_flipped_byte_rejected);
     tcase_add_test(t, every_truncation_rejected);
