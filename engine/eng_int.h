@@ -124,6 +124,7 @@ struct plat {
 
 struct eng {
     struct mem mem;
+    struct vheap vh;              /* the sets' tables; owner id = short index * 2 + savers */
     uint32_t history;
     int64_t ttl;
     eng_clock_fn clock;
@@ -206,6 +207,11 @@ void eng_errf(struct eng_err *err, int32_t index, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 int64_t eng_clock_now(const struct eng *e);
 uint64_t eng_fp_user(uint64_t user);
+/* A short's set's id in e->vh (vset.h): index * 2, + 1 for its savers. */
+static inline uint32_t eng_set_owner(uint32_t six, bool savers)
+{
+    return six * 2 + (savers ? 1 : 0);
+}
 uint64_t eng_fp_session(const char *s, size_t len);
 bool eng_session_ok(const char *s, size_t len);
 bool eng_platform_ok(const char *s, size_t len);
