@@ -207,7 +207,7 @@ bool vset_has(const struct vset *s, uint64_t fp)
  * saves memory. */
 static uint64_t grow_step(uint64_t c)
 {
-    return c / VSET_GROW_DIV ? c / VSET_GROW_DIV : 1;
+    return c / VSET_GROW_DIV > VSET_GROW_MIN ? c / VSET_GROW_DIV : VSET_GROW_MIN;
 }
 
 uint64_t vset_grow_cap(uint64_t cap, uint64_t want)
