@@ -12,8 +12,32 @@
  * owner[i] is the id of the set whose slots are place i, and that set has
  * capacity c. Pages are VSET_PAGE-aligned, so a table's page is its
  * address rounded down.
+ *
+ * Under AddressSanitizer every place not holding a table, and every page
+ * not in use but for its link, is poisoned, so a slots pointer kept across
+ * a move (or a free) is reported when used. Tables sit back to back with
+ * no redzone: an overflow into the next table in the page goes unseen.
  */
 #include "engine/vset.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define VSET_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define VSET_ASAN 1
+#endif
+#endif
+
+#ifdef VSET_ASAN
+#include <sanitizer/asan_interface.h>
+/* tables and page headers are 8-byte multiples at 8-aligned places: whole
+ * shadow granules, so poisoning one never touches a neighbour */
+#define POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define POISON(p, n) ((void)(p), (void)(n))
+#define UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
 
 struct vpage {
     struct vpage *prev;  /* the class's previous page, or the next free page */
@@ -49,6 +73,7 @@ void vheap_release(struct vheap *h)
 {
     size_t bytes = REGION_MIN;
     for (uint32_t i = 0; i < h->nregions; i++) {
+        UNPOISON(h->regions[i], bytes);  /* the addresses may come back as something else */
         mem_unmap(h->regions[i], bytes);
         if (bytes < REGION_MAX)
             bytes *= 2;
@@ -64,7 +89,7 @@ static struct vpage *page_get(struct vheap *h)
     struct vpage *pg = h->free_pages;
     if (pg) {
         h->free_pages = pg->prev;
-        return pg;
+        return pg;  /* its link word stays unpoisoned */
     }
     if (h->cur == h->end) {
         if (mem_injected_failure(h->m))
@@ -86,9 +111,11 @@ static struct vpage *page_get(struct vheap *h)
         h->region_bytes += bytes;
         h->cur = c;
         h->end = c + bytes;
+        POISON(c, bytes);
     }
     pg = (struct vpage *)h->cur;
     h->cur += VSET_PAGE;
+    UNPOISON(pg, sizeof(*pg));
     return pg;
 }
 
@@ -104,6 +131,7 @@ static uint64_t *slab_take(struct vheap *h, uint32_t cap, uint32_t owner)
         struct vpage *pg = page_get(h);
         if (!pg)
             return NULL;
+        UNPOISON(pg, k->off);
         pg->prev = k->tail;
         k->tail = pg;
         k->tail_n = 0;
@@ -111,6 +139,7 @@ static uint64_t *slab_take(struct vheap *h, uint32_t cap, uint32_t owner)
     uint32_t i = k->tail_n++;
     k->tail->owner[i] = owner;
     uint64_t *t = place(k, k->tail, i, cap);
+    UNPOISON(t, (size_t)cap * sizeof(uint64_t));
     memset(t, 0, (size_t)cap * sizeof(uint64_t));
     h->m->bytes[MEM_VIEWERS] += (size_t)cap * sizeof(uint64_t);
     return t;
@@ -130,12 +159,14 @@ static void slab_give(struct vheap *h, uint64_t *t, uint32_t cap)
         pg->owner[i] = o;
         h->owner(h->ud, o)->slots = t;
     }
+    POISON(last, (size_t)cap * sizeof(uint64_t));
     if (--k->tail_n == 0) {
         struct vpage *e = k->tail;
         k->tail = e->prev;
         k->tail_n = k->tail ? k->per_page : 0;
         e->prev = h->free_pages;
         h->free_pages = e;
+        POISON((char *)e + sizeof(*e), VSET_PAGE - sizeof(*e));
     }
     h->m->bytes[MEM_VIEWERS] -= (size_t)cap * sizeof(uint64_t);
 }
