@@ -233,12 +233,14 @@ bool vset_has(const struct vset *s, uint64_t fp)
     return s->slots[find_slot(s->slots, s->cap, key)] == key;
 }
 
-/* Small steps: the table a set outgrows is reused at once (the slabs), so
- * the only cost of growing often is the copy, and a fuller table is what
- * saves memory. */
+/* Steps of about 1/8: the table a set outgrows is reused at once (the
+ * slabs), so a fuller table is what saves memory. At least min(cap, 4)
+ * slots, though: each step copies and rehashes the table, and steps of
+ * one slot did so for every member of a small set. */
 static uint64_t grow_step(uint64_t c)
 {
-    return c / VSET_GROW_DIV > VSET_GROW_MIN ? c / VSET_GROW_DIV : VSET_GROW_MIN;
+    uint64_t lo = c < VSET_GROW_MIN ? c : VSET_GROW_MIN;
+    return c / VSET_GROW_DIV > lo ? c / VSET_GROW_DIV : lo;
 }
 
 uint64_t vset_grow_cap(uint64_t cap, uint64_t want)

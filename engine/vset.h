@@ -9,11 +9,13 @@
  * slots may fill all but one -- it spans at most three cache lines, so a
  * miss scans little more than the first fetch brings; bigger tables stay
  * <= 7/8 full. The one empty slot ends every probe. Growth is by cap / 8
- * slots, at least two (vset_grow_cap: 2, 4, ..., 16, 20, 22, 24, 27, ...;
- * one slot at a time cost a rehash per member while small, +5% engine
- * instructions), so a table costs 8 * cap / n bytes per member: 16 for one
- * member, 8.5 to 10 for 8 to 15, 9.1 to 10.3 from 16 on (about 9.7) --
- * against 56+ for one uthash node each.
+ * slots, at least min(cap, 4) (vset_grow_cap: 2, 4, 8, 12, ..., 40, 45,
+ * 50, 56, ...): one slot at a time meant a rehash per member while small
+ * (+6% engine instructions over doubling, on the bench's workload under
+ * cachegrind; this rule costs +1.7%). A table
+ * costs 8 * cap / n bytes per member: 16 for one member, 9.1 to 16 (12.6
+ * on average) for 2 to 7, 8.5 to 12 for 8 to 15, 9.1 to 10.7 from 16 on
+ * (about 9.7) -- against 56+ for one uthash node each.
  * Members are never removed (a viewer stays a viewer), so there is no
  * deletion. Growth happens only in vset_reserve, which may fail; vset_add
  * then cannot, which is what lets a batch reserve first and apply after.
@@ -54,7 +56,7 @@ struct vset {
 
 #define VSET_FULL 16u                     /* tables this small may fill up to cap - 1 */
 #define VSET_GROW_DIV 8u                  /* growth step: cap / 8 slots ... */
-#define VSET_GROW_MIN 2u                  /* ... but at least 2 */
+#define VSET_GROW_MIN 4u                  /* ... but at least min(cap, 4) */
 #define VSET_CAP_MAX ((uint64_t)1 << 31)
 #define VSET_SLAB_MAX 64u                 /* tables up to this many slots live in slabs */
 #define VSET_PAGE ((size_t)16 << 10)

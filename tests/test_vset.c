@@ -70,7 +70,7 @@ START_TEST(test_vset_basic)
     ck_assert(vset_has(s, 1));
     ck_assert(!vset_add(s, 1));
     ck_assert_uint_eq(s->n, 2);
-    ck_assert_uint_eq(s->cap, 4);  /* small tables keep one slot empty; steps of 2 */
+    ck_assert_uint_eq(s->cap, 4);  /* small tables keep one slot empty; 2 -> 4 */
     ck_assert_uint_eq(t->m.bytes[MEM_VIEWERS], 32);
     ck_assert_int_eq(vheap_verify(&t->h, NSETS), 1);
     vset_free(s, &t->h);
@@ -81,10 +81,16 @@ START_TEST(test_vset_basic)
 }
 END_TEST
 
+static uint64_t grow_step(uint64_t c)
+{
+    uint64_t lo = c < 4 ? c : 4;
+    return c / 8 > lo ? c / 8 : lo;
+}
+
 START_TEST(test_vset_growth)
 {
     /* capacity follows the documented sequence: from 2, steps of
-     * max(2, cap / 8) until the load rule (n < cap up to 16 slots, else
+     * max(cap / 8, min(cap, 4)) until the load rule (n < cap up to 16 slots, else
      * n <= 7/8 cap) holds */
     struct th *t = th_new();
     struct vset *s = &t->s[3];
@@ -95,16 +101,22 @@ START_TEST(test_vset_growth)
         if (want == 0) {
             want = 2;
         } else if (!(want <= 16 ? n < want : n * 8 <= want * 7)) {
-            want += want / 8 > 2 ? want / 8 : 2;
+            want += grow_step(want);
             while (!(want <= 16 ? n < want : n * 8 <= want * 7))
-                want += want / 8 > 2 ? want / 8 : 2;
+                want += grow_step(want);
         }
         REQUIRE(s->cap == want);
         REQUIRE(vset_fits(s->n, s->cap));
         REQUIRE(s->n < s->cap);
-        /* past the small tables: at most 8 / (7/8) * 9/8 bytes per member */
+        /* bytes per member, as vset.h states: <= 12 from 8 members, 10.7
+         * from 16, and 8 / (7/8) * 9/8 once steps are cap / 8 */
+        uint64_t b = t->m.bytes[MEM_VIEWERS];
         if (n >= 8)
-            REQUIRE(t->m.bytes[MEM_VIEWERS] * 1000 <= n * 10286);
+            REQUIRE(b <= n * 12);
+        if (n >= 16)
+            REQUIRE(b * 3 <= n * 32);
+        if (n >= 32)
+            REQUIRE(b * 1000 <= n * 10286);
         REQUIRE(t->m.bytes[MEM_VIEWERS] == (uint64_t)s->cap * 8);
     }
     for (uint64_t n = 1; n <= 5000; n++)
@@ -264,11 +276,11 @@ START_TEST(test_vset_enomem)
         ck_assert(vset_has(s, i << 40));
     ck_assert_int_eq(vset_reserve(s, &t->h, 1, 0), 0);  /* no growth needed: no allocation */
     ck_assert_int_eq(vset_reserve(s, &t->h, 1, 1), 0);
-    ck_assert_uint_eq(s->cap, 10);
+    ck_assert_uint_eq(s->cap, 12);
     /* a table past the slabs comes from the pool; its failure is clean too */
     t->m.fail_at = t->m.nallocs + 1;
     ck_assert_int_eq(vset_reserve(s, &t->h, 1, 100), -1);
-    ck_assert_uint_eq(s->cap, 10);
+    ck_assert_uint_eq(s->cap, 12);
     ck_assert_int_eq(vset_reserve(s, &t->h, 1, 100), 0);
     ck_assert_uint_gt(s->cap, VSET_SLAB_MAX);
     for (uint64_t i = 1; i <= 7; i++)
