@@ -55,6 +55,13 @@ struct shrt {
 };
 _Static_assert(sizeof(struct shrt) == 128, "short hot part must be two cache lines");
 
+/* A short's set's owner id in e->vh (vset.h): index * 2, + 1 for its
+ * savers; short indexes stay below 2^31 so it fits. */
+static inline uint32_t eng_set_owner(uint32_t six, bool savers)
+{
+    return six * 2 + (savers ? 1 : 0);
+}
+
 struct shrt_cold {
     uint32_t *plat_ids;           /* parallel, first-seen order */
     uint64_t *plat_shares;
@@ -207,11 +214,6 @@ void eng_errf(struct eng_err *err, int32_t index, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 int64_t eng_clock_now(const struct eng *e);
 uint64_t eng_fp_user(uint64_t user);
-/* A short's set's id in e->vh (vset.h): index * 2, + 1 for its savers. */
-static inline uint32_t eng_set_owner(uint32_t six, bool savers)
-{
-    return six * 2 + (savers ? 1 : 0);
-}
 uint64_t eng_fp_session(const char *s, size_t len);
 bool eng_session_ok(const char *s, size_t len);
 bool eng_platform_ok(const char *s, size_t len);

@@ -6,13 +6,13 @@
  *
  * Checked: each index maps exactly its live entries; viewer/saver sets
  * respect their load rule, hold no duplicates, find every member, and
- * count[SAVE] == savers, and the slab heap holds exactly the small tables,
- * each owned by the set that points at it; rings respect len <= cap <= history; context and
- * user agent refcounts equal the references actually held; free lists
- * cover exactly the free slots; totals (records, viewer pairs, interactions
- * by type, sessions) match; each column's dirty list is exact and every clean
- * short's materialised columns hold its current values; memory accounting
- * equals what the tables hold.
+ * count[SAVE] == savers; the slab heap holds exactly the small tables,
+ * each owned by the set that points at it; rings respect len <= cap <=
+ * history; context and user agent refcounts equal the references actually
+ * held; free lists cover exactly the free slots; totals (records, viewer
+ * pairs, interactions by type, sessions) match; each column's dirty list is
+ * exact and every clean short's materialised columns hold its current
+ * values; memory accounting equals what the tables hold.
  */
 #include "engine/eng_int.h"
 
