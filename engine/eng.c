@@ -221,6 +221,12 @@ uint64_t eng_hash_bytes(const void *p, size_t len)
 
 /* ---- lifecycle ---------------------------------------------------------------- */
 
+static struct vset *set_of_owner(void *ud, uint32_t owner)
+{
+    struct shrt *s = &((struct eng *)ud)->sh[owner / 2];
+    return owner & 1 ? &s->savers : &s->viewers;
+}
+
 struct eng *eng_create(const struct eng_config *cfg)
 {
     struct eng *e = calloc(1, sizeof(*e));
@@ -245,6 +251,7 @@ struct eng *eng_create(const struct eng_config *cfg)
     e->ua_free = 0;
     e->cx_hi = 1;
     e->ua_hi = 1;
+    vheap_init(&e->vh, &e->mem, set_of_owner, e);
     if (idx_init(&e->sh_idx, &e->mem, 64) || idx_init(&e->ss_idx, &e->mem, 64) ||
         idx_init(&e->us_idx, &e->mem, 64) || idx_init(&e->ua_idx, &e->mem, 64) ||
         idx_init(&e->pl_idx, &e->mem, 64)) {
@@ -258,9 +265,11 @@ void eng_destroy(struct eng *e)
 {
     if (!e)
         return;
+    /* slab tables go with their pages: freeing them one by one would
+     * compact the slabs for nothing */
     for (uint32_t i = 0; i < e->nsh; i++) {
-        vset_free(&e->sh[i].viewers, &e->mem);
-        vset_free(&e->sh[i].savers, &e->mem);
+        vset_drop(&e->sh[i].viewers, &e->vh);
+        vset_drop(&e->sh[i].savers, &e->vh);
         struct shrt_cold *c = &e->shc[i];
         mem_free(&e->mem, MEM_OTHER, c->plat_ids, (size_t)c->plat_cap * sizeof(uint32_t));
         mem_free(&e->mem, MEM_OTHER, c->plat_shares, (size_t)c->plat_cap * sizeof(uint64_t));
@@ -297,6 +306,7 @@ void eng_destroy(struct eng *e)
     idx_free(&e->us_idx, &e->mem);
     idx_free(&e->ua_idx, &e->mem);
     idx_free(&e->pl_idx, &e->mem);
+    vheap_release(&e->vh);
     mem_destroy(&e->mem);
     free(e);
 }
@@ -311,15 +321,18 @@ static uint64_t grow_cap(uint64_t cap, uint64_t want, uint64_t min)
     return c;
 }
 
+/* Short indexes stay below 2^31: a set's owner id in e->vh is index * 2 + 1. */
+#define SHORTS_MAX ((uint64_t)1 << 31)
+
 int eng_reserve_shorts(struct eng *e, uint64_t extra)
 {
     uint64_t want = (uint64_t)e->nsh + extra;
-    if (want >= ENG_NONE)
+    if (want > SHORTS_MAX)
         return -1;
     if (want > e->sh_cap) {
         uint64_t cap = grow_cap(e->sh_cap, want, 1024);
-        if (cap >= ENG_NONE)
-            cap = ENG_NONE - 1;
+        if (cap > SHORTS_MAX)
+            cap = SHORTS_MAX;
         struct shrt *sh = mem_calloc_aligned(&e->mem, MEM_OTHER, cap * sizeof(*sh));
         struct shrt_cold *shc = mem_calloc(&e->mem, MEM_OTHER, cap * sizeof(*shc));
         uint64_t *sid = mem_alloc(&e->mem, MEM_OTHER, cap * sizeof(*sid));
@@ -527,8 +540,8 @@ uint32_t eng_short_new(struct eng *e, uint64_t id)
 static void short_pop(struct eng *e)
 {
     uint32_t ix = --e->nsh;
-    vset_free(&e->sh[ix].viewers, &e->mem);
-    vset_free(&e->sh[ix].savers, &e->mem);
+    vset_free(&e->sh[ix].viewers, &e->vh);
+    vset_free(&e->sh[ix].savers, &e->vh);
     struct shrt_cold *c = &e->shc[ix];
     mem_free(&e->mem, MEM_OTHER, c->plat_ids, (size_t)c->plat_cap * sizeof(uint32_t));
     mem_free(&e->mem, MEM_OTHER, c->plat_shares, (size_t)c->plat_cap * sizeof(uint64_t));
@@ -1065,7 +1078,7 @@ static int plan_one(struct eng *e, const struct eng_ix *ix, struct plan *pl, siz
         uint32_t *pend = t == ENG_T_SAVE ? &c->pend_s : &c->pend_v;
         if (!vset_has(set, p->fp)) {
             ++*pend;
-            if (vset_reserve(set, &e->mem, *pend))
+            if (vset_reserve(set, &e->vh, eng_set_owner(p->six, t == ENG_T_SAVE), *pend))
                 goto nomem;
         }
     } else if (t == ENG_T_SHARE && ix->platform) {

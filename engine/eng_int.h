@@ -55,6 +55,13 @@ struct shrt {
 };
 _Static_assert(sizeof(struct shrt) == 128, "short hot part must be two cache lines");
 
+/* A short's set's owner id in e->vh (vset.h): index * 2, + 1 for its
+ * savers; short indexes stay below 2^31 so it fits. */
+static inline uint32_t eng_set_owner(uint32_t six, bool savers)
+{
+    return six * 2 + (savers ? 1 : 0);
+}
+
 struct shrt_cold {
     uint32_t *plat_ids;           /* parallel, first-seen order */
     uint64_t *plat_shares;
@@ -124,6 +131,7 @@ struct plat {
 
 struct eng {
     struct mem mem;
+    struct vheap vh;              /* the sets' tables; owner id = short index * 2 + savers */
     uint32_t history;
     int64_t ttl;
     eng_clock_fn clock;

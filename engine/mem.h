@@ -25,7 +25,8 @@
  *     by copying.
  *   - everything else: malloc.
  * On top of that, mem_pool_* serve the small tables that exist by the
- * million (history rings, viewer sets) from pool.c's size-class pool:
+ * million (history rings; viewer sets past vset.h's slabs, which get their
+ * pages from mem_map) from pool.c's size-class pool:
  * blocks of at most POOL_MAX bytes there, bigger ones as above.
  *
  * Fresh memory: with a populate hook (eng_config.populate) the fresh part of

@@ -550,8 +550,8 @@ int eng_restore_short(struct eng *e, const struct eng_short_view *v, const uint6
     s->watch_n = v->watch_n;
     s->boost = (uint8_t)v->boost;
     s->last_ts = v->last_ts;
-    if (vset_reserve(&s->viewers, &e->mem, (uint32_t)nviewers) ||
-        vset_reserve(&s->savers, &e->mem, (uint32_t)nsavers) ||
+    if (vset_reserve(&s->viewers, &e->vh, eng_set_owner(ix, false), (uint32_t)nviewers) ||
+        vset_reserve(&s->savers, &e->vh, eng_set_owner(ix, true), (uint32_t)nsavers) ||
         (v->nplat && eng_reserve_plat_slots(e, c, (uint32_t)v->nplat)))
         return fail(e, err, ENG_ENOMEM, "memory", "out of memory", 0);
     for (size_t i = 0; i < nviewers; i++)

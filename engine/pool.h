@@ -8,8 +8,9 @@
  * its own with one free list, so a freed block is reused whole by the next
  * block of exactly its size: a ring growing 2 -> 3 records takes the block
  * another ring's 3 -> 4 growth let go. The engine asks for few sizes (the
- * ring growth sequence times the record size, the viewer sets' powers of
- * two), so exact classes waste nothing inside a block. Blocks carry no
+ * ring growth sequence times the record size, the capacities of viewer
+ * sets too big for vset.h's slabs), so exact classes waste nothing inside
+ * a block. Blocks carry no
  * header: the caller passes the size back, as it does to mem_free.
  *
  * New blocks are carved by a bump pointer from the newest chunk; chunks

@@ -6,12 +6,13 @@
  *
  * Checked: each index maps exactly its live entries; viewer/saver sets
  * respect their load rule, hold no duplicates, find every member, and
- * count[SAVE] == savers; rings respect len <= cap <= history; context and
- * user agent refcounts equal the references actually held; free lists
- * cover exactly the free slots; totals (records, viewer pairs, interactions
- * by type, sessions) match; each column's dirty list is exact and every clean
- * short's materialised columns hold its current values; memory accounting
- * equals what the tables hold.
+ * count[SAVE] == savers; the slab heap holds exactly the small tables,
+ * each owned by the set that points at it; rings respect len <= cap <=
+ * history; context and user agent refcounts equal the references actually
+ * held; free lists cover exactly the free slots; totals (records, viewer
+ * pairs, interactions by type, sessions) match; each column's dirty list is
+ * exact and every clean short's materialised columns hold its current
+ * values; memory accounting equals what the tables hold.
  */
 #include "engine/eng_int.h"
 
@@ -25,12 +26,12 @@
         goto out;                                 \
     } while (0)
 
-static int check_set(const struct vset *s, uint64_t *bytes)
+static int check_set(const struct vset *s, uint64_t *bytes, uint64_t *nslab)
 {
     if (s->cap == 0)
         return s->n == 0 && s->slots == NULL ? 0 : -1;
-    if (s->cap & (s->cap - 1))
-        return -1;
+    if (s->cap <= VSET_SLAB_MAX)
+        ++*nslab;
     if (!vset_fits(s->n, s->cap))
         return -1;
     uint32_t n = 0;
@@ -41,9 +42,9 @@ static int check_set(const struct vset *s, uint64_t *bytes)
         if (!vset_has(s, s->slots[i]))
             return -1;
         /* no duplicate: the probe from its home must reach this slot first */
-        uint32_t j = (uint32_t)s->slots[i] & (s->cap - 1);
+        uint32_t j = vset_home(s->slots[i], s->cap);
         while (s->slots[j] != s->slots[i])
-            j = (j + 1) & (s->cap - 1);
+            j = j + 1 == s->cap ? 0 : j + 1;
         if (j != i)
             return -1;
     }
@@ -94,7 +95,7 @@ int eng_verify(const struct eng *e, struct eng_err *err)
         err->index = -1;
         err->msg[0] = 0;
     }
-    uint64_t mviewers = 0, mrecords = 0, pairs = 0, records = 0;
+    uint64_t mviewers = 0, mrecords = 0, pairs = 0, records = 0, nslab = 0;
 
     if (check_idx(&e->sh_idx) || check_idx(&e->ss_idx) || check_idx(&e->us_idx) ||
         check_idx(&e->ua_idx) || check_idx(&e->pl_idx))
@@ -119,9 +120,9 @@ int eng_verify(const struct eng *e, struct eng_err *err)
         const struct shrt_cold *c = &e->shc[i];
         if (idx_find(&e->sh_idx, e->sid[i]) != i + 1)
             BAD("short %llu: not found by its id", (unsigned long long)e->sid[i]);
-        if (check_set(&s->viewers, &mviewers))
+        if (check_set(&s->viewers, &mviewers, &nslab))
             BAD("short %llu: viewer set broken", (unsigned long long)e->sid[i]);
-        if (check_set(&s->savers, &mviewers))
+        if (check_set(&s->savers, &mviewers, &nslab))
             BAD("short %llu: saver set broken", (unsigned long long)e->sid[i]);
         if (s->count[ENG_T_SAVE] != s->savers.n)
             BAD("short %llu: saves %llu but %u savers", (unsigned long long)e->sid[i],
@@ -290,6 +291,9 @@ int eng_verify(const struct eng *e, struct eng_err *err)
     if (sum != e->interactions)
         BAD("interactions: %llu, by type %llu", (unsigned long long)e->interactions,
             (unsigned long long)sum);
+    if (vheap_verify(&e->vh, (uint64_t)e->nsh * 2) != (int64_t)nslab)
+        BAD("sets: slab heap does not hold exactly the %llu small tables",
+            (unsigned long long)nslab);
     if (mviewers != e->mem.bytes[MEM_VIEWERS])
         BAD("memory: viewers accounted %llu, sets hold %llu",
             (unsigned long long)e->mem.bytes[MEM_VIEWERS], (unsigned long long)mviewers);
