@@ -111,6 +111,7 @@ static struct vpage *page_get(struct vheap *h)
         h->region_bytes += bytes;
         h->cur = c;
         h->end = c + bytes;
+        mem_fresh(h->m, c, 0, bytes);  /* carved from the front: a populate hook runs ahead */
         POISON(c, bytes);
     }
     pg = (struct vpage *)h->cur;
