@@ -324,6 +324,77 @@ static uint64_t grow_cap(uint64_t cap, uint64_t want, uint64_t min)
 /* Short indexes stay below 2^31: a set's owner id in e->vh is index * 2 + 1. */
 #define SHORTS_MAX ((uint64_t)1 << 31)
 
+/* One of the arrays indexed by short (sh, shc, sid, and the columns). */
+struct sh_array {
+    void **p;
+    size_t esz;
+    size_t keep;      /* bytes of it in use, to carry over */
+    bool aligned;     /* cache-line aligned (sh) */
+    void *np;         /* the new block, when it is not remapped */
+};
+
+/* Grow every array indexed by short to cap, all or nothing. A mapped array
+ * (mem.h: >= 1 MiB) grows by mremap: nothing is copied and its pages are
+ * not faulted in again, where copying 100k shorts' 17 MB had stalled a
+ * batch for 20-30 ms. A small one is allocated anew and copied. */
+static int grow_short_arrays(struct eng *e, uint64_t cap)
+{
+    struct sh_array a[3 + 2 * ENG_M_COUNT];
+    size_t na = 0, n = e->nsh;
+    a[na++] = (struct sh_array){(void **)&e->sh, sizeof(*e->sh), n * sizeof(*e->sh), true, NULL};
+    a[na++] = (struct sh_array){(void **)&e->shc, sizeof(*e->shc), n * sizeof(*e->shc), false, NULL};
+    a[na++] = (struct sh_array){(void **)&e->sid, sizeof(*e->sid), n * sizeof(*e->sid), false, NULL};
+    for (int m = 0; m < ENG_M_COUNT; m++) {
+        if (!e->col[m])
+            continue;
+        a[na++] = (struct sh_array){(void **)&e->col[m], sizeof(double), n * sizeof(double), false,
+                                    NULL};
+        a[na++] = (struct sh_array){(void **)&e->dirty[m], sizeof(uint32_t),
+                                    e->ndirty[m] * sizeof(uint32_t), false, NULL};
+    }
+    size_t old = e->sh_cap, i, r;
+    /* first every allocation that may fail without changing anything */
+    for (i = 0; i < na; i++) {
+        if (mem_is_large(old * a[i].esz))
+            continue;
+        size_t bytes = cap * a[i].esz;
+        a[i].np = a[i].aligned ? mem_calloc_aligned(&e->mem, MEM_OTHER, bytes)
+                               : mem_calloc(&e->mem, MEM_OTHER, bytes);
+        if (!a[i].np)
+            goto undo_new;
+    }
+    for (r = 0; r < na; r++) {
+        if (a[r].np)
+            continue;
+        void *q = mem_realloc(&e->mem, MEM_OTHER, *a[r].p, old * a[r].esz, cap * a[r].esz);
+        if (!q)
+            goto undo_remap;
+        *a[r].p = q;
+    }
+    for (i = 0; i < na; i++) {
+        if (!a[i].np)
+            continue;
+        if (a[i].keep)
+            memcpy(a[i].np, *a[i].p, a[i].keep);
+        mem_free(&e->mem, MEM_OTHER, *a[i].p, old * a[i].esz);
+        *a[i].p = a[i].np;
+    }
+    return 0;
+undo_remap:
+    /* Shrinking a mapping back (munmap of its tail) cannot fail. */
+    while (r-- > 0) {
+        if (a[r].np)
+            continue;
+        *a[r].p = mem_sys_realloc(*a[r].p, cap * a[r].esz, old * a[r].esz);
+        e->mem.bytes[MEM_OTHER] -= (cap - old) * a[r].esz;
+    }
+    i = na;
+undo_new:
+    while (i-- > 0)
+        mem_free(&e->mem, MEM_OTHER, a[i].np, cap * a[i].esz);
+    return -1;
+}
+
 int eng_reserve_shorts(struct eng *e, uint64_t extra)
 {
     uint64_t want = (uint64_t)e->nsh + extra;
@@ -333,50 +404,8 @@ int eng_reserve_shorts(struct eng *e, uint64_t extra)
         uint64_t cap = grow_cap(e->sh_cap, want, 1024);
         if (cap > SHORTS_MAX)
             cap = SHORTS_MAX;
-        struct shrt *sh = mem_calloc_aligned(&e->mem, MEM_OTHER, cap * sizeof(*sh));
-        struct shrt_cold *shc = mem_calloc(&e->mem, MEM_OTHER, cap * sizeof(*shc));
-        uint64_t *sid = mem_alloc(&e->mem, MEM_OTHER, cap * sizeof(*sid));
-        double *col[ENG_M_COUNT] = {0};
-        uint32_t *dirty[ENG_M_COUNT] = {0};
-        bool ok = sh && shc && sid;
-        for (int m = 0; ok && m < ENG_M_COUNT; m++)
-            if (e->col[m] && (!(col[m] = mem_alloc(&e->mem, MEM_OTHER, cap * sizeof(double))) ||
-                              !(dirty[m] = mem_alloc(&e->mem, MEM_OTHER, cap * sizeof(uint32_t)))))
-                ok = false;
-        if (!ok) {
-            mem_free(&e->mem, MEM_OTHER, sh, cap * sizeof(*sh));
-            mem_free(&e->mem, MEM_OTHER, shc, cap * sizeof(*shc));
-            mem_free(&e->mem, MEM_OTHER, sid, cap * sizeof(*sid));
-            for (int m = 0; m < ENG_M_COUNT; m++) {
-                mem_free(&e->mem, MEM_OTHER, col[m], cap * sizeof(double));
-                mem_free(&e->mem, MEM_OTHER, dirty[m], cap * sizeof(uint32_t));
-            }
+        if (grow_short_arrays(e, cap))
             return -1;
-        }
-        size_t n = e->nsh, old = e->sh_cap;
-        if (n) {
-            memcpy(sh, e->sh, n * sizeof(*sh));
-            memcpy(shc, e->shc, n * sizeof(*shc));
-            memcpy(sid, e->sid, n * sizeof(*sid));
-        }
-        mem_free(&e->mem, MEM_OTHER, e->sh, old * sizeof(*sh));
-        mem_free(&e->mem, MEM_OTHER, e->shc, old * sizeof(*shc));
-        mem_free(&e->mem, MEM_OTHER, e->sid, old * sizeof(*sid));
-        for (int m = 0; m < ENG_M_COUNT; m++) {
-            if (!e->col[m])
-                continue;
-            if (n)
-                memcpy(col[m], e->col[m], n * sizeof(double));
-            if (e->ndirty[m])
-                memcpy(dirty[m], e->dirty[m], e->ndirty[m] * sizeof(uint32_t));
-            mem_free(&e->mem, MEM_OTHER, e->col[m], old * sizeof(double));
-            mem_free(&e->mem, MEM_OTHER, e->dirty[m], old * sizeof(uint32_t));
-            e->col[m] = col[m];
-            e->dirty[m] = dirty[m];
-        }
-        e->sh = sh;
-        e->shc = shc;
-        e->sid = sid;
         e->sh_cap = (uint32_t)cap;
     }
     return idx_reserve(&e->sh_idx, &e->mem, extra);

@@ -1147,6 +1147,47 @@ START_TEST(test_restore_prefault)
 END_TEST
 
 extern Suite *eng_suite(void);
+/* Shorts' arrays past 1 MiB grow by remapping (sh at 8,192 shorts, with
+ * every TOP column and dirty list too); an allocation failing at any point
+ * of that growth leaves the engine exactly as it was. */
+START_TEST(test_enomem_short_arrays_remap)
+{
+    enum { HAVE = 8192 };
+    for (uint64_t nth = 1;; nth++) {
+        struct eng *e = mk_eng(&clk, 4, 0);
+        struct eng_err err;
+        for (uint64_t id = 1; id <= HAVE; id++)
+            ck_assert_int_eq(eng_set_boost(e, id, id % 7, &err), 0);
+        struct eng_top_item top[3];
+        for (int m = 0; m < ENG_M_COUNT; m++)
+            ck_assert_int_ge(eng_top(e, (enum eng_metric)m, 3, top, &err), 0);
+        for (uint64_t id = 1; id <= 500; id++)  /* dirty lists hold something */
+            ck_assert_int_eq(eng_set_boost(e, id, 3, &err), 0);
+        uint64_t before = eng_digest(e);
+        eng_test_fail_alloc(e, nth);
+        int rc = eng_set_boost(e, HAVE + 1, 5, &err);  /* the 8,193rd short: arrays double */
+        eng_test_fail_alloc(e, 0);
+        verify_ok(e);
+        if (rc == ENG_OK) {
+            ck_assert_uint_gt(nth, 1);
+            for (int m = 0; m < ENG_M_COUNT; m++)
+                ck_assert_int_eq(eng_top(e, (enum eng_metric)m, 3, top, &err), 3);
+            struct eng_stats st;
+            eng_stats(e, 77, &st);
+            ck_assert_uint_eq(st.boost, 3);  /* moved intact */
+            eng_stats(e, HAVE + 1, &st);
+            ck_assert_uint_eq(st.boost, 5);
+            eng_destroy(e);
+            return;
+        }
+        ck_assert_int_eq(rc, ENG_ENOMEM);
+        ck_assert_uint_eq(eng_digest(e), before);
+        eng_destroy(e);
+        ck_assert_uint_lt(nth, 100);
+    }
+}
+END_TEST
+
 /* Every byte value at every position of ids of every length: the session
  * id check (vectorised 16 bytes at a time) agrees with the plain rule. */
 static bool sess_char_ref(unsigned char c)
@@ -1249,6 +1290,7 @@ Suite *eng_suite(void)
     tcase_add_test(tc, test_context_sharing);
     tcase_add_test(tc, test_populate_hook);
     tcase_add_test(tc, test_session_chars_every_byte);
+    tcase_add_test(tc, test_enomem_short_arrays_remap);
     tcase_add_test(tc, test_eviction);
     tcase_add_test(tc, test_top);
     tcase_add_test(tc, test_boost);
