@@ -20,7 +20,8 @@
  * finds the queue full is dropped for the same reason.
  *
  * Invariants: the queue is a ring of Q_LEN ranges under `mu`; head/n count
- * it; `busy` is set while the thread works on a range it took. Only the
+ * it; `busy` is set while the thread works on a range it took. It works a
+ * huge page at a time, round robin over the queued ranges. Only the
  * loop thread enqueues. A fork()ed child has no thread and must not call
  * net_prefault_request (the server's snapshot child never allocates
  * through the engine).
@@ -63,34 +64,43 @@ static void *run(void *arg)
     struct net_prefault *p = arg;
     struct sched_param sp = {0};
     (void)pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);  /* best effort */
+    struct range cur = {NULL, 0};
     pthread_mutex_lock(&p->mu);
     for (;;) {
-        while (p->n == 0 && !p->stop) {
-            p->busy = false;
-            pthread_cond_broadcast(&p->idle);
-            pthread_cond_wait(&p->work, &p->mu);
+        if (cur.len == 0) {
+            while (p->n == 0 && !p->stop) {
+                p->busy = false;
+                pthread_cond_broadcast(&p->idle);
+                pthread_cond_wait(&p->work, &p->mu);
+            }
+        } else if (p->n > 0 && p->n < Q_LEN) {
+            /* Round robin, one huge page each: a 64 MB grown array queued
+             * first must not hold up the 2 MiB spare chunk the engine will
+             * want next. */
+            p->q[(p->head + p->n) % Q_LEN] = cur;
+            p->n++;
+            cur.len = 0;
         }
         if (p->stop)
             break;
-        struct range r = p->q[p->head];
-        p->head = (p->head + 1) % Q_LEN;
-        p->n--;
+        if (cur.len == 0) {
+            cur = p->q[p->head];
+            p->head = (p->head + 1) % Q_LEN;
+            p->n--;
+        }
         p->busy = true;
         pthread_mutex_unlock(&p->mu);
-        size_t done = 0;
-        int err = 0;
-        while (done < r.len) {
-            size_t k = r.len - done < STEP ? r.len - done : STEP;
-            if (madvise(r.p + done, k, MADV_POPULATE_WRITE) != 0) {
-                err = errno;
-                break;
-            }
-            done += k;
-        }
+        size_t k = cur.len < STEP ? cur.len : STEP;
+        int err = madvise(cur.p, k, MADV_POPULATE_WRITE) ? errno : 0;
         pthread_mutex_lock(&p->mu);
-        p->bytes += done;
-        if (err)
-            p->dropped++;
+        if (err) {
+            p->dropped++;  /* gone (ENOMEM) or not ours to populate: leave the rest too */
+            cur.len = 0;
+        } else {
+            p->bytes += k;
+            cur.p += k;
+            cur.len -= k;
+        }
     }
     p->busy = false;
     pthread_cond_broadcast(&p->idle);
