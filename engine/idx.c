@@ -45,6 +45,7 @@ static void next_free(struct idx *t, struct mem *m)
     mem_free(m, MEM_OTHER, t->next, ((size_t)t->nmask + 1) * sizeof(struct idx_slot));
     t->next = NULL;
     t->nmask = 0;
+    t->ntouched = 0;
 }
 
 void idx_free(struct idx *t, struct mem *m)
@@ -94,6 +95,11 @@ int idx_reserve(struct idx *t, struct mem *m, uint64_t extra)
         idx_migrate(t, m, step < UINT32_MAX ? (uint32_t)step : UINT32_MAX);
     uint64_t cap = (uint64_t)t->mask + 1;
     uint64_t want = (uint64_t)t->n + extra;
+    if (t->next && (size_t)t->ntouched * 4096 < ((size_t)t->nmask + 1) * sizeof(struct idx_slot)) {
+        /* still all zero, so storing zero changes nothing but residency */
+        ((volatile char *)t->next)[(size_t)t->ntouched * 4096] = 0;
+        t->ntouched++;
+    }
     if (want * 4 <= cap * 3) {
         /* Optional and ahead of need: an allocation that may fail without
          * consequence, so it is not one of the counted (injectable) ones. */
@@ -103,6 +109,7 @@ int idx_reserve(struct idx *t, struct mem *m, uint64_t extra)
             if ((t->next = mem_sys_calloc(bytes))) {
                 m->bytes[MEM_OTHER] += bytes;
                 t->nmask = (uint32_t)(cap * 2 - 1);
+                t->ntouched = 0;
                 mem_fresh(m, t->next, 0, bytes);
             }
         }
@@ -117,6 +124,7 @@ int idx_reserve(struct idx *t, struct mem *m, uint64_t extra)
         ns = t->next;  /* still all zero: nothing was ever stored in it */
         t->next = NULL;
         t->nmask = 0;
+        t->ntouched = 0;
     } else if (!(ns = mem_calloc(m, MEM_OTHER, (size_t)cap * sizeof(*ns)))) {
         return -1;
     } else if (t->next) {

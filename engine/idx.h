@@ -43,8 +43,13 @@
  * milliseconds per fresh huge page that was a 60-100 ms stall for a 32 MB
  * table. With a populate hook (mem.h), the next table (twice the size) is
  * mapped when the load passes 5/8 and handed to the hook, which has until
- * 3/4 to fault it in; growth then takes it instead of mapping one. Without
- * a hook nothing is mapped early (it would only cost memory sooner).
+ * 3/4 to fault it in; growth then takes it instead of mapping one. Each
+ * reserve meanwhile touches one more of its pages itself, so a hook that
+ * falls behind (a thread starved of CPU) still leaves the table resident
+ * when it is taken: its huge pages fault one per reserve that reaches one,
+ * milliseconds each, instead of all of them in the first batch after the
+ * switch. Without a hook nothing is mapped early (it would only cost
+ * memory sooner).
  */
 #ifndef SHORTSTAT_ENG_IDX_H
 #define SHORTSTAT_ENG_IDX_H
@@ -72,6 +77,7 @@ struct idx {
     uint32_t on;             /* keys still in old */
     struct idx_slot *next;   /* with a populate hook: the next table, mapped early */
     uint32_t nmask;          /* its capacity - 1 */
+    uint32_t ntouched;       /* 4 KiB pages of next touched by idx_reserve so far */
 };
 
 /* murmur3's 64-bit finaliser: sequential ids scatter over the table. */
