@@ -55,7 +55,7 @@ struct net_prefault {
     struct range q[Q_LEN];
     uint32_t head, n;
     size_t page;
-    bool busy, stop;
+    bool busy, stop, paused;
     uint64_t bytes, dropped;
 };
 
@@ -67,6 +67,8 @@ static void *run(void *arg)
     struct range cur = {NULL, 0};
     pthread_mutex_lock(&p->mu);
     for (;;) {
+        while (p->paused && !p->stop)
+            pthread_cond_wait(&p->work, &p->mu);
         if (cur.len == 0) {
             while (p->n == 0 && !p->stop) {
                 p->busy = false;
@@ -180,6 +182,16 @@ void net_prefault_request(struct net_prefault *p, void *addr, size_t len)
         p->busy = true;
         pthread_cond_signal(&p->work);
     }
+    pthread_mutex_unlock(&p->mu);
+}
+
+void net_prefault_pause(struct net_prefault *p, bool paused)
+{
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->mu);
+    p->paused = paused;
+    pthread_cond_signal(&p->work);
     pthread_mutex_unlock(&p->mu);
 }
 

@@ -6,6 +6,7 @@
 #ifndef SHORTSTAT_NET_PREFAULT_H
 #define SHORTSTAT_NET_PREFAULT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -18,9 +19,14 @@ void net_prefault_stop(struct net_prefault *p);
 /* Queue [addr, addr + len) to be faulted in; never blocks on the thread's
  * work, drops the request when the queue is full. Safe to call with p NULL. */
 void net_prefault_request(struct net_prefault *p, void *addr, size_t len);
+/* While paused the thread starts no new step (requests still queue). The
+ * server pauses it for a snapshot: after fork() every page the parent
+ * populates or writes is one more copy-on-write fault, and populating a
+ * range the engine had already touched would copy all of it. */
+void net_prefault_pause(struct net_prefault *p, bool paused);
 /* Bytes faulted in, requests dropped (queue full or range gone). */
 void net_prefault_stats(struct net_prefault *p, uint64_t *bytes, uint64_t *dropped);
-/* Waits until the queue is empty and the thread idle (tests). */
+/* Waits until the queue is empty and the thread idle (tests; not while paused). */
 void net_prefault_drain(struct net_prefault *p);
 
 #endif

@@ -612,6 +612,7 @@ static void child_cb(struct ev_loop *loop, ev_child *w, int revents)
 {
     struct server *s = w->data;
     ev_child_stop(loop, w);
+    net_prefault_pause(s->prefault, false);
     snapshot_done(s, w->rstatus);
 }
 
@@ -629,6 +630,7 @@ int net_snapshot_start(struct server *s, char *err, size_t errcap)
     }
     int64_t now = net_now_ms(s);
     uint64_t t0 = net_mono_usec();
+    net_prefault_pause(s->prefault, true);  /* until the child is reaped */
     pid_t pid = fork();
     if (pid == 0) {
         close(pfd[0]);
@@ -639,6 +641,7 @@ int net_snapshot_start(struct server *s, char *err, size_t errcap)
     close(pfd[1]);
     if (pid < 0) {
         int e = errno;
+        net_prefault_pause(s->prefault, false);
         close(pfd[0]);
         snprintf(err, errcap, "snapshot: fork: %s", strerror(e));
         sn->last_status = NET_SNAP_ERR;

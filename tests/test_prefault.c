@@ -3,7 +3,7 @@
  * Unit tests of net/prefault.c: a requested range ends up resident without
  * its contents changing, an unaligned start is rounded up to a page, a
  * range that is gone is counted as dropped, a NULL handle ignores requests,
- * and stop joins with requests still queued.
+ * pausing holds requests back, and stop joins with requests still queued.
  */
 #include <check.h>
 #include <errno.h>
@@ -95,6 +95,35 @@ START_TEST(test_prefault_null_and_stop_with_queue)
 }
 END_TEST
 
+/* Paused (as for a snapshot's lifetime), requests wait in the queue and
+ * nothing is faulted in; resumed, they are. */
+START_TEST(test_prefault_pause)
+{
+    struct net_prefault *p = start_or_skip();
+    if (!p)
+        return;
+    size_t len = (size_t)4 << 20;
+    char *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ck_assert_ptr_ne(m, MAP_FAILED);
+    (void)madvise(m, len, MADV_NOHUGEPAGE);
+    net_prefault_pause(p, true);
+    net_prefault_request(p, m, len);
+    usleep(100 * 1000);
+    uint64_t bytes, dropped;
+    net_prefault_stats(p, &bytes, &dropped);
+    ck_assert_uint_eq(bytes, 0);
+    ck_assert_uint_eq(resident_pages(m, len), 0);
+    net_prefault_pause(p, false);
+    net_prefault_drain(p);
+    net_prefault_stats(p, &bytes, &dropped);
+    ck_assert_uint_eq(bytes, len);
+    ck_assert_uint_eq(resident_pages(m, len), len / (size_t)sysconf(_SC_PAGESIZE));
+    net_prefault_pause(p, true);  /* stop joins a paused thread too */
+    net_prefault_stop(p);
+    munmap(m, len);
+}
+END_TEST
+
 extern Suite *prefault_suite(void);
 Suite *prefault_suite(void)
 {
@@ -102,6 +131,7 @@ Suite *prefault_suite(void)
     TCase *tc = tcase_create("prefault");
     tcase_add_test(tc, test_prefault_faults_in_without_writing);
     tcase_add_test(tc, test_prefault_null_and_stop_with_queue);
+    tcase_add_test(tc, test_prefault_pause);
     suite_add_tcase(s, tc);
     return s;
 }
