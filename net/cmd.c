@@ -6,7 +6,8 @@
  * connection's input before returning to the loop. Runs of TRACK commands
  * take a fast path: each is parsed into struct eng_ix (pointers into the
  * input buffer, or into the server's scratch for quoted tokens); the run is
- * applied in order when it reaches NET_BATCH, when another command comes,
+ * applied in order when it reaches NET_BATCH (NET_BATCH_COW while a
+ * snapshot child lives), when another command comes,
  * or at the end of the input, with eng_record_batch (see batch_apply for
  * how a bad TRACK in the middle keeps its own error). The batch's own
  * prefetch pipeline overlaps the cache misses of one interaction with the
@@ -1126,6 +1127,7 @@ void net_conn_process(struct server *s, struct conn *c)
 
     s->nbatch = 0;
     s->scratch_used = 0;
+    const size_t batch_max = s->snap.in_progress ? NET_BATCH_COW : NET_BATCH;
     uint64_t flush_at = net_mono_usec() + NET_FLUSH_USEC;
     uint32_t since_check = 0;
     while (c->state == CONN_ACTIVE && net_buf_live(in) > 0) {
@@ -1159,7 +1161,7 @@ void net_conn_process(struct server *s, struct conn *c)
             if (net_track_parse(&cmd->argv[1], cmd->argc - 1, ix, err, sizeof err)) {
                 batch_apply(s, c);
                 reply_err(s, c, "%s", err);
-            } else if (++s->nbatch == NET_BATCH) {
+            } else if (++s->nbatch == batch_max) {
                 batch_apply(s, c);
             }
         } else {
@@ -1168,7 +1170,7 @@ void net_conn_process(struct server *s, struct conn *c)
         }
         if (net_buf_live(&c->out) > out_limit || c->out.failed)
             break;
-        if (++since_check >= NET_BATCH) {
+        if (++since_check >= batch_max) {
             since_check = 0;
             uint64_t now = net_mono_usec();
             if (now >= flush_at) {

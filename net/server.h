@@ -118,6 +118,10 @@ struct net_snapshot {
  * of a batch runs with its prefetch pipeline full (the pipeline looks up
  * to 24 elements ahead), short enough that the plans stay in L1/L2. */
 #define NET_BATCH 128u
+/* The run while a snapshot child lives: every page the parent writes then
+ * costs a copy-on-write fault, a run of 128 took long enough to be the
+ * longest pause clients saw, and replies leave only between runs. */
+#define NET_BATCH_COW 32u
 /* While a long input runs, replies made so far are written once this long
  * has passed since the last write (checked every NET_BATCH commands): a
  * slow stretch (copy-on-write faults during a snapshot, a cold cache) then
