@@ -67,15 +67,17 @@ static void *run(void *arg)
     struct range cur = {NULL, 0};
     pthread_mutex_lock(&p->mu);
     for (;;) {
-        while (p->paused && !p->stop)
-            pthread_cond_wait(&p->work, &p->mu);
-        if (cur.len == 0) {
-            while (p->n == 0 && !p->stop) {
+        /* Paused, it takes nothing from the queue (a range it holds waits too). */
+        while (!p->stop && (p->paused || (cur.len == 0 && p->n == 0))) {
+            if (cur.len == 0 && p->n == 0) {
                 p->busy = false;
                 pthread_cond_broadcast(&p->idle);
-                pthread_cond_wait(&p->work, &p->mu);
             }
-        } else if (p->n > 0 && p->n < Q_LEN) {
+            pthread_cond_wait(&p->work, &p->mu);
+        }
+        if (p->stop)
+            break;
+        if (cur.len != 0 && p->n > 0 && p->n < Q_LEN) {
             /* Round robin, one huge page each: a 64 MB grown array queued
              * first must not hold up the 2 MiB spare chunk the engine will
              * want next. */
@@ -83,8 +85,6 @@ static void *run(void *arg)
             p->n++;
             cur.len = 0;
         }
-        if (p->stop)
-            break;
         if (cur.len == 0) {
             cur = p->q[p->head];
             p->head = (p->head + 1) % Q_LEN;

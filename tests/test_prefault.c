@@ -118,8 +118,16 @@ START_TEST(test_prefault_pause)
     net_prefault_stats(p, &bytes, &dropped);
     ck_assert_uint_eq(bytes, len);
     ck_assert_uint_eq(resident_pages(m, len), len / (size_t)sysconf(_SC_PAGESIZE));
-    net_prefault_pause(p, true);  /* stop joins a paused thread too */
-    net_prefault_stop(p);
+    /* a full queue (64 ranges) drops what does not fit, and counts it;
+     * paused, the thread takes nothing from it */
+    net_prefault_pause(p, true);
+    uint64_t before;
+    net_prefault_stats(p, &bytes, &before);
+    for (int i = 0; i < 100; i++)
+        net_prefault_request(p, m, (size_t)sysconf(_SC_PAGESIZE));
+    net_prefault_stats(p, &bytes, &dropped);
+    ck_assert_uint_eq(dropped - before, 100 - 64);
+    net_prefault_stop(p);  /* joins a paused thread with its queue full */
     munmap(m, len);
 }
 END_TEST
