@@ -73,31 +73,38 @@ void *mem_remap(void *p, size_t old, size_t n)
     return dst;
 }
 
+void *mem_map_ahead(struct mem *m, size_t n, size_t next)
+{
+    void *c;
+    if (m->spare && m->spare_bytes == n) {
+        c = m->spare;
+        m->spare = NULL;
+    } else if (!(c = mem_map(n))) {
+        return NULL;
+    }
+    /* Best effort: without a spare the next call maps as above. */
+    if (m->populate && !m->spare && mem_is_large(next) && (m->spare = mem_map(next))) {
+        m->spare_bytes = next;
+        m->populate(m->populate_ud, m->spare, next);
+    }
+    return c;
+}
+
 int mem_pool_grow(struct mem *m)
 {
     if (mem_injected_failure(m))
         return -1;
     size_t n = pool_chunk_size(&m->pool);
-    void *c;
-    if (m->spare && m->spare_bytes == n) {
-        c = m->spare;
-        m->spare = NULL;
-    } else if (!(c = mem_sys_alloc(n))) {
+    void *c = mem_is_large(n) ? mem_map_ahead(m, n, pool_chunk_after(n)) : mem_sys_alloc(n);
+    if (!c)
         return -1;
-    }
     pool_add_chunk(&m->pool, c, n);
-    /* The spare is best effort: without it the next grow maps as before. */
-    size_t next = pool_chunk_size(&m->pool);
-    if (m->populate && !m->spare && mem_is_large(next) && (m->spare = mem_sys_alloc(next))) {
-        m->spare_bytes = next;
-        m->populate(m->populate_ud, m->spare, next);
-    }
     return 0;
 }
 
 void mem_destroy(struct mem *m)
 {
     pool_release(&m->pool, mem_sys_free);
-    mem_sys_free(m->spare, m->spare_bytes);
+    mem_unmap(m->spare, m->spare_bytes);
     m->spare = NULL;
 }

@@ -30,8 +30,9 @@
  * blocks of at most POOL_MAX bytes there, bigger ones as above.
  *
  * Fresh memory: with a populate hook (eng_config.populate) the fresh part of
- * every large block is handed to it when mapped, and the pool maps its next
- * chunk one chunk early (the spare) and hands that over, so a host thread
+ * every large block is handed to it when mapped, and the regions that are
+ * carved from the front (pool chunks, vset slab regions) are mapped one
+ * region early (mem_map_ahead's spare) and handed over, so a host thread
  * can fault pages in while the engine is still using the current chunk;
  * the first touch of a huge page, milliseconds on a VM, then happens off
  * the engine's thread. The engine never waits for the hook.
@@ -66,9 +67,9 @@ struct mem {
     uint64_t nallocs;   /* allocations attempted so far */
     uint64_t fail_at;   /* 0 = never fail */
     struct pool pool;   /* small blocks; released by mem_destroy */
-    /* eng_config.populate; with it, the pool's next mapped chunk is made
-     * one chunk early (spare) and handed to it, so it has the whole life
-     * of the current chunk to fault the spare in */
+    /* eng_config.populate; with it, mem_map_ahead maps the next region
+     * one region early (spare) and hands it over, so the hook has the whole
+     * life of the current region to fault the spare in */
     void (*populate)(void *ud, void *addr, size_t len);
     void *populate_ud;
     void *spare;
@@ -223,6 +224,11 @@ static inline void mem_free(struct mem *m, enum mem_cat c, void *p, size_t n)
  * size is a multiple of alignof(T), is aligned for T). */
 
 int mem_pool_grow(struct mem *m);  /* one more chunk; 0 or -1 */
+/* mem_map(n) for a region that will be carved from the front (pool chunks,
+ * vset slab regions; no accounting, no injection). With a populate hook,
+ * a region of `next` bytes (when large) is mapped now as the spare and
+ * handed to it; a later call for that size takes the spare. */
+void *mem_map_ahead(struct mem *m, size_t n, size_t next);
 
 static inline void *mem_pool_alloc(struct mem *m, enum mem_cat c, size_t n)
 {

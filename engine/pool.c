@@ -99,7 +99,7 @@ void pool_add_chunk(struct pool *p, void *chunk, size_t bytes)
     p->end = (char *)chunk + bytes;
     POISON(p->cur, (size_t)(p->end - p->cur));
     p->chunk_bytes += bytes;
-    p->next_chunk = bytes * 2 < POOL_CHUNK_MAX ? bytes * 2 : POOL_CHUNK_MAX;
+    p->next_chunk = pool_chunk_after(bytes);
 }
 
 void pool_release(struct pool *p, void (*release)(void *chunk, size_t bytes))

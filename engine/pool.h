@@ -51,6 +51,12 @@ struct pool {
     uint64_t free_bytes;      /* on the free lists */
 };
 
+/* The size of the chunk after one of n bytes. */
+static inline size_t pool_chunk_after(size_t n)
+{
+    return n * 2 < POOL_CHUNK_MAX ? n * 2 : POOL_CHUNK_MAX;
+}
+
 static inline bool pool_serves(size_t n)
 {
     return n >= POOL_MIN && n <= POOL_MAX;

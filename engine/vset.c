@@ -78,7 +78,6 @@ void vheap_release(struct vheap *h)
         if (bytes < REGION_MAX)
             bytes *= 2;
     }
-    mem_unmap(h->spare, REGION_MAX);
     mem_sys_free(h->regions, (size_t)h->regions_cap * sizeof(void *));
     vheap_init(h, h->m, h->owner, h->ud);
 }
@@ -105,23 +104,15 @@ static struct vpage *page_get(struct vheap *h)
             h->regions_cap = nc;
         }
         size_t bytes = (size_t)REGION_MIN << (h->nregions < 5 ? h->nregions : 5);
-        char *c;
-        if (bytes == REGION_MAX && h->spare) {
-            c = h->spare;
-            h->spare = NULL;
-        } else if (!(c = mem_map(bytes))) {  /* 2 MiB-aligned, so pages are VSET_PAGE-aligned */
+        size_t next = bytes * 2 < REGION_MAX ? bytes * 2 : REGION_MAX;
+        char *c = mem_map_ahead(h->m, bytes, next);  /* 2 MiB-aligned: pages are VSET_PAGE-aligned */
+        if (!c)
             return NULL;
-        }
         h->regions[h->nregions++] = c;
         h->region_bytes += bytes;
         h->cur = c;
         h->end = c + bytes;
         POISON(c, bytes);
-        /* As the pool does (mem.h): the next region, mapped now and handed
-         * to the populate hook, has this region's whole life to be faulted
-         * in. Best effort: without it the next region is mapped as above. */
-        if (h->m->populate && !h->spare && h->nregions >= 5 && (h->spare = mem_map(REGION_MAX)))
-            mem_fresh(h->m, h->spare, 0, REGION_MAX);
     }
     pg = (struct vpage *)h->cur;
     h->cur += VSET_PAGE;

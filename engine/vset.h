@@ -83,8 +83,6 @@ struct vheap {
     void **regions;                        /* [nregions] starts; sizes double */
     uint32_t nregions, regions_cap;
     uint64_t region_bytes;
-    char *spare;                           /* with a populate hook: the next full-size
-                                              region, mapped one region early */
 };
 
 void vheap_init(struct vheap *h, struct mem *m, vset_owner_fn owner, void *ud);
