@@ -110,6 +110,23 @@ static void *run(void *arg)
     return NULL;
 }
 
+static void destroy(struct net_prefault *p)
+{
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->work);
+    pthread_cond_destroy(&p->idle);
+    free(p);
+}
+
+/* A flag the thread waits on (stop, paused), set under the lock. */
+static void set_and_wake(struct net_prefault *p, bool *flag, bool v)
+{
+    pthread_mutex_lock(&p->mu);
+    *flag = v;
+    pthread_cond_signal(&p->work);
+    pthread_mutex_unlock(&p->mu);
+}
+
 /* Kernels before 5.14 answer EINVAL: then there is no thread at all. */
 static bool supported(void)
 {
@@ -137,10 +154,7 @@ struct net_prefault *net_prefault_start(void)
     pthread_cond_init(&p->idle, NULL);
     int rc = pthread_create(&p->th, NULL, run, p);
     if (rc) {
-        pthread_mutex_destroy(&p->mu);
-        pthread_cond_destroy(&p->work);
-        pthread_cond_destroy(&p->idle);
-        free(p);
+        destroy(p);
         errno = rc;
         return NULL;
     }
@@ -151,15 +165,9 @@ void net_prefault_stop(struct net_prefault *p)
 {
     if (!p)
         return;
-    pthread_mutex_lock(&p->mu);
-    p->stop = true;
-    pthread_cond_signal(&p->work);
-    pthread_mutex_unlock(&p->mu);
+    set_and_wake(p, &p->stop, true);
     pthread_join(p->th, NULL);
-    pthread_mutex_destroy(&p->mu);
-    pthread_cond_destroy(&p->work);
-    pthread_cond_destroy(&p->idle);
-    free(p);
+    destroy(p);
 }
 
 void net_prefault_request(struct net_prefault *p, void *addr, size_t len)
@@ -187,12 +195,8 @@ void net_prefault_request(struct net_prefault *p, void *addr, size_t len)
 
 void net_prefault_pause(struct net_prefault *p, bool paused)
 {
-    if (!p)
-        return;
-    pthread_mutex_lock(&p->mu);
-    p->paused = paused;
-    pthread_cond_signal(&p->work);
-    pthread_mutex_unlock(&p->mu);
+    if (p)
+        set_and_wake(p, &p->paused, paused);
 }
 
 void net_prefault_stats(struct net_prefault *p, uint64_t *bytes, uint64_t *dropped)

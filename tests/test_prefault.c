@@ -36,15 +36,24 @@ static size_t resident_pages(const char *p, size_t len)
     return r;
 }
 
+/* len bytes of fresh anonymous memory, in 4 KiB pages when small_pages
+ * (so residency is counted per page, not per huge page). */
+static char *map_fresh(size_t len, bool small_pages)
+{
+    char *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ck_assert_ptr_ne(m, MAP_FAILED);
+    if (small_pages)
+        (void)madvise(m, len, MADV_NOHUGEPAGE);
+    return m;
+}
+
 START_TEST(test_prefault_faults_in_without_writing)
 {
     struct net_prefault *p = start_or_skip();
     if (!p)
         return;
     size_t pg = (size_t)sysconf(_SC_PAGESIZE), len = (size_t)8 << 20;
-    char *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    ck_assert_ptr_ne(m, MAP_FAILED);
-    (void)madvise(m, len, MADV_NOHUGEPAGE);  /* count 4 KiB pages, not one huge page */
+    char *m = map_fresh(len, true);
     memset(m + 5 * pg, 0xab, pg);              /* already written: must stay as it is */
     net_prefault_request(p, m + 100, len - 100);  /* unaligned: rounds up to page 1 */
     net_prefault_drain(p);
@@ -85,8 +94,7 @@ START_TEST(test_prefault_null_and_stop_with_queue)
     if (!p)
         return;
     size_t len = (size_t)64 << 20;
-    char *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    ck_assert_ptr_ne(m, MAP_FAILED);
+    char *m = map_fresh(len, false);
     /* more requests than the queue holds: the rest are dropped, never blocked on */
     for (int i = 0; i < 200; i++)
         net_prefault_request(p, m + (size_t)(i % 32) * (2 << 20), (size_t)2 << 20);
@@ -103,9 +111,7 @@ START_TEST(test_prefault_pause)
     if (!p)
         return;
     size_t len = (size_t)4 << 20;
-    char *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    ck_assert_ptr_ne(m, MAP_FAILED);
-    (void)madvise(m, len, MADV_NOHUGEPAGE);
+    char *m = map_fresh(len, true);
     net_prefault_pause(p, true);
     net_prefault_request(p, m, len);
     usleep(100 * 1000);
