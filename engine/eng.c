@@ -1497,6 +1497,13 @@ static int apply(struct eng *e, const struct eng_ix *ixs, size_t n, struct plan 
         if (i + 8 < n && ixs[i + 8].session)
             __builtin_prefetch(ixs[i + 8].session);  /* the caller's strings */
     }
+    /* Fill the pipeline: the first elements get every stage too, a level
+     * at a time, so a short batch (a server's read of a few commands) has
+     * its misses of one level in flight together, not one after another. */
+    for (size_t i = 0; i < n && i < PF_ITEMS; i++)
+        pf_items(e, &ixs[i], &pl[i]);
+    for (size_t i = 0; i < n && i < PF_DEEP; i++)
+        pf_deep(e, &ixs[i], &pl[i]);
     int64_t now = eng_clock_now(e);
     struct undo_log ul = {ub, 0};
     for (size_t i = 0; i < n; i++) {
