@@ -842,6 +842,7 @@ static int ph_ceiling(struct ctx *X, const struct bench_wl *w, enum bench_framin
     }
     struct srv s = {.host = "127.0.0.1", .port = p.port};
     struct bench_run_cfg c = run_cfg(X, &s, &st, "null server");
+    c.rate = X->o.rate;
     rc = bench_run(&c, res, X->msg, sizeof X->msg);
     bench_stop(&p, SIGKILL, 5);
     bench_stream_free(&st);

@@ -9,6 +9,7 @@
  * its values from a seed it prints on failure; SHORTSTAT_SEED replays it.
  */
 #include <check.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -533,6 +534,51 @@ START_TEST(machine_probe_sane)
 END_TEST
 
 extern Suite *bench_suite(void);
+/* The load client against the null server: every command answered and
+ * timed once, flat out and paced. A paced run cannot finish before its
+ * last command falls due, whatever the machine's speed. */
+START_TEST(client_runs_flat_out_and_paced)
+{
+    struct bench_wl_cfg c;
+    bench_wl_defaults(&c);
+    c.n = 20000;
+    c.shorts = 100;
+    c.sessions = 1000;
+    c.users = 100;
+    struct bench_wl w;
+    char msg[256];
+    ck_assert_int_eq(bench_wl_generate(&c, &w, msg, sizeof msg), BENCH_OK);
+    struct bench_stream st;
+    ck_assert_int_eq(bench_stream_build(&w, BENCH_S_TRACK, BENCH_RESP, NULL, 64, &st, msg,
+                                        sizeof msg), BENCH_OK);
+    struct bench_proc p;
+    ck_assert_int_eq(bench_sink_start(-1, &p, msg, sizeof msg), BENCH_OK);
+    const double rates[] = {0, 100000};
+    for (size_t i = 0; i < 2; i++) {
+        struct bench_run_cfg rc = {.host = "127.0.0.1", .port = p.port, .label = "test",
+                                   .stream = &st, .conns = 3, .pipeline = 64,
+                                   .rate = rates[i], .timeout_s = 60};
+        struct bench_run_res r;
+        ck_assert_msg(bench_run(&rc, &r, msg, sizeof msg) == BENCH_OK, "%s", msg);
+        ck_assert_uint_eq(r.sent, c.n);
+        ck_assert_uint_eq(r.replies, c.n);
+        ck_assert_uint_eq(r.errors, 0);
+        ck_assert_uint_eq(r.lat.count, c.n);
+        ck_assert(r.lat.max >= r.lat.min);
+        if (rates[i] > 0) {
+            /* the last command is due (n - conns) / rate after the first */
+            ck_assert_msg(r.secs >= (double)(c.n - 3) / rates[i] * 0.99, "paced run took %.3f s",
+                          r.secs);
+            ck_assert(r.rate <= rates[i] * 1.01);
+        }
+        bench_run_res_free(&r);
+    }
+    bench_stop(&p, SIGKILL, 5);
+    bench_stream_free(&st);
+    bench_wl_free(&w);
+}
+END_TEST
+
 /* ---- the command line ------------------------------------------------------------------------ */
 
 /* Runs $SHORTSTAT_BUILD/shortstat-bench with args; its exit status, and the
@@ -616,6 +662,7 @@ Suite *bench_suite(void)
     tcase_add_test(t, info_fields);
     tcase_add_test(t, ctl_cmd_replies_and_failures);
     tcase_add_test(t, machine_probe_sane);
+    tcase_add_test(t, client_runs_flat_out_and_paced);
     tcase_add_test(t, cli_refuses_bad_usage);
     suite_add_tcase(s, t);
     return s;
