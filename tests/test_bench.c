@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "bench/bench.h"
+#include "tests/run_util.h"
 
 static struct bench_wl_cfg small_cfg(uint64_t seed)
 {
@@ -581,63 +582,32 @@ END_TEST
 
 /* ---- the command line ------------------------------------------------------------------------ */
 
-/* Runs $SHORTSTAT_BUILD/shortstat-bench with args; its exit status, and the
- * start of what it wrote to stderr in err. */
-static int run_bench(const char *const *args, char *err, size_t errlen)
-{
-    const char *b = getenv("SHORTSTAT_BUILD");
-    char exe[512];
-    snprintf(exe, sizeof exe, "%s/shortstat-bench", b && *b ? b : SHORTSTAT_BUILD);
-    const char *argv[16] = {exe};
-    int n = 1;
-    while (args[n - 1] && n < 15)
-        argv[n] = args[n - 1], n++;
-    argv[n] = NULL;
-    int fds[2];
-    ck_assert_int_eq(pipe(fds), 0);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        int devnull = open("/dev/null", O_WRONLY);
-        dup2(devnull, 1);
-        dup2(fds[1], 2);
-        close(fds[0]);
-        execv(exe, (char *const *)argv);
-        _exit(127);
-    }
-    close(fds[1]);
-    size_t got = 0;
-    ssize_t k;
-    char rest[512];
-    while (got < errlen - 1 && (k = read(fds[0], err + got, errlen - 1 - got)) > 0)
-        got += (size_t)k;
-    while (read(fds[0], rest, sizeof rest) > 0)  /* drain, so the child cannot block */
-        ;
-    err[got] = 0;
-    close(fds[0]);
-    int st;
-    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
-    ck_assert_msg(WIFEXITED(st), "%s died of signal %d", exe, WTERMSIG(st));
-    ck_assert_msg(WEXITSTATUS(st) != 127, "cannot run %s", exe);
-    return WEXITSTATUS(st);
-}
-
-#define BENCH(err, ...) run_bench((const char *const[]){__VA_ARGS__, NULL}, err, sizeof err)
+#define BENCH(...) run_program("shortstat-bench", (const char *const[]){__VA_ARGS__, NULL})
 
 /* Bad usage exits 2 before any server starts, and names what was wrong. */
 START_TEST(cli_refuses_bad_usage)
 {
-    char err[4096];
-    ck_assert_int_eq(BENCH(err, "ingest", "--preload", "--sink"), 2);
-    ck_assert_ptr_nonnull(strstr(err, "--preload cannot be combined with --sink or --vs-redis"));
-    ck_assert_int_eq(BENCH(err, "ingest", "--vs-redis", "--preload"), 2);
-    ck_assert_ptr_nonnull(strstr(err, "--preload cannot be combined"));
-    ck_assert_int_eq(BENCH(err, "ingest", "--sink", "--port", "1"), 2);
-    ck_assert_ptr_nonnull(strstr(err, "--sink cannot be combined"));
-    ck_assert_int_eq(BENCH(err, "engine", "--preload"), 2);
-    ck_assert_ptr_nonnull(strstr(err, "preload"));
-    ck_assert_int_eq(BENCH(err, "frobnicate"), 2);
-    ck_assert_int_eq(BENCH(err, "ingest", "--help"), 0);
+    static const struct {
+        const char *args[6];
+        const char *says;
+    } bad[] = {
+        {{"ingest", "--preload", "--sink"}, "--preload cannot be combined with --sink or --vs-redis"},
+        {{"ingest", "--vs-redis", "--preload"}, "--preload cannot be combined"},
+        {{"ingest", "--sink", "--port", "1"}, "--sink cannot be combined"},
+        {{"engine", "--preload"}, "preload"},
+        {{"frobnicate"}, "frobnicate"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct run r = run_program("shortstat-bench", bad[i].args);
+        ck_assert_msg(r.status == 2, "%s: exit %d", bad[i].args[0], r.status);
+        ck_assert_msg(strstr(r.err, bad[i].says), "stderr: %s", r.err);
+        ck_assert_uint_eq(r.out_len, 0);
+        run_free(&r);
+    }
+    struct run r = BENCH("ingest", "--help");
+    ck_assert_int_eq(r.status, 0);
+    ck_assert_ptr_nonnull(strstr(r.out, "--rate"));
+    run_free(&r);
 }
 END_TEST
 

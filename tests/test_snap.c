@@ -33,6 +33,7 @@
 #include "engine/eng_test.h"
 #include "snapshot/snap.h"
 #include "snapshot/snap_test.h"
+#include "tests/run_util.h"
 
 #ifndef SHORTSTAT_BUILD
 #define SHORTSTAT_BUILD "build/san"
@@ -1203,12 +1204,6 @@ END_TEST
 
 /* ---- shortstat-snap as a subprocess ------------------------------------------------------------ */
 
-struct run {
-    int status;
-    char *out, *err;
-    size_t out_len;
-};
-
 static char *read_all(const char *path, size_t *len)
 {
     size_t n = 0;
@@ -1223,48 +1218,7 @@ static char *read_all(const char *path, size_t *len)
     return (char *)p;
 }
 
-static struct run run_tool(const char *dir, const char *const *args)
-{
-    const char *b = getenv("SHORTSTAT_BUILD");
-    char exe[512], out[256], errf[256];
-    snprintf(exe, sizeof exe, "%s/shortstat-snap", b && *b ? b : SHORTSTAT_BUILD);
-    snprintf(out, sizeof out, "%s/.out", dir);
-    snprintf(errf, sizeof errf, "%s/.err", dir);
-    const char *argv[16] = {exe};
-    int n = 1;
-    while (args[n - 1] && n < 15)
-        argv[n] = args[n - 1], n++;
-    argv[n] = NULL;
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        int o = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        int e = open(errf, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        dup2(o, 1);
-        dup2(e, 2);
-        execv(exe, (char *const *)argv);
-        _exit(127);
-    }
-    struct run r = {0};
-    int st;
-    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
-    ck_assert_msg(WIFEXITED(st), "%s died of signal %d", exe, WTERMSIG(st));
-    r.status = WEXITSTATUS(st);
-    ck_assert_msg(r.status != 127, "cannot run %s", exe);
-    r.out = read_all(out, &r.out_len);
-    r.err = read_all(errf, NULL);
-    unlink(out);
-    unlink(errf);
-    return r;
-}
-
-static void run_free(struct run *r)
-{
-    free(r->out);
-    free(r->err);
-}
-
-#define TOOL(dir, ...) run_tool(dir, (const char *const[]){__VA_ARGS__, NULL})
+#define TOOL(...) run_program("shortstat-snap", (const char *const[]){__VA_ARGS__, NULL})
 
 static size_t count_lines(const char *s)
 {
@@ -1276,9 +1230,7 @@ static size_t count_lines(const char *s)
 
 START_TEST(tool_usage_errors)
 {
-    char dir[64];
-    tmpdir(dir, sizeof dir);
-    struct run r = TOOL(dir, "--help");
+    struct run r = TOOL("--help");
     ck_assert_int_eq(r.status, 0);
     ck_assert_ptr_nonnull(strstr(r.out, "usage: shortstat-snap"));
     run_free(&r);
@@ -1288,15 +1240,14 @@ START_TEST(tool_usage_errors)
         {"restore", "f"}, {"restore", "f", "--dir"}, {"restore", "f", "--into", "d"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        r = run_tool(dir, bad[i]);
+        r = run_program("shortstat-snap", bad[i]);
         ck_assert_msg(r.status == 2, "case %zu: exit %d", i, r.status);
         ck_assert_ptr_nonnull(strstr(r.err, "usage:"));
         run_free(&r);
     }
-    r = run_tool(dir, (const char *const[]){NULL});
+    r = run_program("shortstat-snap", (const char *const[]){NULL});
     ck_assert_int_eq(r.status, 2);
     run_free(&r);
-    rmtree(dir);
 }
 END_TEST
 
@@ -1323,7 +1274,7 @@ START_TEST(tool_info_verify)
     struct eng_info info;
     eng_info(a, &info);
     char want[64];
-    struct run r = TOOL(dir, "info", path);
+    struct run r = TOOL("info", path);
     ck_assert_msg(r.status == 0, "info: %d %s", r.status, r.err);
     snprintf(want, sizeof want, "shorts:           %" PRIu64 "\n", info.shorts);
     ck_assert_msg(strstr(r.out, want), "info output: %s", r.out);
@@ -1331,7 +1282,7 @@ START_TEST(tool_info_verify)
     ck_assert_ptr_nonnull(strstr(r.out, "checksum:         ok"));
     run_free(&r);
 
-    r = TOOL(dir, "verify", path);
+    r = TOOL("verify", path);
     ck_assert_msg(r.status == 0, "verify: %s", r.err);
     ck_assert_ptr_nonnull(strstr(r.out, ": ok"));
     run_free(&r);
@@ -1339,14 +1290,14 @@ START_TEST(tool_info_verify)
     const char *const bads[] = {bad, trunc, missing, foreign};
     const char *const why[] = {"corrupt", "corrupt", "no snapshot", "not a shortstat"};
     for (int i = 0; i < 4; i++) {
-        r = TOOL(dir, "verify", bads[i]);
+        r = TOOL("verify", bads[i]);
         ck_assert_msg(r.status == 1, "verify %s: exit %d", bads[i], r.status);
         ck_assert_msg(strstr(r.err, why[i]) && strstr(r.err, "offset"), "stderr: %s", r.err);
         run_free(&r);
-        r = TOOL(dir, "info", bads[i]);
+        r = TOOL("info", bads[i]);
         ck_assert_msg(r.status == 1, "info %s: exit %d", bads[i], r.status);
         run_free(&r);
-        r = TOOL(dir, "dump", bads[i]);
+        r = TOOL("dump", bads[i]);
         ck_assert_msg(r.status == 1 && r.out_len == 0, "dump %s: exit %d", bads[i], r.status);
         run_free(&r);
     }
@@ -1375,7 +1326,7 @@ START_TEST(tool_dump)
     eng_info(a, &info);
 
     /* shorts as CSV: a header row, then one row per short matching eng_stats */
-    struct run r = TOOL(dir, "dump", path);
+    struct run r = TOOL("dump", path);
     ck_assert_msg(r.status == 0, "dump: %s", r.err);
     ck_assert_uint_eq(count_lines(r.out), info.shorts + 1);
     ck_assert_ptr_nonnull(strstr(r.out, "short_id,impressions,views,view_count,unique_viewers"));
@@ -1395,7 +1346,7 @@ START_TEST(tool_dump)
     run_free(&r);
 
     /* shorts as JSON Lines */
-    r = TOOL(dir, "dump", path, "--format", "json");
+    r = TOOL("dump", path, "--format", "json");
     ck_assert_int_eq(r.status, 0);
     ck_assert_uint_eq(count_lines(r.out), info.shorts);
     json_error_t je;
@@ -1413,7 +1364,7 @@ START_TEST(tool_dump)
     run_free(&r);
 
     /* sessions as JSON: one object per session, records newest first = HISTORY */
-    r = TOOL(dir, "dump", path, "--format", "json", "--what", "sessions");
+    r = TOOL("dump", path, "--format", "json", "--what", "sessions");
     ck_assert_int_eq(r.status, 0);
     ck_assert_uint_eq(count_lines(r.out), info.sessions);
     static struct eng_history_rec h[64];
@@ -1445,7 +1396,7 @@ START_TEST(tool_dump)
     run_free(&r);
 
     /* users as CSV: one row per retained user record */
-    r = TOOL(dir, "dump", path, "--what", "users", "--format", "csv");
+    r = TOOL("dump", path, "--what", "users", "--format", "csv");
     ck_assert_int_eq(r.status, 0);
     size_t user_recs = 0;
     for (int i = 0; i < NUSER; i++)
@@ -1492,7 +1443,7 @@ START_TEST(tool_restore)
     c[200] ^= 1;
     spit(bad, c, m.len);
 
-    struct run r = TOOL(dir, "restore", src, "--dir", data);
+    struct run r = TOOL("restore", src, "--dir", data);
     ck_assert_msg(r.status == 0, "restore: %s", r.err);
     run_free(&r);
     size_t len;
@@ -1501,7 +1452,7 @@ START_TEST(tool_restore)
     free(got);
     ck_assert_int_ne(access(bak, F_OK), 0);
 
-    r = TOOL(dir, "restore", src2, "--dir", data);
+    r = TOOL("restore", src2, "--dir", data);
     ck_assert_msg(r.status == 0, "restore: %s", r.err);
     ck_assert_ptr_nonnull(strstr(r.out, "previous kept"));
     run_free(&r);
@@ -1513,7 +1464,7 @@ START_TEST(tool_restore)
     free(got);
 
     /* a corrupt file is refused and nothing changes */
-    r = TOOL(dir, "restore", bad, "--dir", data);
+    r = TOOL("restore", bad, "--dir", data);
     ck_assert_int_eq(r.status, 1);
     ck_assert_ptr_nonnull(strstr(r.err, "corrupt"));
     run_free(&r);
@@ -1524,7 +1475,7 @@ START_TEST(tool_restore)
 
     char nodir[160];
     snprintf(nodir, sizeof nodir, "%s/absent", dir);
-    r = TOOL(dir, "restore", src, "--dir", nodir);
+    r = TOOL("restore", src, "--dir", nodir);
     ck_assert_int_eq(r.status, 1);
     ck_assert_ptr_nonnull(strstr(r.err, "not a directory"));
     run_free(&r);

@@ -1,0 +1,84 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * run_util.h -- run one of the project's programs (shortstat-snap,
+ * shortstat-bench) from the build directory the way a user would, and
+ * capture its exit status, standard output and standard error, for tests
+ * of a command line. Output goes to anonymous temporary files, so a
+ * program that writes much to both streams cannot block on a full pipe.
+ */
+#ifndef SHORTSTAT_TESTS_RUN_UTIL_H
+#define SHORTSTAT_TESTS_RUN_UTIL_H
+
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+struct run {
+    int status;        /* exit status */
+    char *out, *err;   /* what it wrote, NUL-terminated */
+    size_t out_len;
+};
+
+/* The whole of f, NUL-terminated (a stream may hold binary output). */
+static inline char *run_read_back(FILE *f, size_t *len)
+{
+    ck_assert_int_eq(fseek(f, 0, SEEK_END), 0);
+    long n = ftell(f);
+    ck_assert_int_ge(n, 0);
+    rewind(f);
+    char *p = malloc((size_t)n + 1);
+    ck_assert_ptr_nonnull(p);
+    ck_assert_uint_eq(fread(p, 1, (size_t)n, f), (size_t)n);
+    p[n] = 0;
+    if (len)
+        *len = (size_t)n;
+    return p;
+}
+
+/* Runs $SHORTSTAT_BUILD/<prog> (SHORTSTAT_BUILD at compile time when the
+ * variable is unset) with args, a NULL-terminated list of at most 14. */
+static inline struct run run_program(const char *prog, const char *const *args)
+{
+    const char *b = getenv("SHORTSTAT_BUILD");
+    char exe[512];
+    snprintf(exe, sizeof exe, "%s/%s", b && *b ? b : SHORTSTAT_BUILD, prog);
+    const char *argv[16] = {exe};
+    int n = 1;
+    while (args[n - 1] && n < 15)
+        argv[n] = args[n - 1], n++;
+    ck_assert_msg(args[n - 1] == NULL, "run_program: too many arguments");
+    argv[n] = NULL;
+    FILE *out = tmpfile(), *err = tmpfile();
+    ck_assert(out && err);
+    fflush(NULL);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        dup2(fileno(out), 1);
+        dup2(fileno(err), 2);
+        execv(exe, (char *const *)argv);
+        _exit(127);
+    }
+    int st;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert_msg(WIFEXITED(st), "%s died of signal %d", exe, WTERMSIG(st));
+    struct run r = {.status = WEXITSTATUS(st)};
+    ck_assert_msg(r.status != 127, "cannot run %s", exe);
+    r.out = run_read_back(out, &r.out_len);
+    r.err = run_read_back(err, NULL);
+    fclose(out);
+    fclose(err);
+    return r;
+}
+
+static inline void run_free(struct run *r)
+{
+    free(r->out);
+    free(r->err);
+    r->out = r->err = NULL;
+}
+
+#endif
