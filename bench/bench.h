@@ -146,6 +146,12 @@ void bench_hist_merge(struct bench_hist *dst, const struct bench_hist *src);
 /* Value at quantile q in [0,1]: the high end of its bucket, clamped to max. */
 uint64_t bench_hist_quantile(const struct bench_hist *h, double q);
 double bench_hist_mean(const struct bench_hist *h);
+/* The median of v[0..n) (sorts v; the mean of the middle two when n is even). */
+double bench_median(double *v, size_t n);
+
+/* Restarts timed per server: one start after loading a snapshot is one draw
+ * from a spread of tens of percent here, so the figure is their median. */
+#define BENCH_RESTARTS 3u
 
 /* ---- RESP replies (client.c) ------------------------------------------------ */
 
@@ -334,7 +340,8 @@ struct bench_redis_res {
     uint64_t keys, keys_after_load;
     double bgsave_ms;
     uint64_t rdb_bytes, fork_usec;
-    double empty_ready_s, load_ready_s;
+    double empty_ready_s, load_ready_s;  /* load_ready_s: median of the restarts */
+    double load_ready_all_s[BENCH_RESTARTS];
 };
 int bench_redis_full(const struct bench_redis_cfg *cfg, const struct bench_wl *w,
                      struct bench_redis_res *r, char *msg, size_t msglen);

@@ -102,3 +102,16 @@ double bench_hist_mean(const struct bench_hist *h)
 {
     return h->count ? h->sum / (double)h->count : 0.0;
 }
+
+double bench_median(double *v, size_t n)
+{
+    if (n == 0)
+        return 0.0;
+    for (size_t i = 1; i < n; i++)  /* a handful of values: insertion sort */
+        for (size_t j = i; j > 0 && v[j] < v[j - 1]; j--) {
+            double t = v[j];
+            v[j] = v[j - 1];
+            v[j - 1] = t;
+        }
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}

@@ -658,9 +658,10 @@ struct full_res {
     struct bench_run_res run;
     uint64_t rss, used_memory, interactions, shorts, sessions, users, records, pairs;
     uint64_t mem_engine, mem_records, mem_viewers;
-    uint64_t load_ms;                 /* INFO load_duration_ms after the restart */
+    double load_ms;                   /* INFO load_duration_ms, median of the restarts */
     struct snap_idle snap;
-    double empty_ready_s, load_ready_s;
+    double empty_ready_s, load_ready_s; /* load_ready_s: median of the restarts */
+    double load_ready_all_s[BENCH_RESTARTS];
     uint64_t interactions_after_load;
     double inproc_load_ms;
     bool have_load;
@@ -729,14 +730,24 @@ static int ph_full(struct ctx *X, const struct bench_wl *w, struct full_res *f)
     if (!rc && s.spawned) {
         srv_stop(&s, SIGKILL);
         f->inproc_load_ms = inproc_load_ms(s.dir, X->o.history);
-        if (!(rc = srv_start(X, s.dir, &s))) {
-            f->load_ready_s = s.ready_s;
-            f->have_load = true;
+        double ready[BENCH_RESTARTS], load_ms[BENCH_RESTARTS];
+        for (unsigned k = 0; !rc && k < BENCH_RESTARTS; k++) {
+            if (k)
+                srv_stop(&s, SIGKILL);  /* no save at exit: the same snapshot each time */
+            if ((rc = srv_start(X, s.dir, &s)))
+                break;
+            ready[k] = f->load_ready_all_s[k] = s.ready_s;
             if (!(rc = srv_info(X, &s, &info))) {
                 f->interactions_after_load = info_u64(info, "interactions_total");
-                f->load_ms = info_u64(info, "load_duration_ms");
+                load_ms[k] = (double)info_u64(info, "load_duration_ms");
             }
             free(info);
+            info = NULL;
+        }
+        if (!rc) {
+            f->load_ready_s = bench_median(ready, BENCH_RESTARTS);
+            f->load_ms = bench_median(load_ms, BENCH_RESTARTS);
+            f->have_load = true;
         }
     }
     srv_done(&s);
@@ -807,18 +818,29 @@ static void full_rows(struct ctx *X, const struct bench_wl *w, const struct full
     }
     if (f->have_load) {
         json_t *lj = section(R, "load");
-        row(R, "snapshot", "restart on it: exec to PING answered", "%.3f s", f->load_ready_s);
+        double lo = f->load_ready_all_s[0], hi = lo;
+        for (unsigned k = 1; k < BENCH_RESTARTS; k++) {
+            lo = f->load_ready_all_s[k] < lo ? f->load_ready_all_s[k] : lo;
+            hi = f->load_ready_all_s[k] > hi ? f->load_ready_all_s[k] : hi;
+        }
+        snprintf(name, sizeof name, "restart on it: exec to PING, median of %u (range)",
+                 BENCH_RESTARTS);
+        row(R, "snapshot", name, "%.3f (%.2f-%.2f) s", f->load_ready_s, lo, hi);
         target(R, "< 1 s", f->load_ready_s < 1.0);
         row(R, "snapshot", "  of which an empty start takes", "%.3f s", f->empty_ready_s);
-        if (f->load_ms)
-            row(R, "snapshot", "  of which loading (INFO load_duration_ms)", "%llu ms",
-                (unsigned long long)f->load_ms);
+        if (f->load_ms > 0)
+            row(R, "snapshot", "  of which loading (INFO load_duration_ms)", "%.0f ms",
+                f->load_ms);
         if (f->inproc_load_ms >= 0)
             row(R, "snapshot", "snap_load in-process (no exec)", "%.0f ms", f->inproc_load_ms);
         row(R, "snapshot", "interactions_total after restart", "%llu%s",
             (unsigned long long)f->interactions_after_load,
             f->interactions_after_load == f->interactions ? " (all)" : " (LOST SOME)");
         jnum(lj, "ready_s", f->load_ready_s);
+        json_t *all = json_array();
+        for (unsigned k = 0; k < BENCH_RESTARTS; k++)
+            json_array_append_new(all, json_real(f->load_ready_all_s[k]));
+        json_object_set_new(lj, "ready_all_s", all);
         jnum(lj, "empty_ready_s", f->empty_ready_s);
         jnum(lj, "inproc_load_ms", f->inproc_load_ms);
         jnum(lj, "server_load_ms", (double)f->load_ms);
@@ -1153,7 +1175,8 @@ static int ph_redis(struct ctx *X, const struct bench_wl *w, const struct full_r
     row(R, "vs redis", "redis RSS / interaction", "%.1f B", (double)r.rss / n);
     row(R, "vs redis", "redis BGSAVE wall", "%.0f ms", r.bgsave_ms);
     row(R, "vs redis", "redis RDB bytes / interaction", "%.1f B", (double)r.rdb_bytes / n);
-    row(R, "vs redis", "redis restart: exec to PONG", "%.3f s", r.load_ready_s);
+    snprintf(name, sizeof name, "redis restart: exec to PONG, median of %u", BENCH_RESTARTS);
+    row(R, "vs redis", name, "%.3f s", r.load_ready_s);
     jnum(j, "version_major", atof(r.version));
     json_object_set_new(j, "version", json_string(r.version));
     jnum(j, "interactions", n);
@@ -1167,6 +1190,10 @@ static int ph_redis(struct ctx *X, const struct bench_wl *w, const struct full_r
     jnum(j, "rdb_bytes", (double)r.rdb_bytes);
     jnum(j, "empty_ready_s", r.empty_ready_s);
     jnum(j, "load_ready_s", r.load_ready_s);
+    json_t *all = json_array();
+    for (unsigned k = 0; k < BENCH_RESTARTS; k++)
+        json_array_append_new(all, json_real(r.load_ready_all_s[k]));
+    json_object_set_new(j, "load_ready_all_s", all);
     jnum(j, "keys_after_load", (double)r.keys_after_load);
     if (f) {
         json_t *q = section(R, "ratios");

@@ -170,8 +170,16 @@ int bench_redis_full(const struct bench_redis_cfg *cfg, const struct bench_wl *w
         r->rdb_bytes = (uint64_t)sb.st_size;
 
     bench_stop(&p, SIGTERM, 30);
-    if ((rc = spawn_redis(cfg->path, cfg->cpu, dir, port, &p, &r->load_ready_s, msg, msglen)))
-        goto out;
+    double sorted[BENCH_RESTARTS];
+    for (unsigned k = 0; k < BENCH_RESTARTS; k++) {
+        if (k)
+            bench_stop(&p, SIGKILL, 10);  /* no save at exit: the same RDB each time */
+        if ((rc = spawn_redis(cfg->path, cfg->cpu, dir, port, &p, &r->load_ready_all_s[k], msg,
+                              msglen)))
+            goto out;
+        sorted[k] = r->load_ready_all_s[k];
+    }
+    r->load_ready_s = bench_median(sorted, BENCH_RESTARTS);
     if (ctl(port, 1, dbsize, &reply, msg, msglen) == BENCH_OK)
         r->keys_after_load = strtoull(reply, NULL, 10);
     free(reply);

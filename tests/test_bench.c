@@ -381,6 +381,20 @@ END_TEST
 
 /* ---- RESP replies and INFO -------------------------------------------------------------------- */
 
+/* The median the restart figures are taken as. */
+START_TEST(median_of_a_few)
+{
+    double a[] = {3, 1, 2};
+    ck_assert_double_eq(bench_median(a, 3), 2);
+    ck_assert(a[0] <= a[1] && a[1] <= a[2]);
+    double b[] = {4, 1, 3, 2};
+    ck_assert_double_eq(bench_median(b, 4), 2.5);
+    double c[] = {7};
+    ck_assert_double_eq(bench_median(c, 1), 7);
+    ck_assert_double_eq(bench_median(c, 0), 0);
+}
+END_TEST
+
 START_TEST(resp_skip_three_outcomes)
 {
     static const struct {
@@ -628,6 +642,7 @@ Suite *bench_suite(void)
     tcase_add_test(t, hist_buckets_are_contiguous_and_tight);
     tcase_add_test(t, hist_quantiles_within_a_bucket);
     tcase_add_test(t, hist_counts_in_bulk);
+    tcase_add_test(t, median_of_a_few);
     tcase_add_test(t, resp_skip_three_outcomes);
     tcase_add_test(t, info_fields);
     tcase_add_test(t, ctl_cmd_replies_and_failures);
