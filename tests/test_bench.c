@@ -379,8 +379,6 @@ START_TEST(hist_counts_in_bulk)
 }
 END_TEST
 
-/* ---- RESP replies and INFO -------------------------------------------------------------------- */
-
 /* The median the restart figures are taken as. */
 START_TEST(median_of_a_few)
 {
@@ -394,6 +392,8 @@ START_TEST(median_of_a_few)
     ck_assert_double_eq(bench_median(c, 0), 0);
 }
 END_TEST
+
+/* ---- RESP replies and INFO -------------------------------------------------------------------- */
 
 START_TEST(resp_skip_three_outcomes)
 {
@@ -548,7 +548,8 @@ START_TEST(machine_probe_sane)
 }
 END_TEST
 
-extern Suite *bench_suite(void);
+/* ---- the load client ------------------------------------------------------------------------ */
+
 /* The load client against the null server: every command answered and
  * timed once, flat out and paced. A paced run cannot finish before its
  * last command falls due, whatever the machine's speed. */
@@ -625,6 +626,7 @@ START_TEST(cli_refuses_bad_usage)
 }
 END_TEST
 
+extern Suite *bench_suite(void);
 Suite *bench_suite(void)
 {
     Suite *s = suite_create("bench");
