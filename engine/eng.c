@@ -242,8 +242,8 @@ struct eng *eng_create(const struct eng_config *cfg)
     e->clock = cfg->clock;
     e->random = cfg->random;
     e->ud = cfg->ud;
-    e->mem.populate = cfg->populate;
     e->mem.populate_ud = cfg->ud;
+    eng_set_populate(e, cfg->populate);
     e->now = eng_clock_now(e);
     e->rng = (uint64_t)e->now ^ (uint64_t)(uintptr_t)e ^ 0x9e3779b97f4a7c15ULL;
     e->ss_free = ENG_NONE;
@@ -259,6 +259,11 @@ struct eng *eng_create(const struct eng_config *cfg)
         return NULL;
     }
     return e;
+}
+
+void eng_set_populate(struct eng *e, eng_populate_fn populate)
+{
+    e->mem.populate = populate;
 }
 
 void eng_destroy(struct eng *e)

@@ -109,6 +109,10 @@ struct eng_ix {
 /* ---- lifecycle ---------------------------------------------------------- */
 
 struct eng *eng_create(const struct eng_config *cfg);  /* NULL on ENOMEM */
+/* Sets the populate hook after creation (NULL clears it), called with the
+ * config's ud: a host whose helper starts after a snapshot load attaches it
+ * then. Only with a hook does the engine map memory ahead of need. */
+void eng_set_populate(struct eng *e, eng_populate_fn populate);
 void eng_destroy(struct eng *e);
 
 /* ---- names --------------------------------------------------------------- */

@@ -1119,6 +1119,13 @@ static inline bool is_track(const struct proto_arg *a)
     return a->len == 5 && eq_lower(a->p, "track", 5);
 }
 
+/* TRACKs per batch, and per flush check: shorter while a snapshot child
+ * lives (NET_BATCH_COW). */
+static size_t batch_limit(const struct server *s)
+{
+    return s->snap.in_progress ? NET_BATCH_COW : NET_BATCH;
+}
+
 void net_conn_process(struct server *s, struct conn *c)
 {
     struct net_buf *in = &c->in;
@@ -1127,7 +1134,7 @@ void net_conn_process(struct server *s, struct conn *c)
 
     s->nbatch = 0;
     s->scratch_used = 0;
-    const size_t batch_max = s->snap.in_progress ? NET_BATCH_COW : NET_BATCH;
+    size_t batch_max = batch_limit(s);
     uint64_t flush_at = net_mono_usec() + NET_FLUSH_USEC;
     uint32_t since_check = 0;
     while (c->state == CONN_ACTIVE && net_buf_live(in) > 0) {
@@ -1167,6 +1174,7 @@ void net_conn_process(struct server *s, struct conn *c)
         } else {
             batch_apply(s, c);
             dispatch(s, c, cmd);
+            batch_max = batch_limit(s);  /* a SNAPSHOT in this input forks now */
         }
         if (net_buf_live(&c->out) > out_limit || c->out.failed)
             break;

@@ -41,7 +41,10 @@
 #endif
 
 #define Q_LEN 64u
-#define STEP ((size_t)2 << 20)  /* one huge page per madvise: the lock is held that long */
+/* One huge page per madvise: the kernel holds the process's mmap lock for
+ * reading that long, so the loop's own mmap/mremap/munmap wait at most one
+ * step for an idle-priority thread. */
+#define STEP ((size_t)2 << 20)
 
 struct range {
     char *p;
@@ -187,7 +190,6 @@ void net_prefault_request(struct net_prefault *p, void *addr, size_t len)
     } else {
         p->q[(p->head + p->n) % Q_LEN] = (struct range){addr, len};
         p->n++;
-        p->busy = true;
         pthread_cond_signal(&p->work);
     }
     pthread_mutex_unlock(&p->mu);

@@ -576,6 +576,7 @@ static void snapshot_done(struct server *s, int status)
     sn->pipe_fd = -1;
     sn->in_progress = false;
     sn->child = 0;
+    net_prefault_pause(s->prefault, false);  /* paused since the fork */
     sn->total++;
     sn->last_unix = net_now_ms(s) / 1000;
     bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0 && n == (ssize_t)sizeof rep &&
@@ -612,7 +613,6 @@ static void child_cb(struct ev_loop *loop, ev_child *w, int revents)
 {
     struct server *s = w->data;
     ev_child_stop(loop, w);
-    net_prefault_pause(s->prefault, false);
     snapshot_done(s, w->rstatus);
 }
 
@@ -630,7 +630,7 @@ int net_snapshot_start(struct server *s, char *err, size_t errcap)
     }
     int64_t now = net_now_ms(s);
     uint64_t t0 = net_mono_usec();
-    net_prefault_pause(s->prefault, true);  /* until the child is reaped */
+    net_prefault_pause(s->prefault, true);  /* until snapshot_done, or a failed fork */
     pid_t pid = fork();
     if (pid == 0) {
         close(pfd[0]);
@@ -843,7 +843,6 @@ int net_server_init(struct server *s, const struct net_config *cfg)
         .history = cfg->history,
         .session_ttl_ms = cfg->session_ttl_s * 1000,
         .clock = eng_clock,
-        .populate = eng_populate,
         .ud = s,
     };
     char path[NET_PATH_MAX + 32];
@@ -878,10 +877,15 @@ int net_server_init(struct server *s, const struct net_config *cfg)
     }
 
     /* After the load: a load touches what it maps at once, so there is
-     * nothing to fault in ahead of it (requests before this are dropped). */
-    if (cfg->prefault && !(s->prefault = net_prefault_start()))
-        net_warn("--prefault: cannot start its thread: %s; the engine faults its own memory in",
-                 strerror(errno));
+     * nothing to fault in ahead of it. The engine maps ahead only while it
+     * has a hook, so the hook is attached only to a running thread. */
+    if (cfg->prefault) {
+        if ((s->prefault = net_prefault_start()))
+            eng_set_populate(s->eng, eng_populate);
+        else
+            net_warn("--prefault: cannot start its thread: %s; the engine faults its own memory "
+                     "in", strerror(errno));
+    }
 
     /* Signals first: "listening on" tells a supervisor (and the tests) that
      * SIGTERM/SIGINT now mean a clean shutdown, not death by default action. */

@@ -123,7 +123,7 @@ struct net_snapshot {
  * longest pause clients saw, and replies leave only between runs. */
 #define NET_BATCH_COW 32u
 /* While a long input runs, replies made so far are written once this long
- * has passed since the last write (checked every NET_BATCH commands): a
+ * has passed since the last write (checked once per batch of TRACKs): a
  * slow stretch (copy-on-write faults during a snapshot, a cold cache) then
  * delays replies by about this much, not by the whole input. */
 #define NET_FLUSH_USEC 1000u

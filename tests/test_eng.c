@@ -1239,7 +1239,9 @@ START_TEST(test_session_chars_every_byte)
 END_TEST
 
 /* A populate hook is handed the fresh part of every mapped block (the
- * pool's spare chunks, 2 MiB each, among them) and changes no answer. */
+ * pool's spare chunks, 2 MiB each, among them) and changes no answer.
+ * Without one nothing is mapped ahead, so the engine holds less; a hook
+ * attached later (eng_set_populate) is used from then on. */
 struct pop_clock {
     struct tclock clk;  /* first: tclock_fn reads the ud as a struct tclock */
     int calls, chunks;
@@ -1262,7 +1264,11 @@ START_TEST(test_populate_hook)
     struct eng_config cfg = {.history = 8, .clock = tclock_fn, .populate = pop_seen, .ud = &pc};
     struct eng *a = eng_create(&cfg);
     struct eng *b = mk_eng(&pc.clk, 8, 0);
+    struct pop_clock late = {.clk = pc.clk};
+    struct eng_config lcfg = {.history = 8, .clock = tclock_fn, .ud = &late};
+    struct eng *c = eng_create(&lcfg);
     ck_assert_ptr_nonnull(a);
+    ck_assert_ptr_nonnull(c);
     enum { N = 120000 };
     struct eng_ix ix[128];
     char sid[128][24];
@@ -1278,13 +1284,24 @@ START_TEST(test_populate_hook)
         }
         ck_assert_int_eq(eng_record_batch(a, ix, 128, NULL), 0);
         ck_assert_int_eq(eng_record_batch(b, ix, 128, NULL), 0);
+        if (i == N / 2 / 128 * 128)
+            eng_set_populate(c, pop_seen);
+        ck_assert_int_eq(eng_record_batch(c, ix, 128, NULL), 0);
     }
     verify_ok(a);
+    verify_ok(c);
     ck_assert_uint_eq(eng_digest(a), eng_digest(b));
+    ck_assert_uint_eq(eng_digest(c), eng_digest(b));
     ck_assert_int_gt(pc.calls, 0);
     ck_assert_int_gt(pc.chunks, 0);
+    ck_assert_int_gt(late.calls, 0);
+    struct eng_info ia, ib;
+    eng_info(a, &ia);
+    eng_info(b, &ib);
+    ck_assert_uint_lt(ib.mem_total, ia.mem_total);  /* a maps its next chunk and tables early */
     eng_destroy(a);
     eng_destroy(b);
+    eng_destroy(c);
 }
 END_TEST
 
