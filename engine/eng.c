@@ -326,9 +326,6 @@ static uint64_t grow_cap(uint64_t cap, uint64_t want, uint64_t min)
     return c;
 }
 
-/* Short indexes stay below 2^31: a set's owner id in e->vh is index * 2 + 1. */
-#define SHORTS_MAX ((uint64_t)1 << 31)
-
 /* One of the arrays indexed by short (sh, shc, sid, and the columns). */
 struct sh_array {
     void **p;
@@ -403,12 +400,12 @@ undo_new:
 int eng_reserve_shorts(struct eng *e, uint64_t extra)
 {
     uint64_t want = (uint64_t)e->nsh + extra;
-    if (want > SHORTS_MAX)
+    if (want > ENG_SHORTS_MAX)
         return -1;
     if (want > e->sh_cap) {
         uint64_t cap = grow_cap(e->sh_cap, want, 1024);
-        if (cap > SHORTS_MAX)
-            cap = SHORTS_MAX;
+        if (cap > ENG_SHORTS_MAX)
+            cap = ENG_SHORTS_MAX;
         if (grow_short_arrays(e, cap))
             return -1;
         e->sh_cap = (uint32_t)cap;

@@ -53,6 +53,9 @@ enum eng_rc {
 #define ENG_BOOST_MAX       100u
 #define ENG_HISTORY_DEFAULT 64u
 #define ENG_HISTORY_MAX     65536u     /* largest ring a config may ask for */
+/* Distinct shorts an engine holds: a viewer set names its short in 32 bits
+ * as index * 2 + 1 (engine/eng_int.h, eng_set_owner). */
+#define ENG_SHORTS_MAX      ((uint64_t)1 << 31)
 #define ENG_SESSION_TTL_DEFAULT_MS (24ll * 3600 * 1000)
 #define ENG_SID_LEN         34u        /* "g-" + 32 hex digits */
 #define ENG_IPSTR_MAX       46u        /* INET6_ADDRSTRLEN */

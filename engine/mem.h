@@ -81,6 +81,9 @@ struct mem {
 
 void *mem_map(size_t n);
 void mem_unmap(void *p, size_t n);
+/* Faults [p, p + n) in for writing now (MADV_POPULATE_WRITE, Linux 5.14);
+ * best effort: on older kernels the first touch does it. p page-aligned. */
+void mem_populate(void *p, size_t n);
 /* Both sizes >= MEM_LARGE. NULL on failure (the old mapping stays). */
 void *mem_remap(void *p, size_t old, size_t n);
 

@@ -33,7 +33,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 /* ---- walks ------------------------------------------------------------------ */
 
@@ -297,7 +296,7 @@ int eng_restore_reserve(struct eng *e, const struct eng_walk_counts *c, struct e
     int rc = enter(e, PH_RESERVE, err);
     if (rc)
         return rc;
-    if (c->shorts >= ENG_NONE || c->sessions >= ENG_NONE || c->users >= ENG_NONE ||
+    if (c->shorts > ENG_SHORTS_MAX || c->sessions >= ENG_NONE || c->users >= ENG_NONE ||
         c->ctxs >= ENG_NONE || c->uas >= ENG_NONE || c->platforms > ENG_PLATFORMS_MAX)
         return fail(e, err, ENG_ELIMIT, "counts", "beyond the engine's limits", 0);
     /* Context and user agent ids start at 1 (slot 0 is "none"), so their
@@ -346,9 +345,7 @@ size_t eng_restore_prefault(const struct eng *e, uint64_t *cursor, size_t budget
             uint64_t from = *cursor > at ? *cursor - at : 0, len = n - from;
             if (budget) {
                 size_t step = len < budget ? (size_t)len : budget;
-#ifdef MADV_POPULATE_WRITE
-                (void)madvise((void *)(a + from), step, MADV_POPULATE_WRITE);
-#endif
+                mem_populate((void *)(a + from), step);
                 budget -= step;
                 *cursor = at + from + step;
                 len -= step;
@@ -478,7 +475,7 @@ int eng_restore_short_ids(struct eng *e, const uint64_t *ids, size_t n, struct e
         return rc;
     if (e->rs_early)
         return fail(e, err, ENG_EINVAL, "short ids", "given twice", 0);
-    if (n >= ENG_NONE)
+    if (n > ENG_SHORTS_MAX)
         return fail(e, err, ENG_ELIMIT, "short ids", "beyond the engine's limits", n);
     if (eng_reserve_shorts(e, n))
         return fail(e, err, ENG_ENOMEM, "memory", "out of memory", 0);
@@ -783,13 +780,15 @@ int eng_restore_ring(struct eng *e, const struct eng_ring_view *v, const struct 
         h = eng_fp_session(v->session, v->session_len);
         /* duplicates are found when finish indexes the sessions */
     }
-    for (size_t i = 0; i < v->nrecs; i++) {
-        uint32_t six;
-        const char *why;
+    size_t skip = v->nrecs > e->history ? v->nrecs - e->history : 0;
+    uint32_t six;
+    const char *why;
+    /* Records past the history are checked here; the kept ones as they are
+     * pushed, so each short is looked up once (a failure part-way leaves
+     * the engine broken, as every restore error does). */
+    for (size_t i = 0; i < skip; i++)
         if (check_rec(e, v, &recs[i], &six, &why))
             return fail(e, err, ENG_EINVAL, what, why, key);
-    }
-    size_t skip = v->nrecs > e->history ? v->nrecs - e->history : 0;
     uint32_t keep = (uint32_t)(v->nrecs - skip);
     struct ring *r;
     uint32_t *last_ctx;
@@ -816,8 +815,9 @@ int eng_restore_ring(struct eng *e, const struct eng_ring_view *v, const struct 
             e->cx[recs[i].ctx_id].flags |= CX_DROPPED;
     for (size_t i = skip; i < v->nrecs; i++) {
         const struct eng_rec_view *rv = &recs[i];
-        struct rec rec = rec_make(rv->ts, short_find(e, rv->short_id) - 1, rv->ctx_id,
-                                  rv->type, rv->has_watch, rv->watch_ms,
+        if (check_rec(e, v, rv, &six, &why))
+            return fail(e, err, ENG_EINVAL, what, why, key);
+        struct rec rec = rec_make(rv->ts, six, rv->ctx_id, rv->type, rv->has_watch, rv->watch_ms,
                                   (uint16_t)rv->platform_id);
         struct rec old;
         ring_push(r, &rec, &old);

@@ -19,6 +19,7 @@
  * no redzone: an overflow into the next table in the page goes unseen.
  */
 #include "engine/vset.h"
+#include "engine/pool.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define VSET_ASAN 1
@@ -44,7 +45,12 @@ struct vpage {
     uint32_t owner[];    /* per_page ids, then the tables from `off` */
 };
 
-enum { REGION_MIN = 64 << 10, REGION_MAX = 2 << 20 };
+/* Region i's size: the pool's chunk schedule, 64 KiB doubling to 2 MiB. */
+_Static_assert((POOL_CHUNK_MIN << 5) == POOL_CHUNK_MAX, "region_size stops at the largest chunk");
+static size_t region_size(uint32_t i)
+{
+    return POOL_CHUNK_MIN << (i < 5 ? i : 5);
+}
 
 static uint64_t *place(const struct vclass *k, struct vpage *pg, uint32_t i, uint32_t cap)
 {
@@ -71,12 +77,9 @@ void vheap_init(struct vheap *h, struct mem *m, vset_owner_fn owner, void *ud)
 
 void vheap_release(struct vheap *h)
 {
-    size_t bytes = REGION_MIN;
     for (uint32_t i = 0; i < h->nregions; i++) {
-        UNPOISON(h->regions[i], bytes);  /* the addresses may come back as something else */
-        mem_unmap(h->regions[i], bytes);
-        if (bytes < REGION_MAX)
-            bytes *= 2;
+        UNPOISON(h->regions[i], region_size(i));  /* the addresses may come back as something else */
+        mem_unmap(h->regions[i], region_size(i));
     }
     mem_sys_free(h->regions, (size_t)h->regions_cap * sizeof(void *));
     vheap_init(h, h->m, h->owner, h->ud);
@@ -103,9 +106,8 @@ static struct vpage *page_get(struct vheap *h)
             h->regions = r;
             h->regions_cap = nc;
         }
-        size_t bytes = (size_t)REGION_MIN << (h->nregions < 5 ? h->nregions : 5);
-        size_t next = bytes * 2 < REGION_MAX ? bytes * 2 : REGION_MAX;
-        char *c = mem_map_ahead(h->m, bytes, next);  /* 2 MiB-aligned: pages are VSET_PAGE-aligned */
+        size_t bytes = region_size(h->nregions);
+        char *c = mem_map_ahead(h->m, bytes, pool_chunk_after(bytes));  /* 2 MiB-aligned: pages are VSET_PAGE-aligned */
         if (!c)
             return NULL;
         h->regions[h->nregions++] = c;

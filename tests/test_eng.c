@@ -1065,6 +1065,17 @@ START_TEST(test_restore_short_ids)
         ck_assert_int_eq(eng_restore_short_ids(E, bad[i].ids, bad[i].n, &err), ENG_EINVAL);
         ck_assert_str_eq(err.msg, bad[i].msg);
     }
+    /* more shorts than an engine can hold, refused before a byte is read
+     * or reserved: by the ids and by the counts */
+    eng_destroy(E);
+    E = mk_eng(&clk, 0, 0);
+    ck_assert_int_eq(eng_restore_short_ids(E, zero, ENG_SHORTS_MAX + 1, &err), ENG_ELIMIT);
+    ck_assert_str_eq(err.msg, "short ids 2147483649: beyond the engine's limits");
+    eng_destroy(E);
+    E = mk_eng(&clk, 0, 0);
+    struct eng_walk_counts many = {.shorts = ENG_SHORTS_MAX + 1};
+    ck_assert_int_eq(eng_restore_reserve(E, &many, &err), ENG_ELIMIT);
+    ck_assert_str_eq(err.msg, "counts 0: beyond the engine's limits");
     eng_destroy(E);
     E = mk_eng(&clk, 0, 0);
     ck_assert_int_eq(eng_restore_short_ids(E, ids, 2, &err), 0);
