@@ -113,7 +113,8 @@ static struct eng *make_engine(uint32_t history, struct clock_state *cs)
     return eng_create(&cfg);
 }
 
-/* Record s->ix[from..to); returns rejected count. */
+/* Records ix[0..n) BATCH at a time; returns the interactions rejected (a
+ * refused batch records none of its elements). */
 static uint64_t load_batch(struct eng *e, struct clock_state *cs, const struct eng_ix *ix,
                            size_t n, char *first_err, size_t errlen)
 {
@@ -122,12 +123,17 @@ static uint64_t load_batch(struct eng *e, struct clock_state *cs, const struct e
     for (size_t i = 0; i < n; i += BATCH) {
         size_t k = n - i < BATCH ? n - i : BATCH;
         cs->now_ms = wall_ms();
-        if (eng_record_batch(e, ix + i, k, &err) != ENG_OK && bad++ == 0 && first_err)
-            snprintf(first_err, errlen, "%s", err.msg);
+        if (eng_record_batch(e, ix + i, k, &err) == ENG_OK)
+            continue;
+        if (bad == 0 && first_err)
+            snprintf(first_err, errlen, "interaction %zu: %.120s",
+                     i + (err.index > 0 ? (size_t)err.index : 0), err.msg);
+        bad += k;
     }
     return bad;
 }
 
+/* Records ix[0..n) one by one; returns the interactions rejected. */
 static uint64_t load(struct eng *e, struct clock_state *cs, const struct eng_ix *ix, size_t n,
                      bool prefetch, char *first_err, size_t errlen)
 {

@@ -430,6 +430,11 @@ static int make_stream(struct ctx *X, const struct bench_wl *w, enum bench_frami
     return bench_stream_build(w, BENCH_S_TRACK, f, NULL, X->o.history, st, X->msg, sizeof X->msg);
 }
 
+static const char *framing_name(enum bench_framing fr)
+{
+    return fr == BENCH_RESP ? "resp" : "inline";
+}
+
 static struct bench_run_cfg run_cfg(const struct ctx *X, const struct srv *s,
                                     const struct bench_stream *st, const char *label)
 {
@@ -437,6 +442,14 @@ static struct bench_run_cfg run_cfg(const struct ctx *X, const struct srv *s,
         .host = s->host, .port = s->port, .label = label, .progress = X->o.progress,
         .stream = st, .conns = X->o.conns, .pipeline = X->o.pipeline, .timeout_s = 900,
     };
+}
+
+static void jarr(json_t *o, const char *key, const double *v, size_t n)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(a, json_real(v[i]));
+    json_object_set_new(o, key, a);
 }
 
 static void json_hist(json_t *o, const char *prefix, const struct bench_hist *h)
@@ -837,10 +850,7 @@ static void full_rows(struct ctx *X, const struct bench_wl *w, const struct full
             (unsigned long long)f->interactions_after_load,
             f->interactions_after_load == f->interactions ? " (all)" : " (LOST SOME)");
         jnum(lj, "ready_s", f->load_ready_s);
-        json_t *all = json_array();
-        for (unsigned k = 0; k < BENCH_RESTARTS; k++)
-            json_array_append_new(all, json_real(f->load_ready_all_s[k]));
-        json_object_set_new(lj, "ready_all_s", all);
+        jarr(lj, "ready_all_s", f->load_ready_all_s, BENCH_RESTARTS);
         jnum(lj, "empty_ready_s", f->empty_ready_s);
         jnum(lj, "inproc_load_ms", f->inproc_load_ms);
         jnum(lj, "server_load_ms", (double)f->load_ms);
@@ -873,7 +883,7 @@ static int ph_ceiling(struct ctx *X, const struct bench_wl *w, enum bench_framin
     struct report *R = &X->R;
     char name[72];
     snprintf(name, sizeof name, "client ceiling: null server, %s, %ux%u",
-             fr == BENCH_RESP ? "resp" : "inline", X->o.conns, X->o.pipeline);
+             framing_name(fr), X->o.conns, X->o.pipeline);
     row(R, "client", name, "%s", RATE(res->rate));
     json_t *j = section(R, "client_ceiling");
     jnum(j, "rate", res->rate);
@@ -1190,10 +1200,7 @@ static int ph_redis(struct ctx *X, const struct bench_wl *w, const struct full_r
     jnum(j, "rdb_bytes", (double)r.rdb_bytes);
     jnum(j, "empty_ready_s", r.empty_ready_s);
     jnum(j, "load_ready_s", r.load_ready_s);
-    json_t *all = json_array();
-    for (unsigned k = 0; k < BENCH_RESTARTS; k++)
-        json_array_append_new(all, json_real(r.load_ready_all_s[k]));
-    json_object_set_new(j, "load_ready_all_s", all);
+    jarr(j, "load_ready_all_s", r.load_ready_all_s, BENCH_RESTARTS);
     jnum(j, "keys_after_load", (double)r.keys_after_load);
     if (f) {
         json_t *q = section(R, "ratios");
@@ -1264,7 +1271,7 @@ static void describe(struct ctx *X, const struct bench_wl_cfg *c)
     jnum(cl, "conns", X->o.conns);
     jnum(cl, "pipeline", X->o.pipeline);
     json_object_set_new(cl, "framing",
-                        json_string(X->o.framing == BENCH_RESP ? "resp" : "inline"));
+                        json_string(framing_name(X->o.framing)));
 }
 
 static int finish(struct ctx *X, int rc)
@@ -1392,13 +1399,13 @@ static int cmd_ingest(struct ctx *X)
     } else {
         struct bench_run_res r;
         char label[64];
-        snprintf(label, sizeof label, "ingest %s", X->o.framing == BENCH_RESP ? "resp" : "inline");
+        snprintf(label, sizeof label, "ingest %s", framing_name(X->o.framing));
         rc = ph_ingest(X, &w, X->o.framing, X->o.rate, X->o.preload, label, &r);
         if (!rc) {
             json_t *j = section(R, "ingest");
             char name[72];
             snprintf(name, sizeof name, "TRACK %s, %u conns x %u pipelined%s%s",
-                     X->o.framing == BENCH_RESP ? "resp" : "inline", X->o.conns, X->o.pipeline,
+                     framing_name(X->o.framing), X->o.conns, X->o.pipeline,
                      X->o.rate > 0 ? ", paced" : "", X->o.preload ? ", replayed" : "");
             row(R, "ingest", name, "%s", RATE(r.rate));
             if (X->o.rate <= 0)
@@ -1534,8 +1541,8 @@ static int cmd_suite(struct ctx *X)
         goto out;
     double loaded = r.rate;
     json_t *lj = section(&X->R, "ingest_loaded");
-    snprintf(name, sizeof name, "TRACK resp replayed over its own state, %ux%u", o->conns,
-             o->pipeline);
+    snprintf(name, sizeof name, "TRACK %s replayed over its own state, %ux%u",
+             framing_name(o->framing), o->conns, o->pipeline);
     row(&X->R, "loaded", name, "%s", RATE(loaded));
     row(&X->R, "loaded", "longest reply gap while replaying", "%.2f ms", r.max_gap_ms);
     jnum(lj, "rate", loaded);

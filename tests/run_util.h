@@ -16,6 +16,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#ifndef SHORTSTAT_BUILD
+#define SHORTSTAT_BUILD "build/san"  /* the Makefile passes the build's own */
+#endif
+
 struct run {
     int status;        /* exit status */
     char *out, *err;   /* what it wrote, NUL-terminated */

@@ -34,10 +34,6 @@ static struct bench_wl_cfg small_cfg(uint64_t seed)
     return c;
 }
 
-#ifndef SHORTSTAT_BUILD
-#define SHORTSTAT_BUILD "build/san"
-#endif
-
 /* ---- PRNG and generator ---------------------------------------------------------- */
 
 START_TEST(rng_is_seeded_and_bounded)
@@ -614,8 +610,8 @@ START_TEST(cli_refuses_bad_usage)
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         struct run r = run_program("shortstat-bench", bad[i].args);
-        ck_assert_msg(r.status == 2, "%s: exit %d", bad[i].args[0], r.status);
-        ck_assert_msg(strstr(r.err, bad[i].says), "stderr: %s", r.err);
+        ck_assert_msg(r.status == 2, "case %zu: exit %d", i, r.status);
+        ck_assert_msg(strstr(r.err, bad[i].says), "case %zu: stderr: %s", i, r.err);
         ck_assert_uint_eq(r.out_len, 0);
         run_free(&r);
     }

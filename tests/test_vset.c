@@ -81,31 +81,26 @@ START_TEST(test_vset_basic)
 }
 END_TEST
 
-static uint64_t grow_step(uint64_t c)
-{
-    uint64_t lo = c < 4 ? c : 4;
-    return c / 8 > lo ? c / 8 : lo;
-}
-
 START_TEST(test_vset_growth)
 {
-    /* capacity follows the documented sequence: from 2, steps of
-     * max(cap / 8, min(cap, 4)) until the load rule (n < cap up to 16 slots, else
-     * n <= 7/8 cap) holds */
+    /* capacity follows the sequence vset.h documents, and grows only when
+     * the load rule (n < cap up to 16 slots, else n <= 7/8 cap) fails */
+    static const uint32_t seq[] = {2, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 45, 50, 56, 63, 70};
+    size_t nseq = 0;
     struct th *t = th_new();
     struct vset *s = &t->s[3];
-    uint64_t want = 0;
+    uint64_t cap = 0;
     for (uint64_t n = 1; n <= 5000; n++) {
         REQUIRE(vset_reserve(s, &t->h, 3, 1) == 0);
         REQUIRE(vset_add(s, n * 0x9e3779b97f4a7c15ULL));
-        if (want == 0) {
-            want = 2;
-        } else if (!(want <= 16 ? n < want : n * 8 <= want * 7)) {
-            want += grow_step(want);
-            while (!(want <= 16 ? n < want : n * 8 <= want * 7))
-                want += grow_step(want);
+        if (s->cap != cap) {
+            REQUIRE(cap == 0 || !(cap <= 16 ? n < cap : n * 8 <= cap * 7));
+            if (nseq < sizeof seq / sizeof seq[0])
+                REQUIRE(s->cap == seq[nseq++]);
+            else
+                REQUIRE(s->cap == cap + cap / 8);  /* "growth is by cap / 8 slots" */
+            cap = s->cap;
         }
-        REQUIRE(s->cap == want);
         REQUIRE(vset_fits(s->n, s->cap));
         REQUIRE(s->n < s->cap);
         /* bytes per member, as vset.h states: <= 12 from 8 members, 10.7
@@ -119,6 +114,7 @@ START_TEST(test_vset_growth)
             REQUIRE(b * 1000 <= n * 10286);
         REQUIRE(t->m.bytes[MEM_VIEWERS] == (uint64_t)s->cap * 8);
     }
+    REQUIRE(nseq == sizeof seq / sizeof seq[0]);
     for (uint64_t n = 1; n <= 5000; n++)
         REQUIRE(vset_has(s, n * 0x9e3779b97f4a7c15ULL));
     th_free(t);
