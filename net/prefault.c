@@ -20,8 +20,10 @@
  * finds the queue full is dropped for the same reason.
  *
  * Invariants: the queue is a ring of Q_LEN ranges under `mu`; head/n count
- * it; `busy` is set while the thread works on a range it took. It works a
- * huge page at a time, round robin over the queued ranges. Only the
+ * it; `busy` is set while the thread works on a range it took, `stepping`
+ * while one madvise of it runs (without the lock). It works a huge page at
+ * a time, round robin over the queued ranges. Pausing waits for a step in
+ * flight, so once net_prefault_pause returns the thread touches nothing. Only the
  * loop thread enqueues. A fork()ed child has no thread and must not call
  * net_prefault_request (the server's snapshot child never allocates
  * through the engine).
@@ -58,7 +60,7 @@ struct net_prefault {
     struct range q[Q_LEN];
     uint32_t head, n;
     size_t page;
-    bool busy, stop, paused;
+    bool busy, stepping, stop, paused;
     uint64_t bytes, dropped;
 };
 
@@ -93,11 +95,14 @@ static void *run(void *arg)
             p->head = (p->head + 1) % Q_LEN;
             p->n--;
         }
-        p->busy = true;
+        p->busy = p->stepping = true;
         pthread_mutex_unlock(&p->mu);
         size_t k = cur.len < STEP ? cur.len : STEP;
         int err = madvise(cur.p, k, MADV_POPULATE_WRITE) ? errno : 0;
         pthread_mutex_lock(&p->mu);
+        p->stepping = false;
+        if (p->paused)
+            pthread_cond_broadcast(&p->idle);  /* net_prefault_pause waits for this */
         if (err) {
             p->dropped++;  /* gone (ENOMEM) or not ours to populate: leave the rest too */
             cur.len = 0;
@@ -197,8 +202,15 @@ void net_prefault_request(struct net_prefault *p, void *addr, size_t len)
 
 void net_prefault_pause(struct net_prefault *p, bool paused)
 {
-    if (p)
-        set_and_wake(p, &p->paused, paused);
+    if (!p)
+        return;
+    set_and_wake(p, &p->paused, paused);
+    if (!paused)
+        return;
+    pthread_mutex_lock(&p->mu);
+    while (p->stepping)
+        pthread_cond_wait(&p->idle, &p->mu);
+    pthread_mutex_unlock(&p->mu);
 }
 
 void net_prefault_stats(struct net_prefault *p, uint64_t *bytes, uint64_t *dropped)

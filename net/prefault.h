@@ -19,8 +19,10 @@ void net_prefault_stop(struct net_prefault *p);
 /* Queue [addr, addr + len) to be faulted in; never blocks on the thread's
  * work, drops the request when the queue is full. Safe to call with p NULL. */
 void net_prefault_request(struct net_prefault *p, void *addr, size_t len);
-/* While paused the thread starts no new step (requests still queue). The
- * server pauses it for a snapshot: after fork() every page the parent
+/* While paused the thread starts no new step (requests still queue);
+ * pausing waits for the step in flight (one huge page at most), so from its
+ * return until it is resumed the thread touches no memory. The server
+ * pauses it for a snapshot: after fork() every page the parent
  * populates or writes is one more copy-on-write fault, and populating a
  * range the engine had already touched would copy all of it. */
 void net_prefault_pause(struct net_prefault *p, bool paused);

@@ -3,7 +3,9 @@
  * Unit tests of net/prefault.c: a requested range ends up resident without
  * its contents changing, an unaligned start is rounded up to a page, a
  * range that is gone is counted as dropped, a NULL handle ignores requests,
- * pausing holds requests back, and stop joins with requests still queued.
+ * pausing holds requests back and waits for the step in flight, a large
+ * range does not hold up a small one queued after it, and stop joins with
+ * requests still queued.
  */
 #include <check.h>
 #include <errno.h>
@@ -12,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "net/prefault.h"
@@ -139,6 +142,77 @@ START_TEST(test_prefault_pause)
 }
 END_TEST
 
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+/* Polls until at least want pages of [p, p + len) are resident (10 s). */
+static void wait_resident(const char *p, size_t len, size_t want)
+{
+    double t0 = now_s();
+    while (resident_pages(p, len) < want) {
+        ck_assert_msg(now_s() - t0 < 10.0, "prefault: range not faulted in within 10 s");
+        usleep(100);
+    }
+}
+
+/* A pause that lands while a huge page is being faulted in returns only
+ * when that step is done: from then on nothing more becomes resident. */
+START_TEST(test_prefault_pause_waits_for_step)
+{
+    struct net_prefault *p = start_or_skip();
+    if (!p)
+        return;
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE), len = (size_t)256 << 20;
+    char *m = map_fresh(len, true);
+    net_prefault_request(p, m, len);
+    wait_resident(m, len, 1);  /* the first step has begun */
+    net_prefault_pause(p, true);
+    size_t r = resident_pages(m, len);
+    uint64_t bytes, dropped;
+    net_prefault_stats(p, &bytes, &dropped);
+    ck_assert_uint_eq(bytes, r * pg);  /* every step begun has ended */
+    ck_assert_uint_lt(r, len / pg);
+    usleep(50 * 1000);
+    ck_assert_uint_eq(resident_pages(m, len), r);
+    net_prefault_pause(p, false);
+    net_prefault_drain(p);
+    ck_assert_uint_eq(resident_pages(m, len), len / pg);
+    net_prefault_stop(p);
+    munmap(m, len);
+}
+END_TEST
+
+/* Ranges are worked a huge page each in turn: a 2 MiB range queued after
+ * a 256 MiB one is resident long before the large one is. */
+START_TEST(test_prefault_round_robin)
+{
+    struct net_prefault *p = start_or_skip();
+    if (!p)
+        return;
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE), big = (size_t)256 << 20, small = (size_t)2 << 20;
+    char *b = map_fresh(big, true), *s = map_fresh(small, true);
+    net_prefault_pause(p, true);  /* both queued before the thread takes either */
+    net_prefault_request(p, b, big);
+    net_prefault_request(p, s, small);
+    net_prefault_pause(p, false);
+    wait_resident(s, small, small / pg);
+    /* one step of the large range, then the small one: a few steps more
+     * at most (the thread goes on while this one looks) */
+    size_t r = resident_pages(b, big);
+    ck_assert_msg(r < big / pg / 2, "large range %zu of %zu pages resident before the small one",
+                  r, big / pg);
+    net_prefault_drain(p);
+    ck_assert_uint_eq(resident_pages(b, big), big / pg);
+    net_prefault_stop(p);
+    munmap(b, big);
+    munmap(s, small);
+}
+END_TEST
+
 extern Suite *prefault_suite(void);
 Suite *prefault_suite(void)
 {
@@ -147,6 +221,8 @@ Suite *prefault_suite(void)
     tcase_add_test(tc, test_prefault_faults_in_without_writing);
     tcase_add_test(tc, test_prefault_null_and_stop_with_queue);
     tcase_add_test(tc, test_prefault_pause);
+    tcase_add_test(tc, test_prefault_pause_waits_for_step);
+    tcase_add_test(tc, test_prefault_round_robin);
     suite_add_tcase(s, tc);
     return s;
 }
