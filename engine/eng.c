@@ -1370,19 +1370,25 @@ static void pf_slots(const struct eng *e, const struct eng_ix *ix, const struct 
         idx_prefetch(&e->us_idx, ix->user);
 }
 
-/* The entities an interaction names: short, session, user. */
-static void pf_items_k(const struct eng *e, uint64_t short_id, bool sess, uint64_t shash,
-                       uint64_t user)
+/* The entities an interaction names, looked up: short, session and user
+ * (ENG_NONE where not named or not found), each fetched as soon as found
+ * when fetch (the next lookup's miss then overlaps it). Inlined so that
+ * fetch folds away and the ids stay in registers. */
+__attribute__((always_inline)) static inline void pf_find(const struct eng *e, uint64_t short_id,
+                                                          bool sess, uint64_t shash, uint64_t user,
+                                                          bool fetch, uint32_t *six, uint32_t *si,
+                                                          uint32_t *ui)
 {
     uint32_t v = idx_find(&e->sh_idx, short_id);
-    if (v)
+    *six = v ? v - 1 : ENG_NONE;
+    if (fetch && v)
         pf_lines(&e->sh[v - 1], sizeof(struct shrt));
-    if (sess) {
-        uint32_t si = sess_peek(e, shash);
-        if (si != ENG_NONE)
-            pf_lines(&e->ss[si], sizeof(struct sess));
-    }
-    if (user && (v = idx_find(&e->us_idx, user)))
+    *si = sess ? sess_peek(e, shash) : ENG_NONE;
+    if (fetch && *si != ENG_NONE)
+        pf_lines(&e->ss[*si], sizeof(struct sess));
+    v = user ? idx_find(&e->us_idx, user) : 0;
+    *ui = v ? v - 1 : ENG_NONE;
+    if (fetch && v)
         __builtin_prefetch(&e->us[v - 1]);
 }
 
@@ -1392,48 +1398,32 @@ static void pf_items_k(const struct eng *e, uint64_t short_id, bool sess, uint64
  * only creates shorts, sessions and users; it deletes none. */
 static void pf_items(const struct eng *e, const struct eng_ix *ix, struct plan *p)
 {
-    uint32_t v = idx_find(&e->sh_idx, ix->short_id);
-    p->six = v ? v - 1 : ENG_NONE;
-    if (v)
-        pf_lines(&e->sh[v - 1], sizeof(struct shrt));
-    if (ix->session) {
-        p->sess = sess_peek(e, p->shash);
-        if (p->sess != ENG_NONE)
-            pf_lines(&e->ss[p->sess], sizeof(struct sess));
-    }
-    if (ix->user) {
-        v = idx_find(&e->us_idx, ix->user);
-        p->user = v ? v - 1 : ENG_NONE;
-        if (v)
-            __builtin_prefetch(&e->us[v - 1]);
-    }
+    pf_find(e, ix->short_id, ix->session != NULL, p->shash, ix->user, true, &p->six, &p->sess,
+            &p->user);
 }
 
 /* One level deeper: the viewer/saver set slot, the ring slot to write and
- * the context the record will pin. */
-static void pf_deep_k(const struct eng *e, int32_t type, uint64_t short_id, bool sess,
-                      uint64_t shash, uint64_t user, uint64_t fp)
+ * the context the record will pin: the session's newest when the
+ * interaction names a session (sess), else the user's. */
+static void pf_deeper(const struct eng *e, int32_t type, uint64_t fp, bool sess, uint32_t six,
+                      uint32_t si, uint32_t ui)
 {
-    uint32_t v = idx_find(&e->sh_idx, short_id);
-    if (v) {
-        const struct shrt *s = &e->sh[v - 1];
+    if (six != ENG_NONE) {
+        const struct shrt *s = &e->sh[six];
         if (type == ENG_T_IMPRESSION || type == ENG_T_VIEW)
             vset_prefetch(&s->viewers, fp);
         else if (type == ENG_T_SAVE)
             vset_prefetch(&s->savers, fp);
     }
     uint32_t last = 0;
-    if (sess) {
-        uint32_t si = sess_peek(e, shash);
-        if (si != ENG_NONE) {
-            pf_ring_tail(&e->ss[si].ring);
-            last = e->ss[si].last_ctx;
-        }
+    if (si != ENG_NONE) {
+        pf_ring_tail(&e->ss[si].ring);
+        last = e->ss[si].last_ctx;
     }
-    if (user && (v = idx_find(&e->us_idx, user))) {
-        pf_ring_tail(&e->us[v - 1].ring);
+    if (ui != ENG_NONE) {
+        pf_ring_tail(&e->us[ui].ring);
         if (!sess)
-            last = e->us[v - 1].last_ctx;
+            last = e->us[ui].last_ctx;
     }
     if (last)
         pf_ctx(e, last);
@@ -1441,25 +1431,7 @@ static void pf_deep_k(const struct eng *e, int32_t type, uint64_t short_id, bool
 
 static void pf_deep(const struct eng *e, const struct eng_ix *ix, const struct plan *p)
 {
-    if (p->six != ENG_NONE) {
-        const struct shrt *s = &e->sh[p->six];
-        if (ix->type == ENG_T_IMPRESSION || ix->type == ENG_T_VIEW)
-            vset_prefetch(&s->viewers, p->fp);
-        else if (ix->type == ENG_T_SAVE)
-            vset_prefetch(&s->savers, p->fp);
-    }
-    uint32_t last = 0;
-    if (p->sess != ENG_NONE) {
-        pf_ring_tail(&e->ss[p->sess].ring);
-        last = e->ss[p->sess].last_ctx;
-    }
-    if (p->user != ENG_NONE) {
-        pf_ring_tail(&e->us[p->user].ring);
-        if (!ix->session)
-            last = e->us[p->user].last_ctx;
-    }
-    if (last)
-        pf_ctx(e, last);
+    pf_deeper(e, ix->type, p->fp, ix->session != NULL, p->six, p->sess, p->user);
 }
 
 /* Apply-phase prefetch: a long batch's early elements have left the cache
@@ -1628,13 +1600,17 @@ void eng_prefetch(const struct eng *e, const struct eng_ix *ix)
     if (q->user)
         idx_prefetch(&e->us_idx, q->user);
     uint32_t n = m->pfq_n++;
+    /* Earlier elements are looked up again, not remembered: between two
+     * calls eng_record may free a session a remembered slot named. */
+    uint32_t six, si, ui;
     if (n >= PFQ_ITEMS) {
         const struct eng_pfq *a = &m->pfq[(n - PFQ_ITEMS) & (ENG_PFQ - 1)];
-        pf_items_k(e, a->short_id, a->sess, a->shash, a->user);
+        pf_find(e, a->short_id, a->sess, a->shash, a->user, true, &six, &si, &ui);
     }
     if (n >= PFQ_DEEP) {
         const struct eng_pfq *d = &m->pfq[(n - PFQ_DEEP) & (ENG_PFQ - 1)];
-        pf_deep_k(e, d->type, d->short_id, d->sess, d->shash, d->user, d->fp);
+        pf_find(e, d->short_id, d->sess, d->shash, d->user, false, &six, &si, &ui);
+        pf_deeper(e, d->type, d->fp, d->sess, six, si, ui);
     }
 }
 
