@@ -1213,7 +1213,8 @@ START_TEST(test_enomem_short_arrays_remap)
 END_TEST
 
 /* Every byte value at every position of ids of every length: the session
- * id check (vectorised 16 bytes at a time) agrees with the plain rule. */
+ * id check (vectorised 16 bytes at a time) agrees with the plain rule, and
+ * reads nothing past the id (the byte after it is never valid). */
 static bool session_valid(const struct eng *e, const char *id, size_t len)
 {
     struct eng_ix ix = ix_of(ENG_T_SKIP, 1, NULL, 7);
@@ -1230,6 +1231,7 @@ START_TEST(test_session_chars_every_byte)
         for (size_t pos = 0; pos < len; pos++)
             for (int c = 0; c < 256; c++) {
                 memset(id, pos % 2 ? 'Z' : '7', sizeof id);
+                id[len] = '!';
                 id[pos] = (char)c;
                 if (session_valid(e, id, len) != sess_char_ref((unsigned char)c))
                     ck_abort_msg("len %zu pos %zu byte %d", len, pos, c);  /* not per check */
