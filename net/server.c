@@ -26,7 +26,10 @@
  * serving and collects the result in an ev_child watcher. The only pause the
  * loop sees is fork() itself (page-table copy), measured as last_fork_usec.
  * At shutdown the parent waits for a running child, then writes a final
- * snapshot synchronously.
+ * snapshot synchronously. The data directory's lock (snap_lock_dir), taken
+ * before anything is loaded, keeps a second server or a restore out; the
+ * child inherits it and dies with its parent (PR_SET_PDEATHSIG), so no
+ * writer outlives the server it belonged to.
  */
 #include "net/server.h"
 
@@ -41,6 +44,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -518,8 +522,13 @@ struct snap_report {
     char msg[256];
 };
 
-static void snapshot_child(struct server *s, int wfd, int64_t created_ms)
+static void snapshot_child(struct server *s, int wfd, int64_t created_ms, pid_t parent)
 {
+    /* A child that outlived its server would rename a stale snapshot over
+     * whatever was saved since (by a new server, or a restore): it dies with
+     * its parent, and it holds the directory's lock (inherited) until then. */
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
+        _exit(1);
     /* The child must die on SIGTERM and must not hold clients' sockets. */
     sigset_t set;
     sigemptyset(&set);
@@ -631,11 +640,11 @@ int net_snapshot_start(struct server *s, char *err, size_t errcap)
     int64_t now = net_now_ms(s);
     uint64_t t0 = net_mono_usec();
     net_prefault_pause(s->prefault, true);  /* until snapshot_done, or a failed fork */
-    pid_t pid = fork();
+    pid_t parent = getpid(), pid = fork();
     if (pid == 0) {
         close(pfd[0]);
         s->prefault = NULL;  /* its thread is not in the child */
-        snapshot_child(s, pfd[1], now);
+        snapshot_child(s, pfd[1], now, parent);
     }
     uint64_t t1 = net_mono_usec();
     close(pfd[1]);
@@ -808,6 +817,7 @@ static void raise_fd_limit(struct server *s)
 int net_server_init(struct server *s, const struct net_config *cfg)
 {
     s->cfg = *cfg;
+    s->lock_fd = -1;
     s->lfd = -1;
     s->hfd = -1;
     s->snap.pipe_fd = -1;
@@ -838,6 +848,11 @@ int net_server_init(struct server *s, const struct net_config *cfg)
     }
     if (prepare_dir(cfg->dir))
         return -1;
+    struct snap_err le = {0};
+    if (snap_lock_dir(cfg->dir, &s->lock_fd, &le) != SNAP_OK) {
+        net_error("--dir: %s; refusing to start", le.msg);
+        return -1;
+    }
 
     struct eng_config ec = {
         .history = cfg->history,
@@ -980,6 +995,8 @@ void net_server_destroy(struct server *s)
         close(s->hfd);
     if (s->snap.pipe_fd >= 0)
         close(s->snap.pipe_fd);
+    if (s->lock_fd >= 0)
+        close(s->lock_fd);
     net_prefault_stop(s->prefault);  /* before the memory it may be faulting in goes */
     s->prefault = NULL;
     if (s->eng)

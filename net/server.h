@@ -135,6 +135,7 @@ struct server {
     struct eng *eng;
     struct net_prefault *prefault;     /* NULL: --prefault no, or in a snapshot child */
 
+    int lock_fd;                       /* holds --dir's lock (snap_lock_dir), -1 before */
     int lfd;
     uint32_t port;                     /* bound port (cfg.port may be 0) */
     ev_io accept_w;

@@ -25,6 +25,7 @@ enum snap_rc {
     SNAP_ECORRUPT = -5,  /* checksum, truncation or structure error */
     SNAP_ENOMEM = -6,
     SNAP_EPARAM = -7,    /* engine parameters incompatible (e.g. history size) */
+    SNAP_EBUSY = -8,     /* the data directory is in use by another process */
 };
 
 struct snap_err {
@@ -33,6 +34,14 @@ struct snap_err {
 };
 
 #define SNAP_FILE "shortstat.snap"
+#define SNAP_LOCK_FILE "shortstat.lock"
+
+/* Takes the data directory's lock: an exclusive flock on
+ * <dir>/shortstat.lock, which is created if need be and given the holder's
+ * pid. One server, or one restore, per directory at a time. The lock is
+ * held while *fd stays open, here and in every child forked meanwhile (so
+ * a snapshot child still writing keeps it). SNAP_EBUSY names the holder. */
+int snap_lock_dir(const char *dir, int *fd, struct snap_err *err);
 
 /* Byte sink: 0 on success, non-zero aborts the write with SNAP_EIO. */
 typedef int (*snap_write_fn)(void *ud, const void *buf, size_t len);
@@ -49,7 +58,8 @@ int snap_write(const struct eng *e, int64_t created_ms, snap_write_fn fn, void *
 
 /* Crash-safe save to <dir>/shortstat.snap: temp file in dir, fsync, rename,
  * fsync dir. On failure the previous file is untouched and the temp removed.
- * Meant to run in a fork()ed child; safe to call in-process too. */
+ * st->duration_ms covers all of it, the fsyncs included. Meant to run in a
+ * fork()ed child; safe to call in-process too. */
 int snap_save(const struct eng *e, const char *dir, int64_t created_ms,
               struct snap_stats *st, struct snap_err *err);
 

@@ -217,6 +217,16 @@ static void rdr_close(struct rdr *r)
     snap_scratch_free(&r->s);
 }
 
+/* Output that did not reach its destination (a full disk, a closed pipe)
+ * is a failure like any other: exit 1, not 0. */
+static bool stdout_failed(const char *what)
+{
+    if (fflush(stdout) == 0 && !ferror(stdout))
+        return false;
+    fprintf(stderr, "shortstat-snap: writing %s: %s\n", what, strerror(errno));
+    return true;
+}
+
 /* ---- info ------------------------------------------------------------------------------ */
 
 static int cmd_info(const char *path)
@@ -283,7 +293,7 @@ static int cmd_info(const char *path)
     if (!sum_ok)
         status = EXIT_BAD;
     rdr_close(&r);
-    return status;
+    return stdout_failed("the summary") ? EXIT_BAD : status;
 }
 
 /* ---- verify --------------------------------------------------------------------------- */
@@ -298,7 +308,7 @@ static int cmd_verify(const char *path)
     printf("%s: ok (format v%" PRIu32 ", %" PRIu64 " shorts, %" PRIu64 " sessions, %" PRIu64
            " users, %" PRIu64 " records)\n", path, h.version, h.counts.shorts, h.counts.sessions,
            h.counts.users, h.counts.records);
-    return 0;
+    return stdout_failed("the result") ? EXIT_BAD : 0;
 }
 
 /* ---- dump ------------------------------------------------------------------------------ */
@@ -641,10 +651,8 @@ static int cmd_dump(const char *path, enum fmt fmt, enum what what)
     strtab_free(&d.plat);
     strtab_free(&d.ua);
     rdr_close(&r);
-    if (fflush(stdout) != 0 || ferror(stdout)) {
-        fprintf(stderr, "shortstat-snap: writing the dump: %s\n", strerror(errno));
+    if (stdout_failed("the dump"))
         return EXIT_BAD;
-    }
     return rc ? report(path, rc, &r.err) : 0;
 }
 
@@ -656,35 +664,22 @@ static int sys_fail(const char *what, const char *path)
     return EXIT_BAD;
 }
 
-/* Copy src to dst (new file), fsync; the copied bytes must hash to the
- * footer checksum snap_verify just accepted, so a file that changes under
- * us is not installed. */
-static int copy_checked(const char *src, const char *dst)
+/* Copy src to dst (a new file) and fsync it. */
+static int copy_file(const char *src, const char *dst)
 {
     int in = open(src, O_RDONLY | O_CLOEXEC);
     if (in < 0)
         return sys_fail("open", src);
-    struct stat sb;
-    if (fstat(in, &sb) != 0 || sb.st_size < 8) {
-        close(in);
-        fprintf(stderr, "shortstat-snap: %s: cannot size the file\n", src);
-        return EXIT_BAD;
-    }
     int out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (out < 0) {
         close(in);
         return sys_fail("create", dst);
     }
-    uint64_t size = (uint64_t)sb.st_size, body = size - 8, pos = 0;
-    XXH64_state_t *st = XXH64_createState();
     uint8_t *buf = malloc(1 << 20);
-    uint8_t tail[8] = {0};   /* the stored checksum: the file's last 8 bytes */
     int status = 0;
-    if (!st || !buf) {
+    if (!buf) {
         fprintf(stderr, "shortstat-snap: out of memory\n");
         status = EXIT_BAD;
-    } else {
-        XXH64_reset(st, 0);
     }
     while (status == 0) {
         ssize_t n = read(in, buf, 1 << 20);
@@ -696,15 +691,8 @@ static int copy_checked(const char *src, const char *dst)
         }
         if (n == 0)
             break;
-        size_t len = (size_t)n;
-        uint64_t from = pos > body ? pos : body, to = pos + len < size ? pos + len : size;
-        if (from < to)   /* this read holds bytes of the tail */
-            memcpy(tail + (from - body), buf + (from - pos), (size_t)(to - from));
-        if (pos < body)
-            XXH64_update(st, buf, (size_t)(body - pos < len ? body - pos : len));
-        pos += len;
-        for (size_t off = 0; off < len && status == 0;) {
-            ssize_t w = write(out, buf + off, len - off);
+        for (size_t off = 0; off < (size_t)n && status == 0;) {
+            ssize_t w = write(out, buf + off, (size_t)n - off);
             if (w < 0 && errno == EINTR)
                 continue;
             if (w < 0)
@@ -713,35 +701,22 @@ static int copy_checked(const char *src, const char *dst)
                 off += (size_t)w;
         }
     }
-    if (status == 0) {
-        uint64_t want = 0;
-        for (int i = 0; i < 8; i++)
-            want |= (uint64_t)tail[i] << (8 * i);
-        if (pos != size || XXH64_digest(st) != want) {
-            fprintf(stderr, "shortstat-snap: %s changed while it was copied; nothing installed\n",
-                    src);
-            status = EXIT_BAD;
-        }
-    }
     if (status == 0 && fsync(out) != 0)
         status = sys_fail("fsync", dst);
     if (close(out) != 0 && status == 0)
         status = sys_fail("close", dst);
     close(in);
-    XXH64_freeState(st);
     free(buf);
     if (status != 0)
         unlink(dst);
     return status;
 }
 
+/* The copy in DIR is what gets verified, so the file installed is the file
+ * checked, whatever happens to FILE meanwhile; DIR's lock keeps a running
+ * server (or another restore) out for the whole of it. */
 static int cmd_restore(const char *path, const char *dir)
 {
-    struct snap_header h;
-    struct snap_err err = {0};
-    int rc = snap_verify(path, &h, &err);
-    if (rc)
-        return report(path, rc, &err);
     char tmp[4096], dst[4096], bak[4096], baktmp[4096];
     long pid = (long)getpid();
     if ((size_t)snprintf(tmp, sizeof tmp, "%s/%s.tmp.%ld", dir, SNAP_FILE, pid) >= sizeof tmp ||
@@ -757,38 +732,52 @@ static int cmd_restore(const char *path, const char *dir)
         fprintf(stderr, "shortstat-snap: %s: not a directory\n", dir);
         return EXIT_BAD;
     }
-    int status = copy_checked(path, tmp);
-    if (status)
-        return status;
+    struct snap_err err = {0};
+    int lock = -1, rc = snap_lock_dir(dir, &lock, &err);
+    if (rc) {
+        fprintf(stderr, "shortstat-snap: %s%s; nothing installed\n", err.msg,
+                rc == SNAP_EBUSY ? ": stop the server first" : "");
+        return EXIT_BAD;
+    }
+    int status = copy_file(path, tmp);
+    struct snap_header h;
+    if (status == 0 && (rc = snap_verify(tmp, &h, &err))) {
+        unlink(tmp);
+        /* the copy's offsets are FILE's; name FILE, not the temp copy */
+        size_t n = strlen(tmp);
+        if (strncmp(err.msg, tmp, n) == 0 && err.msg[n] == ':')
+            memmove(err.msg, err.msg + n + 2, strlen(err.msg + n + 2) + 1);
+        status = report(path, rc, &err);
+    }
     bool had = access(dst, F_OK) == 0;
     /* Keep the previous file: hard-link it to a temp name, then rename that
      * over .bak, so .bak is always a whole snapshot. */
-    if (had) {
+    if (status == 0 && had) {
         unlink(baktmp);
         if (link(dst, baktmp) != 0 || rename(baktmp, bak) != 0) {
             status = sys_fail("keep the previous snapshot as", bak);
             unlink(baktmp);
             unlink(tmp);
-            return status;
         }
     }
-    if (rename(tmp, dst) != 0) {
+    if (status == 0 && rename(tmp, dst) != 0) {
         status = sys_fail("install", dst);
         unlink(tmp);
-        return status;
     }
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0 || fsync(dfd) != 0) {
-        status = sys_fail("fsync directory", dir);
+    if (status == 0) {
+        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0 || fsync(dfd) != 0)
+            status = sys_fail("fsync directory", dir);
         if (dfd >= 0)
             close(dfd);
-        return status;
     }
-    close(dfd);
+    close(lock);
+    if (status)
+        return status;
     printf("installed %s as %s (%" PRIu64 " shorts, %" PRIu64 " sessions, %" PRIu64
            " users)%s%s\n", path, dst, h.counts.shorts, h.counts.sessions, h.counts.users,
            had ? "; previous kept as " : "", had ? bak : "");
-    return 0;
+    return stdout_failed("the result") ? EXIT_BAD : 0;
 }
 
 /* ---- main ----------------------------------------------------------------------------------- */

@@ -12,6 +12,7 @@
  * finish, a log line to appear) that fail only after many seconds.
  */
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -1714,6 +1715,95 @@ static void track_many(struct cli *c, size_t n)
     }
 }
 
+/* A child process of parent, or 0 (scans /proc). */
+static pid_t child_of(pid_t parent)
+{
+    DIR *d = opendir("/proc");
+    ck_assert_ptr_nonnull(d);
+    pid_t found = 0;
+    for (struct dirent *de; !found && (de = readdir(d));) {
+        char path[300], buf[512];
+        snprintf(path, sizeof path, "/proc/%s/stat", de->d_name);
+        FILE *f = de->d_name[0] >= '1' && de->d_name[0] <= '9' ? fopen(path, "r") : NULL;
+        if (!f)
+            continue;
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = 0;
+        const char *p = strrchr(buf, ')');  /* "pid (comm) state ppid ..." */
+        char state;
+        int ppid;
+        if (p && sscanf(p + 1, " %c %d", &state, &ppid) == 2 && ppid == (int)parent)
+            found = (pid_t)atoi(de->d_name);
+    }
+    closedir(d);
+    return found;
+}
+
+/* 'R', 'S', 'T', ... from /proc/<pid>/stat; 0 when the process is gone. */
+static char proc_state(pid_t pid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    const char *p = strrchr(buf, ')');
+    char state = 0;
+    return p && sscanf(p + 1, " %c", &state) == 1 ? state : 0;
+}
+
+/* A snapshot child that outlived a crashed server would rename its stale
+ * file over whatever a newer server (or a restore) saved meanwhile: it
+ * dies with its parent. The child is caught and stopped mid-snapshot, the
+ * server killed with SIGKILL, and the child let go: it must die without
+ * writing its file. */
+START_TEST(snapshot_child_dies_with_server)
+{
+    struct srv s;
+    srv_start(&s, NULL);
+    struct cli c;
+    cli_open(&c, s.port);
+    track_many(&c, 20000);
+    char path[128];
+    snprintf(path, sizeof path, "%s/%s", s.dir, SNAP_FILE);
+    pid_t child = 0;
+    for (int attempt = 0; attempt < 50 && !child; attempt++) {
+        EXPECT(&c, "+Snapshot started\r\n", "SNAPSHOT");
+        for (int i = 0; i < 20000 && !(child = child_of(s.pid)); i++)
+            usleep(50);
+        if (child && kill(child, SIGSTOP) == 0) {
+            for (int i = 0; i < 1000 && proc_state(child) != 'T' && proc_state(child) != 'Z'; i++)
+                usleep(1000);
+            if (proc_state(child) != 'T')
+                child = 0;  /* it finished first: try again */
+        } else {
+            child = 0;
+        }
+        if (!child)
+            wait_snapshot_done(&c);
+    }
+    ck_assert_msg(child, "never caught a snapshot child running");
+    unlink(path);  /* whatever an earlier attempt saved */
+    cli_close(&c);
+    kill(s.pid, SIGKILL);
+    ck_assert_int_eq(waitpid(s.pid, NULL, 0), s.pid);
+    s.pid = 0;
+    kill(child, SIGCONT);
+    char st = 0;
+    for (int i = 0; i < 1000 && (st = proc_state(child)) != 0 && st != 'Z'; i++)
+        usleep(10000);
+    if (st != 0 && st != 'Z')
+        kill(child, SIGKILL);
+    ck_assert_msg(st == 0 || st == 'Z', "the snapshot child outlived its server (state %c)", st);
+    ck_assert_msg(access(path, F_OK) != 0, "the orphaned child wrote its snapshot");
+    srv_cleanup(&s);
+}
+END_TEST
+
 /* The engine's fresh memory is faulted in by the idle-priority thread
  * (INFO prefault_bytes grows), snapshots still work (their child has no
  * such thread), and --prefault no turns it off. */
@@ -1941,20 +2031,31 @@ START_TEST(startup_failures)
     struct stat st;
     ck_assert_int_eq(stat(sub, &st), 0);
     ck_assert(S_ISDIR(st.st_mode));
+    /* A second server on the same --dir is refused: the two would overwrite
+     * each other's snapshots. */
+    struct srv t;
+    memset(&t, 0, sizeof t);
+    const char *a3[] = {"--port", "0", "--snapshot-interval", "0", "--dir", sub, NULL};
+    ck_assert_int_eq(srv_run_to_exit(&t, a3), 1);
+    char want[192];
+    snprintf(want, sizeof want, "%s is in use by process %d", sub, (int)s.pid);
+    ck_assert(log_has(&t, want));
+    srv_cleanup(&t);
     /* A second server on the same port cannot listen. */
     char port[16];
     snprintf(port, sizeof port, "%d", s.port);
-    struct srv t;
     memset(&t, 0, sizeof t);
-    const char *a3[] = {"--port", port, "--snapshot-interval", "0", "--dir", sub, NULL};
-    ck_assert_int_eq(srv_run_to_exit(&t, a3), 1);
+    srv_init_dir(&t);
+    const char *a4[] = {"--port", port, "--snapshot-interval", "0", "--dir", t.dir, NULL};
+    ck_assert_int_eq(srv_run_to_exit(&t, a4), 1);
     ck_assert(log_has(&t, "cannot listen"));
     srv_cleanup(&t);
     srv_stop_ok(&s);
     /* An address that does not resolve. */
     memset(&t, 0, sizeof t);
-    const char *a4[] = {"--port", "0", "--bind", "999.1.1.1", "--dir", "/tmp", NULL};
-    ck_assert_int_eq(srv_run_to_exit(&t, a4), 1);
+    srv_init_dir(&t);
+    const char *a5[] = {"--port", "0", "--bind", "999.1.1.1", "--dir", t.dir, NULL};
+    ck_assert_int_eq(srv_run_to_exit(&t, a5), 1);
     ck_assert(log_has(&t, "bind 999.1.1.1"));
     srv_cleanup(&t);
 }
@@ -2068,6 +2169,7 @@ Suite *server_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, snapshot_across_restart);
     tcase_add_test(tc, snapshot_command);
+    tcase_add_test(tc, snapshot_child_dies_with_server);
     tcase_add_test(tc, snapshot_cpulist);
     tcase_add_test(tc, prefault_on_and_off);
     tcase_add_test(tc, snapshot_interval);

@@ -1194,7 +1194,7 @@ END_TEST
 START_TEST(strerror_names_every_code)
 {
     const int codes[] = {SNAP_OK, SNAP_EIO, SNAP_ENOENT, SNAP_EFOREIGN, SNAP_EVERSION,
-                         SNAP_ECORRUPT, SNAP_ENOMEM, SNAP_EPARAM};
+                         SNAP_ECORRUPT, SNAP_ENOMEM, SNAP_EPARAM, SNAP_EBUSY};
     for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
         for (size_t j = 0; j < i; j++)
             ck_assert_str_ne(snap_strerror(codes[i]), snap_strerror(codes[j]));
@@ -1300,6 +1300,17 @@ START_TEST(tool_info_verify)
         r = TOOL("dump", bads[i]);
         ck_assert_msg(r.status == 1 && r.out_len == 0, "dump %s: exit %d", bads[i], r.status);
         run_free(&r);
+    }
+    /* output that cannot be written (a full disk) fails the command */
+    if (access("/dev/full", W_OK) == 0) {
+        const char *const cmds[] = {"info", "verify", "dump"};
+        for (int i = 0; i < 3; i++) {
+            r = run_program_to("shortstat-snap", (const char *const[]){cmds[i], path, NULL},
+                               "/dev/full");
+            ck_assert_msg(r.status == 1 && strstr(r.err, "No space left"),
+                          "%s > /dev/full: exit %d: %s", cmds[i], r.status, r.err);
+            run_free(&r);
+        }
     }
     free(c);
     eng_destroy(a);
@@ -1420,6 +1431,44 @@ START_TEST(tool_dump)
 }
 END_TEST
 
+/* One holder per data directory: a second taker is refused and told who
+ * holds it; closing the holder's descriptor frees it. */
+START_TEST(dir_lock)
+{
+    char dir[64], p[128], want[128];
+    tmpdir(dir, sizeof dir);
+    int fd = -1, fd2 = -1;
+    struct snap_err err = {0};
+    ck_assert_int_eq(snap_lock_dir(dir, &fd, &err), SNAP_OK);
+    ck_assert_int_ge(fd, 0);
+    snprintf(p, sizeof p, "%s/%s", dir, SNAP_LOCK_FILE);
+    char *pid = read_all(p, NULL);
+    ck_assert_int_eq(atol(pid), (long)getpid());
+    free(pid);
+    /* another open file description, even in this process, is refused */
+    ck_assert_int_eq(snap_lock_dir(dir, &fd2, &err), SNAP_EBUSY);
+    ck_assert_int_eq(fd2, -1);
+    snprintf(want, sizeof want, "%s is in use by process %ld", dir, (long)getpid());
+    ck_assert_msg(strstr(err.msg, want), "message: %s", err.msg);
+    /* a forked child holds it too, until it exits */
+    pid_t c = fork();
+    if (c == 0) {
+        struct timespec ts = {0, 300 * 1000000};
+        nanosleep(&ts, NULL);
+        _exit(0);
+    }
+    close(fd);
+    ck_assert_int_eq(snap_lock_dir(dir, &fd2, &err), SNAP_EBUSY);
+    waitpid(c, NULL, 0);
+    ck_assert_int_eq(snap_lock_dir(dir, &fd2, &err), SNAP_OK);
+    close(fd2);
+    snprintf(p, sizeof p, "%s/absent", dir);
+    ck_assert_int_eq(snap_lock_dir(p, &fd2, &err), SNAP_EIO);
+    ck_assert_ptr_nonnull(strstr(err.msg, "cannot open the lock file"));
+    rmtree(dir);
+}
+END_TEST
+
 START_TEST(tool_restore)
 {
     static struct world w;
@@ -1463,11 +1512,28 @@ START_TEST(tool_restore)
     ck_assert(len == m.len && !memcmp(got, m.p, len));
     free(got);
 
-    /* a corrupt file is refused and nothing changes */
+    /* a corrupt file is refused, named (not its temp copy), and nothing changes */
     r = TOOL("restore", bad, "--dir", data);
     ck_assert_int_eq(r.status, 1);
-    ck_assert_ptr_nonnull(strstr(r.err, "corrupt"));
+    ck_assert_msg(strstr(r.err, "corrupt") && strstr(r.err, bad) && !strstr(r.err, ".tmp."),
+                  "stderr: %s", r.err);
     run_free(&r);
+    got = slurp(dst, &len);
+    ck_assert(len == m2.len && !memcmp(got, m2.p, len));
+    free(got);
+    ck_assert_int_eq(count_tmp(data), 0);
+
+    /* a directory in use (a running server holds its lock) is left alone */
+    int lock = -1;
+    struct snap_err le = {0};
+    ck_assert_int_eq(snap_lock_dir(data, &lock, &le), SNAP_OK);
+    r = TOOL("restore", src, "--dir", data);
+    char want[160];
+    snprintf(want, sizeof want, "in use by process %ld", (long)getpid());
+    ck_assert_msg(r.status == 1 && strstr(r.err, want) && strstr(r.err, "stop the server first"),
+                  "restore into a locked dir: exit %d: %s", r.status, r.err);
+    run_free(&r);
+    close(lock);
     got = slurp(dst, &len);
     ck_assert(len == m2.len && !memcmp(got, m2.p, len));
     free(got);
@@ -1588,6 +1654,41 @@ START_TEST(server_refuses_bad_snapshots)
 }
 END_TEST
 
+/* Two servers on one directory would overwrite each other's snapshots: the
+ * second is refused, names the holder, and touches nothing; once the
+ * holder is gone the directory is free again. */
+START_TEST(server_refuses_locked_dir)
+{
+    static struct world w;
+    struct eng *a;
+    struct membuf m = small_snapshot(&w, &a);
+    char dir[64], path[128];
+    tmpdir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/%s", dir, SNAP_FILE);
+    spit(path, m.p, m.len);
+    int lock = -1;
+    struct snap_err le = {0};
+    ck_assert_int_eq(snap_lock_dir(dir, &lock, &le), SNAP_OK);
+    char *err = NULL, want[64];
+    int rc = run_server(dir, 20000, false, &err);
+    snprintf(want, sizeof want, "in use by process %ld", (long)getpid());
+    ck_assert_msg(rc == 1 && strstr(err, want) && strstr(err, "refusing to start"),
+                  "shortstatd on a locked dir: exit %d: %s", rc, err);
+    free(err);
+    size_t len;
+    uint8_t *after = slurp(path, &len);
+    ck_assert(len == m.len && !memcmp(after, m.p, len));
+    free(after);
+    close(lock);
+    rc = run_server(dir, 1500, true, &err);
+    ck_assert_msg(rc == 0, "shortstatd once the lock is free: exit %d: %s", rc, err);
+    free(err);
+    eng_destroy(a);
+    free(m.p);
+    rmtree(dir);
+}
+END_TEST
+
 static TCase *tcase(Suite *s, const char *name)
 {
     TCase *t = tcase_create(name);
@@ -1662,6 +1763,7 @@ Suite *snap_suite(void)
     tcase_add_test(t, save_and_load_files);
     tcase_add_test(t, failed_save_keeps_previous);
     tcase_add_test(t, stale_temp_files_removed);
+    tcase_add_test(t, dir_lock);
     t = tcase(s, "crash");
     tcase_add_test(t, kill_9_during_saves);
     t = tcase(s, "tool");
@@ -1671,5 +1773,6 @@ Suite *snap_suite(void)
     tcase_add_test(t, tool_restore);
     t = tcase(s, "server");
     tcase_add_test(t, server_refuses_bad_snapshots);
+    tcase_add_test(t, server_refuses_locked_dir);
     return s;
 }
