@@ -1089,15 +1089,17 @@ static void dispatch(struct server *s, struct conn *c, const struct proto_cmd *c
 {
     const struct command *k = lookup(&cmd->argv[0]);
     char tmp[72];
-    if (!c->authed && (!k || !(k->flags & CF_NOAUTH))) {
-        reply_error_raw(s, c, "NOAUTH Authentication required.");
-        return;
-    }
+    /* Unknown before NOAUTH, as in Redis: client libraries probe with HELLO
+     * and fall back to AUTH only on "unknown command" (Lettuce, for one). */
     if (!k) {
         if (c->multi.active)
             c->multi.dirty = true;
         reply_err(s, c, "unknown command '%s'",
                   printable(tmp, 64, cmd->argv[0].p, cmd->argv[0].len));
+        return;
+    }
+    if (!c->authed && !(k->flags & CF_NOAUTH)) {
+        reply_error_raw(s, c, "NOAUTH Authentication required.");
         return;
     }
     if ((int)cmd->argc < k->min_argc || (k->max_argc >= 0 && (int)cmd->argc > k->max_argc)) {
@@ -1147,6 +1149,8 @@ void net_conn_process(struct server *s, struct conn *c)
         if (rc == PROTO_EFATAL || rc == PROTO_EBAD) {
             batch_apply(s, c);
             s->st.protocol_errors++;
+            if (c->multi.active)
+                c->multi.dirty = true;  /* a refused command fails the transaction */
             reply_err(s, c, "Protocol error: %s", cmd->err);
             if (rc == PROTO_EFATAL) {
                 net_info("client %s: protocol error (%s), closing", c->addr, cmd->err);

@@ -55,11 +55,17 @@ static int hexval(uint8_t c)
     return -1;
 }
 
-static inline bool is_sep(uint8_t c) { return c == ' ' || c == '\t'; }
+/* Separators are C's isspace bytes, as in Redis's sdssplitargs: a stray
+ * '\r' before the line end ("PING\r\r\n") is not part of the last token. */
+static inline bool is_sep(uint8_t c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f';
+}
 
 /* Byte classes for the inline tokenizer's inner loops: one load per byte. */
 enum { CL_BARE = 0, CL_SEP = 1, CL_QUOTE = 2 };
-static const uint8_t inline_class[256] = {[' '] = CL_SEP, ['\t'] = CL_SEP, ['"'] = CL_QUOTE};
+static const uint8_t inline_class[256] = {[' '] = CL_SEP, ['\t'] = CL_SEP, ['\r'] = CL_SEP,
+                                          ['\v'] = CL_SEP, ['\f'] = CL_SEP, ['"'] = CL_QUOTE};
 
 /* Unescape one token that holds a quote, starting at line[*pos]; writes to
  * scratch[*used..cap). Returns 0, or PROTO_EBAD / PROTO_EFATAL with err set. */

@@ -53,10 +53,22 @@ START_TEST(inline_basic)
     /* A bare token points into the input: no copy. */
     ck_assert_uint_eq(cmd.scratch_used, 0);
 
-    /* A lone CR inside a line is an ordinary byte; only the final one goes. */
-    ck_assert_int_eq(PARSE("a\rb\r\r\n"), PROTO_OK);
+    /* Any C whitespace separates, as in Redis's sdssplitargs: a stray CR
+     * before the line end is no part of the last token; inside quotes it
+     * is kept. */
+    ck_assert_int_eq(PARSE("PING\r\r\n"), PROTO_OK);
     ck_assert_uint_eq(cmd.argc, 1);
-    ARG(0, "a\rb\r");
+    ARG(0, "PING");
+    ck_assert_int_eq(PARSE("a\rb\vc\fd\te \r\n"), PROTO_OK);
+    ck_assert_uint_eq(cmd.argc, 5);
+    ARG(0, "a");
+    ARG(1, "b");
+    ARG(2, "c");
+    ARG(3, "d");
+    ARG(4, "e");
+    ck_assert_int_eq(PARSE("ECHO \"a\rb\"\r\n"), PROTO_OK);
+    ck_assert_uint_eq(cmd.argc, 2);
+    ARG(1, "a\rb");
 
     /* Outside quotes a backslash is literal. */
     ck_assert_int_eq(PARSE("ECHO a\\nb\n"), PROTO_OK);
