@@ -301,6 +301,17 @@ static bool parse_u64(const char *s, size_t n, uint64_t *out)
     return true;
 }
 
+static ssize_t pct_decode(const char *s, size_t n, char *out, size_t cap, bool plus_space);
+
+/* A numeric path parameter: percent-decoded first, as every path
+ * parameter may be (docs/http.md). */
+static bool path_u64(const char *s, size_t n, uint64_t *out)
+{
+    char buf[32];
+    ssize_t l = pct_decode(s, n, buf, sizeof buf, false);
+    return l > 0 && parse_u64(buf, (size_t)l, out);
+}
+
 static int hexval(char ch)
 {
     if (ch >= '0' && ch <= '9')
@@ -897,6 +908,16 @@ static void h_interaction(struct http_conn *c, unsigned flags)
         for (size_t i = 0; i < n; i++) {
             if (ix_from_json(json_array_get(j, i), &c->ixs[i], ALLOW_TYPE_SHORT, &def, why,
                              sizeof why) < 0) {
+                /* The first bad element is named: one before i may be
+                 * well-formed JSON that the engine refuses. */
+                for (size_t k = 0; k < i; k++) {
+                    int rc = eng_validate(c->env->eng, &c->ixs[k], &err);
+                    if (rc != ENG_OK) {
+                        respond_eng_error(c, rc, &err, (int32_t)k, flags);
+                        json_decref(j);
+                        return;
+                    }
+                }
                 respond_error(c, 400, why, (int32_t)i, NULL, flags);
                 json_decref(j);
                 return;
@@ -930,7 +951,7 @@ static void h_save_share(struct http_conn *c, enum eng_type type, const char *id
 {
     char why[MSG_MAX], ipbuf[ENG_IPSTR_MAX];
     uint64_t sid;
-    if (!parse_u64(id, idn, &sid) || sid == 0) {
+    if (!path_u64(id, idn, &sid) || sid == 0) {
         snprintf(why, sizeof why, "propertyId: must be an integer between 1 and %" PRIu64,
                  UINT64_MAX);
         respond_error(c, 400, why, -1, NULL, flags);
@@ -1029,7 +1050,7 @@ static void h_stats(struct http_conn *c, const char *id, size_t idn, unsigned fl
 {
     char why[MSG_MAX];
     uint64_t sid;
-    if (!parse_u64(id, idn, &sid) || sid == 0) {
+    if (!path_u64(id, idn, &sid) || sid == 0) {
         snprintf(why, sizeof why, "shortId: must be an integer between 1 and %" PRIu64,
                  UINT64_MAX);
         respond_error(c, 400, why, -1, NULL, flags);
@@ -1141,9 +1162,10 @@ static void h_history(struct http_conn *c, bool user, const char *id, size_t idn
     char why[MSG_MAX];
     char sess[ENG_SESSION_MAX];
     size_t sess_len = 0;
+    bool none = false;
     uint64_t uid = 0, limit = 20;
     if (user) {
-        if (!parse_u64(id, idn, &uid) || uid == 0) {
+        if (!path_u64(id, idn, &uid) || uid == 0) {
             snprintf(why, sizeof why, "userId: must be an integer between 1 and %" PRIu64,
                      UINT64_MAX);
             respond_error(c, 400, why, -1, NULL, flags);
@@ -1151,12 +1173,14 @@ static void h_history(struct http_conn *c, bool user, const char *id, size_t idn
         }
     } else {
         ssize_t l = pct_decode(id, idn, sess, sizeof sess, false);
-        if (l < 0) {
-            respond_error(c, 400, l == -1 ? "sessionId: invalid percent-encoding"
-                                          : "sessionId: longer than 64 bytes", -1, NULL, flags);
+        if (l == -1) {
+            respond_error(c, 400, "sessionId: invalid percent-encoding", -1, NULL, flags);
             return;
         }
-        sess_len = (size_t)l;
+        /* Longer than any session id: no such session, so no records, as
+         * for any unknown session (and as RESP's HISTORY answers). */
+        none = l < 0;
+        sess_len = l < 0 ? 0 : (size_t)l;
     }
     struct qparam p;
     const char *end = q + qn;
@@ -1186,7 +1210,8 @@ static void h_history(struct http_conn *c, bool user, const char *id, size_t idn
         c->recs_cap = limit;
     }
     size_t n = user ? eng_history_user(c->env->eng, uid, c->recs, limit)
-                    : eng_history_session(c->env->eng, sess, sess_len, c->recs, limit);
+               : none ? 0
+                      : eng_history_session(c->env->eng, sess, sess_len, c->recs, limit);
     struct http_buf *b = &c->tmp;
     b->len = 0;
     buf_puts(c, b, "{\"ok\":true,\"records\":[");

@@ -409,8 +409,18 @@ START_TEST(interaction_batch_fails_in_middle)
                  " {\"type\":\"view\",\"shortId\":1,\"sessionId\":\"m\"}]"), &r);
     check_error(&r, 400, "colour: unknown field", 1);
     ck_assert_uint_eq(interactions(), 0);
-    request(post("/api/explore/interaction", "[{\"type\":\"view\",\"shortId\":1}, 3]"), &r);
+    /* The first bad element is named, whichever check finds it: element 0
+     * is well-formed JSON the engine refuses, element 1 is not. */
+    request(post("/api/explore/interaction",
+                 "[{\"type\":\"skip\",\"shortId\":2,\"sessionId\":\"m\",\"watchMs\":10},"
+                 " {\"type\":\"view\",\"shortId\":1,\"sessionId\":\"m\",\"colour\":1}]"), &r);
+    check_error(&r, 400, "watchMs: only allowed on view", 0);
+    ck_assert_uint_eq(interactions(), 0);
+    request(post("/api/explore/interaction",
+                 "[{\"type\":\"view\",\"shortId\":1,\"sessionId\":\"m\"}, 3]"), &r);
     check_error(&r, 400, "body: each interaction must be a JSON object", 1);
+    request(post("/api/explore/interaction", "[{\"type\":\"view\",\"shortId\":1}, 3]"), &r);
+    check_error(&r, 400, "viewer: sessionId or userId is required", 0);
 
     struct eng_stats s;
     for (uint64_t id = 1; id <= 4; id++) {
@@ -561,8 +571,13 @@ START_TEST(stats_queries)
         "\"uniqueViewers\":0,\"saves\":0,\"shares\":0,\"skips\":0,\"contacts\":0,\"whatsapps\":0,"
         "\"bookViewings\":0,\"avgWatchMs\":0.000000,\"engagementRate\":0.000000,"
         "\"score\":0.000000,\"boost\":0,\"lastTs\":0,\"sharesByPlatform\":{}}");
+    request(get("/api/explore/stats/%35%355"), &r);   /* percent-encoded: 555 */
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_ptr_nonnull(strstr(r.body, "\"shortId\":555,"));
     request(get("/api/explore/stats/x1"), &r);
     check_error(&r, 400, "shortId: must be an integer between 1 and 18446744073709551615", -1);
+    request(get("/api/explore/stats/%3"), &r);
+    check_error(&r, 400, "shortId: must be an integer", -1);
     request(get("/api/explore/stats/18446744073709551616"), &r);
     check_error(&r, 400, "shortId: must be an integer", -1);
     request(get("/api/explore/stats/1?x=1"), &r);
@@ -682,9 +697,16 @@ START_TEST(history_queries)
     check_error(&r, 400, "limit: must be an integer between 1 and 65536", -1);
     request(get("/api/explore/history/session/%4"), &r);
     check_error(&r, 400, "sessionId: invalid percent-encoding", -1);
+    /* longer than any session id: no such session, as HISTORY SESSION answers */
     request(get("/api/explore/history/session/"
                 "01234567890123456789012345678901234567890123456789012345678901234"), &r);
-    check_error(&r, 400, "sessionId: longer than 64 bytes", -1);
+    ck_assert_str_eq(r.body, "{\"ok\":true,\"records\":[]}");
+    /* numeric path parameters are percent-decoded too: user 77 */
+    request(get("/api/explore/history/user/%377?limit=1"), &r);
+    ck_assert_int_eq(r.status, 200);
+    j = body_json(&r);
+    ck_assert_uint_eq(json_array_size(json_object_get(j, "records")), 1);
+    json_decref(j);
     request(get("/api/explore/history/session/a?limit=2&user=1"), &r);
     check_error(&r, 400, "user: unknown parameter", -1);
     request(get("/api/explore/history/device/1"), &r);
