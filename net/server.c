@@ -25,8 +25,8 @@
  * calls snap_save() and reports its result through a pipe; the parent keeps
  * serving and collects the result in an ev_child watcher. The only pause the
  * loop sees is fork() itself (page-table copy), measured as last_fork_usec.
- * At shutdown the parent waits for a running child, then writes a final
- * snapshot synchronously. The data directory's lock (snap_lock_dir), taken
+ * At shutdown the parent stops a running child (the final snapshot, written
+ * synchronously, supersedes it). The data directory's lock (snap_lock_dir), taken
  * before anything is loaded, keeps a second server or a restore out; the
  * child inherits it and dies with its parent (PR_SET_PDEATHSIG), so no
  * writer outlives the server it belonged to.
@@ -957,12 +957,20 @@ int net_server_run(struct server *s)
     ev_timer_stop(s->loop, &s->cron_w);
     ev_timer_stop(s->loop, &s->deadline_w);
     if (s->snap.in_progress) {
-        net_info("waiting for the running snapshot (child %d)", (int)s->snap.child);
-        int status = 0;
-        while (waitpid(s->snap.child, &status, 0) < 0 && errno == EINTR)
+        /* The final snapshot below holds all it would and more: stop it
+         * rather than wait (a slow child, or one stuck on a hung disk, would
+         * hold the shutdown up), as Redis does. The final save removes its
+         * temp file. */
+        net_info("stopping the running snapshot (child %d): the final snapshot replaces it",
+                 (int)s->snap.child);
+        kill(s->snap.child, SIGKILL);
+        while (waitpid(s->snap.child, NULL, 0) < 0 && errno == EINTR)
             ;
         ev_child_stop(s->loop, &s->child_w);
-        snapshot_done(s, status);
+        close(s->snap.pipe_fd);
+        s->snap.pipe_fd = -1;
+        s->snap.in_progress = false;
+        s->snap.child = 0;
     }
     int code = 0;
     if (s->dirty == 0) {

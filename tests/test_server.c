@@ -1764,19 +1764,14 @@ static char proc_state(pid_t pid)
  * dies with its parent. The child is caught and stopped mid-snapshot, the
  * server killed with SIGKILL, and the child let go: it must die without
  * writing its file. */
-START_TEST(snapshot_child_dies_with_server)
+/* Starts SNAPSHOTs until one's child is caught running and stopped
+ * (SIGSTOP); returns its pid. */
+static pid_t stopped_snapshot_child(const struct srv *s, struct cli *c)
 {
-    struct srv s;
-    srv_start(&s, NULL);
-    struct cli c;
-    cli_open(&c, s.port);
-    track_many(&c, 20000);
-    char path[128];
-    snprintf(path, sizeof path, "%s/%s", s.dir, SNAP_FILE);
     pid_t child = 0;
     for (int attempt = 0; attempt < 50 && !child; attempt++) {
-        EXPECT(&c, "+Snapshot started\r\n", "SNAPSHOT");
-        for (int i = 0; i < 20000 && !(child = child_of(s.pid)); i++)
+        EXPECT(c, "+Snapshot started\r\n", "SNAPSHOT");
+        for (int i = 0; i < 20000 && !(child = child_of(s->pid)); i++)
             usleep(50);
         if (child && kill(child, SIGSTOP) == 0) {
             for (int i = 0; i < 1000 && proc_state(child) != 'T' && proc_state(child) != 'Z'; i++)
@@ -1787,9 +1782,22 @@ START_TEST(snapshot_child_dies_with_server)
             child = 0;
         }
         if (!child)
-            wait_snapshot_done(&c);
+            wait_snapshot_done(c);
     }
     ck_assert_msg(child, "never caught a snapshot child running");
+    return child;
+}
+
+START_TEST(snapshot_child_dies_with_server)
+{
+    struct srv s;
+    srv_start(&s, NULL);
+    struct cli c;
+    cli_open(&c, s.port);
+    track_many(&c, 20000);
+    char path[128];
+    snprintf(path, sizeof path, "%s/%s", s.dir, SNAP_FILE);
+    pid_t child = stopped_snapshot_child(&s, &c);
     unlink(path);  /* whatever an earlier attempt saved */
     cli_close(&c);
     kill(s.pid, SIGKILL);
@@ -1803,6 +1811,39 @@ START_TEST(snapshot_child_dies_with_server)
         kill(child, SIGKILL);
     ck_assert_msg(st == 0 || st == 'Z', "the snapshot child outlived its server (state %c)", st);
     ck_assert_msg(access(path, F_OK) != 0, "the orphaned child wrote its snapshot");
+    srv_cleanup(&s);
+}
+END_TEST
+
+/* SIGTERM while a snapshot child is still writing (here: stopped, as if
+ * stuck on a hung disk): the server stops it rather than wait, and its
+ * final snapshot holds everything. */
+START_TEST(shutdown_stops_a_running_snapshot)
+{
+    struct srv s;
+    srv_start(&s, NULL);
+    struct cli c;
+    cli_open(&c, s.port);
+    track_many(&c, 20000);
+    pid_t child = stopped_snapshot_child(&s, &c);
+    cli_close(&c);
+    int st = srv_term(&s);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %d", st);
+    ck_assert(log_has(&s, "stopping the running snapshot"));
+    ck_assert(log_has(&s, "final snapshot saved"));
+    char state = proc_state(child);
+    ck_assert_msg(state == 0 || state == 'Z', "the snapshot child outlived shutdown (%c)", state);
+    char path[128];
+    snprintf(path, sizeof path, "%s/%s", s.dir, SNAP_FILE);
+    struct snap_header h;
+    struct snap_err e;
+    ck_assert_int_eq(snap_verify(path, &h, &e), SNAP_OK);
+    ck_assert_uint_eq(h.counts.sessions, 20000);
+    DIR *d = opendir(s.dir);
+    ck_assert_ptr_nonnull(d);
+    for (struct dirent *de; (de = readdir(d));)
+        ck_assert_msg(!strstr(de->d_name, ".tmp."), "temp file left: %s", de->d_name);
+    closedir(d);
     srv_cleanup(&s);
 }
 END_TEST
@@ -2173,6 +2214,7 @@ Suite *server_suite(void)
     tcase_add_test(tc, snapshot_across_restart);
     tcase_add_test(tc, snapshot_command);
     tcase_add_test(tc, snapshot_child_dies_with_server);
+    tcase_add_test(tc, shutdown_stops_a_running_snapshot);
     tcase_add_test(tc, snapshot_cpulist);
     tcase_add_test(tc, prefault_on_and_off);
     tcase_add_test(tc, snapshot_interval);
