@@ -1180,7 +1180,14 @@ void net_conn_process(struct server *s, struct conn *c)
             dispatch(s, c, cmd);
             batch_max = batch_limit(s);  /* a SNAPSHOT in this input forks now */
         }
-        if (net_buf_live(&c->out) > out_limit || c->out.failed)
+        if (net_buf_live(&c->out) > out_limit && !c->out.failed) {
+            /* Over the limit: a client that reads takes the replies now
+             * (the batch's pointers stay valid, see below); one that does
+             * not leaves them here and is cut off after the loop. */
+            batch_apply(s, c);
+            net_conn_write_now(s, c);
+        }
+        if (net_buf_live(&c->out) > out_limit || c->out.failed || c->state == CONN_CLOSING)
             break;
         if (++since_check >= batch_max) {
             since_check = 0;

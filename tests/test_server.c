@@ -1286,6 +1286,41 @@ START_TEST(client_never_reads)
 }
 END_TEST
 
+/* The output limit is for clients that do not read: one that sends a
+ * pipeline whose replies pass the limit within one read of its input, and
+ * reads them, gets them all. */
+START_TEST(client_reads_past_output_limit)
+{
+    struct srv s;
+    const char *args[] = {"--client-output-limit", "1m", NULL};
+    srv_start(&s, args);
+    struct cli c;
+    cli_open(&c, s.port);
+    char *buf = malloc(64 * 1000);
+    ck_assert_ptr_nonnull(buf);
+    size_t o = 0;
+    for (int i = 1; i <= 1000; i++)
+        o += (size_t)sprintf(buf + o, "TRACK %d view session=a watch_ms=%d\r\n", i, i);
+    cli_send(&c, buf, o);
+    for (int i = 0; i < 1000; i++)
+        ck_assert_str_eq(cli_reply(&c), "+OK\r\n");
+    size_t one = strlen(cmdf(&c, "TOP 1000")), n = ((size_t)4 << 20) / one + 1;
+    ck_assert_uint_gt(one, 16384);
+    o = 0;
+    for (size_t i = 0; i < n; i++)
+        o += (size_t)sprintf(buf + o, "TOP 1000\r\n");
+    cli_send(&c, buf, o);   /* one read's worth; replies: 4 MiB, four times the limit */
+    free(buf);
+    for (size_t i = 0; i < n; i++) {
+        const char *r = cli_reply(&c);
+        ck_assert_msg(r && r[0] == '*', "reply %zu of %zu: %.40s", i, n, r ? r : "(closed)");
+    }
+    ck_assert_int_eq(info_num(&c, "output_limit_disconnects"), 0);
+    cli_close(&c);
+    srv_stop_ok(&s);
+}
+END_TEST
+
 START_TEST(thousand_connections)
 {
     struct srv s;
@@ -2192,6 +2227,7 @@ Suite *server_suite(void)
     tcase_add_test(tc, maxclients_refused);
     tcase_add_test(tc, auth_required);
     tcase_add_test(tc, client_never_reads);
+    tcase_add_test(tc, client_reads_past_output_limit);
     tcase_add_test(tc, thousand_connections);
     suite_add_tcase(su, tc);
     tc = tcase_create("process");
