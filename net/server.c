@@ -874,8 +874,11 @@ int net_server_init(struct server *s, const struct net_config *cfg)
         }
         net_info("no snapshot at %s: starting empty", path);
     } else if (rc != SNAP_OK) {
+        size_t pl = strlen(path);  /* the message may begin with the path too */
+        const char *why = strncmp(se.msg, path, pl) == 0 && se.msg[pl] == ':' ? se.msg + pl + 2
+                                                                              : se.msg;
         net_error("snapshot %s: offset %llu: %s: %s; refusing to start (the file is left as is)",
-                  path, (unsigned long long)se.offset, snap_strerror(rc), se.msg);
+                  path, (unsigned long long)se.offset, snap_strerror(rc), why);
         s->eng = NULL;
         return -1;
     } else {

@@ -2514,6 +2514,12 @@ struct map {
 static int map_file(const char *path, struct map *m, struct snap_err *err)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat lb;
+    /* A symbolic link to nothing (its target's disk not mounted, say) is
+     * not "no snapshot": starting empty would replace the link at the
+     * first snapshot. */
+    if (fd < 0 && errno == ENOENT && lstat(path, &lb) == 0)
+        return fail(err, SNAP_EIO, 0, "%s: a symbolic link to a file that does not exist", path);
     if (fd < 0)
         return errno == ENOENT ? fail(err, SNAP_ENOENT, 0, "%s: no such file", path)
                                : fail(err, SNAP_EIO, 0, "%s: open: %s", path, strerror(errno));

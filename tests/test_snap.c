@@ -1635,6 +1635,20 @@ START_TEST(server_refuses_bad_snapshots)
         free(after);
         free(err);
     }
+    /* a link to a file that is not there (its disk not mounted) is not "no
+     * snapshot": refused, and the link left in place */
+    char target[160];
+    snprintf(target, sizeof target, "%s/elsewhere/shortstat.snap", dir);
+    unlink(path);
+    ck_assert_int_eq(symlink(target, path), 0);
+    char *lerr = NULL;
+    int lrc = run_server(dir, 20000, false, &lerr);
+    ck_assert_msg(lrc > 0 && strstr(lerr, "symbolic link") && !strstr(lerr, "starting empty"),
+                  "shortstatd on a dangling link: exit %d: %s", lrc, lerr);
+    free(lerr);
+    struct stat lsb;
+    ck_assert(lstat(path, &lsb) == 0 && S_ISLNK(lsb.st_mode));
+    unlink(path);
     /* a good file loads; SIGTERM writes a final snapshot holding the same data */
     spit(path, m.p, m.len);
     char *err = NULL;
