@@ -1753,45 +1753,45 @@ static void track_many(struct cli *c, size_t n)
     }
 }
 
-/* A child process of parent, or 0 (scans /proc). */
+/* State ('R', 'S', 'T', 'Z', ...) and parent of process `pid` (decimal),
+ * from /proc/<pid>/stat; false when there is no such process. */
+static bool proc_stat(const char *pid, char *state, int *ppid)
+{
+    char path[300], buf[512];
+    snprintf(path, sizeof path, "/proc/%s/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    const char *p = strrchr(buf, ')');  /* "pid (comm) state ppid ..." */
+    return p && sscanf(p + 1, " %c %d", state, ppid) == 2;
+}
+
+/* A child process of parent, or 0. */
 static pid_t child_of(pid_t parent)
 {
     DIR *d = opendir("/proc");
     ck_assert_ptr_nonnull(d);
     pid_t found = 0;
-    for (struct dirent *de; !found && (de = readdir(d));) {
-        char path[300], buf[512];
-        snprintf(path, sizeof path, "/proc/%s/stat", de->d_name);
-        FILE *f = de->d_name[0] >= '1' && de->d_name[0] <= '9' ? fopen(path, "r") : NULL;
-        if (!f)
-            continue;
-        size_t n = fread(buf, 1, sizeof buf - 1, f);
-        fclose(f);
-        buf[n] = 0;
-        const char *p = strrchr(buf, ')');  /* "pid (comm) state ppid ..." */
-        char state;
-        int ppid;
-        if (p && sscanf(p + 1, " %c %d", &state, &ppid) == 2 && ppid == (int)parent)
+    char state;
+    int ppid;
+    for (struct dirent *de; !found && (de = readdir(d));)
+        if (de->d_name[0] >= '1' && de->d_name[0] <= '9' &&
+            proc_stat(de->d_name, &state, &ppid) && ppid == (int)parent)
             found = (pid_t)atoi(de->d_name);
-    }
     closedir(d);
     return found;
 }
 
-/* 'R', 'S', 'T', ... from /proc/<pid>/stat; 0 when the process is gone. */
+/* The state of pid; 0 when the process is gone. */
 static char proc_state(pid_t pid)
 {
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    const char *p = strrchr(buf, ')');
-    char state = 0;
-    return p && sscanf(p + 1, " %c", &state) == 1 ? state : 0;
+    char name[24], state;
+    int ppid;
+    snprintf(name, sizeof name, "%d", (int)pid);
+    return proc_stat(name, &state, &ppid) ? state : 0;
 }
 
 /* A snapshot child that outlived a crashed server would rename its stale
