@@ -229,8 +229,9 @@ struct bench_run_res {
     bool snap_done;
     char snap_error[160];
     double snap_start_s, snap_end_s; /* command sent / probe saw it finished */
-    double snap_stall_ms;            /* longest silence overlapping that window */
+    double snap_stall_ms;            /* longest silence within that window */
     double snap_rate;                /* replies/s during the window */
+    double snap_rate_before;         /* replies/s of the same run before it */
     uint64_t snap_duration_ms, snap_bytes, snap_raw_bytes, snap_fork_usec;
     bool snap_have_fork_usec;
 };

@@ -464,7 +464,9 @@ static void pipe_send(struct loop *L, struct conn *c, double now)
             return;
         double stamp = now;
         if (cfg->rate > 0) {
-            double due = (now - L->t0) * L->rate_per_conn;
+            /* command k of this connection falls due at t0 + k / rate: by
+             * now, all those with k <= (now - t0) * rate */
+            double due = (now - L->t0) * L->rate_per_conn + 1;
             if ((double)c->sent + 1 > due)
                 return;
             uint64_t allowed = (uint64_t)due - c->sent;
@@ -658,6 +660,9 @@ static void snap_send(struct loop *L, struct conn *c, double now)
         c->ss = SS_CMD;
         res->snap_start_s = now - L->t0;
         L->snap_replies0 = L->replies;
+        /* the same run's rate up to now: the baseline "during" is read against */
+        res->snap_rate_before = L->t_first > 0 && now > L->t_first
+                                    ? (double)L->replies / (now - L->t_first) : 0;
         L->snap_open = true;
     } else if (c->ss == SS_POLL_WAIT && now >= c->due) {
         cmd = "INFO persistence\r\n";
@@ -823,7 +828,7 @@ static double next_due(const struct loop *L, double now)
         double d = t;
         if (c->role == ROLE_PIPE && cfg->rate > 0 && !L->stop_pipes && c->lo < c->hi &&
             (cfg->cycle || c->next < c->hi) && c->sent - c->replies < cfg->pipeline)
-            d = L->t0 + (double)(c->sent + 1) / L->rate_per_conn;
+            d = L->t0 + (double)c->sent / L->rate_per_conn;
         else if (c->role == ROLE_QUERY && !c->busy && !L->stop_queries && cfg->qps > 0)
             d = c->due;
         else if (c->role == ROLE_SNAP && c->ss == SS_POLL_WAIT)
@@ -1032,7 +1037,9 @@ int bench_run(const struct bench_run_cfg *cfg, struct bench_run_res *res, char *
         for (size_t i = 0; i < res->ngaps; i++) {
             const struct bench_gap *g = &res->gaps[i];
             if (g->end_s >= res->snap_start_s && g->start_s <= res->snap_end_s) {
-                double ms = (g->end_s - g->start_s) * 1e3;
+                /* a silence begun before SNAPSHOT was sent counts from then */
+                double from = g->start_s > res->snap_start_s ? g->start_s : res->snap_start_s;
+                double ms = (g->end_s - from) * 1e3;
                 if (ms > res->snap_stall_ms)
                     res->snap_stall_ms = ms;
             }

@@ -132,13 +132,26 @@ START_TEST(zipf_skews_and_cover_touches_every_short)
     ck_assert_uint_gt(first, 50 * (last + 1));
     bench_wl_free(&w);
 
+    /* --cover: one impression of every short first, and the rest of the
+     * workload exactly that of the same seed without it */
     c.zipf = 0.0;
+    struct bench_wl plain;
+    ck_assert_int_eq(bench_wl_generate(&c, &plain, msg, sizeof msg), BENCH_OK);
     c.cover = true;
     ck_assert_int_eq(bench_wl_generate(&c, &w, msg, sizeof msg), BENCH_OK);
     for (uint32_t i = 0; i < c.shorts; i++) {
         ck_assert_uint_eq(w.ix[i].short_id, i + 1);
         ck_assert_uint_eq(w.ix[i].type, ENG_T_IMPRESSION);
+        ck_assert_uint_eq(w.ix[i].watch_ms, 0);
     }
+    for (size_t i = c.shorts; i < w.n; i++) {
+        const struct bench_ix *a = &w.ix[i], *b = &plain.ix[i];
+        ck_assert_msg(a->short_id == b->short_id && a->session == b->session &&
+                          a->user == b->user && a->watch_ms == b->watch_ms &&
+                          a->type == b->type && a->platform == b->platform,
+                      "interaction %zu differs with --cover", i);
+    }
+    bench_wl_free(&plain);
     bench_wl_free(&w);
 }
 END_TEST
@@ -587,6 +600,26 @@ START_TEST(client_runs_flat_out_and_paced)
         }
         bench_run_res_free(&r);
     }
+    /* A command is charged from when it falls due, not one pacing step
+     * later: at 200/s a connection, the null server's median is far under
+     * the 5 ms between commands (it read 5.2 ms when sends lagged a step). */
+    struct bench_wl w2;
+    c.n = 300;
+    ck_assert_int_eq(bench_wl_generate(&c, &w2, msg, sizeof msg), BENCH_OK);
+    struct bench_stream st2;
+    ck_assert_int_eq(bench_stream_build(&w2, BENCH_S_TRACK, BENCH_RESP, NULL, 64, &st2, msg,
+                                        sizeof msg), BENCH_OK);
+    struct bench_run_cfg rc = {.host = "127.0.0.1", .port = p.port, .label = "slow",
+                               .stream = &st2, .conns = 3, .pipeline = 64, .rate = 600,
+                               .timeout_s = 60};
+    struct bench_run_res r;
+    ck_assert_msg(bench_run(&rc, &r, msg, sizeof msg) == BENCH_OK, "%s", msg);
+    ck_assert_uint_eq(r.lat.count, c.n);
+    uint64_t p50 = bench_hist_quantile(&r.lat, 0.5);
+    ck_assert_msg(p50 < 2500000, "paced p50 %.3f ms at 200/s a connection", (double)p50 / 1e6);
+    bench_run_res_free(&r);
+    bench_stream_free(&st2);
+    bench_wl_free(&w2);
     bench_stop(&p, SIGKILL, 5);
     bench_stream_free(&st);
     bench_wl_free(&w);
