@@ -162,7 +162,8 @@ int bench_engine_ingest(const struct bench_wl *w, uint32_t history, struct bench
     char ferr[160] = "";
     /* pass 0 one by one, 1 with eng_prefetch, 2 eng_record_batch; then the
      * same batches again over pass 2's state: no new sessions, shorts or
-     * pairs, so no growth and no fresh memory -- the engine's steady state. */
+     * pairs, so no table growth; only the rings grow (each interaction adds
+     * a record), so fresh memory is a fraction of a first pass's. */
     for (int pass = 0; pass < 3; pass++) {
         uint64_t rss0 = rss_trimmed();
         struct eng *e = make_engine(history, &cs);

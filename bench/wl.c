@@ -303,17 +303,21 @@ int bench_wl_generate(const struct bench_wl_cfg *c, struct bench_wl *out, char *
         int t = 0;
         while (w >= cum[t])
             t++;
-        if (c->cover && i < c->shorts)
-            t = ENG_T_IMPRESSION;
         x->type = (uint8_t)t;
         x->short_id = 1 + (cdf ? zipf_draw(cdf, c->shorts, bench_rng_unit(&r))
                                : (uint32_t)bench_rng_below(&r, c->shorts));
-        if (c->cover && i < c->shorts)
-            x->short_id = (uint32_t)i + 1;
         x->session = (uint32_t)bench_rng_below(&r, c->sessions);
         x->user = bench_session_user(c, x->session);
         x->watch_ms = t == ENG_T_VIEW ? (uint32_t)bench_rng_below(&r, (uint64_t)c->watch_max + 1) : 0;
         x->platform = t == ENG_T_SHARE ? (uint8_t)bench_rng_below(&r, BENCH_NPLATFORMS) : 0;
+        /* --cover overrides after every draw, so the draws (and every later
+         * interaction) are those of the same seed without it */
+        if (c->cover && i < c->shorts) {
+            x->type = ENG_T_IMPRESSION;
+            x->short_id = (uint32_t)i + 1;
+            x->watch_ms = 0;
+            x->platform = 0;
+        }
     }
     free(cdf);
     out->cfg = *c;
