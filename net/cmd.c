@@ -902,18 +902,6 @@ static void infof(struct net_buf *b, const char *fmt, ...)
     b->len += (size_t)n;
 }
 
-static uint64_t rss_bytes(void)
-{
-    FILE *f = fopen("/proc/self/statm", "r");
-    unsigned long long size = 0, res = 0;
-    if (!f)
-        return 0;
-    if (fscanf(f, "%llu %llu", &size, &res) != 2)
-        res = 0;
-    fclose(f);
-    return res * (uint64_t)sysconf(_SC_PAGESIZE);
-}
-
 enum { SEC_SERVER = 1, SEC_CLIENTS = 2, SEC_MEMORY = 4, SEC_STATS = 8, SEC_PERSIST = 16,
        SEC_ENGINE = 32, SEC_ALL = 63 };
 
@@ -961,16 +949,14 @@ static void info_text(struct server *s, struct net_buf *b, unsigned sections)
         sep = "\r\n";
     }
     if (sections & SEC_MEMORY) {
-        uint64_t bufs = s->tmp.cap + NET_SCRATCH;
-        for (const struct conn *c = s->conns; c; c = c->next)
-            bufs += c->in.cap + c->out.cap + c->multi.arena.cap + sizeof *c;
+        uint64_t bufs = net_client_memory(s);
         infof(b, "%s# Memory\r\n", sep);
         infof(b, "used_memory_bytes:%llu\r\n", (unsigned long long)(ei.mem_total + bufs));
         infof(b, "used_memory_engine_bytes:%llu\r\n", (unsigned long long)ei.mem_total);
         infof(b, "used_memory_records_bytes:%llu\r\n", (unsigned long long)ei.mem_records);
         infof(b, "used_memory_viewers_bytes:%llu\r\n", (unsigned long long)ei.mem_viewers);
         infof(b, "used_memory_clients_bytes:%llu\r\n", (unsigned long long)bufs);
-        infof(b, "rss_bytes:%llu\r\n", (unsigned long long)rss_bytes());
+        infof(b, "rss_bytes:%llu\r\n", (unsigned long long)net_rss_bytes());
         uint64_t pf_bytes, pf_dropped;
         net_prefault_stats(s->prefault, &pf_bytes, &pf_dropped);
         infof(b, "prefault:%s\r\n", s->prefault ? "yes" : "no");

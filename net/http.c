@@ -1434,6 +1434,9 @@ static void h_metrics(struct http_conn *c, unsigned flags)
     if (m.last_snapshot_unix_ms > 0 && m.now_unix_ms >= m.last_snapshot_unix_ms)
         buf_printf(c, &c->tmp, "shortstat_snapshot_age_seconds %.3f\n",
                    (double)(m.now_unix_ms - m.last_snapshot_unix_ms) / 1e3);
+    prom_u64(c, "shortstat_snapshot_changes", "gauge",
+             "Interactions and boosts recorded since the last good snapshot.",
+             m.changes_since_snapshot);
     prom_sec(c, "shortstat_snapshot_last_duration_seconds", "Duration of the last snapshot.",
              (double)m.last_snapshot_duration_ms / 1e3);
     prom_u64(c, "shortstat_snapshot_last_bytes", "gauge", "Size of the last snapshot file.",

@@ -71,7 +71,8 @@ struct http_metrics {
     bool snapshot_in_progress;
     enum http_snap_status snapshot_status;
     int64_t now_unix_ms;               /* wall clock, for the snapshot age */
-    int64_t last_snapshot_unix_ms;     /* 0: never */
+    int64_t last_snapshot_unix_ms;     /* of the newest good snapshot on disk; 0: none */
+    uint64_t changes_since_snapshot;   /* interactions and boosts not in it yet */
     uint64_t last_snapshot_duration_ms;
     uint64_t last_snapshot_bytes;
 };

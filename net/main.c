@@ -33,6 +33,9 @@ int main(int argc, char **argv)
     }
     net_log_set_level((enum net_log_level)cfg.loglevel);
     signal(SIGPIPE, SIG_IGN);  /* a vanished client is a write error, not a death */
+    /* A closed terminal or ssh session must not kill the server without its
+     * final snapshot: SIGHUP is ignored, as Redis does. */
+    signal(SIGHUP, SIG_IGN);
 
     /* The server is large (parser scratch, top-k buffer): keep it off the stack. */
     struct server *s = calloc(1, sizeof *s);

@@ -312,6 +312,18 @@ static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
             c->state = CONN_DRAINING;
         else if (rc < 0)
             c->state = CONN_CLOSING;
+        if (c->state != CONN_CLOSING && net_buf_live(&c->out) > s->cfg.client_output_limit) {
+            /* pipelined requests it does not read the answers to: the same
+             * limit as the line protocol's (first write what the socket takes) */
+            net_conn_write_now(s, c);
+            if (net_buf_live(&c->out) > s->cfg.client_output_limit) {
+                s->st.output_limit_disconnects++;
+                net_warn("client %s: output buffer %zu bytes over --client-output-limit %llu, "
+                         "closing", c->addr, net_buf_live(&c->out),
+                         (unsigned long long)s->cfg.client_output_limit);
+                c->state = CONN_CLOSING;
+            }
+        }
     } else {
         net_conn_process(s, c);
     }
@@ -410,8 +422,14 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         }
         s->st.connections_received++;
         if (s->nconns >= s->cfg.maxclients) {
+            /* each listener refuses in its own protocol (a health check or
+             * a scrape must see an HTTP status) */
             static const char msg[] = "-ERR max number of clients reached\r\n";
-            ssize_t wr = write(fd, msg, sizeof msg - 1);
+            static const char hmsg[] =
+                "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                "Content-Length: 53\r\nConnection: close\r\n\r\n"
+                "{\"ok\":false,\"error\":\"max number of clients reached\"}\n";
+            ssize_t wr = is_http ? write(fd, hmsg, sizeof hmsg - 1) : write(fd, msg, sizeof msg - 1);
             (void)wr;  /* best effort: the socket is fresh and empty */
             close(fd);
             s->st.rejected_connections++;
@@ -587,10 +605,10 @@ static void snapshot_done(struct server *s, int status)
     sn->child = 0;
     net_prefault_pause(s->prefault, false);  /* paused since the fork */
     sn->total++;
-    sn->last_unix = net_now_ms(s) / 1000;
     bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0 && n == (ssize_t)sizeof rep &&
               rep.rc == SNAP_OK;
     if (ok) {
+        sn->last_unix = net_now_ms(s) / 1000;  /* a failure leaves the age growing */
         sn->last_status = NET_SNAP_OK;
         sn->last_bytes = rep.bytes;
         sn->last_raw_bytes = rep.raw_bytes;
@@ -753,6 +771,26 @@ static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
     ev_timer_start(loop, &s->deadline_w);
 }
 
+uint64_t net_client_memory(const struct server *s)
+{
+    uint64_t bufs = s->tmp.cap + NET_SCRATCH;
+    for (const struct conn *c = s->conns; c; c = c->next)
+        bufs += c->in.cap + c->out.cap + c->multi.arena.cap + sizeof *c;
+    return bufs;
+}
+
+uint64_t net_rss_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long long size = 0, res = 0;
+    if (!f)
+        return 0;
+    if (fscanf(f, "%llu %llu", &size, &res) != 2)
+        res = 0;
+    fclose(f);
+    return res * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
 static void http_fill(void *ud, struct http_metrics *m)
 {
     struct server *s = ud;
@@ -760,16 +798,21 @@ static void http_fill(void *ud, struct http_metrics *m)
     eng_info(s->eng, &ei);
     m->version = NET_VERSION;
     m->uptime_ms = (int64_t)((ev_now(s->loop) - s->start_time) * 1000.0);
-    m->connected_clients = s->nconns;
+    uint32_t line = 0;
+    for (const struct conn *c = s->conns; c; c = c->next)
+        line += !c->is_http;
+    m->connected_clients = line;  /* documented: line-protocol clients */
     m->rejected_connections = s->st.rejected_connections;
     m->commands_total = s->st.commands;
     m->errors_total = s->st.errors;
     m->auth_failures_total = s->st.auth_failures;
-    m->used_memory_bytes = ei.mem_total;
+    m->used_memory_bytes = ei.mem_total + net_client_memory(s);  /* as INFO's */
+    m->rss_bytes = net_rss_bytes();
     m->snapshot_in_progress = s->snap.in_progress;
     m->snapshot_status = (enum http_snap_status)s->snap.last_status;
     m->now_unix_ms = net_now_ms(s);
     m->last_snapshot_unix_ms = s->snap.last_unix * 1000;
+    m->changes_since_snapshot = s->dirty;
     m->last_snapshot_duration_ms = s->snap.last_duration_ms;
     m->last_snapshot_bytes = s->snap.last_bytes;
 }
@@ -884,6 +927,7 @@ int net_server_init(struct server *s, const struct net_config *cfg)
     } else {
         s->snap.loaded = true;
         s->snap.loaded_created_ms = h.created_ms;
+        s->snap.last_unix = h.created_ms / 1000;  /* the newest good snapshot on disk */
         s->snap.load_ms = (net_mono_usec() - t0) / 1000;
         struct eng_info ei;
         eng_info(s->eng, &ei);

@@ -185,6 +185,11 @@ uint64_t net_mono_usec(void);
 /* While cmd.c runs c's input: write what the socket takes now, never
  * blocking and never freeing c (an I/O error makes it CONN_CLOSING). */
 void net_conn_write_now(struct server *s, struct conn *c);
+/* Bytes held for clients (their buffers, the shared scratch): what INFO's
+ * used_memory_bytes adds to the engine's. */
+uint64_t net_client_memory(const struct server *s);
+/* The process's resident set size, from /proc (0 when unreadable). */
+uint64_t net_rss_bytes(void);
 
 /* cmd.c: run every complete command in c->in, appending replies to c->out. */
 void net_conn_process(struct server *s, struct conn *c);

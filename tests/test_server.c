@@ -1321,6 +1321,107 @@ START_TEST(client_reads_past_output_limit)
 }
 END_TEST
 
+/* A loopback port free now (bound, read back, released). */
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t l = sizeof a;
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &l), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+/* One HTTP request on its own connection; the whole response (read to EOF). */
+static char *http_once(int port, const char *path)
+{
+    int fd = tcp_connect(port);
+    char req[256];
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                     path);
+    ck_assert_int_eq(send(fd, req, (size_t)n, MSG_NOSIGNAL), n);
+    size_t len = 0, cap = 1 << 16;
+    char *buf = malloc(cap);
+    ck_assert_ptr_nonnull(buf);
+    for (ssize_t r; (r = recv(fd, buf + len, cap - 1 - len, 0)) > 0;) {
+        len += (size_t)r;
+        if (cap - 1 - len < 4096)
+            buf = realloc(buf, cap *= 2);
+        ck_assert_ptr_nonnull(buf);
+    }
+    buf[len] = 0;
+    close(fd);
+    return buf;
+}
+
+/* The HTTP port under the server's limits: /metrics counts what it says
+ * it counts, --maxclients refuses in HTTP, --client-output-limit holds for
+ * an HTTP client that never reads; and SIGHUP does not kill the server. */
+START_TEST(http_port_limits_and_metrics)
+{
+    struct srv s;
+    char hp[16];
+    snprintf(hp, sizeof hp, "%d", free_port());
+    const char *args[] = {"--http-port", hp, "--maxclients", "2", "--client-output-limit", "64k",
+                          NULL};
+    srv_start(&s, args);
+    int port = atoi(hp);
+    struct cli c;
+    cli_open(&c, s.port);
+    EXPECT(&c, "+OK\r\n", "TRACK 1 view session=a");
+    char *m = http_once(port, "/metrics");
+    ck_assert_msg(strstr(m, "\nshortstat_connected_clients 1\n"), "%s", m);  /* not the scrape */
+    ck_assert_msg(!strstr(m, "\nshortstat_memory_rss_bytes 0\n"), "rss reads 0");
+    ck_assert_msg(strstr(m, "\nshortstat_snapshot_changes 1\n"), "changes: %s", m);
+    free(m);
+
+    /* at --maxclients the HTTP port answers in HTTP */
+    struct cli c2;
+    cli_open(&c2, s.port);
+    EXPECT(&c2, "+PONG\r\n", "PING");
+    m = http_once(port, "/healthz");
+    ck_assert_msg(strncmp(m, "HTTP/1.1 503 ", 13) == 0 && strstr(m, "max number of clients"),
+                  "%s", m);
+    free(m);
+    cli_close(&c2);
+
+    /* a client that sends requests and never reads the answers is cut off */
+    int fd = tcp_connect(port);
+    int small = 4096;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    fcntl(fd, F_SETFL, O_NONBLOCK);
+    static const char req[] = "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n";
+    bool cut = false;
+    for (size_t sent = 0; sent < (size_t)256 << 20 && !cut;) {
+        struct pollfd p = {fd, POLLOUT, 0};
+        ck_assert_msg(poll(&p, 1, 20000) > 0, "never cut off after %zu bytes", sent);
+        ssize_t w = send(fd, req, sizeof req - 1, MSG_NOSIGNAL);
+        if ((p.revents & (POLLERR | POLLHUP)) || (w < 0 && (errno == EPIPE || errno == ECONNRESET)))
+            cut = true;
+        else if (w > 0)
+            sent += (size_t)w;
+    }
+    close(fd);
+    ck_assert(cut);
+    for (int i = 0; i < 200 && info_num(&c, "output_limit_disconnects") < 1; i++)
+        sleep_ms(10);
+    ck_assert_int_eq(info_num(&c, "output_limit_disconnects"), 1);
+    ck_assert(log_has(&s, "over --client-output-limit 65536, closing"));
+
+    /* SIGHUP (a closed terminal) is ignored: the write above is not lost */
+    kill(s.pid, SIGHUP);
+    sleep_ms(100);
+    cli_close(&c);
+    assert_alive(&s);
+    int st = srv_term(&s);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %d", st);
+    ck_assert(log_has(&s, "final snapshot saved"));
+    srv_cleanup(&s);
+}
+END_TEST
+
 START_TEST(thousand_connections)
 {
     struct srv s;
@@ -1635,6 +1736,8 @@ START_TEST(snapshot_across_restart)
     ck_assert_str_eq(cmdf(&c, "HISTORY USER 4 50"), uhist);
     ck_assert_int_eq(info_num(&c, "interactions_total"), 300);
     ck_assert_int_eq(info_num(&c, "loaded_snapshot"), 1);
+    /* the loaded file is the newest good snapshot on disk */
+    ck_assert_int_gt(info_num(&c, "last_snapshot_unix"), 0);
     /* Unchanged since the load: no final snapshot needed. */
     cli_close(&c);
     free(stats);
@@ -1678,10 +1781,14 @@ START_TEST(snapshot_command)
      * shown in INFO, the server keeps serving, and the next one succeeds. */
     unlink(path);
     ck_assert_int_eq(mkdir(path, 0755), 0);
+    long long good_at = info_num(&c, "last_snapshot_unix");
+    sleep_ms(1100);  /* a new time would show */
     EXPECT(&c, "+Snapshot started\r\n", "SNAPSHOT");
     wait_snapshot_done(&c);
     ck_assert(info_has(&c, "last_snapshot_status:err"));
     ck_assert_int_eq(info_num(&c, "snapshots_failed"), 1);
+    /* the age of the last good snapshot keeps growing: an alert on it fires */
+    ck_assert_int_eq(info_num(&c, "last_snapshot_unix"), good_at);
     EXPECT(&c, "+PONG\r\n", "PING");
     ck_assert(log_has(&s, "failed"));
     rmdir(path);
@@ -2228,6 +2335,7 @@ Suite *server_suite(void)
     tcase_add_test(tc, auth_required);
     tcase_add_test(tc, client_never_reads);
     tcase_add_test(tc, client_reads_past_output_limit);
+    tcase_add_test(tc, http_port_limits_and_metrics);
     tcase_add_test(tc, thousand_connections);
     suite_add_tcase(su, tc);
     tc = tcase_create("process");
