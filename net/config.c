@@ -355,26 +355,40 @@ static int split_flag(int argc, char *const argv[], int i, char *key, size_t key
         *val = eq + 1;
         return i + 1;
     }
-    if (i + 1 >= argc) {
+    /* "--port --dir X": the next flag is not --port's value */
+    const char *nx = i + 1 < argc ? argv[i + 1] : NULL;
+    char nk[64];
+    size_t nl = nx && nx[0] == '-' && nx[1] == '-' ? strcspn(nx + 2, "=") : 0;
+    if (nl && nl < sizeof nk) {
+        memcpy(nk, nx + 2, nl);
+        nk[nl] = 0;
+    }
+    if (!nx || (nl && nl < sizeof nk &&
+                (strcmp(nk, "config") == 0 || strcmp(nk, "help") == 0 ||
+                 strcmp(nk, "version") == 0 || find_setting(nk)))) {
         snprintf(err, errcap, "--%s: missing value", key);
         return -1;
     }
-    *val = argv[i + 1];
+    *val = nx;
     return i + 2;
 }
 
 int net_config_parse(struct net_config *c, int argc, char *const argv[], char *err, size_t errcap)
 {
     net_config_defaults(c);
-    for (int i = 1; i < argc; i++) {
+    /* --help and --version where a flag may stand, not as another flag's
+     * value ("--requirepass -v" sets a password) */
+    char key[64], perr[8];
+    const char *val;
+    for (int i = 1; i < argc;) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
             return NET_CFG_HELP;
         if (strcmp(argv[i], "--version") == 0 || strcmp(argv[i], "-v") == 0)
             return NET_CFG_VERSION;
+        if ((i = split_flag(argc, argv, i, key, sizeof key, &val, perr, sizeof perr)) < 0)
+            break;  /* pass 1 reports it */
     }
     /* Pass 1: syntax of every flag, and where the config file is. */
-    char key[64];
-    const char *val;
     for (int i = 1; i < argc;) {
         int next = split_flag(argc, argv, i, key, sizeof key, &val, err, errcap);
         if (next < 0)

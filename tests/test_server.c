@@ -1593,6 +1593,9 @@ START_TEST(flags_and_config)
         {{"--snapshot-cpulist", "-1"}, "--snapshot-cpulist: must be CPU numbers"},
         {{"--snapshot-cpulist", "1 2"}, "--snapshot-cpulist: must be CPU numbers"},
         {{"--snapshot-cpulist", ""}, "--snapshot-cpulist: must be CPU numbers"},
+        /* a flag where a value should be is a missing value, not the value */
+        {{"--port", "--dir", "x"}, "--port: missing value"},
+        {{"--bind", "--help"}, "--bind: missing value"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char *out;
@@ -1613,6 +1616,16 @@ START_TEST(flags_and_config)
     ck_assert_int_eq(run_server_args(ver, &out), 0);
     ck_assert_ptr_nonnull(strstr(out, "shortstatd 0."));
     free(out);
+
+    /* "-v" as a flag's value is that value (a password), not --version */
+    struct srv v;
+    const char *pv[] = {"--requirepass", "-v", NULL};
+    srv_start(&v, pv);
+    struct cli vc;
+    cli_open(&vc, v.port);
+    EXPECT(&vc, "+OK\r\n", "AUTH -v");
+    cli_close(&vc);
+    srv_stop_ok(&v);
 
     /* A config file; the command line wins over it. */
     struct srv s;
