@@ -294,6 +294,8 @@ int net_config_load_file(struct net_config *c, const char *path, char *err, size
             break;
         }
         char *s = trim(line);
+        if (lineno == 1 && (uint8_t)s[0] == 0xef && (uint8_t)s[1] == 0xbb && (uint8_t)s[2] == 0xbf)
+            s = trim(s + 3);  /* a UTF-8 byte-order mark some editors write */
         if (!*s || *s == '#')
             continue;
         char *key = s;
@@ -306,6 +308,10 @@ int net_config_load_file(struct net_config *c, const char *path, char *err, size
         if (vl >= 2 && val[0] == '"' && val[vl - 1] == '"') {  /* "value with spaces" */
             val[vl - 1] = 0;
             val++;
+        } else if ((vl && val[0] == '"') || (vl && val[vl - 1] == '"')) {
+            snprintf(err, errcap, "config %s line %u: %s: unbalanced quotes", path, lineno, key);
+            rc = NET_CFG_EINVAL;
+            break;
         }
         if (strcmp(key, "config") == 0) {
             snprintf(err, errcap, "config %s line %u: config: cannot nest config files", path,

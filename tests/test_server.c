@@ -1664,7 +1664,31 @@ START_TEST(flags_and_config)
     waitpid(s.pid, &st, 0);
     ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 2);
     ck_assert(log_has(&s, "line 2: history: must be an integer 1..65536"));
+    /* an unclosed quote is an error, not part of the value */
+    f = fopen(conf, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f, "history 8\nrequirepass \"abc\n");
+    fclose(f);
+    unlink(s.log);
+    s.pid = spawn(&s, bargs);
+    waitpid(s.pid, &st, 0);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 2);
+    ck_assert(log_has(&s, "line 2: requirepass: unbalanced quotes"));
     srv_cleanup(&s);
+    /* a UTF-8 byte-order mark before the first line is skipped */
+    memset(&s, 0, sizeof s);
+    srv_init_dir(&s);
+    snprintf(conf, sizeof conf, "%s/bom.conf", s.dir);
+    f = fopen(conf, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f, "\xef\xbb\xbfhistory 9\n");
+    fclose(f);
+    const char *margs[] = {"--config", conf, NULL};
+    srv_start_in(&s, margs);
+    cli_open(&c, s.port);
+    ck_assert_int_eq(info_num(&c, "history"), 9);
+    cli_close(&c);
+    srv_stop_ok(&s);
 }
 END_TEST
 
