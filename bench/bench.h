@@ -289,7 +289,7 @@ struct bench_eng_res {
     double secs, rate;               /* eng_record one by one */
     double secs_pf, rate_pf;         /* eng_prefetch a window ahead, then eng_record */
     double secs_batch, rate_batch;   /* eng_record_batch, 256 a call (the server's API) */
-    double secs_replay, rate_replay; /* the same batches again over that state: no growth */
+    double secs_replay, rate_replay; /* the same batches again over that state: no new entities */
     struct eng_info info;            /* after the prefetch run */
     uint64_t rss_delta;              /* process RSS growth over the load */
     uint64_t rejected;

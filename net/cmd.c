@@ -1167,13 +1167,11 @@ void net_conn_process(struct server *s, struct conn *c)
             batch_max = batch_limit(s);  /* a SNAPSHOT in this input forks now */
         }
         if (net_buf_live(&c->out) > out_limit && !c->out.failed) {
-            /* Over the limit: a client that reads takes the replies now
-             * (the batch's pointers stay valid, see below); one that does
-             * not leaves them here and is cut off after the loop. */
+            /* the batch's replies count too; its pointers stay valid (see below) */
             batch_apply(s, c);
-            net_conn_write_now(s, c);
+            net_conn_limit_output(s, c);
         }
-        if (net_buf_live(&c->out) > out_limit || c->out.failed || c->state == CONN_CLOSING)
+        if (c->out.failed || c->state == CONN_CLOSING)
             break;
         if (++since_check >= batch_max) {
             since_check = 0;
@@ -1192,10 +1190,7 @@ void net_conn_process(struct server *s, struct conn *c)
     if (c->out.failed) {
         net_warn("client %s: out of memory for replies, closing", c->addr);
         c->state = CONN_CLOSING;
-    } else if (net_buf_live(&c->out) > out_limit && c->state != CONN_CLOSING) {
-        s->st.output_limit_disconnects++;
-        net_warn("client %s: output buffer %zu bytes over --client-output-limit %llu, closing",
-                 c->addr, net_buf_live(&c->out), (unsigned long long)out_limit);
-        c->state = CONN_CLOSING;
+    } else if (c->state != CONN_CLOSING) {
+        net_conn_limit_output(s, c);
     }
 }

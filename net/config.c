@@ -334,6 +334,26 @@ int net_config_load_file(struct net_config *c, const char *path, char *err, size
     return rc;
 }
 
+/* The key of "--key" or "--key=value", into key: false when a is not of
+ * that form or the key does not fit. */
+static bool flag_key(const char *a, char *key, size_t keycap)
+{
+    if (strncmp(a, "--", 2) != 0 || !a[2])
+        return false;
+    size_t kl = strcspn(a + 2, "=");
+    if (kl >= keycap)
+        return false;
+    memcpy(key, a + 2, kl);
+    key[kl] = 0;
+    return true;
+}
+
+/* A flag that takes a value: --config, or a setting. */
+static bool takes_value(const char *key)
+{
+    return strcmp(key, "config") == 0 || find_setting(key);
+}
+
 /* Splits "--key=value" / "--key value"; returns the index of the next arg or
  * -1 with err set. */
 static int split_flag(int argc, char *const argv[], int i, char *key, size_t keycap,
@@ -344,34 +364,21 @@ static int split_flag(int argc, char *const argv[], int i, char *key, size_t key
         snprintf(err, errcap, "%s: not a flag (see --help)", a);
         return -1;
     }
-    a += 2;
-    const char *eq = strchr(a, '=');
-    size_t kl = eq ? (size_t)(eq - a) : strlen(a);
-    if (kl >= keycap) {
-        snprintf(err, errcap, "--%.*s: unknown flag (see --help)", 40, a);
+    if (!flag_key(a, key, keycap) || !takes_value(key)) {
+        size_t kl = strcspn(a + 2, "=");
+        snprintf(err, errcap, "--%.*s: unknown flag (see --help)", kl < 40 ? (int)kl : 40, a + 2);
         return -1;
     }
-    memcpy(key, a, kl);
-    key[kl] = 0;
-    if (strcmp(key, "config") != 0 && !find_setting(key)) {
-        snprintf(err, errcap, "--%s: unknown flag (see --help)", key);
-        return -1;
-    }
-    if (eq) {
+    const char *eq = a + 2 + strlen(key);
+    if (*eq == '=') {
         *val = eq + 1;
         return i + 1;
     }
-    /* "--port --dir X": the next flag is not --port's value */
-    const char *nx = i + 1 < argc ? argv[i + 1] : NULL;
+    /* "--port --dir X": a flag where the value is due is not the value */
     char nk[64];
-    size_t nl = nx && nx[0] == '-' && nx[1] == '-' ? strcspn(nx + 2, "=") : 0;
-    if (nl && nl < sizeof nk) {
-        memcpy(nk, nx + 2, nl);
-        nk[nl] = 0;
-    }
-    if (!nx || (nl && nl < sizeof nk &&
-                (strcmp(nk, "config") == 0 || strcmp(nk, "help") == 0 ||
-                 strcmp(nk, "version") == 0 || find_setting(nk)))) {
+    const char *nx = i + 1 < argc ? argv[i + 1] : NULL;
+    if (!nx || (flag_key(nx, nk, sizeof nk) &&
+                (takes_value(nk) || strcmp(nk, "help") == 0 || strcmp(nk, "version") == 0))) {
         snprintf(err, errcap, "--%s: missing value", key);
         return -1;
     }

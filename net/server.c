@@ -228,6 +228,20 @@ void net_conn_write_now(struct server *s, struct conn *c)
     }
 }
 
+void net_conn_limit_output(struct server *s, struct conn *c)
+{
+    const uint64_t limit = s->cfg.client_output_limit;
+    if (net_buf_live(&c->out) <= limit)
+        return;
+    net_conn_write_now(s, c);
+    if (net_buf_live(&c->out) <= limit || c->state == CONN_CLOSING)
+        return;
+    s->st.output_limit_disconnects++;
+    net_warn("client %s: output buffer %zu bytes over --client-output-limit %llu, closing",
+             c->addr, net_buf_live(&c->out), (unsigned long long)limit);
+    c->state = CONN_CLOSING;
+}
+
 /* CONN_LINGERING: discard input; the close comes at EOF, error or timeout. */
 static void linger_read(struct server *s, struct conn *c)
 {
@@ -312,18 +326,8 @@ static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
             c->state = CONN_DRAINING;
         else if (rc < 0)
             c->state = CONN_CLOSING;
-        if (c->state != CONN_CLOSING && net_buf_live(&c->out) > s->cfg.client_output_limit) {
-            /* pipelined requests it does not read the answers to: the same
-             * limit as the line protocol's (first write what the socket takes) */
-            net_conn_write_now(s, c);
-            if (net_buf_live(&c->out) > s->cfg.client_output_limit) {
-                s->st.output_limit_disconnects++;
-                net_warn("client %s: output buffer %zu bytes over --client-output-limit %llu, "
-                         "closing", c->addr, net_buf_live(&c->out),
-                         (unsigned long long)s->cfg.client_output_limit);
-                c->state = CONN_CLOSING;
-            }
-        }
+        if (c->state != CONN_CLOSING)
+            net_conn_limit_output(s, c);
     } else {
         net_conn_process(s, c);
     }
@@ -424,11 +428,13 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         if (s->nconns >= s->cfg.maxclients) {
             /* each listener refuses in its own protocol (a health check or
              * a scrape must see an HTTP status) */
+#define FULL_BODY "{\"ok\":false,\"error\":\"max number of clients reached\"}\n"
+            _Static_assert(sizeof FULL_BODY - 1 == 53, "Content-Length below");
             static const char msg[] = "-ERR max number of clients reached\r\n";
             static const char hmsg[] =
                 "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                "Content-Length: 53\r\nConnection: close\r\n\r\n"
-                "{\"ok\":false,\"error\":\"max number of clients reached\"}\n";
+                "Content-Length: 53\r\nConnection: close\r\n\r\n" FULL_BODY;
+#undef FULL_BODY
             ssize_t wr = is_http ? write(fd, hmsg, sizeof hmsg - 1) : write(fd, msg, sizeof msg - 1);
             (void)wr;  /* best effort: the socket is fresh and empty */
             close(fd);
@@ -594,16 +600,23 @@ static void snapshot_child(struct server *s, int wfd, int64_t created_ms, pid_t 
     _exit(w == (ssize_t)sizeof rep && rep.rc == SNAP_OK ? 0 : 1);
 }
 
-static void snapshot_done(struct server *s, int status)
+/* The child is reaped: what a running snapshot holds is let go. */
+static void snapshot_end(struct server *s)
 {
     struct net_snapshot *sn = &s->snap;
-    struct snap_report rep = {.rc = SNAP_EIO};
-    ssize_t n = read(sn->pipe_fd, &rep, sizeof rep);
     close(sn->pipe_fd);
     sn->pipe_fd = -1;
     sn->in_progress = false;
     sn->child = 0;
     net_prefault_pause(s->prefault, false);  /* paused since the fork */
+}
+
+static void snapshot_done(struct server *s, int status)
+{
+    struct net_snapshot *sn = &s->snap;
+    struct snap_report rep = {.rc = SNAP_EIO};
+    ssize_t n = read(sn->pipe_fd, &rep, sizeof rep);
+    snapshot_end(s);
     sn->total++;
     bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0 && n == (ssize_t)sizeof rep &&
               rep.rc == SNAP_OK;
@@ -798,10 +811,7 @@ static void http_fill(void *ud, struct http_metrics *m)
     eng_info(s->eng, &ei);
     m->version = NET_VERSION;
     m->uptime_ms = (int64_t)((ev_now(s->loop) - s->start_time) * 1000.0);
-    uint32_t line = 0;
-    for (const struct conn *c = s->conns; c; c = c->next)
-        line += !c->is_http;
-    m->connected_clients = line;  /* documented: line-protocol clients */
+    m->connected_clients = s->nconns - s->http_stats.connections;  /* line-protocol ones */
     m->rejected_connections = s->st.rejected_connections;
     m->commands_total = s->st.commands;
     m->errors_total = s->st.errors;
@@ -917,11 +927,9 @@ int net_server_init(struct server *s, const struct net_config *cfg)
         }
         net_info("no snapshot at %s: starting empty", path);
     } else if (rc != SNAP_OK) {
-        size_t pl = strlen(path);  /* the message may begin with the path too */
-        const char *why = strncmp(se.msg, path, pl) == 0 && se.msg[pl] == ':' ? se.msg + pl + 2
-                                                                              : se.msg;
         net_error("snapshot %s: offset %llu: %s: %s; refusing to start (the file is left as is)",
-                  path, (unsigned long long)se.offset, snap_strerror(rc), why);
+                  path, (unsigned long long)se.offset, snap_strerror(rc),
+                  snap_err_reason(&se, path));
         s->eng = NULL;
         return -1;
     } else {
@@ -1014,10 +1022,7 @@ int net_server_run(struct server *s)
         while (waitpid(s->snap.child, NULL, 0) < 0 && errno == EINTR)
             ;
         ev_child_stop(s->loop, &s->child_w);
-        close(s->snap.pipe_fd);
-        s->snap.pipe_fd = -1;
-        s->snap.in_progress = false;
-        s->snap.child = 0;
+        snapshot_end(s);
     }
     int code = 0;
     if (s->dirty == 0) {

@@ -185,6 +185,10 @@ uint64_t net_mono_usec(void);
 /* While cmd.c runs c's input: write what the socket takes now, never
  * blocking and never freeing c (an I/O error makes it CONN_CLOSING). */
 void net_conn_write_now(struct server *s, struct conn *c);
+/* Over --client-output-limit: writes what the socket takes now, so a client
+ * that reads is not cut off; one still over does not read, and is counted,
+ * logged and set CONN_CLOSING. Both ports' connections go through it. */
+void net_conn_limit_output(struct server *s, struct conn *c);
 /* Bytes held for clients (their buffers, the shared scratch): what INFO's
  * used_memory_bytes adds to the engine's. */
 uint64_t net_client_memory(const struct server *s);

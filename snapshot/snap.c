@@ -113,6 +113,13 @@ const char *snap_strerror(int rc)
     }
 }
 
+const char *snap_err_reason(const struct snap_err *err, const char *path)
+{
+    size_t n = strlen(path);
+    return strncmp(err->msg, path, n) == 0 && err->msg[n] == ':' && err->msg[n + 1] == ' '
+               ? err->msg + n + 2 : err->msg;
+}
+
 const char *snap_sec_name(int sec)
 {
     static const char *names[SNAP_SEC_COUNT] = {"PLAT", "UAGT", "SHRT", "SESS", "USER", "TOTL"};

@@ -89,5 +89,8 @@ int snap_load(const char *path, const struct eng_config *cfg, struct eng **out,
 int snap_verify(const char *path, struct snap_header *h, struct snap_err *err);
 
 const char *snap_strerror(int rc);
+/* err's message without a leading "<path>: ": for a caller that names the
+ * file itself (the messages of load, verify and save begin with it). */
+const char *snap_err_reason(const struct snap_err *err, const char *path);
 
 #endif

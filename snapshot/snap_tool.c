@@ -57,14 +57,18 @@ static int usage_error(const char *fmt, const char *arg)
     return EXIT_USAGE;
 }
 
+/* An error about the file `named` in err (a copy of path, say), reported
+ * as path's. */
+static int report_as(const char *path, const char *named, int rc, const struct snap_err *err)
+{
+    fprintf(stderr, "%s: %s at offset %" PRIu64 ": %s\n", path, snap_strerror(rc), err->offset,
+            snap_err_reason(err, named));
+    return EXIT_BAD;
+}
+
 static int report(const char *path, int rc, const struct snap_err *err)
 {
-    const char *m = err->msg;
-    size_t n = strlen(path);
-    if (strncmp(m, path, n) == 0 && m[n] == ':')
-        m += n + 2;
-    fprintf(stderr, "%s: %s at offset %" PRIu64 ": %s\n", path, snap_strerror(rc), err->offset, m);
-    return EXIT_BAD;
+    return report_as(path, path, rc, err);
 }
 
 static void fmt_time(int64_t ms, char *out, size_t n)
@@ -743,11 +747,7 @@ static int cmd_restore(const char *path, const char *dir)
     struct snap_header h;
     if (status == 0 && (rc = snap_verify(tmp, &h, &err))) {
         unlink(tmp);
-        /* the copy's offsets are FILE's; name FILE, not the temp copy */
-        size_t n = strlen(tmp);
-        if (strncmp(err.msg, tmp, n) == 0 && err.msg[n] == ':')
-            memmove(err.msg, err.msg + n + 2, strlen(err.msg + n + 2) + 1);
-        status = report(path, rc, &err);
+        status = report_as(path, tmp, rc, &err);  /* the copy's offsets are FILE's */
     }
     bool had = access(dst, F_OK) == 0;
     /* Keep the previous file: hard-link it to a temp name, then rename that

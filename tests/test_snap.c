@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -1199,6 +1200,11 @@ START_TEST(strerror_names_every_code)
         for (size_t j = 0; j < i; j++)
             ck_assert_str_ne(snap_strerror(codes[i]), snap_strerror(codes[j]));
     ck_assert_str_eq(snap_strerror(12345), "unknown error");
+    /* a message that begins with the file's path loses it once, only then */
+    struct snap_err e = {.msg = "/d/s.snap: bad magic"};
+    ck_assert_str_eq(snap_err_reason(&e, "/d/s.snap"), "bad magic");
+    ck_assert_str_eq(snap_err_reason(&e, "/d/other"), "/d/s.snap: bad magic");
+    ck_assert_str_eq(snap_err_reason(&e, "/d/s"), "/d/s.snap: bad magic");
 }
 END_TEST
 
@@ -1462,6 +1468,15 @@ START_TEST(dir_lock)
     waitpid(c, NULL, 0);
     ck_assert_int_eq(snap_lock_dir(dir, &fd2, &err), SNAP_OK);
     close(fd2);
+    /* a holder that could not write its pid is still named as a process */
+    snprintf(p, sizeof p, "%s/%s", dir, SNAP_LOCK_FILE);
+    ck_assert_int_eq(truncate(p, 0), 0);
+    int raw = open(p, O_RDWR);
+    ck_assert_int_ge(raw, 0);
+    ck_assert_int_eq(flock(raw, LOCK_EX | LOCK_NB), 0);
+    ck_assert_int_eq(snap_lock_dir(dir, &fd2, &err), SNAP_EBUSY);
+    ck_assert_msg(strstr(err.msg, "in use by another process"), "message: %s", err.msg);
+    close(raw);
     snprintf(p, sizeof p, "%s/absent", dir);
     ck_assert_int_eq(snap_lock_dir(p, &fd2, &err), SNAP_EIO);
     ck_assert_ptr_nonnull(strstr(err.msg, "cannot open the lock file"));
