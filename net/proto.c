@@ -194,7 +194,8 @@ static int parse_inline(const uint8_t *buf, size_t len, uint8_t *scratch, size_t
 /* ---- RESP multibulk ------------------------------------------------------- */
 
 /* Reads "<int>\r\n" at buf[*pos] (after the type byte). 0 ok, PROTO_MORE, or
- * -2 when malformed (the caller names what was expected). */
+ * -2 when malformed (the caller names what was expected). Only the canonical
+ * form is a number, as Redis's string2ll has it: no leading zero, no "-0". */
 static int resp_int(const uint8_t *buf, size_t len, size_t *pos, int64_t *out)
 {
     size_t p = *pos;
@@ -214,10 +215,12 @@ static int resp_int(const uint8_t *buf, size_t len, size_t *pos, int64_t *out)
             break;
         if (c < '0' || c > '9' || ++digits > RESP_INT_DIGITS - 2)
             return -2;  /* 18 digits: far beyond any limit, and no overflow */
+        if (digits == 2 && v == 0)
+            return -2;  /* "01" */
         v = v * 10 + (c - '0');
         p++;
     }
-    if (digits == 0)
+    if (digits == 0 || (neg && v == 0))
         return -2;
     if (p + 1 >= len)
         return PROTO_MORE;

@@ -5,14 +5,18 @@
  * capture its exit status, standard output and standard error, for tests
  * of a command line. Output goes to anonymous temporary files, so a
  * program that writes much to both streams cannot block on a full pipe.
+ * run_rmtree removes the scratch directory a test gave them, whatever they
+ * left in it (a data directory keeps its lock file).
  */
 #ifndef SHORTSTAT_TESTS_RUN_UTIL_H
 #define SHORTSTAT_TESTS_RUN_UTIL_H
 
 #include <check.h>
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -96,6 +100,18 @@ static inline void run_free(struct run *r)
     free(r->out);
     free(r->err);
     r->out = r->err = NULL;
+}
+
+static inline int run_rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+/* Removes dir and everything under it, not following symlinks. */
+static inline void run_rmtree(const char *dir)
+{
+    nftw(dir, run_rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 #endif

@@ -255,6 +255,9 @@ START_TEST(resp_errors)
         {"*1\rx", "invalid multibulk length"},
         {"*1025\r\n", "invalid multibulk length"},
         {"*99999999999999999999999\r\n", "invalid multibulk length"},
+        {"*01\r\n", "invalid multibulk length"},  /* only canonical numbers, as Redis */
+        {"*-0\r\n", "invalid multibulk length"},
+        {"*+1\r\n", "invalid multibulk length"},
         {"*1\r\nx", "expected '$', got 'x'"},
         {"*1\r\n\x01", "expected '$', got '?'"},
         {"*2\r\n$1\r\na\r\n+OK\r\n", "expected '$', got '+'"},
@@ -262,6 +265,8 @@ START_TEST(resp_errors)
         {"*1\r\n$65537\r\n", "invalid bulk length"},
         {"*1\r\n$x\r\n", "invalid bulk length"},
         {"*1\r\n$\r\n", "invalid bulk length"},
+        {"*1\r\n$01\r\na\r\n", "invalid bulk length"},
+        {"*1\r\n$00\r\n\r\n", "invalid bulk length"},
         {"*1\r\n$2\r\nabc\r\n", "bulk argument not followed by CRLF"},
         {"*1\r\n$2\r\nab\n\n", "bulk argument not followed by CRLF"},
     };

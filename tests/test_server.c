@@ -15,7 +15,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -35,10 +34,7 @@
 
 #include "net/proto.h"
 #include "snapshot/snap.h"
-
-#ifndef SHORTSTAT_BUILD
-#define SHORTSTAT_BUILD "build/san"
-#endif
+#include "tests/run_util.h"
 
 /* ---- the server process ------------------------------------------------------------ */
 
@@ -202,15 +198,10 @@ static int srv_run_to_exit(struct srv *s, const char *const *args)
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
-static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    return remove(path);
-}
-
 static void srv_cleanup(struct srv *s)
 {
     if (s->dir[0]) {
-        nftw(s->dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+        run_rmtree(s->dir);
         unlink(s->log);
     }
 }

@@ -962,22 +962,6 @@ static void tmpdir(char *out, size_t n)
     ck_assert_ptr_nonnull(mkdtemp(out));
 }
 
-static void rmtree(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct dirent *de;
-    char p[4096];
-    while ((de = readdir(d)))
-        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
-            snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
-            unlink(p);
-        }
-    closedir(d);
-    rmdir(dir);
-}
-
 static int count_tmp(const char *dir)
 {
     DIR *d = opendir(dir);
@@ -1072,7 +1056,7 @@ START_TEST(save_and_load_files)
 
     eng_destroy(a);
     free(m.p);
-    rmtree(dir);
+    run_rmtree(dir);
 }
 END_TEST
 
@@ -1112,7 +1096,7 @@ START_TEST(failed_save_keeps_previous)
     free(before);
     free(after);
     eng_destroy(a);
-    rmtree(dir);
+    run_rmtree(dir);
 }
 END_TEST
 
@@ -1142,7 +1126,7 @@ START_TEST(stale_temp_files_removed)
     ck_assert_int_eq(access(p, F_OK), 0);
     eng_destroy(a);
     free(m.p);
-    rmtree(dir);
+    run_rmtree(dir);
 }
 END_TEST
 
@@ -1188,7 +1172,7 @@ START_TEST(kill_9_during_saves)
     ck_assert_int_eq(snap_save(a, dir, 0, NULL, NULL), SNAP_OK);
     ck_assert_int_eq(count_tmp(dir), 0);
     eng_destroy(a);
-    rmtree(dir);
+    run_rmtree(dir);
 }
 END_TEST
 
@@ -1321,7 +1305,7 @@ START_TEST(tool_info_verify)
     free(c);
     eng_destroy(a);
     free(m.p);
-    rmtree(dir);
+    run_rmtree(dir);
 }
 END_TEST
 
@@ -1433,7 +1417,7 @@ START_TEST(tool_dump)
 
     eng_destroy(a);
     free(m.p);
-    rmtree(dir);
+    run_rmtree(dir);
 }
 END_TEST
 
@@ -1480,7 +1464,7 @@ START_TEST(dir_lock)
     snprintf(p, sizeof p, "%s/absent", dir);
     ck_assert_int_eq(snap_lock_dir(p, &fd2, &err), SNAP_EIO);
     ck_assert_ptr_nonnull(strstr(err.msg, "cannot open the lock file"));
-    rmtree(dir);
+    run_rmtree(dir);
 }
 END_TEST
 
@@ -1565,10 +1549,7 @@ START_TEST(tool_restore)
     eng_destroy(a);
     free(m.p);
     free(m2.p);
-    unlink(dst);
-    unlink(bak);
-    rmdir(data);
-    rmtree(dir);
+    run_rmtree(dir);
 }
 END_TEST
 
@@ -1679,7 +1660,7 @@ START_TEST(server_refuses_bad_snapshots)
     free(c);
     eng_destroy(a);
     free(m.p);
-    rmtree(dir);
+    run_rmtree(dir);
 }
 END_TEST
 
@@ -1714,7 +1695,7 @@ START_TEST(server_refuses_locked_dir)
     free(err);
     eng_destroy(a);
     free(m.p);
-    rmtree(dir);
+    run_rmtree(dir);
 }
 END_TEST
 
