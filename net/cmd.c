@@ -1022,13 +1022,13 @@ static void cmd_info(struct server *s, struct conn *c, const struct proto_cmd *c
         {"stats", SEC_STATS},     {"persistence", SEC_PERSIST}, {"engine", SEC_ENGINE},
         {"all", SEC_ALL},         {"default", SEC_ALL},         {"everything", SEC_ALL},
     };
-    unsigned sections = SEC_ALL;
-    if (cmd->argc == 2) {
-        sections = 0;  /* unknown section: empty text, as Redis answers */
+    /* Several sections are their union and an unknown one adds nothing, as
+     * in Redis 7: INFO nosuch answers an empty text. */
+    unsigned sections = cmd->argc == 1 ? SEC_ALL : 0;
+    for (size_t a = 1; a < cmd->argc; a++)
         for (size_t i = 0; i < sizeof secs / sizeof secs[0]; i++)
-            if (arg_is(&cmd->argv[1], secs[i].name))
-                sections = secs[i].bits;
-    }
+            if (arg_is(&cmd->argv[a], secs[i].name))
+                sections |= secs[i].bits;
     s->tmp.len = s->tmp.off = 0;
     s->tmp.failed = false;
     info_text(s, &s->tmp, sections);
@@ -1053,7 +1053,7 @@ static const struct command commands[] = {
     CMD("top", 2, 4, 0, cmd_top),
     CMD("history", 3, 4, 0, cmd_history),
     CMD("session", 2, 2, 0, cmd_session),
-    CMD("info", 1, 2, 0, cmd_info),
+    CMD("info", 1, -1, 0, cmd_info),
     CMD("multi", 1, 1, CF_INMULTI, cmd_multi),
     CMD("exec", 1, 1, CF_INMULTI, cmd_exec),
     CMD("discard", 1, 1, CF_INMULTI, cmd_discard),
