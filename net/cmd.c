@@ -30,6 +30,7 @@
 #include "net/cmd.h"
 
 #include <ctype.h>
+#include <fnmatch.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -474,6 +475,74 @@ static void cmd_quit(struct server *s, struct conn *c, const struct proto_cmd *c
 static void cmd_command(struct server *s, struct conn *c, const struct proto_cmd *cmd)
 {
     net_reply_array(&c->out, 0);
+}
+
+/* CONFIG GET pattern [pattern ...]: the settings whose names match any of
+ * the glob patterns (Redis's CONFIG GET, case-insensitive), as name, value
+ * pairs in --help order, each once. Settings are fixed at start, so GET is
+ * the only subcommand. "save" and "appendonly" answer what they mean here,
+ * for tools that ask Redis for them (redis-benchmark does): a snapshot every
+ * snapshot-interval seconds when anything changed, and no append-only file. */
+enum { CONFIG_PATTERN_MAX = 255 };
+static const char *const config_alias[] = {"save", "appendonly"};
+#define CONFIG_NALIAS (sizeof config_alias / sizeof config_alias[0])
+
+/* Setting k's name: the flags', then the Redis aliases; NULL past them. */
+static const char *config_name(size_t k, size_t nset)
+{
+    return k < nset ? net_config_key(k) : k < nset + CONFIG_NALIAS ? config_alias[k - nset] : NULL;
+}
+
+/* Patterns are checked before this (length, no NUL). */
+static bool config_wanted(const struct proto_cmd *cmd, const char *name)
+{
+    char pat[CONFIG_PATTERN_MAX + 1];
+    for (size_t i = 2; i < cmd->argc; i++) {
+        memcpy(pat, cmd->argv[i].p, cmd->argv[i].len);
+        pat[cmd->argv[i].len] = 0;
+        if (fnmatch(pat, name, FNM_CASEFOLD) == 0)
+            return true;
+    }
+    return false;
+}
+
+static void cmd_config(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+{
+    if (!arg_is(&cmd->argv[1], "get")) {
+        char tmp[40];
+        reply_err(s, c, "unknown subcommand '%s': settings are fixed at start, CONFIG GET reads them",
+                  printable(tmp, 32, cmd->argv[1].p, cmd->argv[1].len));
+        return;
+    }
+    if (cmd->argc < 3) {
+        reply_err(s, c, "wrong number of arguments for 'config|get' command");
+        return;
+    }
+    for (size_t i = 2; i < cmd->argc; i++)
+        if (cmd->argv[i].len > CONFIG_PATTERN_MAX || memchr(cmd->argv[i].p, 0, cmd->argv[i].len)) {
+            reply_err(s, c, "pattern: must be at most %d bytes, with no NUL", CONFIG_PATTERN_MAX);
+            return;
+        }
+    size_t nset = 0, nhit = 0;
+    while (net_config_key(nset))
+        nset++;
+    const char *name;
+    for (size_t k = 0; (name = config_name(k, nset)); k++)
+        nhit += config_wanted(cmd, name);
+    net_reply_array(&c->out, nhit * 2);
+    char v[NET_PATH_MAX + 1];
+    for (size_t k = 0; (name = config_name(k, nset)); k++) {
+        if (!config_wanted(cmd, name))
+            continue;
+        if (k < nset)
+            net_config_value(&s->cfg, k, v, sizeof v);
+        else if (strcmp(name, "save") == 0 && s->cfg.snapshot_interval_s)
+            snprintf(v, sizeof v, "%u 1", s->cfg.snapshot_interval_s);
+        else
+            snprintf(v, sizeof v, "%s", strcmp(name, "save") == 0 ? "" : "no");
+        net_reply_bulk(&c->out, name, strlen(name));
+        net_reply_bulk(&c->out, v, strlen(v));
+    }
 }
 
 static void cmd_auth(struct server *s, struct conn *c, const struct proto_cmd *cmd)
@@ -1060,6 +1129,7 @@ static const struct command commands[] = {
     CMD("auth", 2, 3, CF_NOAUTH, cmd_auth),
     CMD("quit", 1, -1, CF_NOAUTH | CF_INMULTI, cmd_quit),
     CMD("command", 1, -1, 0, cmd_command),
+    CMD("config", 2, -1, 0, cmd_config),
     CMD("snapshot", 1, 1, 0, cmd_snapshot),
 };
 

@@ -266,6 +266,71 @@ int net_config_set(struct net_config *c, const char *key, const char *val, char 
     return NET_CFG_EINVAL;
 }
 
+/* A CPU bitmask as the list --snapshot-cpulist takes ("0-3,6"; "" when
+ * none), cut short with "..." if it does not fit. */
+static void cpulist_text(const uint64_t *bits, char *out, size_t cap)
+{
+    size_t o = 0;
+    out[0] = 0;
+    for (uint32_t i = 0; i < NET_CPUS_MAX; i++) {
+        if (!(bits[i / 64] >> (i % 64) & 1))
+            continue;
+        uint32_t j = i;
+        while (j + 1 < NET_CPUS_MAX && (bits[(j + 1) / 64] >> ((j + 1) % 64) & 1))
+            j++;
+        int n = j > i ? snprintf(out + o, cap - o, "%s%u-%u", o ? "," : "", i, j)
+                      : snprintf(out + o, cap - o, "%s%u", o ? "," : "", i);
+        if (n < 0 || (size_t)n >= cap - o) {
+            snprintf(out + (cap > 4 ? cap - 4 : 0), cap > 4 ? 4 : cap, "...");
+            return;
+        }
+        o += (size_t)n;
+        i = j;
+    }
+}
+
+const char *net_config_key(size_t i)
+{
+    return i < NSETTINGS ? settings[i].key : NULL;
+}
+
+void net_config_value(const struct net_config *c, size_t i, char *out, size_t cap)
+{
+    if (cap == 0)
+        return;
+    out[0] = 0;
+    if (i >= NSETTINGS)
+        return;
+    const struct setting *s = &settings[i];
+    const char *src = (const char *)c + s->off;
+    switch (s->kind) {
+    case K_STR:
+        snprintf(out, cap, "%s", src);
+        break;
+    case K_PASS:
+        snprintf(out, cap, "%s", c->has_pass ? c->requirepass : "");
+        break;
+    case K_LEVEL:
+        snprintf(out, cap, "%s", net_log_level_name((enum net_log_level)c->loglevel));
+        break;
+    case K_BOOL:
+        snprintf(out, cap, "%s", *(const bool *)(const void *)src ? "yes" : "no");
+        break;
+    case K_CPUS:
+        cpulist_text((const uint64_t *)(const void *)src, out, cap);
+        break;
+    case K_U32:
+        snprintf(out, cap, "%u", *(const uint32_t *)(const void *)src);
+        break;
+    case K_I64:
+        snprintf(out, cap, "%lld", (long long)*(const int64_t *)(const void *)src);
+        break;
+    case K_SIZE:
+        snprintf(out, cap, "%llu", (unsigned long long)*(const uint64_t *)(const void *)src);
+        break;
+    }
+}
+
 static char *trim(char *s)
 {
     while (*s == ' ' || *s == '\t')

@@ -59,5 +59,11 @@ int net_config_set(struct net_config *c, const char *key, const char *val, char 
 /* Reads "key value" lines; '#' starts a comment line. */
 int net_config_load_file(struct net_config *c, const char *path, char *err, size_t errcap);
 const char *net_config_usage(void);
+/* The settings, in the order --help lists them: key i ("port"), NULL past
+ * the last, and its value as text the flag takes back ("0-3,6", "yes",
+ * "268435456"). An unset snapshot-cpulist or requirepass is "". Values that
+ * do not fit in cap are cut short (a cpulist ends "..."). */
+const char *net_config_key(size_t i);
+void net_config_value(const struct net_config *c, size_t i, char *out, size_t cap);
 
 #endif

@@ -514,29 +514,24 @@ static int listen_on(struct server *s, uint32_t want_port, int *lfd, uint32_t *b
 
 /* ---- snapshots ---------------------------------------------------------------------- */
 
-/* --snapshot-cpulist back as text ("0-3,6"; "any" when unset), cut short
- * with "..." if it does not fit. */
-static void cpulist_text(const uint64_t *bits, char *out, size_t cap)
+/* Every setting on one line, as the flags spell them, so a log shows what
+ * the server ran with; the password itself is not logged. */
+static void log_settings(const struct net_config *cfg)
 {
+    char line[4096], v[NET_PATH_MAX + 1];
     size_t o = 0;
-    out[0] = 0;
-    for (uint32_t i = 0; i < NET_CPUS_MAX; i++) {
-        if (!(bits[i / 64] >> (i % 64) & 1))
-            continue;
-        uint32_t j = i;
-        while (j + 1 < NET_CPUS_MAX && (bits[(j + 1) / 64] >> ((j + 1) % 64) & 1))
-            j++;
-        int n = j > i ? snprintf(out + o, cap - o, "%s%u-%u", o ? "," : "", i, j)
-                      : snprintf(out + o, cap - o, "%s%u", o ? "," : "", i);
-        if (n < 0 || (size_t)n >= cap - o) {
-            snprintf(out + (cap > 4 ? cap - 4 : 0), cap > 4 ? 4 : cap, "...");
-            return;
-        }
-        o += (size_t)n;
-        i = j;
+    for (size_t i = 0; net_config_key(i) && o < sizeof line; i++) {
+        const char *key = net_config_key(i);
+        net_config_value(cfg, i, v, sizeof v);
+        if (strcmp(key, "requirepass") == 0)
+            snprintf(v, sizeof v, "%s", cfg->has_pass ? "set" : "none");
+        else if (strcmp(key, "snapshot-cpulist") == 0 && !v[0])
+            snprintf(v, sizeof v, "any");
+        int n = snprintf(line + o, sizeof line - o, " %s=%s", key, v);
+        o += n > 0 ? (size_t)n : 0;
     }
-    if (o == 0)
-        snprintf(out, cap, "any");
+    net_info("shortstatd %s starting:%s%s%s", NET_VERSION, line, cfg->config_file[0] ? " config=" : "",
+             cfg->config_file);
 }
 
 /* What the child tells the parent through the pipe. */
@@ -880,17 +875,7 @@ int net_server_init(struct server *s, const struct net_config *cfg)
         return -1;
     }
     s->start_time = ev_now(s->loop);
-    char cpus[128];
-    cpulist_text(cfg->snapshot_cpus, cpus, sizeof cpus);
-    net_info("shortstatd %s starting: bind=%s port=%u dir=%s history=%u session-ttl=%llds "
-             "snapshot-interval=%us snapshot-cpulist=%s maxclients=%u requirepass=%s loglevel=%s "
-             "query-buffer-limit=%llu client-output-limit=%llu prefault=%s%s%s",
-             NET_VERSION, cfg->bind, cfg->port, cfg->dir, cfg->history,
-             (long long)cfg->session_ttl_s, cfg->snapshot_interval_s, cpus, cfg->maxclients,
-             cfg->has_pass ? "set" : "none", net_log_level_name((enum net_log_level)cfg->loglevel),
-             (unsigned long long)cfg->query_buffer_limit,
-             (unsigned long long)cfg->client_output_limit, cfg->prefault ? "yes" : "no",
-             cfg->config_file[0] ? " config=" : "", cfg->config_file);
+    log_settings(cfg);
     raise_fd_limit(s);
 
     s->scratch = malloc(NET_SCRATCH);

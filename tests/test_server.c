@@ -32,6 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "net/config.h"
 #include "net/proto.h"
 #include "snapshot/snap.h"
 #include "tests/run_util.h"
@@ -1569,6 +1570,110 @@ static int run_server_args(const char *const *args, char **out)
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
+/* CONFIG GET reads the settings the server runs with, as Redis's does:
+ * glob patterns, case-insensitive, several at once, each setting once. */
+START_TEST(config_get)
+{
+    struct srv s;
+    const char *args[] = {"--requirepass", "pw", "--history", "7", "--snapshot-interval", "0",
+                          "--snapshot-cpulist", "0-1,5", NULL};
+    srv_start(&s, args);
+    struct cli c;
+    cli_open(&c, s.port);
+    EXPECT(&c, "-NOAUTH Authentication required.\r\n", "CONFIG GET port");
+    EXPECT(&c, "+OK\r\n", "AUTH pw");
+    EXPECT(&c, "*2\r\n$7\r\nhistory\r\n$1\r\n7\r\n", "CONFIG GET HISTORY");
+    EXPECT(&c, "*4\r\n$17\r\nsnapshot-interval\r\n$1\r\n0\r\n$16\r\nsnapshot-cpulist\r\n$5\r\n0-1,5\r\n",
+           "config get snap*");
+    /* two patterns naming the same setting: it comes once, in --help order */
+    EXPECT(&c,
+           "*4\r\n$11\r\nrequirepass\r\n$2\r\npw\r\n$18\r\nquery-buffer-limit\r\n$9\r\n268435456\r\n",
+           "CONFIG GET query-buffer-l?mit requirepass [q]uery*");
+    /* what redis-benchmark asks: snapshots off is Redis's save "" */
+    EXPECT(&c, "*4\r\n$4\r\nsave\r\n$0\r\n\r\n$10\r\nappendonly\r\n$2\r\nno\r\n",
+           "CONFIG GET save appendonly");
+    EXPECT(&c, "*0\r\n", "CONFIG GET nosuch");
+    const char *all = cmdf(&c, "CONFIG GET *");
+    ck_assert_msg(strncmp(all, "*34\r\n$4\r\nbind\r\n$9\r\n127.0.0.1\r\n$4\r\nport\r\n", 38) == 0,
+                  "CONFIG GET *: %s", all);
+    EXPECT(&c, "-ERR wrong number of arguments for 'config|get' command\r\n", "CONFIG GET");
+    EXPECT(&c, "-ERR wrong number of arguments for 'config' command\r\n", "CONFIG");
+    EXPECT(&c,
+           "-ERR unknown subcommand 'set': settings are fixed at start, CONFIG GET reads them\r\n",
+           "CONFIG set port 1");
+    char longpat[300];
+    memset(longpat, '*', 256);
+    longpat[256] = 0;
+    EXPECT(&c, "-ERR pattern: must be at most 255 bytes, with no NUL\r\n", "CONFIG GET port %s",
+           longpat);
+    static const char nul[] = "*3\r\n$6\r\nCONFIG\r\n$3\r\nGET\r\n$3\r\np\0*\r\n";
+    cli_send(&c, nul, sizeof nul - 1);
+    ck_assert_str_eq(cli_reply(&c), "-ERR pattern: must be at most 255 bytes, with no NUL\r\n");
+    /* inside MULTI it is refused like every other read */
+    EXPECT(&c, "+OK\r\n", "MULTI");
+    EXPECT_ERR(&c, "-ERR", "CONFIG GET port");
+    EXPECT(&c, "+OK\r\n", "DISCARD");
+    cli_close(&c);
+
+    /* redis-benchmark finds what it asks for (it warns otherwise) */
+    if (system("command -v redis-benchmark >/dev/null 2>&1") != 0)
+        ck_abort_msg("redis-benchmark not installed: run make deps");
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "redis-benchmark -p %d -a pw -n 10 -c 1 -q -t ping 2>&1", s.port);
+    char *out = run_capture(cmd);
+    ck_assert_msg(strstr(out, "PING_INLINE") && !strstr(out, "WARNING"), "%s", out);
+    free(out);
+    srv_stop_ok(&s);
+}
+END_TEST
+
+/* Every setting reads back as text its flag takes, and that text sets the
+ * same value again: what CONFIG GET and the start-up log show can be
+ * pasted into a config file. */
+START_TEST(config_values_round_trip)
+{
+    static const char *const vals[][2] = {
+        {"bind", "::1"}, {"port", "1234"}, {"dir", "/var/lib/x y"}, {"history", "9"},
+        {"session-ttl", "3600"}, {"snapshot-interval", "0"}, {"maxclients", "77"},
+        {"requirepass", "p w"}, {"loglevel", "warn"}, {"http-port", "0"},
+        {"trust-proxy", "yes"}, {"query-buffer-limit", "2m"}, {"client-output-limit", "4096"},
+        {"snapshot-cpulist", "3,0-1,7-9"}, {"prefault", "no"},
+    };
+    struct net_config a, b;
+    net_config_defaults(&a);
+    char err[256], v[NET_PATH_MAX + 1], w[NET_PATH_MAX + 1];
+    size_t n = 0;
+    while (net_config_key(n))
+        n++;
+    ck_assert_uint_eq(n, sizeof vals / sizeof vals[0]);
+    for (size_t i = 0; i < n; i++)
+        ck_assert_msg(net_config_set(&a, vals[i][0], vals[i][1], err, sizeof err) == NET_CFG_OK,
+                      "%s", err);
+    net_config_defaults(&b);
+    for (size_t i = 0; i < n; i++) {
+        net_config_value(&a, i, v, sizeof v);
+        ck_assert_msg(net_config_set(&b, net_config_key(i), v, err, sizeof err) == NET_CFG_OK,
+                      "%s = '%s': %s", net_config_key(i), v, err);
+        net_config_value(&b, i, w, sizeof w);
+        ck_assert_str_eq(v, w);
+    }
+    net_config_value(&a, 13, v, sizeof v);
+    ck_assert_str_eq(v, "0-1,3,7-9");
+    net_config_value(&a, 11, v, sizeof v);
+    ck_assert_str_eq(v, "2097152");
+    /* too small a buffer: cut short, still terminated */
+    net_config_value(&a, 13, v, 6);
+    ck_assert_str_eq(v, "0-...");
+    net_config_defaults(&b);
+    net_config_value(&b, 13, v, sizeof v);
+    ck_assert_str_eq(v, "");
+    net_config_value(&b, 7, v, sizeof v);
+    ck_assert_str_eq(v, "");
+    net_config_value(&b, n, v, sizeof v);
+    ck_assert_str_eq(v, "");
+}
+END_TEST
+
 START_TEST(flags_and_config)
 {
     static const struct { const char *args[6]; const char *msg; } bad[] = {
@@ -2374,6 +2479,8 @@ Suite *server_suite(void)
     tcase_add_test(tc, query_buffer_limit);
     tcase_add_test(tc, maxclients_refused);
     tcase_add_test(tc, auth_required);
+    tcase_add_test(tc, config_get);
+    tcase_add_test(tc, config_values_round_trip);
     tcase_add_test(tc, client_never_reads);
     tcase_add_test(tc, client_reads_past_output_limit);
     tcase_add_test(tc, http_port_limits_and_metrics);
