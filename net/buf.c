@@ -134,6 +134,8 @@ void net_reply_bulk(struct net_buf *b, const void *p, size_t len)
 
 void net_reply_bulk_str(struct net_buf *b, const char *s) { net_reply_bulk(b, s, strlen(s)); }
 
+void net_reply_null(struct net_buf *b) { net_buf_append(b, "$-1\r\n", 5); }
+
 void net_reply_bulk_u64(struct net_buf *b, uint64_t v)
 {
     char tmp[24];

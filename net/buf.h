@@ -45,5 +45,6 @@ void net_reply_array(struct net_buf *b, size_t n);
 void net_reply_bulk(struct net_buf *b, const void *p, size_t len);
 void net_reply_bulk_str(struct net_buf *b, const char *s);
 void net_reply_bulk_u64(struct net_buf *b, uint64_t v);
+void net_reply_null(struct net_buf *b);                         /* $-1: no value */
 
 #endif

@@ -1108,6 +1108,157 @@ static void cmd_info(struct server *s, struct conn *c, const struct proto_cmd *c
     net_reply_bulk(&c->out, s->tmp.p, s->tmp.len);
 }
 
+/* ---- CLIENT ------------------------------------------------------------------------- */
+
+/* CLIENT SETNAME / SETINFO values: printable ASCII without spaces, as Redis
+ * checks them, so CLIENT LIST stays one line of key=value per client. */
+static bool client_str_ok(struct server *s, struct conn *c, const struct proto_arg *a,
+                          const char *what)
+{
+    bool ok = a->len <= NET_CLIENT_STR_MAX;
+    for (size_t i = 0; ok && i < a->len; i++)
+        ok = a->p[i] >= '!' && a->p[i] <= '~';
+    if (!ok)
+        reply_err(s, c, "%s: at most %d characters, none of them spaces, newlines or special "
+                  "characters", what, NET_CLIENT_STR_MAX);
+    return ok;
+}
+
+static void client_str_set(char *dst, const struct proto_arg *a)
+{
+    memcpy(dst, a->p, a->len);
+    dst[a->len] = 0;
+}
+
+/* One line-protocol client, as Redis's CLIENT LIST writes it (the fields
+ * that mean something here). */
+static void client_line(struct server *s, struct net_buf *b, const struct conn *t)
+{
+    double now = ev_now(s->loop);
+    const char *flags = t->multi.active ? "x" : t->state == CONN_ACTIVE ? "N" : "c";
+    bool r = ev_is_active(&t->rio), w = ev_is_active(&t->wio);
+    infof(b, "id=%llu addr=%s fd=%d name=%s age=%lld idle=%lld flags=%s db=0 multi=%lld "
+          "qbuf=%zu omem=%zu events=%s%s cmd=%s resp=2 lib-name=%s lib-ver=%s\n",
+          (unsigned long long)t->id, t->addr, t->fd, t->name, (long long)(now - t->created),
+          (long long)(now - t->last_active), flags,
+          t->multi.active ? (long long)t->multi.n : -1ll, net_buf_live(&t->in),
+          net_buf_live(&t->out), r ? "r" : "", w ? "w" : "", t->last_cmd[0] ? t->last_cmd : "NULL",
+          t->lib_name, t->lib_ver);
+}
+
+/* CLIENT KILL: the old form (one address; +OK or "No such client") or
+ * filters ID, ADDR and SKIPME (default yes), all of which must hold, and the
+ * number closed. The caller itself is closed only after this reply. */
+static void client_kill(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+{
+    const struct proto_arg *addr = NULL;
+    uint64_t id = 0;
+    bool has_id = false, skipme = true, old = cmd->argc == 3;
+    if (old) {
+        addr = &cmd->argv[2];
+    } else {
+        if (cmd->argc % 2 != 0) {
+            reply_err(s, c, "syntax error");
+            return;
+        }
+        for (size_t i = 2; i < cmd->argc; i += 2) {
+            const struct proto_arg *v = &cmd->argv[i + 1];
+            if (arg_is(&cmd->argv[i], "id")) {
+                if (net_parse_u64(v->p, v->len, &id) || id == 0) {
+                    reply_err(s, c, "client-id should be greater than 0");
+                    return;
+                }
+                has_id = true;
+            } else if (arg_is(&cmd->argv[i], "addr")) {
+                addr = v;
+            } else if (arg_is(&cmd->argv[i], "skipme") && (arg_is(v, "yes") || arg_is(v, "no"))) {
+                skipme = arg_is(v, "yes");
+            } else {
+                reply_err(s, c, "syntax error");
+                return;
+            }
+        }
+    }
+    int64_t killed = 0;
+    bool self = false;
+    for (struct conn *t = s->conns, *next; t; t = next) {
+        next = t->next;
+        if (t->is_http || t->state == CONN_CLOSING || (has_id && t->id != id) ||
+            (addr && (strlen(t->addr) != addr->len || memcmp(t->addr, addr->p, addr->len) != 0)) ||
+            (t == c && skipme && !old))
+            continue;
+        killed++;
+        if (t == c)
+            self = true;
+        else
+            net_conn_kill(s, t);
+    }
+    if (old && killed == 0)
+        reply_err(s, c, "No such client");
+    else if (old)
+        net_reply_ok(&c->out);
+    else
+        net_reply_int(&c->out, killed);
+    if (self)
+        c->state = CONN_DRAINING;
+}
+
+static void cmd_client(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+{
+    const struct proto_arg *sub = &cmd->argv[1];
+    size_t argc = cmd->argc;
+    char tmp[40];
+    if (arg_is(sub, "id") && argc == 2) {
+        net_reply_int(&c->out, (int64_t)c->id);
+    } else if (arg_is(sub, "getname") && argc == 2) {
+        if (c->name[0])
+            net_reply_bulk_str(&c->out, c->name);
+        else
+            net_reply_null(&c->out);
+    } else if (arg_is(sub, "setname") && argc == 3) {
+        if (!client_str_ok(s, c, &cmd->argv[2], "client name"))
+            return;
+        client_str_set(c->name, &cmd->argv[2]);
+        net_reply_ok(&c->out);
+    } else if (arg_is(sub, "setinfo") && argc == 4) {
+        bool lib = arg_is(&cmd->argv[2], "lib-name");
+        if (!lib && !arg_is(&cmd->argv[2], "lib-ver")) {
+            reply_err(s, c, "Unrecognized option '%s'",
+                      printable(tmp, 32, cmd->argv[2].p, cmd->argv[2].len));
+            return;
+        }
+        if (!client_str_ok(s, c, &cmd->argv[3], lib ? "lib-name" : "lib-ver"))
+            return;
+        client_str_set(lib ? c->lib_name : c->lib_ver, &cmd->argv[3]);
+        net_reply_ok(&c->out);
+    } else if (arg_is(sub, "list") && argc == 2) {
+        s->tmp.len = s->tmp.off = 0;
+        s->tmp.failed = false;
+        const struct conn *t = s->conns;
+        while (t && t->next)
+            t = t->next;
+        for (; t; t = t->prev)  /* oldest first: ids ascending, as Redis lists them */
+            if (!t->is_http && t->state != CONN_CLOSING)
+                client_line(s, &s->tmp, t);
+        if (s->tmp.failed) {
+            reply_err(s, c, "out of memory");
+            return;
+        }
+        net_reply_bulk(&c->out, s->tmp.p, s->tmp.len);
+    } else if (arg_is(sub, "kill") && argc >= 3) {
+        client_kill(s, c, cmd);
+    } else if (arg_is(sub, "id") || arg_is(sub, "getname") || arg_is(sub, "setname") ||
+               arg_is(sub, "setinfo") || arg_is(sub, "list") || arg_is(sub, "kill")) {
+        for (size_t i = 0; i < sub->len && i < sizeof tmp - 1; i++)
+            tmp[i] = (char)tolower(sub->p[i]);
+        tmp[sub->len < sizeof tmp - 1 ? sub->len : sizeof tmp - 1] = 0;
+        reply_err(s, c, "wrong number of arguments for 'client|%s' command", tmp);
+    } else {
+        reply_err(s, c, "unknown subcommand '%s' (ID, GETNAME, SETNAME, SETINFO, LIST, KILL)",
+                  printable(tmp, 32, sub->p, sub->len));
+    }
+}
+
 /* ---- dispatch ---------------------------------------------------------------------- */
 
 #define CMD(n, mn, mx, fl, f) {n, sizeof(n) - 1, mn, mx, fl, f}
@@ -1130,6 +1281,7 @@ static const struct command commands[] = {
     CMD("quit", 1, -1, CF_NOAUTH | CF_INMULTI, cmd_quit),
     CMD("command", 1, -1, 0, cmd_command),
     CMD("config", 2, -1, 0, cmd_config),
+    CMD("client", 2, -1, 0, cmd_client),
     CMD("snapshot", 1, 1, 0, cmd_snapshot),
 };
 
@@ -1169,6 +1321,7 @@ static void dispatch(struct server *s, struct conn *c, const struct proto_cmd *c
         reply_err(s, c, "%s is not allowed in MULTI (only TRACK and BOOST are queued)", k->name);
         return;
     }
+    c->last_cmd = k->name;
     k->fn(s, c, cmd);
 }
 
@@ -1224,6 +1377,7 @@ void net_conn_process(struct server *s, struct conn *c)
         s->scratch_used += cmd->scratch_used;
         if (is_track(&cmd->argv[0]) && c->authed && !c->multi.active && cmd->argc >= 3) {
             char err[NET_ERR_MAX];
+            c->last_cmd = "track";
             struct eng_ix *ix = &s->batch[s->nbatch];
             if (net_track_parse(&cmd->argv[1], cmd->argc - 1, ix, err, sizeof err)) {
                 batch_apply(s, c);

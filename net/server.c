@@ -265,6 +265,13 @@ static void conn_stop_reading(struct server *s, struct conn *c)
     pending_add(s, c);  /* the flush closes it once the replies are out */
 }
 
+void net_conn_kill(struct server *s, struct conn *c)
+{
+    net_buf_consume(&c->out, net_buf_live(&c->out));
+    c->state = CONN_CLOSING;
+    conn_stop_reading(s, c);
+}
+
 static void write_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct conn *c = w->data;
@@ -366,7 +373,8 @@ static void conn_new(struct server *s, int fd, const struct sockaddr *sa, sockle
     c->state = CONN_ACTIVE;
     c->authed = !s->cfg.has_pass;
     c->read_size = READ_MIN;
-    c->last_active = ev_now(s->loop);
+    c->last_active = c->created = ev_now(s->loop);
+    c->last_cmd = "";
     c->id = ++s->next_conn_id;
     addr_text(sa, salen, c->addr, sizeof c->addr);
     if (is_http) {

@@ -23,6 +23,8 @@
 #include "net/proto.h"
 
 /* Connection states; keep conn_state_names[] in server.c in sync. */
+#define NET_CLIENT_STR_MAX 128   /* CLIENT SETNAME / SETINFO values, bytes */
+
 enum conn_state {
     CONN_ACTIVE = 0,  /* reading commands and replying */
     CONN_DRAINING,    /* no more input (QUIT, EOF, fatal error, shutdown): write replies, close */
@@ -73,6 +75,11 @@ struct conn {
     struct net_buf in, out;
     struct net_multi multi;
     char addr[64];               /* "ip:port" for logs */
+    double created;              /* ev_now at accept */
+    const char *last_cmd;        /* name of the last command dispatched ("" before one) */
+    char name[NET_CLIENT_STR_MAX + 1];      /* CLIENT SETNAME; "" = none */
+    char lib_name[NET_CLIENT_STR_MAX + 1];  /* CLIENT SETINFO LIB-NAME / LIB-VER */
+    char lib_ver[NET_CLIENT_STR_MAX + 1];
     bool is_http;                /* accepted on --http-port: bytes go to http */
     struct http_conn http;
 };
@@ -189,6 +196,9 @@ void net_conn_write_now(struct server *s, struct conn *c);
  * that reads is not cut off; one still over does not read, and is counted,
  * logged and set CONN_CLOSING. Both ports' connections go through it. */
 void net_conn_limit_output(struct server *s, struct conn *c);
+/* CLIENT KILL of another connection: its unsent replies are dropped and it
+ * is closed by the flush before the loop sleeps (never c itself mid-run). */
+void net_conn_kill(struct server *s, struct conn *c);
 /* Bytes held for clients (their buffers, the shared scratch): what INFO's
  * used_memory_bytes adds to the engine's. */
 uint64_t net_client_memory(const struct server *s);

@@ -1627,6 +1627,134 @@ START_TEST(config_get)
 }
 END_TEST
 
+/* The field "key=" of the CLIENT LIST line of client id, copied to out. */
+static bool client_field(const char *list, long long id, const char *key, char *out, size_t cap)
+{
+    char want[32];
+    snprintf(want, sizeof want, "id=%lld ", id);
+    const char *line = strstr(list, want);
+    if (!line || (line != list && line[-1] != '\n'))
+        return false;
+    const char *end = strchr(line, '\n');
+    char k[40];
+    snprintf(k, sizeof k, " %s=", key);
+    const char *f = strstr(line, k);
+    if (!f || !end || f > end)
+        return false;
+    f += strlen(k);
+    size_t n = strcspn(f, " \n");
+    if (n >= cap)
+        return false;
+    memcpy(out, f, n);
+    out[n] = 0;
+    return true;
+}
+
+static long long client_id(struct cli *c)
+{
+    const char *r = cmdf(c, "CLIENT ID");
+    ck_assert_msg(r[0] == ':', "CLIENT ID: %s", r);
+    return atoll(r + 1);
+}
+
+/* CLIENT: names, library info and the list of clients, as Redis keeps
+ * them; KILL by id, by address and in the old form, SKIPME; every error. */
+START_TEST(client_commands)
+{
+    struct srv s;
+    srv_start(&s, NULL);
+    struct cli a, b, c;
+    cli_open(&a, s.port);
+    cli_open(&b, s.port);
+    cli_open(&c, s.port);
+    long long ia = client_id(&a), ib = client_id(&b), ic = client_id(&c);
+    ck_assert(ia > 0 && ib > ia && ic > ib);
+    EXPECT(&a, "$-1\r\n", "CLIENT GETNAME");
+    EXPECT(&a, "+OK\r\n", "CLIENT SETNAME worker-1");
+    EXPECT(&a, "$8\r\nworker-1\r\n", "client getname");
+    EXPECT(&a, "+OK\r\n", "CLIENT SETINFO LIB-NAME redis-py");
+    EXPECT(&a, "+OK\r\n", "CLIENT SETINFO lib-ver 5.0.1");
+    EXPECT(&a, "+OK\r\n", "MULTI");
+    EXPECT(&b, "+OK\r\n", "TRACK 1 view session=s1");
+
+    const char *r = cmdf(&c, "CLIENT LIST");
+    ck_assert_msg(r[0] == '$', "%s", r);
+    char *list = strdup(strchr(r, '\n') + 1);
+    char v[128];
+    ck_assert_msg(client_field(list, ia, "name", v, sizeof v) && !strcmp(v, "worker-1"), "%s", list);
+    ck_assert(client_field(list, ia, "lib-name", v, sizeof v) && !strcmp(v, "redis-py"));
+    ck_assert(client_field(list, ia, "lib-ver", v, sizeof v) && !strcmp(v, "5.0.1"));
+    ck_assert(client_field(list, ia, "flags", v, sizeof v) && !strcmp(v, "x"));
+    ck_assert(client_field(list, ia, "cmd", v, sizeof v) && !strcmp(v, "multi"));
+    ck_assert(client_field(list, ib, "flags", v, sizeof v) && !strcmp(v, "N"));
+    ck_assert(client_field(list, ib, "cmd", v, sizeof v) && !strcmp(v, "track"));
+    ck_assert(client_field(list, ic, "cmd", v, sizeof v) && !strcmp(v, "client"));
+    ck_assert(client_field(list, ib, "name", v, sizeof v) && !strcmp(v, ""));
+    /* ids ascending, one line each, the lister included */
+    char aid[32], bid[32], cid[32];
+    snprintf(aid, sizeof aid, "id=%lld ", ia);
+    snprintf(bid, sizeof bid, "id=%lld ", ib);
+    snprintf(cid, sizeof cid, "id=%lld ", ic);
+    ck_assert_msg(strstr(list, aid) == list && strstr(list, bid) > strstr(list, aid) &&
+                      strstr(list, cid) > strstr(list, bid),
+                  "not in id order: %s", list);
+    char baddr[64];
+    ck_assert(client_field(list, ib, "addr", baddr, sizeof baddr));
+    free(list);
+
+    /* errors, each changing nothing */
+    EXPECT_ERR(&c, "-ERR client name: at most 128 characters, none of them spaces",
+               "CLIENT SETNAME \"a b\"");
+    char longname[200];
+    memset(longname, 'n', 129);
+    longname[129] = 0;
+    EXPECT_ERR(&c, "-ERR client name: at most 128", "CLIENT SETNAME %s", longname);
+    longname[128] = 0;
+    EXPECT(&c, "+OK\r\n", "CLIENT SETNAME %s", longname);
+    EXPECT_ERR(&c, "-ERR lib-ver: at most 128", "CLIENT SETINFO lib-ver \"1\\n2\"");
+    EXPECT(&c, "-ERR Unrecognized option 'lib-color'\r\n", "CLIENT SETINFO lib-color x");
+    EXPECT(&c, "-ERR wrong number of arguments for 'client|setname' command\r\n",
+           "CLIENT SETNAME a b");
+    EXPECT(&c, "-ERR wrong number of arguments for 'client|list' command\r\n", "CLIENT LIST x");
+    EXPECT(&c, "-ERR wrong number of arguments for 'client|kill' command\r\n", "CLIENT KILL");
+    EXPECT(&c, "-ERR wrong number of arguments for 'client' command\r\n", "CLIENT");
+    EXPECT(&c, "-ERR unknown subcommand 'PAUSE' (ID, GETNAME, SETNAME, SETINFO, LIST, KILL)\r\n",
+           "CLIENT PAUSE 10");
+    EXPECT(&c, "-ERR syntax error\r\n", "CLIENT KILL ID 1 ADDR");
+    EXPECT(&c, "-ERR syntax error\r\n", "CLIENT KILL USER default");
+    EXPECT(&c, "-ERR syntax error\r\n", "CLIENT KILL SKIPME maybe");
+    EXPECT(&c, "-ERR client-id should be greater than 0\r\n", "CLIENT KILL ID 0");
+    EXPECT(&c, "-ERR client-id should be greater than 0\r\n", "CLIENT KILL ID x");
+    EXPECT(&c, "-ERR No such client\r\n", "CLIENT KILL 10.0.0.1:1");
+    EXPECT(&c, ":0\r\n", "CLIENT KILL ID 999999");
+    EXPECT(&c, "+PONG\r\n", "PING");  /* a and b untouched by all that */
+    EXPECT(&a, "+QUEUED\r\n", "TRACK 1 view session=s2");
+    EXPECT(&b, "+PONG\r\n", "PING");
+
+    /* KILL by id: a closes, its queued transaction dropped */
+    EXPECT(&c, ":1\r\n", "CLIENT KILL ID %lld", ia);
+    ck_assert(cli_eof(&a));
+    expect_stat(&c, 1, "views", "1");
+    /* the old form, by address */
+    EXPECT(&c, "+OK\r\n", "CLIENT KILL %s", baddr);
+    ck_assert(cli_eof(&b));
+    /* SKIPME (default yes) spares the caller; with no it is closed after the reply */
+    EXPECT(&c, ":0\r\n", "CLIENT KILL ID %lld", ic);
+    EXPECT(&c, ":1\r\n", "CLIENT KILL ID %lld SKIPME no", ic);
+    ck_assert(cli_eof(&c));
+    cli_close(&a);
+    cli_close(&b);
+    cli_close(&c);
+    cli_open(&c, s.port);
+    r = cmdf(&c, "CLIENT LIST");
+    const char *body = strchr(r, '\n') + 1;
+    ck_assert_msg(strncmp(body, "id=", 3) == 0 && !strstr(body, "\nid=") && strstr(body, "cmd=client"),
+                  "one client left: %s", r);
+    cli_close(&c);
+    srv_stop_ok(&s);
+}
+END_TEST
+
 /* Every setting reads back as text its flag takes, and that text sets the
  * same value again: what CONFIG GET and the start-up log show can be
  * pasted into a config file. */
@@ -2480,6 +2608,7 @@ Suite *server_suite(void)
     tcase_add_test(tc, maxclients_refused);
     tcase_add_test(tc, auth_required);
     tcase_add_test(tc, config_get);
+    tcase_add_test(tc, client_commands);
     tcase_add_test(tc, config_values_round_trip);
     tcase_add_test(tc, client_never_reads);
     tcase_add_test(tc, client_reads_past_output_limit);
