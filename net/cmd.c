@@ -530,7 +530,7 @@ static void cmd_config(struct server *s, struct conn *c, const struct proto_cmd 
     for (size_t k = 0; (name = config_name(k, nset)); k++)
         nhit += config_wanted(cmd, name);
     net_reply_array(&c->out, nhit * 2);
-    char v[NET_PATH_MAX + 1];
+    char v[NET_CONFIG_VALUE_MAX];
     for (size_t k = 0; (name = config_name(k, nset)); k++) {
         if (!config_wanted(cmd, name))
             continue;
@@ -948,6 +948,26 @@ static void cmd_snapshot(struct server *s, struct conn *c, const struct proto_cm
 
 /* ---- INFO ---------------------------------------------------------------------------- */
 
+/* Text built in s->tmp (INFO, CLIENT LIST): tmp_begin empties it, tmp_reply
+ * sends it as one bulk string, or an error if building it ran out of memory,
+ * and gives back what one large answer grew it to. */
+static struct net_buf *tmp_begin(struct server *s)
+{
+    s->tmp.len = s->tmp.off = 0;
+    s->tmp.failed = false;
+    return &s->tmp;
+}
+
+static void tmp_reply(struct server *s, struct conn *c)
+{
+    if (s->tmp.failed)
+        reply_err(s, c, "out of memory");
+    else
+        net_reply_bulk(&c->out, s->tmp.p, s->tmp.len);
+    s->tmp.len = s->tmp.off = 0;
+    net_buf_shrink(&s->tmp, 64u << 10);
+}
+
 static void infof(struct net_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void infof(struct net_buf *b, const char *fmt, ...)
 {
@@ -1002,7 +1022,8 @@ static void info_text(struct server *s, struct net_buf *b, unsigned sections)
             outbuf += net_buf_live(&c->out);
         }
         infof(b, "%s# Clients\r\n", sep);
-        infof(b, "connected_clients:%u\r\n", s->nconns);
+        infof(b, "connected_clients:%llu\r\n",
+              (unsigned long long)(s->nconns - s->http_stats.connections));
         infof(b, "maxclients:%u\r\n", s->cfg.maxclients);
         infof(b, "total_connections_received:%llu\r\n",
               (unsigned long long)s->st.connections_received);
@@ -1098,14 +1119,8 @@ static void cmd_info(struct server *s, struct conn *c, const struct proto_cmd *c
         for (size_t i = 0; i < sizeof secs / sizeof secs[0]; i++)
             if (arg_is(&cmd->argv[a], secs[i].name))
                 sections |= secs[i].bits;
-    s->tmp.len = s->tmp.off = 0;
-    s->tmp.failed = false;
-    info_text(s, &s->tmp, sections);
-    if (s->tmp.failed) {
-        reply_err(s, c, "out of memory");
-        return;
-    }
-    net_reply_bulk(&c->out, s->tmp.p, s->tmp.len);
+    info_text(s, tmp_begin(s), sections);
+    tmp_reply(s, c);
 }
 
 /* ---- CLIENT ------------------------------------------------------------------------- */
@@ -1146,6 +1161,59 @@ static void client_line(struct server *s, struct net_buf *b, const struct conn *
           t->lib_name, t->lib_ver);
 }
 
+/* A client CLIENT LIST and KILL can see: a line-protocol connection not
+ * already on its way out (closing, or lingering after its last reply). */
+static bool client_visible(const struct conn *t)
+{
+    return !t->is_http && t->state != CONN_CLOSING && t->state != CONN_LINGERING;
+}
+
+/* CLIENT LIST [TYPE normal|master|replica|pubsub] [ID id ...], as Redis 7:
+ * every client here is of type normal. */
+static void client_list(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+{
+    size_t a = 2, ids_from = 0;
+    bool none = false;
+    char tmp[40];
+    while (a < cmd->argc) {
+        if (arg_is(&cmd->argv[a], "type") && a + 1 < cmd->argc) {
+            const struct proto_arg *t = &cmd->argv[a + 1];
+            if (!arg_is(t, "normal") && !arg_is(t, "master") && !arg_is(t, "replica") &&
+                !arg_is(t, "slave") && !arg_is(t, "pubsub")) {
+                reply_err(s, c, "Unknown client type '%s'", printable(tmp, 32, t->p, t->len));
+                return;
+            }
+            none = none || !arg_is(t, "normal");
+            a += 2;
+        } else if (arg_is(&cmd->argv[a], "id") && a + 1 < cmd->argc) {
+            ids_from = ++a;
+            for (uint64_t id; a < cmd->argc; a++)
+                if (net_parse_u64(cmd->argv[a].p, cmd->argv[a].len, &id) || id == 0) {
+                    reply_err(s, c, "Invalid client ID");
+                    return;
+                }
+        } else {
+            reply_err(s, c, "syntax error");
+            return;
+        }
+    }
+    struct net_buf *b = tmp_begin(s);
+    const struct conn *t = s->conns;
+    while (t && t->next)
+        t = t->next;
+    for (; t && !none; t = t->prev) {  /* oldest first: ids ascending, as Redis lists them */
+        bool want = client_visible(t) && !ids_from;
+        for (size_t i = ids_from; ids_from && i < cmd->argc && !want; i++) {
+            uint64_t id = 0;
+            net_parse_u64(cmd->argv[i].p, cmd->argv[i].len, &id);
+            want = client_visible(t) && id == t->id;
+        }
+        if (want)
+            client_line(s, b, t);
+    }
+    tmp_reply(s, c);
+}
+
 /* CLIENT KILL: the old form (one address; +OK or "No such client") or
  * filters ID, ADDR and SKIPME (default yes), all of which must hold, and the
  * number closed. The caller itself is closed only after this reply. */
@@ -1183,7 +1251,7 @@ static void client_kill(struct server *s, struct conn *c, const struct proto_cmd
     bool self = false;
     for (struct conn *t = s->conns, *next; t; t = next) {
         next = t->next;
-        if (t->is_http || t->state == CONN_CLOSING || (has_id && t->id != id) ||
+        if (!client_visible(t) || (has_id && t->id != id) ||
             (addr && (strlen(t->addr) != addr->len || memcmp(t->addr, addr->p, addr->len) != 0)) ||
             (t == c && skipme && !old))
             continue;
@@ -1231,24 +1299,12 @@ static void cmd_client(struct server *s, struct conn *c, const struct proto_cmd 
             return;
         client_str_set(lib ? c->lib_name : c->lib_ver, &cmd->argv[3]);
         net_reply_ok(&c->out);
-    } else if (arg_is(sub, "list") && argc == 2) {
-        s->tmp.len = s->tmp.off = 0;
-        s->tmp.failed = false;
-        const struct conn *t = s->conns;
-        while (t && t->next)
-            t = t->next;
-        for (; t; t = t->prev)  /* oldest first: ids ascending, as Redis lists them */
-            if (!t->is_http && t->state != CONN_CLOSING)
-                client_line(s, &s->tmp, t);
-        if (s->tmp.failed) {
-            reply_err(s, c, "out of memory");
-            return;
-        }
-        net_reply_bulk(&c->out, s->tmp.p, s->tmp.len);
+    } else if (arg_is(sub, "list")) {
+        client_list(s, c, cmd);
     } else if (arg_is(sub, "kill") && argc >= 3) {
         client_kill(s, c, cmd);
     } else if (arg_is(sub, "id") || arg_is(sub, "getname") || arg_is(sub, "setname") ||
-               arg_is(sub, "setinfo") || arg_is(sub, "list") || arg_is(sub, "kill")) {
+               arg_is(sub, "setinfo") || arg_is(sub, "kill")) {
         for (size_t i = 0; i < sub->len && i < sizeof tmp - 1; i++)
             tmp[i] = (char)tolower(sub->p[i]);
         tmp[sub->len < sizeof tmp - 1 ? sub->len : sizeof tmp - 1] = 0;

@@ -42,7 +42,8 @@ static const struct setting settings[] = {
     {"snapshot-interval", K_U32, OFF(snapshot_interval_s), 0, 0, 366 * 86400,
      "seconds between snapshots; 0 = off"},
     {"maxclients", K_U32, OFF(maxclients), 0, 1, 1000000, "most simultaneous clients"},
-    {"requirepass", K_PASS, OFF(requirepass), 0, 0, 0, "clients must AUTH with this password"},
+    {"requirepass", K_PASS, OFF(requirepass), 0, 0, 0,
+     "clients must AUTH with this password; \"\" = none"},
     {"loglevel", K_LEVEL, OFF(loglevel), 0, 0, 0, "debug, info or warn"},
     {"http-port", K_U32, OFF(http_port), 0, 0, 65535, "HTTP/JSON and /metrics port; 0 = off"},
     {"trust-proxy", K_BOOL, OFF(trust_proxy), 0, 0, 0,
@@ -52,7 +53,7 @@ static const struct setting settings[] = {
     {"client-output-limit", K_SIZE, OFF(client_output_limit), 0, 1024, 1ll << 40,
      "bytes of unread replies per client before it is cut off"},
     {"snapshot-cpulist", K_CPUS, OFF(snapshot_cpus), 0, 0, NET_CPUS_MAX - 1,
-     "CPUs the snapshot child may run on, like 1 or 0-3,6"},
+     "CPUs the snapshot child may run on, like 1 or 0-3,6; any = not pinned"},
     {"prefault", K_BOOL, OFF(prefault), 0, 0, 0,
      "fault fresh engine memory in on an idle-priority thread (yes or no)"},
 };
@@ -93,6 +94,7 @@ const char *net_config_usage(void)
            "  --query-buffer-limit SIZE unparsed input per client (default 256m)\n"
            "  --client-output-limit SIZE unread replies per client (default 64m)\n"
            "  --snapshot-cpulist LIST   pin the snapshot child to these CPUs, like 1 or 0-3,6\n"
+           "                            (default any: not pinned)\n"
            "  --prefault yes|no         fault fresh engine memory in on an idle-priority\n"
            "                            thread, off the event loop (default yes)\n"
            "  --help, --version\n"
@@ -206,13 +208,13 @@ int net_config_set(struct net_config *c, const char *key, const char *val, char 
         }
         strcpy(dst, val);
         return NET_CFG_OK;
-    case K_PASS:
-        if (!*val || strlen(val) > NET_PASS_MAX) {
-            snprintf(err, errcap, "%s: must be 1 to %u characters", s->key, NET_PASS_MAX);
+    case K_PASS:  /* "" is no password, as Redis's requirepass "" */
+        if (strlen(val) > NET_PASS_MAX) {
+            snprintf(err, errcap, "%s: must be at most %u characters", s->key, NET_PASS_MAX);
             return NET_CFG_EINVAL;
         }
         strcpy(c->requirepass, val);
-        c->has_pass = true;
+        c->has_pass = *val != 0;
         return NET_CFG_OK;
     case K_LEVEL: {
         int lvl = net_log_level_parse(val);
@@ -234,10 +236,14 @@ int net_config_set(struct net_config *c, const char *key, const char *val, char 
         }
         return NET_CFG_OK;
     case K_CPUS:
+        if (strcmp(val, "any") == 0) {  /* not pinned: the default */
+            memset(dst, 0, sizeof c->snapshot_cpus);
+            return NET_CFG_OK;
+        }
         if (parse_cpulist(val, s->max, (uint64_t *)(void *)dst)) {
             snprintf(err, errcap,
                      "%s: must be CPU numbers 0..%lld or ranges A-B, comma-separated (like 1 "
-                     "or 0-3,6)",
+                     "or 0-3,6), or any",
                      s->key, (long long)s->max);
             return NET_CFG_EINVAL;
         }
@@ -266,7 +272,7 @@ int net_config_set(struct net_config *c, const char *key, const char *val, char 
     return NET_CFG_EINVAL;
 }
 
-/* A CPU bitmask as the list --snapshot-cpulist takes ("0-3,6"; "" when
+/* A CPU bitmask as the list --snapshot-cpulist takes ("0-3,6"; "any" when
  * none), cut short with "..." if it does not fit. */
 static void cpulist_text(const uint64_t *bits, char *out, size_t cap)
 {
@@ -287,6 +293,8 @@ static void cpulist_text(const uint64_t *bits, char *out, size_t cap)
         o += (size_t)n;
         i = j;
     }
+    if (o == 0)
+        snprintf(out, cap, "any");
 }
 
 const char *net_config_key(size_t i)

@@ -22,6 +22,9 @@
 #define NET_PASS_MAX 512u
 #define NET_PATH_MAX 1024u
 #define NET_CPUS_MAX 1024u       /* --snapshot-cpulist: CPU numbers 0..NET_CPUS_MAX-1 */
+/* Room for any setting's value as text: the longest is a cpulist naming
+ * every other CPU ("0,2,...,1022"), under 5 bytes a CPU. */
+#define NET_CONFIG_VALUE_MAX (NET_CPUS_MAX * 5 + 1)
 
 struct net_config {
     char bind[256];
@@ -61,8 +64,9 @@ int net_config_load_file(struct net_config *c, const char *path, char *err, size
 const char *net_config_usage(void);
 /* The settings, in the order --help lists them: key i ("port"), NULL past
  * the last, and its value as text the flag takes back ("0-3,6", "yes",
- * "268435456"). An unset snapshot-cpulist or requirepass is "". Values that
- * do not fit in cap are cut short (a cpulist ends "..."). */
+ * "268435456"); an unset snapshot-cpulist is "any", an unset requirepass
+ * "". NET_CONFIG_VALUE_MAX always fits; a smaller cap cuts the value short
+ * (a cpulist then ends "..."). */
 const char *net_config_key(size_t i);
 void net_config_value(const struct net_config *c, size_t i, char *out, size_t cap);
 

@@ -526,15 +526,13 @@ static int listen_on(struct server *s, uint32_t want_port, int *lfd, uint32_t *b
  * the server ran with; the password itself is not logged. */
 static void log_settings(const struct net_config *cfg)
 {
-    char line[4096], v[NET_PATH_MAX + 1];
+    char line[2 * NET_CONFIG_VALUE_MAX], v[NET_CONFIG_VALUE_MAX];
     size_t o = 0;
     for (size_t i = 0; net_config_key(i) && o < sizeof line; i++) {
         const char *key = net_config_key(i);
         net_config_value(cfg, i, v, sizeof v);
         if (strcmp(key, "requirepass") == 0)
             snprintf(v, sizeof v, "%s", cfg->has_pass ? "set" : "none");
-        else if (strcmp(key, "snapshot-cpulist") == 0 && !v[0])
-            snprintf(v, sizeof v, "any");
         int n = snprintf(line + o, sizeof line - o, " %s=%s", key, v);
         o += n > 0 ? (size_t)n : 0;
     }
@@ -883,8 +881,8 @@ int net_server_init(struct server *s, const struct net_config *cfg)
         return -1;
     }
     s->start_time = ev_now(s->loop);
-    log_settings(cfg);
-    raise_fd_limit(s);
+    raise_fd_limit(s);  /* may lower maxclients: the line below shows what runs */
+    log_settings(&s->cfg);
 
     s->scratch = malloc(NET_SCRATCH);
     s->hist = malloc((size_t)cfg->history * sizeof *s->hist);

@@ -23,8 +23,6 @@
 #include "net/proto.h"
 
 /* Connection states; keep conn_state_names[] in server.c in sync. */
-#define NET_CLIENT_STR_MAX 128   /* CLIENT SETNAME / SETINFO values, bytes */
-
 enum conn_state {
     CONN_ACTIVE = 0,  /* reading commands and replying */
     CONN_DRAINING,    /* no more input (QUIT, EOF, fatal error, shutdown): write replies, close */
@@ -58,6 +56,8 @@ struct net_multi {
     struct eng_ix *ixs;          /* EXEC's batch, reused */
     size_t ixs_cap;
 };
+
+#define NET_CLIENT_STR_MAX 128   /* CLIENT SETNAME / SETINFO values, bytes */
 
 struct conn {
     ev_io rio, wio;              /* rio.data = wio.data = this */

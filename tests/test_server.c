@@ -1373,6 +1373,19 @@ START_TEST(http_port_limits_and_metrics)
     ck_assert_msg(!strstr(m, "\nshortstat_memory_rss_bytes 0\n"), "rss reads 0");
     ck_assert_msg(strstr(m, "\nshortstat_snapshot_changes 1\n"), "changes: %s", m);
     free(m);
+    /* an HTTP connection held open is neither a client INFO counts nor one
+     * CLIENT KILL can reach */
+    int hfd = tcp_connect(port);
+    static const char hreq[] = "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n";
+    ck_assert_int_eq(send(hfd, hreq, sizeof hreq - 1, 0), (ssize_t)sizeof hreq - 1);
+    char hbuf[512];
+    ck_assert_int_gt(recv(hfd, hbuf, sizeof hbuf, 0), 0);  /* answered: it is accepted */
+    ck_assert_int_eq(info_num(&c, "connected_clients"), 1);
+    struct sockaddr_in hsa;
+    socklen_t hsl = sizeof hsa;
+    ck_assert_int_eq(getsockname(hfd, (struct sockaddr *)&hsa, &hsl), 0);
+    EXPECT(&c, ":0\r\n", "CLIENT KILL ADDR 127.0.0.1:%d", ntohs(hsa.sin_port));
+    close(hfd);
 
     /* at --maxclients the HTTP port answers in HTTP; the scrape's connection
      * counts until the server has seen it close, so wait for its slot */
@@ -1662,7 +1675,8 @@ static long long client_id(struct cli *c)
 START_TEST(client_commands)
 {
     struct srv s;
-    srv_start(&s, NULL);
+    const char *args[] = {"--snapshot-interval", "3600", NULL};
+    srv_start(&s, args);
     struct cli a, b, c;
     cli_open(&a, s.port);
     cli_open(&b, s.port);
@@ -1703,8 +1717,22 @@ START_TEST(client_commands)
     free(list);
 
     /* errors, each changing nothing */
-    EXPECT_ERR(&c, "-ERR client name: at most 128 characters, none of them spaces",
+    EXPECT(&b, "+OK\r\n", "CLIENT SETNAME b-name");
+    EXPECT_ERR(&b, "-ERR client name: at most 128 characters, none of them spaces",
                "CLIENT SETNAME \"a b\"");
+    EXPECT(&b, "$6\r\nb-name\r\n", "CLIENT GETNAME");
+    EXPECT(&b, "+OK\r\n", "CLIENT SETINFO lib-name go-redis");
+    EXPECT_ERR(&b, "-ERR lib-name: at most 128", "CLIENT SETINFO lib-name \"x y\"");
+    r = cmdf(&c, "CLIENT LIST ID %lld", ib);
+    ck_assert_msg(strstr(r, " lib-name=go-redis ") && strstr(r, " name=b-name "), "%s", r);
+    ck_assert_msg(!strstr(strchr(r, '\n') + 1, "\nid="), "one line: %s", r);
+    EXPECT(&c, "$0\r\n\r\n", "CLIENT LIST TYPE pubsub");
+    EXPECT(&c, "-ERR Unknown client type 'robot'\r\n", "CLIENT LIST TYPE robot");
+    EXPECT(&c, "-ERR Invalid client ID\r\n", "CLIENT LIST ID 3 x");
+    EXPECT(&c, "-ERR syntax error\r\n", "CLIENT LIST ID");
+    r = cmdf(&c, "CLIENT LIST TYPE normal ID %lld %lld", ib, ic);
+    ck_assert_msg(strstr(r, bid) && strstr(r, cid) && !strstr(r, aid), "%s", r);
+    EXPECT(&c, "*2\r\n$4\r\nsave\r\n$6\r\n3600 1\r\n", "CONFIG GET save");
     char longname[200];
     memset(longname, 'n', 129);
     longname[129] = 0;
@@ -1715,7 +1743,7 @@ START_TEST(client_commands)
     EXPECT(&c, "-ERR Unrecognized option 'lib-color'\r\n", "CLIENT SETINFO lib-color x");
     EXPECT(&c, "-ERR wrong number of arguments for 'client|setname' command\r\n",
            "CLIENT SETNAME a b");
-    EXPECT(&c, "-ERR wrong number of arguments for 'client|list' command\r\n", "CLIENT LIST x");
+    EXPECT(&c, "-ERR syntax error\r\n", "CLIENT LIST x");
     EXPECT(&c, "-ERR wrong number of arguments for 'client|kill' command\r\n", "CLIENT KILL");
     EXPECT(&c, "-ERR wrong number of arguments for 'client' command\r\n", "CLIENT");
     EXPECT(&c, "-ERR unknown subcommand 'PAUSE' (ID, GETNAME, SETNAME, SETINFO, LIST, KILL)\r\n",
@@ -1738,6 +1766,52 @@ START_TEST(client_commands)
     /* the old form, by address */
     EXPECT(&c, "+OK\r\n", "CLIENT KILL %s", baddr);
     ck_assert(cli_eof(&b));
+    /* a client with replies it does not read: they are dropped, it is closed */
+    struct cli d;
+    cli_open(&d, s.port);
+    int small = 4096;
+    setsockopt(d.fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    long long id_d = client_id(&d);
+    char pipe[64 * 1024];
+    size_t pl = 0;
+    while (pl + 6 <= sizeof pipe) {
+        memcpy(pipe + pl, "INFO\r\n", 6);
+        pl += 6;
+    }
+    cli_send(&d, pipe, pl);  /* ~16 MB of replies: well past the socket's buffers */
+    char omem[32] = "0";
+    for (int tries = 0; tries < 500 && !strcmp(omem, "0"); tries++) {
+        r = cmdf(&c, "CLIENT LIST ID %lld", id_d);
+        ck_assert(client_field(strchr(r, '\n') + 1, id_d, "omem", omem, sizeof omem));
+        usleep(2000);
+    }
+    ck_assert_msg(strcmp(omem, "0") != 0, "no replies ever waited unsent");
+    /* by ADDR filter, with SKIPME yes spelt out */
+    char daddr[64];
+    r = cmdf(&c, "CLIENT LIST ID %lld", id_d);
+    ck_assert(client_field(strchr(r, '\n') + 1, id_d, "addr", daddr, sizeof daddr));
+    EXPECT(&c, ":1\r\n", "CLIENT KILL ADDR %s SKIPME yes", daddr);
+    ssize_t got;
+    char sink[65536];
+    while ((got = recv(d.fd, sink, sizeof sink, 0)) > 0)
+        ;
+    ck_assert_int_eq(got, 0);  /* EOF after whatever was sent before the kill */
+    r = cmdf(&c, "CLIENT LIST ID %lld", id_d);
+    ck_assert_str_eq(r, "$0\r\n\r\n");
+    cli_close(&d);
+    /* the old form naming the caller: its +OK, then the close */
+    struct cli e;
+    cli_open(&e, s.port);
+    long long id_e = client_id(&e);
+    r = cmdf(&e, "CLIENT LIST ID %lld", id_e);
+    char eaddr[64];
+    ck_assert(client_field(strchr(r, '\n') + 1, id_e, "addr", eaddr, sizeof eaddr));
+    cli_sends(&e, "CLIENT KILL ");
+    cli_sends(&e, eaddr);
+    cli_sends(&e, "\r\nPING\r\n");
+    ck_assert_str_eq(cli_reply(&e), "+OK\r\n");
+    ck_assert(cli_eof(&e));
+    cli_close(&e);
     /* SKIPME (default yes) spares the caller; with no it is closed after the reply */
     EXPECT(&c, ":0\r\n", "CLIENT KILL ID %lld", ic);
     EXPECT(&c, ":1\r\n", "CLIENT KILL ID %lld SKIPME no", ic);
@@ -1769,7 +1843,8 @@ START_TEST(config_values_round_trip)
     };
     struct net_config a, b;
     net_config_defaults(&a);
-    char err[256], v[NET_PATH_MAX + 1], w[NET_PATH_MAX + 1];
+    char err[256];
+    static char v[NET_CONFIG_VALUE_MAX], w[NET_CONFIG_VALUE_MAX];
     size_t n = 0;
     while (net_config_key(n))
         n++;
@@ -1792,13 +1867,31 @@ START_TEST(config_values_round_trip)
     /* too small a buffer: cut short, still terminated */
     net_config_value(&a, 13, v, 6);
     ck_assert_str_eq(v, "0-...");
+    /* the defaults read back as values the flags take: "any", "" */
     net_config_defaults(&b);
     net_config_value(&b, 13, v, sizeof v);
-    ck_assert_str_eq(v, "");
+    ck_assert_str_eq(v, "any");
     net_config_value(&b, 7, v, sizeof v);
     ck_assert_str_eq(v, "");
     net_config_value(&b, n, v, sizeof v);
     ck_assert_str_eq(v, "");
+    for (size_t i = 0; i < n; i++) {
+        net_config_value(&b, i, v, sizeof v);
+        ck_assert_msg(net_config_set(&a, net_config_key(i), v, err, sizeof err) == NET_CFG_OK,
+                      "default %s = '%s': %s", net_config_key(i), v, err);
+    }
+    ck_assert(!a.has_pass && a.requirepass[0] == 0);
+    net_config_value(&a, 13, v, sizeof v);
+    ck_assert_str_eq(v, "any");
+    /* the longest cpulist, every other CPU, fits NET_CONFIG_VALUE_MAX whole */
+    static char list[NET_CONFIG_VALUE_MAX];
+    size_t o = 0;
+    for (unsigned cpu = 0; cpu < NET_CPUS_MAX; cpu += 2)
+        o += (size_t)snprintf(list + o, sizeof list - o, "%s%u", cpu ? "," : "", cpu);
+    ck_assert_msg(net_config_set(&a, "snapshot-cpulist", list, err, sizeof err) == NET_CFG_OK, "%s",
+                  err);
+    net_config_value(&a, 13, v, sizeof v);
+    ck_assert_str_eq(v, list);
 }
 END_TEST
 
@@ -2577,7 +2670,7 @@ START_TEST(config_edge_errors)
     pw[sizeof pw - 1] = 0;
     const char *a2[] = {"--requirepass", pw, NULL};
     ck_assert_int_eq(srv_run_to_exit(&s, a2), 2);
-    ck_assert(log_has(&s, "--requirepass: must be 1 to 512 characters"));
+    ck_assert(log_has(&s, "--requirepass: must be at most 512 characters"));
     const char *a3[] = {"--config=", NULL};
     ck_assert_int_eq(srv_run_to_exit(&s, a3), 2);
     ck_assert(log_has(&s, "--config: must name a file"));
