@@ -142,32 +142,31 @@ int bench_redis_full(const struct bench_redis_cfg *cfg, const struct bench_wl *w
         goto out;
     free(reply);
     reply = NULL;
-    for (int i = 0; i < 900000 && !t_file; i++) {  /* 30 min */
-        if (stat(rdb, &sb) == 0 && (!had || sb.st_ino != ino0))
-            t_file = bench_now();
-        else
-            nanosleep(&(struct timespec){0, 2000000}, NULL);
-    }
+    /* INFO is what says a save failed (no file then ever appears): asked
+     * every 50 ms while waiting for the file, and every poll after it. */
     const char *info_pers[] = {"INFO", "persistence"};
-    for (;;) {
-        if ((rc = ctl(port, 2, info_pers, &reply, msg, msglen)))
-            goto out;
-        uint64_t busy = 1;
-        bench_info_u64(reply, "rdb_bgsave_in_progress", &busy);
-        if (busy == 0) {
-            char stat[16] = "";
-            bench_info_str(reply, "rdb_last_bgsave_status", stat, sizeof stat);
-            if (strcmp(stat, "ok") != 0) {
-                snprintf(msg, msglen, "redis BGSAVE failed: rdb_last_bgsave_status:%s", stat);
-                rc = BENCH_ESERVER;
+    for (unsigned i = 0;; i++) {
+        if (!t_file && stat(rdb, &sb) == 0 && (!had || sb.st_ino != ino0))
+            t_file = bench_now();
+        if (t_file || i % 25 == 0) {
+            if ((rc = ctl(port, 2, info_pers, &reply, msg, msglen)))
                 goto out;
+            uint64_t busy = 1;
+            bench_info_u64(reply, "rdb_bgsave_in_progress", &busy);
+            if (busy == 0) {
+                char how[16] = "";
+                bench_info_str(reply, "rdb_last_bgsave_status", how, sizeof how);
+                if (strcmp(how, "ok") != 0) {
+                    snprintf(msg, msglen, "redis BGSAVE failed: rdb_last_bgsave_status:%s", how);
+                    rc = BENCH_ESERVER;
+                    goto out;
+                }
+                break;
             }
-            break;
+            free(reply);
+            reply = NULL;
         }
-        free(reply);
-        reply = NULL;
-        struct timespec ts = {0, 2000000};
-        nanosleep(&ts, NULL);
+        nanosleep(&(struct timespec){0, 2000000}, NULL);
     }
     r->bgsave_ms = ((t_file ? t_file : bench_now()) - t0) * 1e3;
     free(reply);

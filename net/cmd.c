@@ -443,6 +443,34 @@ struct command {
     cmd_fn fn;
 };
 
+/* A command's subcommands (CONFIG GET, CLIENT LIST ...): looked up and
+ * their arity checked as commands are, with Redis's "'parent|sub'" name in
+ * the error; `unknown` ends the message for a name not in the table. */
+struct subcommand {
+    const char *name;        /* lower case */
+    int min_argc, max_argc;  /* including the command and the subcommand; max -1 = any */
+    cmd_fn fn;
+};
+
+static void dispatch_sub(struct server *s, struct conn *c, const struct proto_cmd *cmd,
+                         const char *parent, const struct subcommand *subs, size_t n,
+                         const char *unknown)
+{
+    const struct proto_arg *a = &cmd->argv[1];
+    for (size_t i = 0; i < n; i++) {
+        const struct subcommand *k = &subs[i];
+        if (!arg_is(a, k->name))
+            continue;
+        if ((int)cmd->argc < k->min_argc || (k->max_argc >= 0 && (int)cmd->argc > k->max_argc))
+            reply_err(s, c, "wrong number of arguments for '%s|%s' command", parent, k->name);
+        else
+            k->fn(s, c, cmd);
+        return;
+    }
+    char tmp[40];
+    reply_err(s, c, "unknown subcommand '%s'%s", printable(tmp, 32, a->p, a->len), unknown);
+}
+
 static int parse_short_id(struct server *s, struct conn *c, const struct proto_arg *a,
                           uint64_t *id)
 {
@@ -484,7 +512,9 @@ static void cmd_command(struct server *s, struct conn *c, const struct proto_cmd
  * for tools that ask Redis for them (redis-benchmark does): a snapshot every
  * snapshot-interval seconds when anything changed, and no append-only file. */
 enum { CONFIG_PATTERN_MAX = 255 };
-static const char *const config_alias[] = {"save", "appendonly"};
+enum { CONFIG_SAVE, CONFIG_APPENDONLY };
+static const char *const config_alias[] = {[CONFIG_SAVE] = "save",
+                                           [CONFIG_APPENDONLY] = "appendonly"};
 #define CONFIG_NALIAS (sizeof config_alias / sizeof config_alias[0])
 
 /* Setting k's name: the flags', then the Redis aliases; NULL past them. */
@@ -506,18 +536,8 @@ static bool config_wanted(const struct proto_cmd *cmd, const char *name)
     return false;
 }
 
-static void cmd_config(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+static void config_get(struct server *s, struct conn *c, const struct proto_cmd *cmd)
 {
-    if (!arg_is(&cmd->argv[1], "get")) {
-        char tmp[40];
-        reply_err(s, c, "unknown subcommand '%s': settings are fixed at start, CONFIG GET reads them",
-                  printable(tmp, 32, cmd->argv[1].p, cmd->argv[1].len));
-        return;
-    }
-    if (cmd->argc < 3) {
-        reply_err(s, c, "wrong number of arguments for 'config|get' command");
-        return;
-    }
     for (size_t i = 2; i < cmd->argc; i++)
         if (cmd->argv[i].len > CONFIG_PATTERN_MAX || memchr(cmd->argv[i].p, 0, cmd->argv[i].len)) {
             reply_err(s, c, "pattern: must be at most %d bytes, with no NUL", CONFIG_PATTERN_MAX);
@@ -536,18 +556,27 @@ static void cmd_config(struct server *s, struct conn *c, const struct proto_cmd 
             continue;
         if (k < nset)
             net_config_value(&s->cfg, k, v, sizeof v);
-        else if (strcmp(name, "save") == 0 && s->cfg.snapshot_interval_s)
+        else if (k - nset == CONFIG_APPENDONLY)
+            snprintf(v, sizeof v, "no");
+        else if (s->cfg.snapshot_interval_s)  /* save: "<seconds> <changes>" */
             snprintf(v, sizeof v, "%u 1", s->cfg.snapshot_interval_s);
         else
-            snprintf(v, sizeof v, "%s", strcmp(name, "save") == 0 ? "" : "no");
+            v[0] = 0;
         net_reply_bulk(&c->out, name, strlen(name));
         net_reply_bulk(&c->out, v, strlen(v));
     }
 }
 
+static void cmd_config(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+{
+    static const struct subcommand subs[] = {{"get", 3, -1, config_get}};
+    dispatch_sub(s, c, cmd, "config", subs, sizeof subs / sizeof subs[0],
+                 ": settings are fixed at start, CONFIG GET reads them");
+}
+
 static void cmd_auth(struct server *s, struct conn *c, const struct proto_cmd *cmd)
 {
-    if (!s->cfg.has_pass) {
+    if (!s->cfg.requirepass[0]) {
         reply_err(s, c, "AUTH called without any password configured (--requirepass)");
         return;
     }
@@ -1022,8 +1051,7 @@ static void info_text(struct server *s, struct net_buf *b, unsigned sections)
             outbuf += net_buf_live(&c->out);
         }
         infof(b, "%s# Clients\r\n", sep);
-        infof(b, "connected_clients:%llu\r\n",
-              (unsigned long long)(s->nconns - s->http_stats.connections));
+        infof(b, "connected_clients:%u\r\n", net_line_clients(s));
         infof(b, "maxclients:%u\r\n", s->cfg.maxclients);
         infof(b, "total_connections_received:%llu\r\n",
               (unsigned long long)s->st.connections_received);
@@ -1172,8 +1200,9 @@ static bool client_visible(const struct conn *t)
  * every client here is of type normal. */
 static void client_list(struct server *s, struct conn *c, const struct proto_cmd *cmd)
 {
-    size_t a = 2, ids_from = 0;
-    bool none = false;
+    uint64_t ids[PROTO_ARGC_MAX];
+    size_t nids = 0, a = 2;
+    bool by_id = false, none = false;
     char tmp[40];
     while (a < cmd->argc) {
         if (arg_is(&cmd->argv[a], "type") && a + 1 < cmd->argc) {
@@ -1186,9 +1215,9 @@ static void client_list(struct server *s, struct conn *c, const struct proto_cmd
             none = none || !arg_is(t, "normal");
             a += 2;
         } else if (arg_is(&cmd->argv[a], "id") && a + 1 < cmd->argc) {
-            ids_from = ++a;
-            for (uint64_t id; a < cmd->argc; a++)
-                if (net_parse_u64(cmd->argv[a].p, cmd->argv[a].len, &id) || id == 0) {
+            by_id = true;
+            for (a++; a < cmd->argc; a++, nids++)
+                if (net_parse_u64(cmd->argv[a].p, cmd->argv[a].len, &ids[nids]) || ids[nids] == 0) {
                     reply_err(s, c, "Invalid client ID");
                     return;
                 }
@@ -1202,13 +1231,10 @@ static void client_list(struct server *s, struct conn *c, const struct proto_cmd
     while (t && t->next)
         t = t->next;
     for (; t && !none; t = t->prev) {  /* oldest first: ids ascending, as Redis lists them */
-        bool want = client_visible(t) && !ids_from;
-        for (size_t i = ids_from; ids_from && i < cmd->argc && !want; i++) {
-            uint64_t id = 0;
-            net_parse_u64(cmd->argv[i].p, cmd->argv[i].len, &id);
-            want = client_visible(t) && id == t->id;
-        }
-        if (want)
+        bool want = !by_id;
+        for (size_t i = 0; i < nids && !want; i++)
+            want = ids[i] == t->id;
+        if (want && client_visible(t))
             client_line(s, b, t);
     }
     tmp_reply(s, c);
@@ -1249,8 +1275,7 @@ static void client_kill(struct server *s, struct conn *c, const struct proto_cmd
     }
     int64_t killed = 0;
     bool self = false;
-    for (struct conn *t = s->conns, *next; t; t = next) {
-        next = t->next;
+    for (struct conn *t = s->conns; t; t = t->next) {  /* net_conn_kill frees nothing yet */
         if (!client_visible(t) || (has_id && t->id != id) ||
             (addr && (strlen(t->addr) != addr->len || memcmp(t->addr, addr->p, addr->len) != 0)) ||
             (t == c && skipme && !old))
@@ -1271,48 +1296,51 @@ static void client_kill(struct server *s, struct conn *c, const struct proto_cmd
         c->state = CONN_DRAINING;
 }
 
+static void client_id(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+{
+    net_reply_int(&c->out, (int64_t)c->id);
+}
+
+static void client_getname(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+{
+    if (c->name[0])
+        net_reply_bulk_str(&c->out, c->name);
+    else
+        net_reply_null(&c->out);
+}
+
+static void client_setname(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+{
+    if (!client_str_ok(s, c, &cmd->argv[2], "client name"))
+        return;
+    client_str_set(c->name, &cmd->argv[2]);
+    net_reply_ok(&c->out);
+}
+
+static void client_setinfo(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+{
+    bool lib = arg_is(&cmd->argv[2], "lib-name");
+    if (!lib && !arg_is(&cmd->argv[2], "lib-ver")) {
+        char tmp[40];
+        reply_err(s, c, "Unrecognized option '%s'",
+                  printable(tmp, 32, cmd->argv[2].p, cmd->argv[2].len));
+        return;
+    }
+    if (!client_str_ok(s, c, &cmd->argv[3], lib ? "lib-name" : "lib-ver"))
+        return;
+    client_str_set(lib ? c->lib_name : c->lib_ver, &cmd->argv[3]);
+    net_reply_ok(&c->out);
+}
+
 static void cmd_client(struct server *s, struct conn *c, const struct proto_cmd *cmd)
 {
-    const struct proto_arg *sub = &cmd->argv[1];
-    size_t argc = cmd->argc;
-    char tmp[40];
-    if (arg_is(sub, "id") && argc == 2) {
-        net_reply_int(&c->out, (int64_t)c->id);
-    } else if (arg_is(sub, "getname") && argc == 2) {
-        if (c->name[0])
-            net_reply_bulk_str(&c->out, c->name);
-        else
-            net_reply_null(&c->out);
-    } else if (arg_is(sub, "setname") && argc == 3) {
-        if (!client_str_ok(s, c, &cmd->argv[2], "client name"))
-            return;
-        client_str_set(c->name, &cmd->argv[2]);
-        net_reply_ok(&c->out);
-    } else if (arg_is(sub, "setinfo") && argc == 4) {
-        bool lib = arg_is(&cmd->argv[2], "lib-name");
-        if (!lib && !arg_is(&cmd->argv[2], "lib-ver")) {
-            reply_err(s, c, "Unrecognized option '%s'",
-                      printable(tmp, 32, cmd->argv[2].p, cmd->argv[2].len));
-            return;
-        }
-        if (!client_str_ok(s, c, &cmd->argv[3], lib ? "lib-name" : "lib-ver"))
-            return;
-        client_str_set(lib ? c->lib_name : c->lib_ver, &cmd->argv[3]);
-        net_reply_ok(&c->out);
-    } else if (arg_is(sub, "list")) {
-        client_list(s, c, cmd);
-    } else if (arg_is(sub, "kill") && argc >= 3) {
-        client_kill(s, c, cmd);
-    } else if (arg_is(sub, "id") || arg_is(sub, "getname") || arg_is(sub, "setname") ||
-               arg_is(sub, "setinfo") || arg_is(sub, "kill")) {
-        for (size_t i = 0; i < sub->len && i < sizeof tmp - 1; i++)
-            tmp[i] = (char)tolower(sub->p[i]);
-        tmp[sub->len < sizeof tmp - 1 ? sub->len : sizeof tmp - 1] = 0;
-        reply_err(s, c, "wrong number of arguments for 'client|%s' command", tmp);
-    } else {
-        reply_err(s, c, "unknown subcommand '%s' (ID, GETNAME, SETNAME, SETINFO, LIST, KILL)",
-                  printable(tmp, 32, sub->p, sub->len));
-    }
+    static const struct subcommand subs[] = {
+        {"id", 2, 2, client_id},           {"getname", 2, 2, client_getname},
+        {"setname", 3, 3, client_setname}, {"setinfo", 4, 4, client_setinfo},
+        {"list", 2, -1, client_list},      {"kill", 3, -1, client_kill},
+    };
+    dispatch_sub(s, c, cmd, "client", subs, sizeof subs / sizeof subs[0],
+                 " (ID, GETNAME, SETNAME, SETINFO, LIST, KILL)");
 }
 
 /* ---- dispatch ---------------------------------------------------------------------- */

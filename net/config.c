@@ -214,7 +214,6 @@ int net_config_set(struct net_config *c, const char *key, const char *val, char 
             return NET_CFG_EINVAL;
         }
         strcpy(c->requirepass, val);
-        c->has_pass = *val != 0;
         return NET_CFG_OK;
     case K_LEVEL: {
         int lvl = net_log_level_parse(val);
@@ -316,7 +315,7 @@ void net_config_value(const struct net_config *c, size_t i, char *out, size_t ca
         snprintf(out, cap, "%s", src);
         break;
     case K_PASS:
-        snprintf(out, cap, "%s", c->has_pass ? c->requirepass : "");
+        snprintf(out, cap, "%s", c->requirepass);
         break;
     case K_LEVEL:
         snprintf(out, cap, "%s", net_log_level_name((enum net_log_level)c->loglevel));

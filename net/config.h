@@ -37,8 +37,7 @@ struct net_config {
     int64_t session_ttl_s;
     uint32_t snapshot_interval_s;  /* 0 = no periodic snapshots */
     uint32_t maxclients;
-    bool has_pass;
-    char requirepass[NET_PASS_MAX + 1];
+    char requirepass[NET_PASS_MAX + 1];   /* "" = no password: clients start authenticated */
     char config_file[NET_PATH_MAX];  /* "" when none */
     int loglevel;                /* enum net_log_level */
     uint64_t query_buffer_limit;   /* bytes of unparsed input per client */

@@ -371,7 +371,7 @@ static void conn_new(struct server *s, int fd, const struct sockaddr *sa, sockle
     c->srv = s;
     c->fd = fd;
     c->state = CONN_ACTIVE;
-    c->authed = !s->cfg.has_pass;
+    c->authed = !s->cfg.requirepass[0];
     c->read_size = READ_MIN;
     c->last_active = c->created = ev_now(s->loop);
     c->last_cmd = "";
@@ -532,12 +532,12 @@ static void log_settings(const struct net_config *cfg)
         const char *key = net_config_key(i);
         net_config_value(cfg, i, v, sizeof v);
         if (strcmp(key, "requirepass") == 0)
-            snprintf(v, sizeof v, "%s", cfg->has_pass ? "set" : "none");
+            snprintf(v, sizeof v, "%s", cfg->requirepass[0] ? "set" : "none");
         int n = snprintf(line + o, sizeof line - o, " %s=%s", key, v);
         o += n > 0 ? (size_t)n : 0;
     }
-    net_info("shortstatd %s starting:%s%s%s", NET_VERSION, line, cfg->config_file[0] ? " config=" : "",
-             cfg->config_file);
+    net_info("shortstatd %s starting:%s%s%s", NET_VERSION, line,
+             cfg->config_file[0] ? " config=" : "", cfg->config_file);
 }
 
 /* What the child tells the parent through the pipe. */
@@ -785,6 +785,11 @@ static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
     ev_timer_start(loop, &s->deadline_w);
 }
 
+uint32_t net_line_clients(const struct server *s)
+{
+    return s->nconns - (uint32_t)s->http_stats.connections;
+}
+
 uint64_t net_client_memory(const struct server *s)
 {
     uint64_t bufs = s->tmp.cap + NET_SCRATCH;
@@ -812,7 +817,7 @@ static void http_fill(void *ud, struct http_metrics *m)
     eng_info(s->eng, &ei);
     m->version = NET_VERSION;
     m->uptime_ms = (int64_t)((ev_now(s->loop) - s->start_time) * 1000.0);
-    m->connected_clients = s->nconns - s->http_stats.connections;  /* line-protocol ones */
+    m->connected_clients = net_line_clients(s);
     m->rejected_connections = s->st.rejected_connections;
     m->commands_total = s->st.commands;
     m->errors_total = s->st.errors;
@@ -962,7 +967,7 @@ int net_server_init(struct server *s, const struct net_config *cfg)
         if (listen_on(s, cfg->http_port, &s->hfd, &hp))
             return -1;
         s->http_env = (struct http_env){.eng = s->eng, .stats = &s->http_stats,
-                                        .requirepass = cfg->has_pass ? cfg->requirepass : NULL,
+                                        .requirepass = cfg->requirepass[0] ? cfg->requirepass : NULL,
                                         .trust_proxy = cfg->trust_proxy,
                                         .fill_metrics = http_fill, .ud = s};
         ev_io_init(&s->haccept_w, accept_cb, s->hfd, EV_READ);

@@ -199,6 +199,10 @@ void net_conn_limit_output(struct server *s, struct conn *c);
 /* CLIENT KILL of another connection: its unsent replies are dropped and it
  * is closed by the flush before the loop sleeps (never c itself mid-run). */
 void net_conn_kill(struct server *s, struct conn *c);
+/* Line-protocol clients connected now (INFO's and /metrics'
+ * connected_clients, the clients CLIENT LIST may show): the HTTP port's
+ * connections count toward --maxclients only. */
+uint32_t net_line_clients(const struct server *s);
 /* Bytes held for clients (their buffers, the shared scratch): what INFO's
  * used_memory_bytes adds to the engine's. */
 uint64_t net_client_memory(const struct server *s);

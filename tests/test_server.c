@@ -1878,7 +1878,7 @@ START_TEST(config_values_round_trip)
         ck_assert_msg(net_config_set(&a, net_config_key(i), v, err, sizeof err) == NET_CFG_OK,
                       "default %s = '%s': %s", net_config_key(i), v, err);
     }
-    ck_assert(!a.has_pass && a.requirepass[0] == 0);
+    ck_assert(a.requirepass[0] == 0);
     net_config_value(&a, 13, v, sizeof v);
     ck_assert_str_eq(v, "any");
     /* the longest cpulist, every other CPU, fits NET_CONFIG_VALUE_MAX whole */
