@@ -11,6 +11,7 @@
 #include "net/log.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -63,4 +64,71 @@ void net_log(enum net_log_level lvl, const char *fmt, ...)
     line[len++] = '\n';
     ssize_t w = write(STDERR_FILENO, line, len);
     (void)w;  /* nowhere to report a failing stderr */
+}
+
+/* ---- from a signal handler --------------------------------------------------------------- */
+
+/* Only async-signal-safe calls below: no stdio, no gmtime_r (it may take
+ * the tz lock). The civil date is computed from the day number directly
+ * (Howard Hinnant's days-to-civil). */
+static char *put_num(char *p, uint64_t v, int width)
+{
+    char tmp[20];
+    int n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v && n < (int)sizeof tmp);
+    while (n < width)
+        tmp[n++] = '0';
+    while (n)
+        *p++ = tmp[--n];
+    return p;
+}
+
+void net_log_from_signal(enum net_log_level lvl, const char *msg)
+{
+    if (lvl < log_level)
+        return;
+    char line[256];
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t days = ts.tv_sec / 86400, sod = ts.tv_sec % 86400;
+    int64_t z = days + 719468, era = z / 146097;
+    int64_t doe = z - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+    int64_t d = doy - (153 * mp + 2) / 5 + 1, m = mp < 10 ? mp + 3 : mp - 9;
+    int64_t y = yoe + era * 400 + (m <= 2);
+
+    char *p = line, *end = line + sizeof line - 1;
+    p = put_num(p, (uint64_t)y, 4);
+    *p++ = '-';
+    p = put_num(p, (uint64_t)m, 2);
+    *p++ = '-';
+    p = put_num(p, (uint64_t)d, 2);
+    *p++ = 'T';
+    p = put_num(p, (uint64_t)(sod / 3600), 2);
+    *p++ = ':';
+    p = put_num(p, (uint64_t)(sod / 60 % 60), 2);
+    *p++ = ':';
+    p = put_num(p, (uint64_t)(sod % 60), 2);
+    *p++ = '.';
+    p = put_num(p, (uint64_t)(ts.tv_nsec / 1000000), 3);
+    *p++ = 'Z';
+    *p++ = ' ';
+    p = put_num(p, (uint64_t)getpid(), 1);
+    *p++ = ' ';
+    const char *name = net_log_level_name(lvl);
+    size_t i = 0;
+    for (; name[i]; i++)
+        *p++ = name[i];
+    for (; i < 6; i++)  /* "%-5s " */
+        *p++ = ' ';
+    for (const char *q = msg; *q && p < end; q++)
+        *p++ = *q;
+    *p++ = '\n';
+    ssize_t w = write(STDERR_FILENO, line, (size_t)(p - line));
+    (void)w;
 }

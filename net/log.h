@@ -19,6 +19,9 @@ int net_log_level_parse(const char *s);   /* level or -1 */
 const char *net_log_level_name(enum net_log_level lvl);
 
 void net_log(enum net_log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The same line, async-signal-safe: for signal handlers (no formatting of
+ * msg; at most ~200 bytes of it are written). */
+void net_log_from_signal(enum net_log_level lvl, const char *msg);
 
 #define net_debug(...) net_log(NET_LOG_DEBUG, __VA_ARGS__)
 #define net_info(...)  net_log(NET_LOG_INFO, __VA_ARGS__)

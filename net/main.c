@@ -3,7 +3,7 @@
  * main.c -- shortstatd: settings, then the server until SIGINT/SIGTERM.
  *
  * Exit codes: 0 after a clean shutdown (final snapshot written or not
- * needed), 1 when the server cannot start or the final snapshot failed,
+ * needed, or a signal before the server listened), 1 when the server cannot start or the final snapshot failed,
  * 2 on a bad flag, value or config file.
  */
 #include <signal.h>

@@ -751,6 +751,16 @@ static void deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
     ev_break(loop, EVBREAK_ALL);
 }
 
+static void startup_signal(int sig)
+{
+    net_log_from_signal(NET_LOG_INFO, sig == SIGINT
+                                          ? "received SIGINT during start-up: exiting without "
+                                            "saving; the snapshot on disk is untouched"
+                                          : "received SIGTERM during start-up: exiting without "
+                                            "saving; the snapshot on disk is untouched");
+    _exit(0);
+}
+
 static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
     struct server *s = w->data;
@@ -886,6 +896,13 @@ int net_server_init(struct server *s, const struct net_config *cfg)
         return -1;
     }
     s->start_time = ev_now(s->loop);
+    /* Until the loop's own handlers take over (below), SIGTERM/SIGINT end
+     * the start-up at once: nothing has been recorded, so there is nothing
+     * to save, and a load of a large snapshot can take seconds. */
+    struct sigaction sa = {.sa_handler = startup_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
     raise_fd_limit(s);  /* may lower maxclients: the line below shows what runs */
     log_settings(&s->cfg);
 
@@ -913,6 +930,9 @@ int net_server_init(struct server *s, const struct net_config *cfg)
     snprintf(path, sizeof path, "%s/%s", cfg->dir, SNAP_FILE);
     struct snap_header h;
     struct snap_err se = {0};
+    struct stat sb;
+    if (stat(path, &sb) == 0)
+        net_info("loading snapshot %s (%.1f MB)", path, (double)sb.st_size / 1e6);
     uint64_t t0 = net_mono_usec();
     int rc = snap_load(path, &ec, &s->eng, &h, &se);
     if (rc == SNAP_ENOENT) {

@@ -2057,6 +2057,49 @@ START_TEST(sigterm_flushes_and_exits_0)
     ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     ck_assert(log_has(&s, "no final snapshot needed"));
     srv_cleanup(&s);
+
+    /* SIGTERM during start-up: a FIFO in the snapshot's place holds the
+     * load in open() for as long as the test likes. */
+    memset(&s, 0, sizeof s);
+    srv_init_dir(&s);
+    char fifo[128];
+    snprintf(fifo, sizeof fifo, "%s/%s", s.dir, SNAP_FILE);
+    ck_assert_int_eq(mkfifo(fifo, 0644), 0);
+    const char *args[] = {"--port", "0", "--dir", s.dir, NULL};
+    s.pid = spawn(&s, args);
+    for (int i = 0; i < 2000 && !log_has(&s, "loading snapshot"); i++)
+        sleep_ms(5);
+    ck_assert(log_has(&s, "loading snapshot"));
+    pid_t spid = s.pid;
+    kill(s.pid, SIGTERM);
+    ck_assert_int_eq(waitpid(s.pid, &st, 0), s.pid);
+    s.pid = 0;
+    char *l = read_file(s.log, NULL);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %d; log:\n%s", st, l);
+    const char *line = strstr(l, "received SIGTERM during start-up: exiting without saving");
+    ck_assert_msg(line, "log:\n%s", l);
+    ck_assert_ptr_null(strstr(l, "listening on"));
+    /* The line is the logger's own format, with the right time. */
+    while (line > l && line[-1] != '\n')
+        line--;
+    struct tm tm = {0};
+    int ms = -1, pid = 0;
+    char lvl[8] = "";
+    ck_assert_int_eq(sscanf(line, "%4d-%2d-%2dT%2d:%2d:%2d.%3dZ %d %7s", &tm.tm_year, &tm.tm_mon,
+                            &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &ms, &pid, lvl),
+                     9);
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    ck_assert_int_lt(llabs((long long)(timegm(&tm) - time(NULL))), 60);
+    ck_assert(ms >= 0 && ms <= 999);
+    ck_assert_int_eq(pid, spid);
+    ck_assert_str_eq(lvl, "info");
+    ck_assert_ptr_nonnull(strstr(line, " info  received"));
+    free(l);
+    struct stat sb;
+    ck_assert_int_eq(stat(fifo, &sb), 0);  /* the snapshot's place is as it was */
+    ck_assert(S_ISFIFO(sb.st_mode));
+    srv_cleanup(&s);
 }
 END_TEST
 
