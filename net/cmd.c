@@ -45,7 +45,9 @@
 
 int net_parse_u64(const uint8_t *p, size_t len, uint64_t *out)
 {
-    if (len == 0 || len > 20)
+    /* "007" would be 7 under a second name: a zero-padded user id would
+     * merge with another user's. Redis's string2ll refuses it too. */
+    if (len == 0 || len > 20 || (p[0] == '0' && len > 1))
         return NET_EINVAL;
     uint64_t v = 0;
     for (size_t i = 0; i < len; i++) {
@@ -64,7 +66,7 @@ int net_parse_i64(const uint8_t *p, size_t len, int64_t *out)
 {
     bool neg = len > 0 && p[0] == '-';
     uint64_t v;
-    if (net_parse_u64(p + neg, len - neg, &v))
+    if (net_parse_u64(p + neg, len - neg, &v) || (neg && v == 0))  /* "-0" too */
         return NET_EINVAL;
     if (neg ? v > (uint64_t)INT64_MAX + 1 : v > (uint64_t)INT64_MAX)
         return NET_EINVAL;

@@ -22,7 +22,9 @@ enum net_rc {
 
 #define NET_ERR_MAX 192u
 
-/* Strict decimal: digits only (i64: an optional leading '-'), no overflow. */
+/* Strict decimal as Redis's string2ll reads it: digits only (i64: an
+ * optional leading '-'), no leading zero but in "0" itself, no "-0", no
+ * overflow. */
 int net_parse_u64(const uint8_t *p, size_t len, uint64_t *out);
 int net_parse_i64(const uint8_t *p, size_t len, int64_t *out);
 

@@ -43,7 +43,7 @@
 #include <sys/types.h>
 #include <time.h>
 
-#include "net/cmd.h"  /* net_metric_is_decimal, shared with RESP TOP */
+#include "net/cmd.h"  /* net_parse_u64, net_metric_is_decimal: shared with RESP */
 
 enum http_phase { PH_IDLE = 0, PH_HEADERS, PH_BODY, PH_DONE };
 enum http_fail { FAIL_NONE = 0, FAIL_HDR_BIG, FAIL_BODY_BIG };
@@ -284,21 +284,11 @@ static void jw_fixed6(struct http_conn *c, struct http_buf *b, double v)
 /* ---- small parsers ---------------------------------------------------------- */
 
 /* Decimal digits only, 1..UINT64_MAX. */
+/* Numbers in paths, queries and string ids are read as RESP reads them
+ * (net_parse_u64): canonical decimal, so "007" is not a second name for 7. */
 static bool parse_u64(const char *s, size_t n, uint64_t *out)
 {
-    uint64_t v = 0;
-    if (n == 0)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return false;
-        unsigned d = (unsigned)(s[i] - '0');
-        if (v > (UINT64_MAX - d) / 10)
-            return false;
-        v = v * 10 + d;
-    }
-    *out = v;
-    return true;
+    return net_parse_u64((const uint8_t *)s, n, out) == NET_OK;
 }
 
 static ssize_t pct_decode(const char *s, size_t n, char *out, size_t cap, bool plus_space);

@@ -442,6 +442,8 @@ START_TEST(interaction_field_errors)
         {"{\"type\":\"view\",\"shortId\":0}", "shortId: must be an integer between 1 and", 0},
         {"{\"type\":\"view\",\"shortId\":-3}", "shortId: must be an integer between 1 and", 0},
         {"{\"type\":\"view\",\"shortId\":\"12a\"}", "shortId: must be an integer between 1", 0},
+        {"{\"type\":\"view\",\"shortId\":\"007\"}", "shortId: must be an integer between 1", 0},
+        {"{\"type\":\"view\",\"shortId\":1,\"userId\":\"0042\"}", "userId: must be an integer", 0},
         {"{\"type\":\"view\",\"shortId\":true}", "shortId: must be an integer between 1", 0},
         {"{\"type\":\"like\",\"shortId\":1}", "type: must be one of impression, view", 0},
         {"{\"type\":3,\"shortId\":1}", "type: must be one of", 0},
@@ -579,6 +581,8 @@ START_TEST(stats_queries)
     request(get("/api/explore/stats/%3"), &r);
     check_error(&r, 400, "shortId: must be an integer", -1);
     request(get("/api/explore/stats/18446744073709551616"), &r);
+    check_error(&r, 400, "shortId: must be an integer", -1);
+    request(get("/api/explore/stats/0555"), &r);  /* not a second name for 555 */
     check_error(&r, 400, "shortId: must be an integer", -1);
     request(get("/api/explore/stats/1?x=1"), &r);
     check_error(&r, 400, "x: unknown parameter", -1);

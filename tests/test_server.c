@@ -999,6 +999,15 @@ START_TEST(command_errors)
     EXPECT_ERR(&c, "-ERR short_id: must be an integer", "TRACK -1 view session=a");
     EXPECT_ERR(&c, "-ERR short_id: must be an integer", "TRACK 18446744073709551616 view session=a");
     EXPECT_ERR(&c, "-ERR short_id: must be at least 1", "TRACK 0 view session=a");
+    /* Canonical decimal only: "007" is not another name for short 7. */
+    EXPECT_ERR(&c, "-ERR short_id: must be an integer", "TRACK 007 view session=a");
+    EXPECT_ERR(&c, "-ERR short_id: must be an integer", "TRACK 00 view session=a");
+    EXPECT_ERR(&c, "-ERR user: must be an integer", "TRACK 1 view user=0042");
+    EXPECT_ERR(&c, "-ERR watch_ms: must be an integer", "TRACK 1 view session=a watch_ms=-0");
+    EXPECT_ERR(&c, "-ERR watch_ms: must be an integer", "TRACK 1 view session=a watch_ms=+5");
+    EXPECT_ERR(&c, "-ERR ts: must be an integer", "TRACK 1 view session=a ts=01");
+    EXPECT_ERR(&c, "-ERR boost: must be an integer 0..100", "BOOST 1 05");
+    EXPECT_ERR(&c, "-ERR k: must be an integer 1..1000", "TOP 010");
     EXPECT_ERR(&c, "-ERR type: unknown interaction type 'like'", "TRACK 1 like session=a");
     EXPECT_ERR(&c, "-ERR color: unknown field", "TRACK 1 view session=a color=red");
     EXPECT_ERR(&c, "-ERR session: repeated field", "TRACK 1 view session=a session=b");
@@ -1037,7 +1046,7 @@ START_TEST(command_errors)
     /* Nothing above recorded anything. */
     ck_assert_int_eq(info_num(&c, "interactions_total"), 0);
     ck_assert_int_eq(info_num(&c, "shorts"), 0);
-    ck_assert_int_ge(info_num(&c, "errors_total"), 45);
+    ck_assert_int_ge(info_num(&c, "errors_total"), 53);
     /* Quoting errors answer and keep the connection. */
     EXPECT(&c, "-ERR Protocol error: unbalanced quotes in request\r\n", "ECHO \"abc");
     EXPECT_ERR(&c, "-ERR Protocol error: invalid escape", "ECHO \"a\\qb\"");
