@@ -447,18 +447,64 @@ struct command {
 
 /* A command's subcommands (CONFIG GET, CLIENT LIST ...): looked up and
  * their arity checked as commands are, with Redis's "'parent|sub'" name in
- * the error; `unknown` ends the message for a name not in the table. */
+ * the error. HELP is answered from the table, as Redis answers it: one
+ * status line per line of each `help`, usage first, then its meaning. */
 struct subcommand {
     const char *name;        /* lower case */
     int min_argc, max_argc;  /* including the command and the subcommand; max -1 = any */
     cmd_fn fn;
+    const char *help;        /* "USAGE\n    what it does[\n    more]" */
 };
 
+static size_t help_lines(const char *t)
+{
+    size_t n = 1;
+    for (; *t; t++)
+        n += *t == '\n';
+    return n;
+}
+
+static void help_reply(struct net_buf *out, const char *t)
+{
+    char line[128];
+    for (const char *nl; (nl = strchr(t, '\n')); t = nl + 1) {
+        size_t n = (size_t)(nl - t) < sizeof line ? (size_t)(nl - t) : sizeof line - 1;
+        memcpy(line, t, n);
+        line[n] = 0;
+        net_reply_status(out, line);
+    }
+    net_reply_status(out, t);
+}
+
+/* `unknown` (may be "") goes between the name and "Try <PARENT> HELP." in
+ * the error for a subcommand not in the table. */
 static void dispatch_sub(struct server *s, struct conn *c, const struct proto_cmd *cmd,
                          const char *parent, const struct subcommand *subs, size_t n,
                          const char *unknown)
 {
+    char up[16];
+    size_t pl = strlen(parent);
+    for (size_t i = 0; i <= pl && i < sizeof up; i++)
+        up[i] = (char)toupper((unsigned char)parent[i]);
     const struct proto_arg *a = &cmd->argv[1];
+    if (arg_is(a, "help")) {
+        if (cmd->argc != 2) {
+            reply_err(s, c, "wrong number of arguments for '%s|help' command", parent);
+            return;
+        }
+        static const char tail[] = "HELP\n    Print this help.";
+        size_t lines = 1 + help_lines(tail);
+        for (size_t i = 0; i < n; i++)
+            lines += help_lines(subs[i].help);
+        net_reply_array(&c->out, lines);
+        char head[64];
+        snprintf(head, sizeof head, "%s <subcommand> [<arg> ...]. Subcommands are:", up);
+        net_reply_status(&c->out, head);
+        for (size_t i = 0; i < n; i++)
+            help_reply(&c->out, subs[i].help);
+        help_reply(&c->out, tail);
+        return;
+    }
     for (size_t i = 0; i < n; i++) {
         const struct subcommand *k = &subs[i];
         if (!arg_is(a, k->name))
@@ -470,7 +516,8 @@ static void dispatch_sub(struct server *s, struct conn *c, const struct proto_cm
         return;
     }
     char tmp[40];
-    reply_err(s, c, "unknown subcommand '%s'%s", printable(tmp, 32, a->p, a->len), unknown);
+    reply_err(s, c, "unknown subcommand '%s'%s. Try %s HELP.", printable(tmp, 32, a->p, a->len),
+              unknown, up);
 }
 
 static int parse_short_id(struct server *s, struct conn *c, const struct proto_arg *a,
@@ -571,7 +618,11 @@ static void config_get(struct server *s, struct conn *c, const struct proto_cmd 
 
 static void cmd_config(struct server *s, struct conn *c, const struct proto_cmd *cmd)
 {
-    static const struct subcommand subs[] = {{"get", 3, -1, config_get}};
+    static const struct subcommand subs[] = {
+        {"get", 3, -1, config_get,
+         "GET <pattern> [<pattern> ...]\n"
+         "    Each setting whose name matches a glob pattern, and its value."},
+    };
     dispatch_sub(s, c, cmd, "config", subs, sizeof subs / sizeof subs[0],
                  ": settings are fixed at start, CONFIG GET reads them");
 }
@@ -1337,12 +1388,22 @@ static void client_setinfo(struct server *s, struct conn *c, const struct proto_
 static void cmd_client(struct server *s, struct conn *c, const struct proto_cmd *cmd)
 {
     static const struct subcommand subs[] = {
-        {"id", 2, 2, client_id},           {"getname", 2, 2, client_getname},
-        {"setname", 3, 3, client_setname}, {"setinfo", 4, 4, client_setinfo},
-        {"list", 2, -1, client_list},      {"kill", 3, -1, client_kill},
+        {"id", 2, 2, client_id, "ID\n    This connection's id."},
+        {"getname", 2, 2, client_getname, "GETNAME\n    This connection's name, or nil."},
+        {"setname", 3, 3, client_setname,
+         "SETNAME <name>\n    Name this connection (CLIENT LIST shows it); \"\" clears it."},
+        {"setinfo", 4, 4, client_setinfo,
+         "SETINFO LIB-NAME|LIB-VER <value>\n    Record the client library's name or version."},
+        {"list", 2, -1, client_list,
+         "LIST [TYPE NORMAL|MASTER|REPLICA|PUBSUB] [ID <id> [<id> ...]]\n"
+         "    One line per connection: id, address, name, age, buffers, last command."},
+        {"kill", 3, -1, client_kill,
+         "KILL <ip:port>\n    Close the connection from that address.\n"
+         "KILL [ID <id>] [ADDR <ip:port>] [SKIPME YES|NO]\n"
+         "    Close the connections matching every filter; SKIPME YES (the default) spares\n"
+         "    the caller. Answers how many were closed."},
     };
-    dispatch_sub(s, c, cmd, "client", subs, sizeof subs / sizeof subs[0],
-                 " (ID, GETNAME, SETNAME, SETINFO, LIST, KILL)");
+    dispatch_sub(s, c, cmd, "client", subs, sizeof subs / sizeof subs[0], "");
 }
 
 /* ---- dispatch ---------------------------------------------------------------------- */

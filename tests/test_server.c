@@ -1621,8 +1621,16 @@ START_TEST(config_get)
     EXPECT(&c, "-ERR wrong number of arguments for 'config|get' command\r\n", "CONFIG GET");
     EXPECT(&c, "-ERR wrong number of arguments for 'config' command\r\n", "CONFIG");
     EXPECT(&c,
-           "-ERR unknown subcommand 'set': settings are fixed at start, CONFIG GET reads them\r\n",
+           "-ERR unknown subcommand 'set': settings are fixed at start, CONFIG GET reads them. "
+           "Try CONFIG HELP.\r\n",
            "CONFIG set port 1");
+    EXPECT(&c,
+           "*5\r\n+CONFIG <subcommand> [<arg> ...]. Subcommands are:\r\n"
+           "+GET <pattern> [<pattern> ...]\r\n"
+           "+    Each setting whose name matches a glob pattern, and its value.\r\n"
+           "+HELP\r\n+    Print this help.\r\n",
+           "config help");
+    EXPECT(&c, "-ERR wrong number of arguments for 'config|help' command\r\n", "CONFIG HELP me");
     char longpat[300];
     memset(longpat, '*', 256);
     longpat[256] = 0;
@@ -1755,8 +1763,18 @@ START_TEST(client_commands)
     EXPECT(&c, "-ERR syntax error\r\n", "CLIENT LIST x");
     EXPECT(&c, "-ERR wrong number of arguments for 'client|kill' command\r\n", "CLIENT KILL");
     EXPECT(&c, "-ERR wrong number of arguments for 'client' command\r\n", "CLIENT");
-    EXPECT(&c, "-ERR unknown subcommand 'PAUSE' (ID, GETNAME, SETNAME, SETINFO, LIST, KILL)\r\n",
-           "CLIENT PAUSE 10");
+    EXPECT(&c, "-ERR unknown subcommand 'PAUSE'. Try CLIENT HELP.\r\n", "CLIENT PAUSE 10");
+    /* HELP: every subcommand's usage line, as redis-cli prints Redis's */
+    const char *help = cmdf(&c, "CLIENT HELP");
+    ck_assert_msg(strncmp(help, "*18\r\n+CLIENT <subcommand> [<arg> ...]. Subcommands are:\r\n"
+                                "+ID\r\n", 62) == 0, "CLIENT HELP: %s", help);
+    static const char *const usages[] = {"+GETNAME\r\n", "+SETNAME <name>\r\n",
+                                         "+SETINFO LIB-NAME|LIB-VER <value>\r\n", "+LIST [TYPE",
+                                         "+KILL <ip:port>\r\n", "+KILL [ID <id>]"};
+    for (size_t i = 0; i < sizeof usages / sizeof usages[0]; i++)
+        ck_assert_msg(strstr(help, usages[i]), "CLIENT HELP lacks %s", usages[i]);
+    size_t hl = strlen(help);
+    ck_assert_str_eq(help + hl - 30, "+HELP\r\n+    Print this help.\r\n");
     EXPECT(&c, "-ERR syntax error\r\n", "CLIENT KILL ID 1 ADDR");
     EXPECT(&c, "-ERR syntax error\r\n", "CLIENT KILL USER default");
     EXPECT(&c, "-ERR syntax error\r\n", "CLIENT KILL SKIPME maybe");
