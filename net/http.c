@@ -1482,6 +1482,10 @@ static bool auth_ok(const struct http_conn *c, bool *given)
 static void dispatch(struct http_conn *c)
 {
     unsigned flags = c->keep_alive && !c->upgrade ? 0 : R_CLOSE;
+    /* HEAD gets the headers of whatever GET would get, errors included: a
+     * body after them would be read as the start of the next response. */
+    if (c->method == HTTP_HEAD)
+        flags |= R_NOBODY;
     const char *url = (const char *)c->hdr.p + c->url_off;
     struct http_parser_url u;
     http_parser_url_init(&u);
@@ -1550,8 +1554,6 @@ static void dispatch(struct http_conn *c)
         respond_error(c, 405, msg, -1, allow, flags);
         return;
     }
-    if (c->method == HTTP_HEAD)
-        flags |= R_NOBODY;
     /* Routes without parameters take no query string either. */
     if (qlen && routes[r].route != RT_TOP && routes[r].route != RT_HIST_SESSION &&
         routes[r].route != RT_HIST_USER) {

@@ -1088,7 +1088,16 @@ START_TEST(not_found_and_methods)
     request("HEAD /api/explore/stats/4 HTTP/1.1\r\n\r\n", &h);
     ck_assert_int_eq(h.status, 200);
     ck_assert_str_eq(h.head, g.head);
-    ck_assert_uint_eq(F.stats.responses[4], 2);   /* 404 */
+    /* Its errors too are headers alone (request() refuses a second
+     * response, which is what a body after them would read as). */
+    request("HEAD /nope HTTP/1.1\r\n\r\n", &h);
+    ck_assert_int_eq(h.status, 404);
+    ck_assert_ptr_nonnull(strstr(h.head, "\r\nContent-Length: "));
+    request("HEAD /api/explore/interaction HTTP/1.1\r\n\r\n", &h);
+    ck_assert_int_eq(h.status, 405);
+    request("HEAD /api/explore/stats/x HTTP/1.1\r\n\r\n", &h);
+    ck_assert_int_eq(h.status, 400);
+    ck_assert_uint_eq(F.stats.responses[4], 3);   /* 404 */
 }
 END_TEST
 
@@ -1113,6 +1122,8 @@ START_TEST(auth)
     ck_assert_uint_eq(F.stats.auth_failures_total, sizeof bad / sizeof bad[0]);
     request(get("/nowhere"), &r);
     ck_assert_int_eq(r.status, 401);   /* no map of the API without the password */
+    request("HEAD /api/explore/top HTTP/1.1\r\n\r\n", &r);
+    ck_assert_int_eq(r.status, 401);   /* headers alone, as for any HEAD */
     ck_assert_uint_eq(interactions(), 0);
 
     snprintf(reqbuf, sizeof reqbuf, "POST /api/explore/interaction HTTP/1.1\r\n"
