@@ -1141,6 +1141,7 @@ static void info_text(struct server *s, struct net_buf *b, unsigned sections)
         infof(b, "commands_total:%llu\r\n", (unsigned long long)s->st.commands);
         infof(b, "errors_total:%llu\r\n", (unsigned long long)s->st.errors);
         infof(b, "protocol_errors:%llu\r\n", (unsigned long long)s->st.protocol_errors);
+        infof(b, "cross_protocol_closed:%llu\r\n", (unsigned long long)s->st.cross_protocol_closed);
         infof(b, "auth_failures:%llu\r\n", (unsigned long long)s->st.auth_failures);
         infof(b, "net_input_bytes:%llu\r\n", (unsigned long long)s->st.net_input_bytes);
         infof(b, "net_output_bytes:%llu\r\n", (unsigned long long)s->st.net_output_bytes);
@@ -1444,6 +1445,23 @@ static void dispatch(struct server *s, struct conn *c, const struct proto_cmd *c
 {
     const struct command *k = lookup(&cmd->argv[0]);
     char tmp[72];
+    /* Cross-protocol scripting: a web page can make a browser POST to this
+     * port, and the request's body lines would run as inline commands
+     * (TRACK, BOOST) with no password set. Its first two lines are "POST /
+     * HTTP/1.1" and "Host: ...", which no client of ours sends: close the
+     * connection at once, without a reply, as Redis does. */
+    if (!k && (arg_is(&cmd->argv[0], "post") || arg_is(&cmd->argv[0], "host:"))) {
+        s->st.cross_protocol_closed++;
+        uint64_t more;
+        if (net_ratelimit_ok(&s->xproto_rl, ev_now(s->loop), &more))
+            net_warn("client %s: sent '%s' as a command, which is how an HTTP request made to "
+                     "attack this port starts (cross-protocol scripting); closed it (%llu more "
+                     "since the last such line)",
+                     c->addr, printable(tmp, 64, cmd->argv[0].p, cmd->argv[0].len),
+                     (unsigned long long)more);
+        net_conn_kill(s, c);
+        return;
+    }
     /* Unknown before NOAUTH, as in Redis: client libraries probe with HELLO
      * and fall back to AUTH only on "unknown command" (Lettuce, for one). */
     if (!k) {

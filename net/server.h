@@ -94,7 +94,7 @@ struct net_ratelimit {
 bool net_ratelimit_ok(struct net_ratelimit *rl, double now, uint64_t *suppressed);
 
 struct net_counters {
-    uint64_t commands, errors, protocol_errors, auth_failures;
+    uint64_t commands, errors, protocol_errors, auth_failures, cross_protocol_closed;
     uint64_t connections_received, rejected_connections;
     uint64_t output_limit_disconnects, query_limit_disconnects;
     uint64_t net_input_bytes, net_output_bytes;
@@ -166,7 +166,7 @@ struct server {
     bool shutting_down;
     struct net_counters st;
     struct net_snapshot snap;
-    struct net_ratelimit refuse_rl, auth_rl;
+    struct net_ratelimit refuse_rl, auth_rl, xproto_rl;
 
     /* Hot-path scratch, reused by every command. */
     struct proto_cmd cmd;

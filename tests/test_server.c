@@ -1113,6 +1113,47 @@ START_TEST(protocol_errors_close)
 }
 END_TEST
 
+/* A browser made to POST to the RESP port must not get its body run. */
+START_TEST(cross_protocol_closed)
+{
+    struct srv s;
+    srv_start(&s, NULL);
+    static const char body[] = "TRACK 4242 view session=evil\r\nBOOST 4242 100\r\n";
+    char req[512];
+    int n = snprintf(req, sizeof req,
+                     "POST / HTTP/1.1\r\nHost: 127.0.0.1:7878\r\nContent-Type: text/plain\r\n"
+                     "Content-Length: %zu\r\n\r\n%s", strlen(body), body);
+    struct cli c;
+    cli_open(&c, s.port);
+    cli_send(&c, req, (size_t)n);
+    ck_assert(cli_eof(&c));  /* closed without a reply */
+    cli_close(&c);
+    /* Any method: the Host: line closes the connection before the body
+     * would run, and replies still unsent (the GET's error) are dropped. */
+    n = snprintf(req, sizeof req, "GET / HTTP/1.1\r\nhost: x\r\n\r\n%s", body);
+    cli_open(&c, s.port);
+    cli_send(&c, req, (size_t)n);
+    ck_assert(cli_eof(&c));
+    cli_close(&c);
+    /* Over RESP too, anywhere in a pipeline; what ran before stays run. */
+    cli_open(&c, s.port);
+    cli_sends(&c, "PING\r\n");
+    const char *r = cli_reply(&c);
+    ck_assert_str_eq(r ? r : "EOF", "+PONG\r\n");
+    cli_sends(&c, "ECHO x\r\n*2\r\n$4\r\npost\r\n$1\r\n/\r\nBOOST 4242 100\r\n");
+    ck_assert(cli_eof(&c));
+    cli_close(&c);
+
+    cli_open(&c, s.port);
+    EXPECT(&c, "*0\r\n", "TOP 10");  /* nothing recorded, nothing boosted */
+    ck_assert_int_eq(info_num(&c, "interactions_total"), 0);
+    ck_assert_int_eq(info_num(&c, "cross_protocol_closed"), 3);
+    cli_close(&c);
+    ck_assert(log_has(&s, "cross-protocol scripting"));
+    srv_stop_ok(&s);
+}
+END_TEST
+
 START_TEST(query_buffer_limit)
 {
     struct srv s;
@@ -2765,6 +2806,7 @@ Suite *server_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, command_errors);
     tcase_add_test(tc, protocol_errors_close);
+    tcase_add_test(tc, cross_protocol_closed);
     tcase_add_test(tc, query_buffer_limit);
     tcase_add_test(tc, maxclients_refused);
     tcase_add_test(tc, auth_required);
