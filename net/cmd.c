@@ -549,6 +549,61 @@ static void cmd_quit(struct server *s, struct conn *c, const struct proto_cmd *c
     c->state = CONN_DRAINING;
 }
 
+/* SHUTDOWN [NOSAVE|SAVE] [NOW] [FORCE] [ABORT], as Redis 7 reads it. The
+ * final snapshot is made here, in the foreground, so that a failed one
+ * can be answered: the server then keeps running (unless FORCE), as
+ * Redis does. On success the caller gets no reply; every client gets the
+ * replies already produced, and the process exits 0. NOW changes nothing
+ * (there are no replicas to wait for), and neither can ABORT: a shutdown
+ * here never waits, so there is none in progress to cancel. */
+static void cmd_shutdown(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+{
+    bool nosave = false, save = false, force = false, abort_ = false, other = false;
+    for (size_t i = 1; i < cmd->argc; i++) {
+        const struct proto_arg *a = &cmd->argv[i];
+        if (arg_is(a, "nosave"))
+            nosave = true;
+        else if (arg_is(a, "save"))
+            save = true;
+        else if (arg_is(a, "force"))
+            force = true;
+        else if (arg_is(a, "abort"))
+            abort_ = true;
+        else if (!arg_is(a, "now")) {
+            reply_err(s, c, "syntax error");
+            return;
+        }
+        other = other || !arg_is(a, "abort");
+    }
+    if ((nosave && save) || (abort_ && other)) {
+        reply_err(s, c, "syntax error");
+        return;
+    }
+    if (abort_) {
+        reply_err(s, c, "No shutdown in progress.");
+        return;
+    }
+    char why[96];
+    snprintf(why, sizeof why, "SHUTDOWN%s from client %s", nosave ? " NOSAVE" : save ? " SAVE" : "",
+             c->addr);
+    if (!nosave && (save || s->dirty))
+        net_info("%s: saving the final snapshot first", why);
+    if (nosave) {
+        if (s->dirty)
+            net_warn("SHUTDOWN NOSAVE: %llu changes since the last snapshot are not saved",
+                     (unsigned long long)s->dirty);
+    } else if (net_final_snapshot(s, save) != 0) {
+        if (!force) {
+            reply_err(s, c, "Errors trying to SHUTDOWN. Check logs.");
+            return;
+        }
+        s->exit_code = 1;
+    }
+    s->final_done = true;
+    c->state = CONN_DRAINING;  /* its earlier replies go out; this one has none */
+    net_shutdown_begin(s, why);
+}
+
 static void cmd_command(struct server *s, struct conn *c, const struct proto_cmd *cmd)
 {
     net_reply_array(&c->out, 0);
@@ -1431,6 +1486,7 @@ static const struct command commands[] = {
     CMD("config", 2, -1, 0, cmd_config),
     CMD("client", 2, -1, 0, cmd_client),
     CMD("snapshot", 1, 1, 0, cmd_snapshot),
+    CMD("shutdown", 1, 5, 0, cmd_shutdown),
 };
 
 static const struct command *lookup(const struct proto_arg *name)

@@ -761,15 +761,10 @@ static void startup_signal(int sig)
     _exit(0);
 }
 
-static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
+void net_shutdown_begin(struct server *s, const char *why)
 {
-    struct server *s = w->data;
-    if (s->shutting_down) {
-        net_warn("received %s again during shutdown; still finishing",
-                 w->signum == SIGINT ? "SIGINT" : "SIGTERM");
-        return;
-    }
-    net_info("received %s: shutting down", w->signum == SIGINT ? "SIGINT" : "SIGTERM");
+    struct ev_loop *loop = s->loop;
+    net_info("%s: shutting down", why);
     s->shutting_down = true;
     ev_io_stop(loop, &s->accept_w);
     ev_timer_stop(loop, &s->accept_pause_w);
@@ -793,6 +788,17 @@ static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
     }
     ev_timer_set(&s->deadline_w, SHUTDOWN_FLUSH_TIMEOUT, 0.);
     ev_timer_start(loop, &s->deadline_w);
+}
+
+static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    struct server *s = w->data;
+    const char *name = w->signum == SIGINT ? "SIGINT" : "SIGTERM";
+    if (s->shutting_down) {
+        net_warn("received %s again during shutdown; still finishing", name);
+        return;
+    }
+    net_shutdown_begin(s, w->signum == SIGINT ? "received SIGINT" : "received SIGTERM");
 }
 
 uint32_t net_line_clients(const struct server *s)
@@ -1020,18 +1026,13 @@ int net_server_init(struct server *s, const struct net_config *cfg)
     return 0;
 }
 
-int net_server_run(struct server *s)
+int net_final_snapshot(struct server *s, bool always)
 {
-    ev_run(s->loop, 0);
-
-    /* Replies are flushed (or timed out); now persist. */
-    ev_timer_stop(s->loop, &s->cron_w);
-    ev_timer_stop(s->loop, &s->deadline_w);
     if (s->snap.in_progress) {
-        /* The final snapshot below holds all it would and more: stop it
-         * rather than wait (a slow child, or one stuck on a hung disk, would
-         * hold the shutdown up), as Redis does. The final save removes its
-         * temp file. */
+        /* The final snapshot holds all the running one would and more: stop
+         * it rather than wait (a slow child, or one stuck on a hung disk,
+         * would hold the shutdown up), as Redis does. The final save
+         * removes its temp file. */
         net_info("stopping the running snapshot (child %d): the final snapshot replaces it",
                  (int)s->snap.child);
         kill(s->snap.child, SIGKILL);
@@ -1040,23 +1041,46 @@ int net_server_run(struct server *s)
         ev_child_stop(s->loop, &s->child_w);
         snapshot_end(s);
     }
-    int code = 0;
-    if (s->dirty == 0) {
+    if (s->dirty == 0 && !always) {
         net_info("no changes since the last snapshot: no final snapshot needed");
-    } else {
-        struct snap_stats st = {0};
-        struct snap_err se = {0};
-        int rc = snap_save(s->eng, s->cfg.dir, net_now_ms(s), &st, &se);
-        if (rc == SNAP_OK) {
-            net_info("final snapshot saved: %llu bytes in %llu ms", (unsigned long long)st.bytes,
-                     (unsigned long long)st.duration_ms);
-            s->dirty = 0;
-        } else {
-            net_error("final snapshot to %s failed: %s: %s", s->cfg.dir, snap_strerror(rc),
-                      se.msg);
-            code = 1;
-        }
+        return 0;
     }
+    struct snap_stats st = {0};
+    struct snap_err se = {0};
+    struct net_snapshot *sn = &s->snap;
+    int rc = snap_save(s->eng, s->cfg.dir, net_now_ms(s), &st, &se);
+    sn->total++;
+    sn->last_duration_ms = st.duration_ms;
+    if (rc != SNAP_OK) {
+        /* INFO tells it too when SHUTDOWN refused to go on for this */
+        sn->failed++;
+        sn->last_status = NET_SNAP_ERR;
+        snprintf(sn->last_error, sizeof sn->last_error, "%s: %.200s", snap_strerror(rc), se.msg);
+        net_error("final snapshot to %s failed: %s", s->cfg.dir, sn->last_error);
+        return -1;
+    }
+    net_info("final snapshot saved: %llu bytes in %llu ms", (unsigned long long)st.bytes,
+             (unsigned long long)st.duration_ms);
+    s->dirty = 0;
+    sn->last_status = NET_SNAP_OK;
+    sn->last_unix = net_now_ms(s) / 1000;
+    sn->last_bytes = st.bytes;
+    sn->last_raw_bytes = st.raw_bytes;
+    sn->last_error[0] = 0;
+    return 0;
+}
+
+int net_server_run(struct server *s)
+{
+    ev_run(s->loop, 0);
+
+    /* Replies are flushed (or timed out); now persist, unless SHUTDOWN
+     * settled that already (saved, NOSAVE, or FORCE after a failed save). */
+    ev_timer_stop(s->loop, &s->cron_w);
+    ev_timer_stop(s->loop, &s->deadline_w);
+    int code = s->exit_code;
+    if (!s->final_done && net_final_snapshot(s, false) != 0)
+        code = 1;
     net_info("shutdown complete");
     return code;
 }

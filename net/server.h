@@ -164,6 +164,8 @@ struct server {
     double start_time;
     uint64_t dirty;                    /* changes since the last good snapshot */
     bool shutting_down;
+    bool final_done;                   /* SHUTDOWN settled the final snapshot */
+    int exit_code;                     /* what net_server_run returns, if nothing fails later */
     struct net_counters st;
     struct net_snapshot snap;
     struct net_ratelimit refuse_rl, auth_rl, xproto_rl;
@@ -184,6 +186,13 @@ int net_server_init(struct server *s, const struct net_config *cfg);
 /* Runs until SIGINT/SIGTERM; returns the process exit code. */
 int net_server_run(struct server *s);
 void net_server_destroy(struct server *s);
+/* Stop accepting and reading; the loop ends once every reply is written
+ * (or after a deadline), and net_server_run makes the final snapshot. */
+void net_shutdown_begin(struct server *s, const char *why);
+/* Stops a running snapshot child, then saves in the foreground when
+ * anything changed since the last good snapshot (or always): 0, or -1
+ * (logged) when the save failed. */
+int net_final_snapshot(struct server *s, bool always);
 /* Fork a snapshot child; -1 with err when one runs already or fork fails. */
 int net_snapshot_start(struct server *s, char *err, size_t errcap);
 int64_t net_now_ms(const struct server *s);

@@ -2278,6 +2278,93 @@ START_TEST(snapshot_command)
 }
 END_TEST
 
+static int wait_exit(struct srv *s)
+{
+    int st;
+    ck_assert_int_eq(waitpid(s->pid, &st, 0), s->pid);
+    s->pid = 0;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* SHUTDOWN [NOSAVE|SAVE] [NOW] [FORCE] [ABORT], as Redis answers it. */
+START_TEST(shutdown_command)
+{
+    struct srv s;
+    srv_start(&s, NULL);
+    struct cli c, other;
+    cli_open(&c, s.port);
+    cli_open(&other, s.port);
+    EXPECT(&c, "-ERR syntax error\r\n", "SHUTDOWN SAVE NOSAVE");
+    EXPECT(&c, "-ERR syntax error\r\n", "SHUTDOWN ABORT NOW");
+    EXPECT(&c, "-ERR syntax error\r\n", "SHUTDOWN LATER");
+    EXPECT(&c, "-ERR No shutdown in progress.\r\n", "SHUTDOWN ABORT");
+    EXPECT(&c, "+OK\r\n", "MULTI");
+    EXPECT_ERR(&c, "-ERR shutdown is not allowed in MULTI", "SHUTDOWN");
+    EXPECT(&c, "+OK\r\n", "DISCARD");
+    EXPECT(&c, "+OK\r\n", "TRACK 5 view session=a watch_ms=10");
+
+    /* A failed final snapshot is answered, and the server goes on. */
+    char path[128];
+    snprintf(path, sizeof path, "%s/%s", s.dir, SNAP_FILE);
+    ck_assert_int_eq(mkdir(path, 0755), 0);
+    EXPECT(&c, "-ERR Errors trying to SHUTDOWN. Check logs.\r\n", "SHUTDOWN");
+    ck_assert(info_has(&c, "last_snapshot_status:err"));
+    EXPECT(&c, "+OK\r\n", "TRACK 5 view session=b");
+    EXPECT(&c, "+PONG\r\n", "PING");
+    rmdir(path);
+
+    /* Replies produced before it are sent, to every client; the caller
+     * gets none for SHUTDOWN itself, and the state is saved. */
+    cli_sends(&other, "TRACK 5 save session=c\r\n");
+    ck_assert_str_eq(cli_reply(&other), "+OK\r\n");
+    cli_sends(&c, "STATS 5\r\nSHUTDOWN NOW\r\nPING\r\n");
+    const char *r = cli_reply(&c);
+    ck_assert_msg(r && r[0] == '*', "%s", r ? r : "EOF");
+    ck_assert(cli_eof(&c));
+    ck_assert(cli_eof(&other));
+    cli_close(&c);
+    cli_close(&other);
+    ck_assert_int_eq(wait_exit(&s), 0);
+    ck_assert(log_has(&s, "SHUTDOWN from client 127.0.0.1:"));
+    ck_assert(log_has(&s, "final snapshot saved"));
+    srv_start_in(&s, NULL);
+    cli_open(&c, s.port);
+    expect_stat(&c, 5, "views", "2");
+    expect_stat(&c, 5, "saves", "1");
+
+    /* NOSAVE leaves the snapshot as it was. */
+    EXPECT(&c, "+OK\r\n", "TRACK 5 view session=d");
+    cli_sends(&c, "shutdown nosave\r\n");
+    ck_assert(cli_eof(&c));
+    cli_close(&c);
+    ck_assert_int_eq(wait_exit(&s), 0);
+    ck_assert(log_has(&s, "SHUTDOWN NOSAVE: 1 changes since the last snapshot are not saved"));
+    srv_start_in(&s, NULL);
+    cli_open(&c, s.port);
+    expect_stat(&c, 5, "views", "2");
+
+    /* SAVE saves with nothing changed; FORCE goes on after a failed save
+     * and exits 1, since changes were lost. */
+    cli_sends(&c, "SHUTDOWN SAVE\r\n");
+    ck_assert(cli_eof(&c));
+    cli_close(&c);
+    ck_assert_int_eq(wait_exit(&s), 0);
+    ck_assert(log_has(&s, "final snapshot saved"));
+    srv_start_in(&s, NULL);
+    cli_open(&c, s.port);
+    EXPECT(&c, "+OK\r\n", "TRACK 6 view session=e");
+    unlink(path);
+    ck_assert_int_eq(mkdir(path, 0755), 0);
+    cli_sends(&c, "SHUTDOWN FORCE\r\n");
+    ck_assert(cli_eof(&c));
+    cli_close(&c);
+    ck_assert_int_eq(wait_exit(&s), 1);
+    ck_assert(log_has(&s, "final snapshot to"));
+    rmdir(path);
+    srv_cleanup(&s);
+}
+END_TEST
+
 /* --snapshot-cpulist pins the child; a list naming no CPU of this machine
  * is logged and the child runs unpinned. Either way the snapshot is good. */
 START_TEST(snapshot_cpulist)
@@ -2840,6 +2927,7 @@ Suite *server_suite(void)
     tcase_add_test(tc, snapshot_child_dies_with_server);
     tcase_add_test(tc, shutdown_stops_a_running_snapshot);
     tcase_add_test(tc, snapshot_cpulist);
+    tcase_add_test(tc, shutdown_command);
     tcase_add_test(tc, prefault_on_and_off);
     tcase_add_test(tc, snapshot_interval);
     tcase_add_test(tc, corrupt_snapshot_refused);
