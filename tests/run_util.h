@@ -114,4 +114,16 @@ static inline void run_rmtree(const char *dir)
     nftw(dir, run_rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+/* A fresh directory for one test, "shortstat-<name>-XXXXXX" under the run's
+ * scratch root (SHORTSTAT_TEST_TMP, which the runner makes and removes when
+ * every test is done, so a test that fails before its own cleanup leaves
+ * nothing behind), or under /tmp without one. */
+static inline void run_mkdtemp(char *out, size_t n, const char *name)
+{
+    const char *root = getenv("SHORTSTAT_TEST_TMP");
+    int len = snprintf(out, n, "%s/shortstat-%s-XXXXXX", root && *root ? root : "/tmp", name);
+    ck_assert_msg(len > 0 && (size_t)len < n, "temp path too long");
+    ck_assert_ptr_nonnull(mkdtemp(out));
+}
+
 #endif

@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -31,6 +32,7 @@
 
 #include "engine/eng.h"
 #include "net/http.h"
+#include "tests/run_util.h"
 
 /* ---- fixture ------------------------------------------------------------------ */
 
@@ -1593,8 +1595,7 @@ static void tcp_start(void)
     const char *build = getenv("SHORTSTAT_BUILD");
     char bin[512];
     snprintf(bin, sizeof bin, "%s/shortstatd", build ? build : SHORTSTAT_BUILD);
-    snprintf(T.dir, sizeof T.dir, "/tmp/shortstat-http-XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(T.dir));
+    run_mkdtemp(T.dir, sizeof T.dir, "http");
     T.port = free_port();
     T.http_port = free_port();
     char port[16], hport[16];
@@ -1603,6 +1604,7 @@ static void tcp_start(void)
     T.pid = fork();
     ck_assert_int_ge(T.pid, 0);
     if (T.pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);  /* a failed test, even with CK_FORK=no */
         int devnull = open("/dev/null", O_WRONLY);
         dup2(devnull, 2);
         execl(bin, bin, "--bind", "127.0.0.1", "--port", port, "--http-port", hport, "--dir",
@@ -1626,9 +1628,7 @@ static void tcp_stop(void)
     kill(T.pid, SIGTERM);
     ck_assert_int_eq(waitpid(T.pid, &st, 0), T.pid);
     ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "shortstatd exit status %d", st);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", T.dir);
-    ck_assert_int_eq(system(cmd), 0);
+    run_rmtree(T.dir);
 }
 
 /* Runs a shell command; returns its stdout (malloc'd). */

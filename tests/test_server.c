@@ -154,8 +154,7 @@ static int await_port(struct srv *s)
 
 static void srv_init_dir(struct srv *s)
 {
-    strcpy(s->dir, "/tmp/shortstat-test-XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(s->dir));
+    run_mkdtemp(s->dir, sizeof s->dir, "test");
     snprintf(s->log, sizeof s->log, "%s.log", s->dir);
     unlink(s->log);
 }

@@ -958,8 +958,7 @@ END_TEST
 
 static void tmpdir(char *out, size_t n)
 {
-    snprintf(out, n, "/tmp/shortstat-snaptest-XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(out));
+    run_mkdtemp(out, n, "snaptest");
 }
 
 static int count_tmp(const char *dir)
