@@ -733,7 +733,8 @@ static int cmd_restore(const char *path, const char *dir)
     }
     struct stat sb;
     if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-        fprintf(stderr, "shortstat-snap: %s: not a directory\n", dir);
+        fprintf(stderr, "shortstat-snap: --dir %s: %s\n", dir,
+                stat(dir, &sb) != 0 ? strerror(errno) : "not a directory");
         return EXIT_BAD;
     }
     struct snap_err err = {0};
@@ -789,48 +790,52 @@ int main(int argc, char **argv)
         fputs(USAGE, stdout);
         return 0;
     }
-    if (argc < 3)
-        return usage_error("%s", argc < 2 ? "missing command" : "missing FILE");
-    const char *cmd = argv[1], *file = argv[2];
-    if (!strcmp(cmd, "info") || !strcmp(cmd, "verify")) {
-        if (argc != 3)
-            return usage_error("unexpected argument '%s'", argv[3]);
-        return !strcmp(cmd, "info") ? cmd_info(file) : cmd_verify(file);
-    }
-    if (!strcmp(cmd, "dump")) {
-        enum fmt fmt = FMT_CSV;
-        enum what what = W_SHORTS;
-        for (int i = 3; i < argc; i += 2) {
-            if (i + 1 >= argc)
-                return usage_error("%s needs a value", argv[i]);
-            const char *v = argv[i + 1];
-            if (!strcmp(argv[i], "--format")) {
-                if (!strcmp(v, "csv")) fmt = FMT_CSV;
-                else if (!strcmp(v, "json")) fmt = FMT_JSON;
-                else return usage_error("--format: '%s' is not csv or json", v);
-            } else if (!strcmp(argv[i], "--what")) {
-                if (!strcmp(v, "shorts")) what = W_SHORTS;
-                else if (!strcmp(v, "sessions")) what = W_SESSIONS;
-                else if (!strcmp(v, "users")) what = W_USERS;
-                else return usage_error("--what: '%s' is not shorts, sessions or users", v);
-            } else {
-                return usage_error("unknown option '%s'", argv[i]);
-            }
+    if (argc < 2)
+        return usage_error("%s", "missing command");
+    const char *cmd = argv[1];
+    bool is_dump = !strcmp(cmd, "dump"), is_restore = !strcmp(cmd, "restore");
+    if (!is_dump && !is_restore && strcmp(cmd, "info") != 0 && strcmp(cmd, "verify") != 0)
+        return usage_error("unknown command '%s'", cmd);
+    /* FILE and the options, in any order: "dump --what users FILE" too. */
+    const char *file = NULL, *dir = NULL;
+    enum fmt fmt = FMT_CSV;
+    enum what what = W_SHORTS;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        if (strncmp(a, "--", 2) != 0 || !a[2]) {
+            if (file)
+                return usage_error("unexpected argument '%s'", a);
+            file = a;
+            continue;
         }
+        bool known = (is_dump && (!strcmp(a, "--format") || !strcmp(a, "--what"))) ||
+                     (is_restore && !strcmp(a, "--dir"));
+        if (!known)
+            return usage_error("unknown option '%s'", a);
+        if (i + 1 >= argc)
+            return usage_error("%s needs a value", a);
+        const char *v = argv[++i];
+        if (!strcmp(a, "--dir")) {
+            dir = v;
+        } else if (!strcmp(a, "--format")) {
+            if (!strcmp(v, "csv")) fmt = FMT_CSV;
+            else if (!strcmp(v, "json")) fmt = FMT_JSON;
+            else return usage_error("--format: '%s' is not csv or json", v);
+        } else {
+            if (!strcmp(v, "shorts")) what = W_SHORTS;
+            else if (!strcmp(v, "sessions")) what = W_SESSIONS;
+            else if (!strcmp(v, "users")) what = W_USERS;
+            else return usage_error("--what: '%s' is not shorts, sessions or users", v);
+        }
+    }
+    if (!file)
+        return usage_error("%s", "missing FILE");
+    if (is_dump)
         return cmd_dump(file, fmt, what);
-    }
-    if (!strcmp(cmd, "restore")) {
-        const char *dir = NULL;
-        for (int i = 3; i < argc; i += 2) {
-            if (strcmp(argv[i], "--dir") != 0)
-                return usage_error("unknown option '%s'", argv[i]);
-            if (i + 1 >= argc)
-                return usage_error("%s needs a value", argv[i]);
-            dir = argv[i + 1];
-        }
+    if (is_restore) {
         if (!dir)
             return usage_error("%s", "restore needs --dir DIR");
         return cmd_restore(file, dir);
     }
-    return usage_error("unknown command '%s'", cmd);
+    return !strcmp(cmd, "info") ? cmd_info(file) : cmd_verify(file);
 }

@@ -1223,19 +1223,35 @@ START_TEST(tool_usage_errors)
     ck_assert_int_eq(r.status, 0);
     ck_assert_ptr_nonnull(strstr(r.out, "usage: shortstat-snap"));
     run_free(&r);
-    const char *const bad[][5] = {
-        {"info"}, {"frobnicate", "x"}, {"info", "a", "b"}, {"dump", "f", "--format", "xml"},
-        {"dump", "f", "--what", "people"}, {"dump", "f", "--format"}, {"dump", "f", "--bogus", "1"},
-        {"restore", "f"}, {"restore", "f", "--dir"}, {"restore", "f", "--into", "d"},
+    static const struct {
+        const char *args[6];
+        const char *err;
+    } bad[] = {
+        {{"info"}, "missing FILE"},
+        {{"frobnicate", "x"}, "unknown command 'frobnicate'"},
+        {{"info", "a", "b"}, "unexpected argument 'b'"},
+        {{"info", "a", "--what", "users"}, "unknown option '--what'"},
+        {{"dump", "f", "--format", "xml"}, "--format: 'xml' is not csv or json"},
+        {{"dump", "f", "--what", "people"}, "--what: 'people' is not shorts, sessions or users"},
+        {{"dump", "f", "--format"}, "--format needs a value"},
+        {{"dump", "f", "--bogus"}, "unknown option '--bogus'"},
+        {{"dump", "f", "--bogus", "1"}, "unknown option '--bogus'"},
+        {{"dump", "--what", "users"}, "missing FILE"},
+        {{"restore", "f"}, "restore needs --dir DIR"},
+        {{"restore", "f", "--dir"}, "--dir needs a value"},
+        {{"restore", "f", "--into", "d"}, "unknown option '--into'"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        r = run_program("shortstat-snap", bad[i]);
+        r = run_program("shortstat-snap", bad[i].args);
         ck_assert_msg(r.status == 2, "case %zu: exit %d", i, r.status);
-        ck_assert_ptr_nonnull(strstr(r.err, "usage:"));
+        char want[128];
+        snprintf(want, sizeof want, "shortstat-snap: %s\nusage:", bad[i].err);
+        ck_assert_msg(strstr(r.err, want), "case %zu: want '%s', got: %s", i, want, r.err);
         run_free(&r);
     }
     r = run_program("shortstat-snap", (const char *const[]){NULL});
     ck_assert_int_eq(r.status, 2);
+    ck_assert_ptr_nonnull(strstr(r.err, "shortstat-snap: missing command\n"));
     run_free(&r);
 }
 END_TEST
@@ -1541,7 +1557,24 @@ START_TEST(tool_restore)
     snprintf(nodir, sizeof nodir, "%s/absent", dir);
     r = TOOL("restore", src, "--dir", nodir);
     ck_assert_int_eq(r.status, 1);
-    ck_assert_ptr_nonnull(strstr(r.err, "not a directory"));
+    ck_assert_msg(strstr(r.err, "/absent: No such file or directory"), "%s", r.err);
+    run_free(&r);
+    r = TOOL("restore", src, "--dir", src);  /* a file, not a directory */
+    ck_assert_int_eq(r.status, 1);
+    ck_assert_msg(strstr(r.err, ": not a directory"), "%s", r.err);
+    run_free(&r);
+    /* a missing source: refused, nothing installed */
+    r = TOOL("restore", nodir, "--dir", data);
+    ck_assert_int_eq(r.status, 1);
+    ck_assert_msg(strstr(r.err, "No such file or directory") || strstr(r.err, "no snapshot"),
+                  "%s", r.err);
+    run_free(&r);
+    got = slurp(dst, &len);
+    ck_assert(len == m2.len && !memcmp(got, m2.p, len));
+    free(got);
+    /* options may come before FILE */
+    r = TOOL("dump", "--what", "users", src);
+    ck_assert_msg(r.status == 0, "%s", r.err);
     run_free(&r);
 
     free(c);
