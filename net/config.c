@@ -377,6 +377,11 @@ int net_config_load_file(struct net_config *c, const char *path, char *err, size
             *s++ = 0;
         char *val = trim(s);
         size_t vl = strlen(val);
+        if (vl == 0) {  /* an empty value is written "" */
+            snprintf(err, errcap, "config %s line %u: %.64s: missing value", path, lineno, key);
+            rc = NET_CFG_EINVAL;
+            break;
+        }
         if (vl >= 2 && val[0] == '"' && val[vl - 1] == '"') {  /* "value with spaces" */
             val[vl - 1] = 0;
             val++;
@@ -500,6 +505,11 @@ int net_config_parse(struct net_config *c, int argc, char *const argv[], char *e
             }
         }
         i = next;
+    }
+    if (c->http_port && c->http_port == c->port) {  /* else bind fails: "address in use" */
+        snprintf(err, errcap, "--http-port: %u is --port too; the two need their own ports",
+                 c->http_port);
+        return NET_CFG_EINVAL;
     }
     return NET_CFG_OK;
 }

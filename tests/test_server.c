@@ -1991,6 +1991,7 @@ START_TEST(flags_and_config)
         /* a flag where a value should be is a missing value, not the value */
         {{"--port", "--dir", "x"}, "--port: missing value"},
         {{"--bind", "--help"}, "--bind: missing value"},
+        {{"--port", "7650", "--http-port", "7650"}, "--http-port: 7650 is --port too"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char *out;
@@ -2834,7 +2835,8 @@ START_TEST(config_edge_errors)
     static const struct { const char *body; const char *msg; } bad[] = {
         {"config other.conf\n", "line 1: config: cannot nest config files"},
         {"# fine\nfrobnicate 3\n", "line 2: frobnicate: unknown setting"},
-        {"port\n", "line 1: port: must be an integer 0..65535"},
+        {"requirepass \"\"\nport\n", "line 2: port: missing value"},  /* empty is "" */
+        {"port x\n", "line 1: port: must be an integer 0..65535"},
         {"query-buffer-limit 99999999999999999999\n", "query-buffer-limit: must be a size"},
         {"client-output-limit 2t\n", "client-output-limit: must be a size"},
         {"snapshot-cpulist 0-2000\n", "line 1: snapshot-cpulist: must be CPU numbers"},
