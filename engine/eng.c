@@ -196,6 +196,8 @@ static bool sess_chunk_ok(const char *s)
 }
 #endif
 
+#define SESSION_RULE "session: must be 1 to %u characters of A-Z a-z 0-9 . _ : -"
+
 bool eng_session_ok(const char *s, size_t len)
 {
     if (!s || len < 1 || len > ENG_SESSION_MAX)
@@ -207,6 +209,14 @@ bool eng_session_ok(const char *s, size_t len)
             return false;
 #endif
     return chars_ok(s, len, CC_SESS);
+}
+
+int eng_session_check(const char *s, size_t len, struct eng_err *err)
+{
+    if (eng_session_ok(s, len))
+        return ENG_OK;
+    eng_errf(err, -1, SESSION_RULE, ENG_SESSION_MAX);
+    return ENG_EINVAL;
 }
 
 bool eng_platform_ok(const char *s, size_t len)
@@ -831,8 +841,7 @@ static int validate(const struct eng *e, const struct eng_ix *ix, struct plan *p
         return ENG_EINVAL;
     }
     if (ix->session && !eng_session_ok(ix->session, ix->session_len)) {
-        eng_errf(err, index, "session: must be 1 to %u characters of A-Z a-z 0-9 . _ : -",
-                 ENG_SESSION_MAX);
+        eng_errf(err, index, SESSION_RULE, ENG_SESSION_MAX);
         return ENG_EINVAL;
     }
     if (!ix->session && ix->user == 0) {

@@ -207,6 +207,12 @@ struct eng_history_rec {
     const char *ua;       size_t ua_len;
 };
 
+/* ENG_OK when s is a well-formed session id (1 to ENG_SESSION_MAX
+ * characters of A-Z a-z 0-9 . _ : -), else ENG_EINVAL with the rule in err
+ * ("session: ..."), as TRACK reports it: for front ends that look a
+ * session up by id. */
+int eng_session_check(const char *s, size_t len, struct eng_err *err);
+
 /* Newest first, at most `limit` (clamped to the ring size). Returns the
  * number written; 0 for an unknown or expired session/user. */
 size_t eng_history_session(struct eng *e, const char *session, size_t len,

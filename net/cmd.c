@@ -225,6 +225,16 @@ size_t net_fmt_decimal(char *out, double v)
     return (size_t)n;
 }
 
+void net_metric_list(char *out, size_t cap)
+{
+    size_t o = 0;
+    out[0] = 0;
+    for (int m = 0; m < ENG_M_COUNT && o < cap; m++) {
+        int n = snprintf(out + o, cap - o, "%s%s", m ? ", " : "", eng_metric_name((enum eng_metric)m));
+        o += n > 0 ? (size_t)n : 0;
+    }
+}
+
 bool net_metric_is_decimal(enum eng_metric m)
 {
     return m == ENG_M_SCORE || m == ENG_M_ENGAGEMENT_RATE || m == ENG_M_AVG_WATCH_MS;
@@ -999,11 +1009,10 @@ static void cmd_top(struct server *s, struct conn *c, const struct proto_cmd *cm
             metric = eng_metric_parse(name, a->len);
         }
         if (metric < 0) {
-            char tmp[48];
-            reply_err(s, c,
-                      "by: unknown metric '%s' (score, view_count, unique_viewers, saves, shares, "
-                      "engagement_rate, avg_watch_ms)",
-                      printable(tmp, sizeof tmp, a->p, a->len));
+            char tmp[48], all[256];
+            net_metric_list(all, sizeof all);
+            reply_err(s, c, "by: unknown metric '%s' (%s)", printable(tmp, sizeof tmp, a->p, a->len),
+                      all);
             return;
         }
     }
@@ -1046,6 +1055,11 @@ static void cmd_history(struct server *s, struct conn *c, const struct proto_cmd
         }
         n = eng_history_user(s->eng, user, s->hist, (size_t)limit);
     } else {
+        struct eng_err e;
+        if (eng_session_check((const char *)id->p, id->len, &e) != ENG_OK) {
+            reply_err(s, c, "%s", e.msg);
+            return;
+        }
         n = eng_history_session(s->eng, (const char *)id->p, id->len, s->hist, (size_t)limit);
     }
     net_reply_array(&c->out, n);

@@ -48,6 +48,10 @@ typedef void (*net_field_fn)(void *ud, const char *name, size_t name_len, const 
 size_t net_stats_nfields(const struct eng_stats *st);
 void net_stats_fields(const struct eng_stats *st, net_field_fn fn, void *ud);
 
+/* Every metric TOP ranks by, "score, view_count, ...", for error messages
+ * (NUL-terminated; cap 256 holds them all). */
+void net_metric_list(char *out, size_t cap);
+
 /* A TOP value as text: decimal metrics with six digits, counts as integers. */
 bool net_metric_is_decimal(enum eng_metric m);
 size_t net_fmt_metric(char *out, enum eng_metric m, double v);  /* NET_DECIMAL_MAX */

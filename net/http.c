@@ -60,7 +60,7 @@ static const char *const lat_le[HTTP_LAT_NBUCKETS] = {
     "0.00001", "0.000025", "0.00005", "0.0001", "0.00025", "0.0005", "0.001", "0.0025",
     "0.005", "0.01", "0.025", "0.05", "0.1", "1",
 };
-const uint16_t http_codes[HTTP_NCODES] = {200, 204, 400, 401, 404, 405, 413, 431, 500, 505};
+const uint16_t http_codes[HTTP_NCODES] = {200, 204, 400, 401, 404, 405, 413, 431, 500, 503, 505};
 
 #define SCRATCH_KEEP (64u * 1024)   /* scratch above this is freed after a request */
 #define OUT_KEEP (1024u * 1024)     /* drained output above this is freed */
@@ -393,6 +393,7 @@ static void req_reset(struct http_conn *c)
     c->url_off = c->url_len = 0;
     memset(c->hv_len, 0, sizeof c->hv_len);
     memset(c->hv_off, 0, sizeof c->hv_off);
+    c->hv_seen = 0;
     buf_reset(&c->hdr, SCRATCH_KEEP);
     buf_reset(&c->body, SCRATCH_KEEP);
     if (c->ixs_cap * sizeof *c->ixs > SCRATCH_KEEP) {
@@ -465,6 +466,7 @@ static int on_header_value(http_parser *p, const char *at, size_t n)
         if (c->hdr_id != H_NONE) {   /* the last occurrence wins */
             c->hv_off[c->hdr_id] = c->hdr.len;
             c->hv_len[c->hdr_id] = 0;
+            c->hv_seen |= (uint8_t)(1u << c->hdr_id);
         }
     }
     if (c->hdr_id == H_NONE)
@@ -526,12 +528,16 @@ static const char *hv(const struct http_conn *c, enum http_hdr h, size_t *n)
     return *n ? s : NULL;
 }
 
-static void count_status(struct http_conn *c, int status)
+void http_stats_count(struct http_stats *st, int status)
 {
-    struct http_stats *st = c->env->stats;
     for (size_t i = 0; i < HTTP_NCODES; i++)
         if (http_codes[i] == status)
             st->responses[i]++;
+}
+
+static void count_status(struct http_conn *c, int status)
+{
+    http_stats_count(c->env->stats, status);
 }
 
 static void observe_latency(struct http_conn *c)
@@ -770,9 +776,12 @@ static int request_defaults(const struct http_conn *c, struct ix_defaults *d, ch
     }
     size_t n;
     const char *xff = hv(c, H_XFF, &n);
-    if (c->env->trust_proxy && xff) {
+    if (c->env->trust_proxy && (c->hv_seen & (1u << H_XFF))) {
         /* The rightmost entry is the one our proxy appended; entries to its
-         * left came from the client and can be forged. */
+         * left came from the client and can be forged. An empty header is
+         * as malformed as a bad address: no silent fallback to the peer. */
+        if (!xff)
+            xff = "";
         const char *e = xff + n, *s = e;
         while (s > xff && s[-1] != ',')
             s--;
@@ -981,6 +990,7 @@ struct qparam {
     size_t klen;
     char val[128];
     size_t vlen;
+    unsigned seen;  /* bit i: allowed[i] already given; zero before the first call */
 };
 
 /* Next key=value of a query string; a key not in the NULL-terminated list
@@ -1014,12 +1024,19 @@ static int query_next(const char **q, const char *end, const char *const *allowe
     }
     p->vlen = (size_t)vl;
     p->val[vl] = 0;
-    while (*allowed && strcmp(*allowed, p->key) != 0)
-        allowed++;
-    if (!*allowed) {
+    unsigned i = 0;
+    while (allowed[i] && strcmp(allowed[i], p->key) != 0)
+        i++;
+    if (!allowed[i]) {
         snprintf(why, whycap, "%.32s: unknown parameter", p->key);
         return -1;
     }
+    /* ?k=1&k=2 has no one meaning: refused, as TRACK refuses a repeated field */
+    if (p->seen & (1u << i)) {
+        snprintf(why, whycap, "%s: repeated parameter", p->key);
+        return -1;
+    }
+    p->seen |= 1u << i;
     return 1;
 }
 
@@ -1094,7 +1111,7 @@ static void h_top(struct http_conn *c, const char *q, size_t qn, unsigned flags)
     char why[MSG_MAX];
     uint64_t k = 10;
     int by = ENG_M_SCORE;
-    struct qparam p;
+    struct qparam p = {.seen = 0};
     const char *end = q + qn;
     static const char *const keys[] = {"k", "by", NULL};
     int r;
@@ -1105,10 +1122,9 @@ static void h_top(struct http_conn *c, const char *q, size_t qn, unsigned flags)
         } else {  /* by */
             by = eng_metric_parse(p.val, p.vlen);
             if (by < 0) {
-                int o = snprintf(why, sizeof why, "by: must be one of");
-                for (int m = 0; m < ENG_M_COUNT && o > 0 && (size_t)o < sizeof why; m++)
-                    o += snprintf(why + o, sizeof why - (size_t)o, "%s %s", m ? "," : "",
-                                  eng_metric_name((enum eng_metric)m));
+                char all[256];
+                net_metric_list(all, sizeof all);
+                snprintf(why, sizeof why, "by: must be one of %.200s", all);
                 r = -1;
             }
         }
@@ -1152,7 +1168,6 @@ static void h_history(struct http_conn *c, bool user, const char *id, size_t idn
     char why[MSG_MAX];
     char sess[ENG_SESSION_MAX];
     size_t sess_len = 0;
-    bool none = false;
     uint64_t uid = 0, limit = 20;
     if (user) {
         if (!path_u64(id, idn, &uid) || uid == 0) {
@@ -1167,12 +1182,17 @@ static void h_history(struct http_conn *c, bool user, const char *id, size_t idn
             respond_error(c, 400, "sessionId: invalid percent-encoding", -1, NULL, flags);
             return;
         }
-        /* Longer than any session id: no such session, so no records, as
-         * for any unknown session (and as RESP's HISTORY answers). */
-        none = l < 0;
-        sess_len = l < 0 ? 0 : (size_t)l;
+        struct eng_err e;
+        if (l < 0 || eng_session_check(sess, (size_t)l, &e) != ENG_OK) {
+            if (l < 0)  /* longer than the buffer, so than any id */
+                eng_session_check(sess, ENG_SESSION_MAX + 1, &e);
+            map_eng_msg(e.msg, why, sizeof why);
+            respond_error(c, 400, why, -1, NULL, flags);
+            return;
+        }
+        sess_len = (size_t)l;
     }
-    struct qparam p;
+    struct qparam p = {.seen = 0};
     const char *end = q + qn;
     static const char *const keys[] = {"limit", NULL};
     int r;
@@ -1200,8 +1220,7 @@ static void h_history(struct http_conn *c, bool user, const char *id, size_t idn
         c->recs_cap = limit;
     }
     size_t n = user ? eng_history_user(c->env->eng, uid, c->recs, limit)
-               : none ? 0
-                      : eng_history_session(c->env->eng, sess, sess_len, c->recs, limit);
+                    : eng_history_session(c->env->eng, sess, sess_len, c->recs, limit);
     struct http_buf *b = &c->tmp;
     b->len = 0;
     buf_puts(c, b, "{\"ok\":true,\"records\":[");
@@ -1559,7 +1578,7 @@ static void dispatch(struct http_conn *c)
         routes[r].route != RT_HIST_USER) {
         static const char *const none[] = {NULL};
         char why[MSG_MAX];
-        struct qparam p;
+        struct qparam p = {.seen = 0};
         if (query_next(&q, q + qlen, none, &p, why, sizeof why) != 0) {
             respond_error(c, 400, why, -1, NULL, flags);
             return;

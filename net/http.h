@@ -80,7 +80,7 @@ struct http_metrics {
 /* Request latency buckets, in seconds, for shortstat_http_request_duration_seconds. */
 #define HTTP_LAT_NBUCKETS 14
 /* Status codes this module answers, counted by shortstat_http_responses_total. */
-#define HTTP_NCODES 10
+#define HTTP_NCODES 11
 
 /* The module's own counters. The server owns one (zeroed) and passes it in
  * env->stats; the module updates it, /metrics reads it. */
@@ -139,6 +139,7 @@ struct http_conn {                     /* all fields private */
     struct http_buf hdr;               /* URL and the header values kept */
     size_t url_off, url_len;
     size_t hv_off[5], hv_len[5];       /* kept header values, by hdr_id */
+    uint8_t hv_seen;                   /* bit hdr_id: sent, even with an empty value */
     struct http_buf body;
     struct http_buf out;               /* responses, in order */
     struct http_buf tmp;               /* response body being built */
@@ -171,5 +172,8 @@ void http_conn_free(struct http_conn *c);
 extern const uint64_t http_lat_bounds_ns[HTTP_LAT_NBUCKETS];
 /* The status codes counted in http_stats.responses, same order. */
 extern const uint16_t http_codes[HTTP_NCODES];
+/* Counts a response with this status in st->responses (the server's 503
+ * for a connection over --maxclients is made outside http.c). */
+void http_stats_count(struct http_stats *st, int status);
 
 #endif

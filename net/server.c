@@ -436,15 +436,17 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         if (s->nconns >= s->cfg.maxclients) {
             /* each listener refuses in its own protocol (a health check or
              * a scrape must see an HTTP status) */
-#define FULL_BODY "{\"ok\":false,\"error\":\"max number of clients reached\"}\n"
-            _Static_assert(sizeof FULL_BODY - 1 == 53, "Content-Length below");
+#define FULL_BODY "{\"ok\":false,\"error\":\"max number of clients reached\"}"
+            _Static_assert(sizeof FULL_BODY - 1 == 52, "Content-Length below");
             static const char msg[] = "-ERR max number of clients reached\r\n";
             static const char hmsg[] =
                 "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                "Content-Length: 53\r\nConnection: close\r\n\r\n" FULL_BODY;
+                "Content-Length: 52\r\nConnection: close\r\n\r\n" FULL_BODY;
 #undef FULL_BODY
             ssize_t wr = is_http ? write(fd, hmsg, sizeof hmsg - 1) : write(fd, msg, sizeof msg - 1);
             (void)wr;  /* best effort: the socket is fresh and empty */
+            if (is_http)
+                http_stats_count(&s->http_stats, 503);
             close(fd);
             s->st.rejected_connections++;
             s->st.errors++;

@@ -370,7 +370,16 @@ START_TEST(interaction_forwarded_for)
     check_error(&r, 400, "X-Forwarded-For: not an IP address", -1);
     request(xff_req("1.2.3.4,"), &r);
     check_error(&r, 400, "X-Forwarded-For: not an IP address", -1);
+    request(xff_req(""), &r);  /* sent, but empty: not the peer's address */
+    check_error(&r, 400, "X-Forwarded-For: not an IP address", -1);
+    request(xff_req("  "), &r);
+    check_error(&r, 400, "X-Forwarded-For: not an IP address", -1);
     ck_assert_uint_eq(interactions(), before);
+    /* a later request on the connection without the header uses the peer */
+    const char *body = "{\"type\":\"impression\",\"shortId\":1,\"sessionId\":\"x\"}";
+    request(post("/api/explore/interaction", body), &r);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_str_eq(last_ip(), "10.1.2.3");
 }
 END_TEST
 
@@ -537,6 +546,21 @@ START_TEST(save_share)
     check_error(&r, 404, "path: no endpoint /api/explore/save/", -1);
     request(post("/api/explore/save/12/x", "{\"userId\":42}"), &r);
     check_error(&r, 404, "path: ", -1);
+    /* the engine's own refusals, said the JSON way; an empty body is {} */
+    request(post("/api/explore/save/12", ""), &r);
+    check_error(&r, 400, "viewer: sessionId or userId is required", -1);
+    request(post("/api/explore/share/12", "{\"userId\":1,\"platform\":\"Bad!\"}"), &r);
+    check_error(&r, 400, "platform: must be", -1);
+    request(post("/api/explore/save/12", "{\"sessionId\":\"bad/id\"}"), &r);
+    check_error(&r, 400, "sessionId: must be 1 to 64 characters", -1);
+    /* behind a proxy, a malformed X-Forwarded-For is refused here too */
+    F.env.trust_proxy = true;
+    snprintf(reqbuf, sizeof reqbuf,
+             "POST /api/explore/save/12 HTTP/1.1\r\nX-Forwarded-For: nope\r\n"
+             "Content-Length: 13\r\n\r\n{\"userId\":42}");
+    request(reqbuf, &r);
+    check_error(&r, 400, "X-Forwarded-For: not an IP address", -1);
+    F.env.trust_proxy = false;
     ck_assert_uint_eq(interactions(), before);
 }
 END_TEST
@@ -636,7 +660,13 @@ START_TEST(top_queries)
     request(get("/api/explore/top?k=ten"), &r);
     check_error(&r, 400, "k: must be an integer", -1);
     request(get("/api/explore/top?by=likes"), &r);
-    check_error(&r, 400, "by: must be one of score, view_count", -1);
+    check_error(&r, 400, "by: must be one of score, view_count, unique_viewers, saves, shares, "
+                "engagement_rate, avg_watch_ms, impressions, views, skips, contacts, whatsapps, "
+                "book_viewings, boost, last_ts", -1);
+    request(get("/api/explore/top?k=1&k=2"), &r);
+    check_error(&r, 400, "k: repeated parameter", -1);
+    request(get("/api/explore/top?by=views&k=3&by=saves"), &r);
+    check_error(&r, 400, "by: repeated parameter", -1);
     request(get("/api/explore/top?limit=3"), &r);
     check_error(&r, 400, "limit: unknown parameter", -1);
     request(get("/api/explore/top?k=%zz"), &r);
@@ -703,9 +733,15 @@ START_TEST(history_queries)
     check_error(&r, 400, "limit: must be an integer between 1 and 65536", -1);
     request(get("/api/explore/history/session/%4"), &r);
     check_error(&r, 400, "sessionId: invalid percent-encoding", -1);
-    /* longer than any session id: no such session, as HISTORY SESSION answers */
+    /* not a session id at all: refused with TRACK's rule, as HISTORY SESSION does */
     request(get("/api/explore/history/session/"
                 "01234567890123456789012345678901234567890123456789012345678901234"), &r);
+    check_error(&r, 400, "sessionId: must be 1 to 64 characters of A-Z a-z 0-9 . _ : -", -1);
+    request(get("/api/explore/history/session/bad%2Fid"), &r);
+    check_error(&r, 400, "sessionId: must be 1 to 64 characters", -1);
+    /* 64 characters is an id: an unknown one, so no records */
+    request(get("/api/explore/history/session/"
+                "0123456789012345678901234567890123456789012345678901234567890123"), &r);
     ck_assert_str_eq(r.body, "{\"ok\":true,\"records\":[]}");
     /* numeric path parameters are percent-decoded too: user 77 */
     request(get("/api/explore/history/user/%377?limit=1"), &r);
@@ -1055,6 +1091,14 @@ START_TEST(not_found_and_methods)
     struct resp r;
     request(get("/"), &r);
     check_error(&r, 404, "path: no endpoint /", -1);
+    /* request targets that are not a path: a proxy's absolute form, CONNECT */
+    request("GET http://example.com HTTP/1.1\r\n\r\n", &r);
+    check_error(&r, 400, "url: invalid request target", -1);
+    /* CONNECT asks for a tunnel: refused, and the connection closes */
+    ck_assert_int_eq(request("CONNECT example.com:443 HTTP/1.1\r\n\r\n", &r), HTTP_CLOSE);
+    check_error(&r, 400, "url: invalid request target", -1);
+    ck_assert(has_header(&r, "Connection: close"));
+    reconnect("10.1.2.3");
     request(get("/api/explore/interaction/"), &r);
     check_error(&r, 404, "path: no endpoint", -1);
     request(get("/api/explore/interaction"), &r);

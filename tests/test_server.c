@@ -1033,12 +1033,18 @@ START_TEST(command_errors)
     EXPECT_ERR(&c, "-ERR k: must be an integer 1..1000", "TOP 0");
     EXPECT_ERR(&c, "-ERR k: must be an integer 1..1000", "TOP 1001");
     EXPECT_ERR(&c, "-ERR k: must be an integer 1..1000", "TOP many");
-    EXPECT_ERR(&c, "-ERR by: unknown metric 'likes'", "TOP 5 BY likes");
+    EXPECT(&c, "-ERR by: unknown metric 'likes' (score, view_count, unique_viewers, saves, "
+           "shares, engagement_rate, avg_watch_ms, impressions, views, skips, contacts, whatsapps, "
+           "book_viewings, boost, last_ts)\r\n", "TOP 5 BY likes");
     EXPECT_ERR(&c, "-ERR syntax error", "TOP 5 score");
     EXPECT_ERR(&c, "-ERR syntax error", "TOP 5 BY");
     EXPECT_ERR(&c, "-ERR syntax error", "HISTORY DEVICE x");
     EXPECT_ERR(&c, "-ERR limit: must be a positive integer", "HISTORY SESSION s 0");
     EXPECT_ERR(&c, "-ERR limit: must be a positive integer", "HISTORY SESSION s x");
+    EXPECT(&c, "-ERR session: must be 1 to 64 characters of A-Z a-z 0-9 . _ : -\r\n",
+           "HISTORY SESSION bad/id");
+    EXPECT_ERR(&c, "-ERR session: must be 1 to 64", "HISTORY SESSION \"\"");
+    EXPECT(&c, "*0\r\n", "HISTORY SESSION unknown 100000");  /* clamped to the ring */
     EXPECT_ERR(&c, "-ERR user: must be an integer", "HISTORY USER bob");
     EXPECT_ERR(&c, "-ERR unknown SESSION subcommand 'OLD'", "SESSION OLD");
     EXPECT_ERR(&c, "-ERR AUTH called without any password", "AUTH pw");
@@ -1451,8 +1457,25 @@ START_TEST(http_port_limits_and_metrics)
     m = http_once(port, "/healthz");
     ck_assert_msg(strncmp(m, "HTTP/1.1 503 ", 13) == 0 && strstr(m, "max number of clients"),
                   "%s", m);
+    size_t ml = strlen(m);  /* Content-Length: 52, the body as every other JSON body ends */
+    ck_assert_msg(ml > 52 && strcmp(m + ml - 52, "{\"ok\":false,\"error\":\"max number of clients "
+                                                 "reached\"}") == 0, "%s", m);
     free(m);
     cli_close(&c2);
+    /* the 503 is counted with the other responses, once the slot is free */
+    long long n503 = 0;
+    for (int tries = 0; tries < 200; tries++) {
+        m = http_once(port, "/metrics");
+        const char *k = strstr(m, "shortstat_http_responses_total{code=\"503\"} ");
+        bool ok = strncmp(m, "HTTP/1.1 200 ", 13) == 0;
+        if (ok && k)
+            n503 = atoll(k + 43);
+        free(m);
+        if (ok)
+            break;
+        usleep(10000);
+    }
+    ck_assert_int_ge(n503, 1);
 
     /* a client that sends requests and never reads the answers is cut off */
     int fd = tcp_connect(port);
