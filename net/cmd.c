@@ -452,6 +452,8 @@ struct command {
     size_t len;
     int min_argc, max_argc;  /* including the name; max -1 = any */
     unsigned flags;
+    int key;            /* argument that is the short id (a proxy shards by it), 0 = none */
+    const char *rflags; /* Redis's flag words for COMMAND INFO, space-separated */
     cmd_fn fn;
 };
 
@@ -614,11 +616,6 @@ static void cmd_shutdown(struct server *s, struct conn *c, const struct proto_cm
     net_shutdown_begin(s, why);
 }
 
-static void cmd_command(struct server *s, struct conn *c, const struct proto_cmd *cmd)
-{
-    net_reply_array(&c->out, 0);
-}
-
 /* CONFIG GET pattern [pattern ...]: the settings whose names match any of
  * the glob patterns (Redis's CONFIG GET, case-insensitive), as name, value
  * pairs in --help order, each once. Settings are fixed at start, so GET is
@@ -692,30 +689,39 @@ static void cmd_config(struct server *s, struct conn *c, const struct proto_cmd 
                  ": settings are fixed at start, CONFIG GET reads them");
 }
 
-static void cmd_auth(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+/* The password check of AUTH and HELLO ... AUTH: the only user is Redis's
+ * "default" (user NULL: AUTH <password>). On a mismatch it answers Redis's
+ * WRONGPASS, counts and logs it, and returns false. */
+static bool auth_check(struct server *s, struct conn *c, const struct proto_arg *user,
+                       const struct proto_arg *pw)
 {
-    if (!s->cfg.requirepass[0]) {
-        reply_err(s, c, "AUTH called without any password configured (--requirepass)");
-        return;
-    }
-    /* AUTH <password>, or Redis 6's AUTH <user> <password> with user "default". */
-    const struct proto_arg *pw = &cmd->argv[cmd->argc - 1];
-    bool user_ok = cmd->argc == 2 || arg_is(&cmd->argv[1], "default");
+    bool user_ok = !user || arg_is(user, "default");
     size_t n = strlen(s->cfg.requirepass);
     unsigned diff = pw->len != n;
     for (size_t i = 0; i < n; i++)  /* no early exit on the first differing byte */
         diff |= (unsigned)(s->cfg.requirepass[i] ^ (i < pw->len ? pw->p[i] : 0));
     if (diff || !user_ok) {
         s->st.auth_failures++;
-        reply_error_raw(s, c, "WRONGPASS invalid password");
+        reply_error_raw(s, c, "WRONGPASS invalid username-password pair or user is disabled.");
         uint64_t more;
         if (net_ratelimit_ok(&s->auth_rl, ev_now(s->loop), &more))
             net_warn("client %s: AUTH with a wrong password (%llu more since the last such line)",
                      c->addr, (unsigned long long)more);
-        return;
+        return false;
     }
     c->authed = true;
-    net_reply_ok(&c->out);
+    return true;
+}
+
+static void cmd_auth(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+{
+    if (!s->cfg.requirepass[0]) {
+        reply_err(s, c, "AUTH called without any password configured (--requirepass)");
+        return;
+    }
+    /* AUTH <password>, or Redis 6's AUTH <user> <password> */
+    if (auth_check(s, c, cmd->argc == 3 ? &cmd->argv[1] : NULL, &cmd->argv[cmd->argc - 1]))
+        net_reply_ok(&c->out);
 }
 
 /* ---- MULTI ------------------------------------------------------------------------ */
@@ -1419,6 +1425,13 @@ static void client_kill(struct server *s, struct conn *c, const struct proto_cmd
         c->state = CONN_DRAINING;
 }
 
+static void client_info(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+{
+    c->last_cmd = "client";  /* the line shows this command, as Redis's does */
+    client_line(s, tmp_begin(s), c);
+    tmp_reply(s, c);
+}
+
 static void client_id(struct server *s, struct conn *c, const struct proto_cmd *cmd)
 {
     net_reply_int(&c->out, (int64_t)c->id);
@@ -1460,6 +1473,7 @@ static void cmd_client(struct server *s, struct conn *c, const struct proto_cmd 
     static const struct subcommand subs[] = {
         {"id", 2, 2, client_id, "ID\n    This connection's id."},
         {"getname", 2, 2, client_getname, "GETNAME\n    This connection's name, or nil."},
+        {"info", 2, 2, client_info, "INFO\n    This connection's line of CLIENT LIST."},
         {"setname", 3, 3, client_setname,
          "SETNAME <name>\n    Name this connection (CLIENT LIST shows it); \"\" clears it."},
         {"setinfo", 4, 4, client_setinfo,
@@ -1476,39 +1490,210 @@ static void cmd_client(struct server *s, struct conn *c, const struct proto_cmd 
     dispatch_sub(s, c, cmd, "client", subs, sizeof subs / sizeof subs[0], "");
 }
 
+/* ---- HELLO, SELECT, COMMAND: what Redis clients and tools ask on connect ---------- */
+
+/* HELLO [protover [AUTH user password] [SETNAME name]]: Redis 6's
+ * handshake. Only RESP2 is spoken, so HELLO 3 answers NOPROTO, on which
+ * clients that try RESP3 first (go-redis, Lettuce) carry on in RESP2. */
+static void cmd_hello(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+{
+    const struct proto_arg *user = NULL, *pw = NULL, *name = NULL;
+    if (cmd->argc >= 2) {
+        int64_t ver;
+        if (net_parse_i64(cmd->argv[1].p, cmd->argv[1].len, &ver)) {
+            reply_err(s, c, "Protocol version is not an integer or out of range");
+            return;
+        }
+        for (size_t i = 2; i < cmd->argc; i++) {
+            bool more = i + 1 < cmd->argc;
+            if (arg_is(&cmd->argv[i], "auth") && i + 2 < cmd->argc) {
+                user = &cmd->argv[i + 1];
+                pw = &cmd->argv[i + 2];
+                i += 2;
+            } else if (arg_is(&cmd->argv[i], "setname") && more) {
+                name = &cmd->argv[++i];
+            } else {
+                char tmp[40];
+                reply_err(s, c, "Syntax error in HELLO option '%s'",
+                          printable(tmp, 32, cmd->argv[i].p, cmd->argv[i].len));
+                return;
+            }
+        }
+        if (ver != 2) {
+            reply_error_raw(s, c, "NOPROTO sorry, this protocol version is not supported.");
+            return;
+        }
+    }
+    if (pw) {
+        if (!s->cfg.requirepass[0]) {
+            reply_err(s, c, "AUTH called without any password configured (--requirepass)");
+            return;
+        }
+        if (!auth_check(s, c, user, pw))
+            return;
+    }
+    if (!c->authed) {
+        reply_error_raw(s, c, "NOAUTH HELLO must be called with the client already "
+                        "authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option "
+                        "can be used to authenticate the client and select the RESP protocol "
+                        "version at the same time");
+        return;
+    }
+    if (name) {
+        if (!client_str_ok(s, c, name, "client name"))
+            return;
+        client_str_set(c->name, name);
+    }
+    net_reply_array(&c->out, 14);
+    net_reply_bulk_str(&c->out, "server");
+    net_reply_bulk_str(&c->out, "shortstat");
+    net_reply_bulk_str(&c->out, "version");
+    net_reply_bulk_str(&c->out, NET_VERSION);
+    net_reply_bulk_str(&c->out, "proto");
+    net_reply_int(&c->out, 2);
+    net_reply_bulk_str(&c->out, "id");
+    net_reply_int(&c->out, (int64_t)c->id);
+    net_reply_bulk_str(&c->out, "mode");
+    net_reply_bulk_str(&c->out, "standalone");
+    net_reply_bulk_str(&c->out, "role");
+    net_reply_bulk_str(&c->out, "master");
+    net_reply_bulk_str(&c->out, "modules");
+    net_reply_array(&c->out, 0);
+}
+
+/* SELECT: there is one database, as in Redis Cluster. */
+static void cmd_select(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+{
+    int64_t db;
+    if (net_parse_i64(cmd->argv[1].p, cmd->argv[1].len, &db))
+        reply_err(s, c, "value is not an integer or out of range");
+    else if (db != 0)
+        reply_err(s, c, "DB index is out of range");
+    else
+        net_reply_ok(&c->out);
+}
+
 /* ---- dispatch ---------------------------------------------------------------------- */
 
-#define CMD(n, mn, mx, fl, f) {n, sizeof(n) - 1, mn, mx, fl, f}
+static void cmd_command(struct server *s, struct conn *c, const struct proto_cmd *cmd);
+
+#define CMD(n, mn, mx, fl, key, rf, f) {n, sizeof(n) - 1, mn, mx, fl, key, rf, f}
 static const struct command commands[] = {
-    CMD("track", 3, -1, CF_QUEUE, cmd_track),
-    CMD("ping", 1, 2, CF_NOAUTH, cmd_ping),
-    CMD("echo", 2, 2, 0, cmd_echo),
-    CMD("stats", 2, 2, 0, cmd_stats),
-    CMD("score", 2, 2, 0, cmd_score),
-    CMD("engagement", 2, 2, 0, cmd_engagement),
-    CMD("boost", 3, 3, CF_QUEUE, cmd_boost),
-    CMD("top", 2, 4, 0, cmd_top),
-    CMD("history", 3, 4, 0, cmd_history),
-    CMD("session", 2, 2, 0, cmd_session),
-    CMD("info", 1, -1, 0, cmd_info),
-    CMD("multi", 1, 1, CF_INMULTI, cmd_multi),
-    CMD("exec", 1, 1, CF_INMULTI, cmd_exec),
-    CMD("discard", 1, 1, CF_INMULTI, cmd_discard),
-    CMD("auth", 2, 3, CF_NOAUTH, cmd_auth),
-    CMD("quit", 1, -1, CF_NOAUTH | CF_INMULTI, cmd_quit),
-    CMD("command", 1, -1, 0, cmd_command),
-    CMD("config", 2, -1, 0, cmd_config),
-    CMD("client", 2, -1, 0, cmd_client),
-    CMD("snapshot", 1, 1, 0, cmd_snapshot),
-    CMD("shutdown", 1, 5, 0, cmd_shutdown),
+    CMD("track", 3, -1, CF_QUEUE, 1, "write denyoom fast", cmd_track),
+    CMD("ping", 1, 2, CF_NOAUTH, 0, "fast stale", cmd_ping),
+    CMD("echo", 2, 2, 0, 0, "fast", cmd_echo),
+    CMD("stats", 2, 2, 0, 1, "readonly fast", cmd_stats),
+    CMD("score", 2, 2, 0, 1, "readonly fast", cmd_score),
+    CMD("engagement", 2, 2, 0, 1, "readonly fast", cmd_engagement),
+    CMD("boost", 3, 3, CF_QUEUE, 1, "write fast", cmd_boost),
+    CMD("top", 2, 4, 0, 0, "readonly", cmd_top),
+    CMD("history", 3, 4, 0, 0, "readonly", cmd_history),
+    CMD("session", 2, 2, 0, 0, "fast", cmd_session),
+    CMD("info", 1, -1, 0, 0, "loading stale", cmd_info),
+    CMD("multi", 1, 1, CF_INMULTI, 0, "noscript loading stale fast", cmd_multi),
+    CMD("exec", 1, 1, CF_INMULTI, 0, "noscript loading stale", cmd_exec),
+    CMD("discard", 1, 1, CF_INMULTI, 0, "noscript loading stale fast", cmd_discard),
+    CMD("auth", 2, 3, CF_NOAUTH, 0, "noscript loading stale fast no_auth", cmd_auth),
+    CMD("hello", 1, -1, CF_NOAUTH, 0, "noscript loading stale fast no_auth", cmd_hello),
+    CMD("select", 2, 2, 0, 0, "loading stale fast", cmd_select),
+    CMD("quit", 1, -1, CF_NOAUTH | CF_INMULTI, 0, "noscript loading stale fast no_auth", cmd_quit),
+    CMD("command", 1, -1, 0, 0, "loading stale", cmd_command),
+    CMD("config", 2, -1, 0, 0, "admin noscript loading stale", cmd_config),
+    CMD("client", 2, -1, 0, 0, "admin noscript loading stale", cmd_client),
+    CMD("snapshot", 1, 1, 0, 0, "admin noscript", cmd_snapshot),
+    CMD("shutdown", 1, 5, 0, 0, "admin noscript loading stale", cmd_shutdown),
 };
+#define NCOMMANDS (sizeof commands / sizeof commands[0])
 
 static const struct command *lookup(const struct proto_arg *name)
 {
-    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+    for (size_t i = 0; i < NCOMMANDS; i++)
         if (commands[i].len == name->len && eq_lower(name->p, commands[i].name, name->len))
             return &commands[i];
     return NULL;
+}
+
+/* ---- COMMAND ------------------------------------------------------------------------- */
+
+/* One COMMAND INFO entry, in the form Redis 6 gives and clients parse by
+ * position: name, arity (negative: at least), flags, first key, last key,
+ * step. The short id counts as the key, so a cluster-aware client or proxy
+ * can route by it. */
+static void command_entry(struct net_buf *out, const struct command *k)
+{
+    net_reply_array(out, 6);
+    net_reply_bulk_str(out, k->name);
+    net_reply_int(out, k->min_argc == k->max_argc ? k->min_argc : -k->min_argc);
+    size_t n = 0;
+    for (const char *p = k->rflags; *p; p++)
+        n += p == k->rflags || p[-1] == ' ';
+    net_reply_array(out, n);
+    char word[32];
+    for (const char *p = k->rflags; *p;) {
+        size_t l = strcspn(p, " ");
+        snprintf(word, sizeof word, "%.*s", (int)l, p);
+        net_reply_status(out, word);
+        p += l + (p[l] == ' ');
+    }
+    net_reply_int(out, k->key);
+    net_reply_int(out, k->key);
+    net_reply_int(out, k->key ? 1 : 0);
+}
+
+static void command_count(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+{
+    net_reply_int(&c->out, (int64_t)NCOMMANDS);
+}
+
+static void command_list(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+{
+    net_reply_array(&c->out, NCOMMANDS);
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        net_reply_bulk_str(&c->out, commands[i].name);
+}
+
+/* COMMAND INFO [name ...]: all of them without names; nil for an unknown one. */
+static void command_info(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+{
+    if (cmd->argc == 2) {
+        net_reply_array(&c->out, NCOMMANDS);
+        for (size_t i = 0; i < NCOMMANDS; i++)
+            command_entry(&c->out, &commands[i]);
+        return;
+    }
+    net_reply_array(&c->out, cmd->argc - 2);
+    for (size_t i = 2; i < cmd->argc; i++) {
+        const struct command *k = lookup(&cmd->argv[i]);
+        if (k)
+            command_entry(&c->out, k);
+        else
+            net_reply_null(&c->out);
+    }
+}
+
+/* COMMAND DOCS: redis-cli asks on start for its hints; none are kept. */
+static void command_docs(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+{
+    net_reply_array(&c->out, 0);
+}
+
+static void cmd_command(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+{
+    static const struct subcommand subs[] = {
+        {"count", 2, 2, command_count, "COUNT\n    The number of commands."},
+        {"list", 2, 2, command_list, "LIST\n    Every command's name."},
+        {"info", 2, -1, command_info,
+         "INFO [<command> ...]\n"
+         "    Name, arity, flags and key position of each command named (all without names)."},
+        {"docs", 2, -1, command_docs, "DOCS [<command> ...]\n    An empty map: no docs are kept."},
+    };
+    if (cmd->argc == 1) {
+        struct proto_cmd all = *cmd;
+        all.argc = 2;  /* COMMAND alone is COMMAND INFO of everything */
+        command_info(s, c, &all);
+        return;
+    }
+    dispatch_sub(s, c, cmd, "command", subs, sizeof subs / sizeof subs[0], "");
 }
 
 static void dispatch(struct server *s, struct conn *c, const struct proto_cmd *cmd)
@@ -1537,8 +1722,18 @@ static void dispatch(struct server *s, struct conn *c, const struct proto_cmd *c
     if (!k) {
         if (c->multi.active)
             c->multi.dirty = true;
-        reply_err(s, c, "unknown command '%s'",
-                  printable(tmp, 64, cmd->argv[0].p, cmd->argv[0].len));
+        /* Redis's words, which some clients match: the first arguments too. */
+        char args[160];
+        size_t o = 0;
+        args[0] = 0;
+        for (size_t i = 1; i < cmd->argc && o + 8 <= 128; i++) {
+            char a[136];
+            int n = snprintf(args + o, sizeof args - o, "'%s' ",
+                             printable(a, 128 - o, cmd->argv[i].p, cmd->argv[i].len));
+            o += n > 0 ? (size_t)n : 0;
+        }
+        reply_err(s, c, "unknown command '%s', with args beginning with: %s",
+                  printable(tmp, 64, cmd->argv[0].p, cmd->argv[0].len), args);
         return;
     }
     if (!c->authed && !(k->flags & CF_NOAUTH)) {

@@ -500,8 +500,11 @@ static const struct step script[] = {
     {{"PING"}, "+PONG\r\n"},
     {{"ping", "hello there"}, "$11\r\nhello there\r\n"},
     {{"ECHO", "a b\"c"}, "$5\r\na b\"c\r\n"},
-    {{"COMMAND"}, "*0\r\n"},
+    {{"COMMAND"}, NULL},
     {{"COMMAND", "DOCS"}, "*0\r\n"},
+    {{"COMMAND", "INFO", "stats", "nosuch"},
+     "*2\r\n*6\r\n$5\r\nstats\r\n:2\r\n*2\r\n+readonly\r\n+fast\r\n:1\r\n:1\r\n:1\r\n$-1\r\n"},
+    {{"SELECT", "0"}, "+OK\r\n"},
     {{"TRACK", "1", "view", "session=s1", "watch_ms=3000", "ts=1700000000000"}, "+OK\r\n"},
     {{"TRACK", "1", "impression", "session=s1", "ts=1700000000001", "ip=10.0.0.1",
       "ua=Mozilla/5.0 (X11)"}, "+OK\r\n"},
@@ -533,7 +536,7 @@ static const struct step script[] = {
     {{"MULTI"}, "+OK\r\n"},
     {{"DISCARD"}, "+OK\r\n"},
     {{"AUTH", "x"}, NULL},
-    {{"NOSUCH", "x"}, "-ERR unknown command 'NOSUCH'\r\n"},
+    {{"NOSUCH", "x"}, "-ERR unknown command 'NOSUCH', with args beginning with: 'x' \r\n"},
     {{"QUIT"}, "+OK\r\n"},
 };
 #define NSTEPS (sizeof script / sizeof script[0])
@@ -580,8 +583,9 @@ START_TEST(every_command_both_framings)
             ck_abort_msg("step %zu (%s): inline '%s' != RESP '%s'", i, name, rep[0][i], rep[1][i]);
     }
     /* STATS 1, in protocol order with the platform last. */
-    size_t st = 11;
-    ck_assert_str_eq(script[st].argv[0], "STATS");
+    size_t st = 0;
+    while (strcmp(script[st].argv[0], "STATS") != 0)
+        st++;
     const char *order[] = {"impressions", "views", "view_count", "unique_viewers", "saves",
                            "shares", "skips", "contacts", "whatsapps", "book_viewings",
                            "avg_watch_ms", "engagement_rate", "score", "boost", "last_ts",
@@ -614,8 +618,9 @@ START_TEST(every_command_both_framings)
     /* An unknown short: all zeros, 15 fields. */
     ck_assert_msg(strncmp(rep[0][st + 1], "*30\r\n", 5) == 0, "%s", rep[0][st + 1]);
     /* SESSION NEW: "g-" + 32 hex digits. */
-    size_t sn = 22;
-    ck_assert_str_eq(script[sn].argv[0], "SESSION");
+    size_t sn = st;
+    while (strcmp(script[sn].argv[0], "SESSION") != 0)
+        sn++;
     ck_assert_uint_eq(strlen(rep[0][sn]), 5 + 34 + 2);
     ck_assert(strncmp(rep[0][sn], "$34\r\ng-", 7) == 0);
     ck_assert_str_ne(rep[0][sn], rep[1][sn]);
@@ -635,7 +640,10 @@ START_TEST(every_command_both_framings)
     ck_assert_msg(strstr(rep[0][sn + 3], "# Stats\r\n") && strstr(rep[0][sn + 3], "# Engine\r\n") &&
                       !strstr(rep[0][sn + 3], "# Server") && !strstr(rep[0][sn + 3], "# Memory"),
                   "INFO Stats nosuch engine: %s", rep[0][sn + 3]);
-    ck_assert_ptr_nonnull(strstr(rep[0][32], "-ERR AUTH"));
+    size_t au = sn;
+    while (strcmp(script[au].argv[0], "AUTH") != 0)
+        au++;
+    ck_assert_ptr_nonnull(strstr(rep[0][au], "-ERR AUTH"));
     for (int f = 0; f < 2; f++)
         for (size_t i = 0; i < NSTEPS; i++)
             free(rep[f][i]);
@@ -988,7 +996,7 @@ START_TEST(command_errors)
     srv_start(&s, NULL);
     struct cli c;
     cli_open(&c, s.port);
-    EXPECT(&c, "-ERR unknown command 'FLUSHALL'\r\n", "FLUSHALL");
+    EXPECT(&c, "-ERR unknown command 'FLUSHALL', with args beginning with: \r\n", "FLUSHALL");
     EXPECT(&c, "-ERR wrong number of arguments for 'track' command\r\n", "TRACK 1");
     EXPECT(&c, "-ERR wrong number of arguments for 'stats' command\r\n", "STATS");
     EXPECT(&c, "-ERR wrong number of arguments for 'echo' command\r\n", "ECHO a b");
@@ -1062,6 +1070,74 @@ START_TEST(command_errors)
     EXPECT(&c, "*0\r\n", "TOP 1000 BY saves");
     cli_close(&c);
     assert_alive(&s);
+    srv_stop_ok(&s);
+}
+END_TEST
+
+/* What Redis clients and tools send on connect: HELLO, SELECT, COMMAND. */
+START_TEST(handshake_commands)
+{
+    struct srv s;
+    srv_start(&s, NULL);
+    struct cli c;
+    cli_open(&c, s.port);
+    const char *r = cmdf(&c, "CLIENT ID");
+    long long myid = atoll(r + 1);
+    char idline[48];
+    snprintf(idline, sizeof idline, "$2\r\nid\r\n:%lld\r\n", myid);
+    char *hello = strdup(cmdf(&c, "HELLO"));
+    ck_assert_msg(strncmp(hello, "*14\r\n$6\r\nserver\r\n", 17) == 0 && strstr(hello, idline), "%s",
+                  hello);
+    ck_assert_str_eq(cmdf(&c, "hello 2"), hello);
+    free(hello);
+    EXPECT(&c, "-NOPROTO sorry, this protocol version is not supported.\r\n", "HELLO 1");
+    EXPECT(&c, "-ERR Protocol version is not an integer or out of range\r\n", "HELLO two");
+    EXPECT(&c, "-ERR Syntax error in HELLO option 'SETNAME'\r\n", "HELLO 2 SETNAME");
+    EXPECT(&c, "-ERR Syntax error in HELLO option 'AUTH'\r\n", "HELLO 2 AUTH default");
+    EXPECT_ERR(&c, "-ERR AUTH called without any password configured", "HELLO 2 AUTH default x");
+    EXPECT_ERR(&c, "-ERR client name: at most 128", "HELLO 2 SETNAME \"a b\"");
+    EXPECT(&c, "$-1\r\n", "CLIENT GETNAME");  /* a refused HELLO sets nothing */
+
+    EXPECT(&c, "+OK\r\n", "SELECT 0");
+    EXPECT(&c, "-ERR DB index is out of range\r\n", "SELECT 1");
+    EXPECT(&c, "-ERR DB index is out of range\r\n", "SELECT -1");
+    EXPECT(&c, "-ERR value is not an integer or out of range\r\n", "SELECT x");
+    EXPECT(&c, "-ERR value is not an integer or out of range\r\n", "SELECT 00");
+
+    /* COMMAND: COUNT agrees with LIST and INFO; the short id is the key. */
+    r = cmdf(&c, "COMMAND COUNT");
+    ck_assert(r[0] == ':');
+    long long count = atoll(r + 1);
+    ck_assert_int_ge(count, 20);
+    char want[32];
+    snprintf(want, sizeof want, "*%lld\r\n", count);
+    r = cmdf(&c, "COMMAND LIST");
+    ck_assert(strncmp(r, want, strlen(want)) == 0);
+    ck_assert_ptr_nonnull(strstr(r, "$5\r\ntrack\r\n"));
+    ck_assert_ptr_nonnull(strstr(r, "$8\r\nshutdown\r\n"));
+    ck_assert(strncmp(cmdf(&c, "COMMAND"), want, strlen(want)) == 0);
+    EXPECT(&c, "*1\r\n*6\r\n$5\r\ntrack\r\n:-3\r\n*3\r\n+write\r\n+denyoom\r\n+fast\r\n"
+               ":1\r\n:1\r\n:1\r\n", "COMMAND INFO TRACK");
+    EXPECT(&c, "*1\r\n*6\r\n$3\r\ntop\r\n:-2\r\n*1\r\n+readonly\r\n:0\r\n:0\r\n:0\r\n",
+           "COMMAND INFO top");
+    EXPECT(&c, "-ERR unknown subcommand 'GETKEYS'. Try COMMAND HELP.\r\n", "COMMAND GETKEYS x");
+    EXPECT(&c, "-ERR wrong number of arguments for 'command|count' command\r\n",
+           "COMMAND COUNT x");
+    ck_assert(strncmp(cmdf(&c, "COMMAND HELP"), "*11\r\n+COMMAND <subcommand>", 25) == 0);
+
+    /* CLIENT INFO is this connection's CLIENT LIST line. */
+    r = cmdf(&c, "CLIENT INFO");
+    char idf[40];
+    snprintf(idf, sizeof idf, "\r\nid=%lld addr=127.0.0.1:", myid);
+    ck_assert_msg(r[0] == '$' && strstr(r, idf) && strstr(r, " cmd=client "), "%s", r);
+
+    /* An unknown command's name and arguments are cut short in the error. */
+    char longname[81];
+    memset(longname, 'x', 80);
+    longname[80] = 0;
+    r = cmdf(&c, "%s a", longname);
+    ck_assert_msg(strstr(r, "xxx...', with args beginning with: 'a' \r\n"), "%s", r);
+    cli_close(&c);
     srv_stop_ok(&s);
 }
 END_TEST
@@ -1249,15 +1325,33 @@ START_TEST(auth_required)
     EXPECT(&c, "-NOAUTH Authentication required.\r\n", "TRACK 1 view session=a");
     EXPECT(&c, "-NOAUTH Authentication required.\r\n", "INFO");
     /* unknown before NOAUTH, as Redis answers: HELLO-probing clients fall back */
-    EXPECT(&c, "-ERR unknown command 'NOSUCHCOMMAND'\r\n", "NOSUCHCOMMAND");
-    EXPECT(&c, "-ERR unknown command 'HELLO'\r\n", "HELLO 3 AUTH default \"s3cret pass\"");
+    EXPECT(&c, "-ERR unknown command 'NOSUCHCOMMAND', with args beginning with: \r\n",
+           "NOSUCHCOMMAND");
+    /* RESP3 first, as go-redis and Lettuce try it: NOPROTO, before any
+     * password is looked at, and they carry on in RESP2 */
+    EXPECT(&c, "-NOPROTO sorry, this protocol version is not supported.\r\n",
+           "HELLO 3 AUTH default \"s3cret pass\"");
+    EXPECT_ERR(&c, "-NOAUTH HELLO must be called with the client already authenticated", "HELLO");
     EXPECT(&c, "-NOAUTH Authentication required.\r\n", "MULTI");
-    EXPECT(&c, "-WRONGPASS invalid password\r\n", "AUTH wrong");
-    EXPECT(&c, "-WRONGPASS invalid password\r\n", "AUTH \"s3cret pas\"");
-    EXPECT(&c, "-WRONGPASS invalid password\r\n", "AUTH admin \"s3cret pass\"");
+    static const char wrongpass[] = "-WRONGPASS invalid username-password pair or user is disabled.\r\n";
+    EXPECT(&c, wrongpass, "AUTH wrong");
+    EXPECT(&c, wrongpass, "AUTH \"s3cret pas\"");
+    EXPECT(&c, wrongpass, "AUTH admin \"s3cret pass\"");
+    EXPECT(&c, wrongpass, "HELLO 2 AUTH default wrong");
+    EXPECT(&c, "-NOAUTH Authentication required.\r\n", "STATS 1");
     EXPECT(&c, "+OK\r\n", "AUTH \"s3cret pass\"");
     EXPECT(&c, "+OK\r\n", "TRACK 1 view session=a");
-    ck_assert_int_eq(info_num(&c, "auth_failures"), 3);
+    ck_assert_int_eq(info_num(&c, "auth_failures"), 4);
+    cli_close(&c);
+    /* HELLO 2 AUTH ... SETNAME ...: the handshake in one command */
+    cli_open(&c, s.port);
+    const char *r = cmdf(&c, "HELLO 2 AUTH default \"s3cret pass\" SETNAME feed-api");
+    ck_assert_msg(strncmp(r, "*14\r\n$6\r\nserver\r\n$9\r\nshortstat\r\n$7\r\nversion\r\n", 42) == 0,
+                  "%s", r);
+    ck_assert_ptr_nonnull(strstr(r, "$5\r\nproto\r\n:2\r\n$2\r\nid\r\n:"));
+    ck_assert_ptr_nonnull(strstr(r, "$7\r\nmodules\r\n*0\r\n"));
+    EXPECT(&c, "$8\r\nfeed-api\r\n", "CLIENT GETNAME");
+    expect_stat(&c, 1, "views", "1");
     cli_close(&c);
     /* Redis 6 style AUTH <user> <password>, in RESP. */
     cli_open(&c, s.port);
@@ -1819,6 +1913,18 @@ START_TEST(client_commands)
     EXPECT_ERR(&c, "-ERR client name: at most 128", "CLIENT SETNAME %s", longname);
     longname[128] = 0;
     EXPECT(&c, "+OK\r\n", "CLIENT SETNAME %s", longname);
+    /* the longest line CLIENT LIST can have: every field whole */
+    EXPECT(&c, "+OK\r\n", "CLIENT SETINFO lib-name %s", longname);
+    EXPECT(&c, "+OK\r\n", "CLIENT SETINFO lib-ver %s", longname);
+    const char *line = cmdf(&c, "CLIENT INFO");
+    char want[512];
+    snprintf(want, sizeof want, " name=%s age=", longname);
+    ck_assert_msg(strstr(line, want), "%s", line);
+    snprintf(want, sizeof want, " lib-name=%s lib-ver=%s\n\r\n", longname, longname);
+    ck_assert_msg(strstr(line, want), "%s", line);
+    ck_assert_uint_gt(strlen(line), 400);
+    EXPECT(&c, "+OK\r\n", "CLIENT SETINFO lib-name \"\"");
+    EXPECT(&c, "+OK\r\n", "CLIENT SETINFO lib-ver \"\"");
     EXPECT_ERR(&c, "-ERR lib-ver: at most 128", "CLIENT SETINFO lib-ver \"1\\n2\"");
     EXPECT(&c, "-ERR Unrecognized option 'lib-color'\r\n", "CLIENT SETINFO lib-color x");
     EXPECT(&c, "-ERR wrong number of arguments for 'client|setname' command\r\n",
@@ -1829,7 +1935,7 @@ START_TEST(client_commands)
     EXPECT(&c, "-ERR unknown subcommand 'PAUSE'. Try CLIENT HELP.\r\n", "CLIENT PAUSE 10");
     /* HELP: every subcommand's usage line, as redis-cli prints Redis's */
     const char *help = cmdf(&c, "CLIENT HELP");
-    ck_assert_msg(strncmp(help, "*18\r\n+CLIENT <subcommand> [<arg> ...]. Subcommands are:\r\n"
+    ck_assert_msg(strncmp(help, "*20\r\n+CLIENT <subcommand> [<arg> ...]. Subcommands are:\r\n"
                                 "+ID\r\n", 62) == 0, "CLIENT HELP: %s", help);
     static const char *const usages[] = {"+GETNAME\r\n", "+SETNAME <name>\r\n",
                                          "+SETINFO LIB-NAME|LIB-VER <value>\r\n", "+LIST [TYPE",
@@ -2918,6 +3024,7 @@ Suite *server_suite(void)
     tcase_add_test(tc, command_errors);
     tcase_add_test(tc, protocol_errors_close);
     tcase_add_test(tc, cross_protocol_closed);
+    tcase_add_test(tc, handshake_commands);
     tcase_add_test(tc, query_buffer_limit);
     tcase_add_test(tc, maxclients_refused);
     tcase_add_test(tc, auth_required);
