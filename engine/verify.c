@@ -321,3 +321,27 @@ uint64_t eng_test_allocs(const struct eng *e)
 {
     return e->mem.nallocs;
 }
+
+int eng_test_break(struct eng *e, int what)
+{
+    switch (what) {
+    case 0:  /* a short's save count no longer its savers */
+        if (!e->nsh)
+            return -1;
+        e->sh[0].count[ENG_T_SAVE]++;
+        return 0;
+    case 1:  /* the records total */
+        e->records++;
+        return 0;
+    case 2:  /* a context's reference count */
+        for (uint32_t id = 1; id < e->cx_hi; id++) {
+            if (e->cx[id].fam != CX_FREE) {
+                e->cx[id].rs++;
+                return 0;
+            }
+        }
+        return -1;
+    default:
+        return -1;
+    }
+}

@@ -50,6 +50,27 @@ START_TEST(test_names)
 }
 END_TEST
 
+/* eng_verify, which every test's teardown runs, does catch a broken
+ * invariant: each break is named. */
+START_TEST(test_verify_catches)
+{
+    static const char *const want[] = {"short 7: saves 2 but 1 savers", "records: counted 2,",
+                                       "context 1: refs 2/0, records hold 1/0"};
+    for (int what = 0; what < 3; what++) {
+        struct tclock k = {.now = 1700000000000};
+        struct eng *e = mk_eng(&k, 0, 0);
+        struct eng_ix ix = ix_of(ENG_T_SAVE, 7, "s1", 0);
+        rec_ok(e, &ix);
+        struct eng_err err = {0};
+        ck_assert_int_eq(eng_verify(e, &err), 0);
+        ck_assert_int_eq(eng_test_break(e, what), 0);
+        ck_assert_int_eq(eng_verify(e, &err), ENG_EINVAL);
+        ck_assert_msg(strstr(err.msg, want[what]), "break %d: %s", what, err.msg);
+        eng_destroy(e);
+    }
+}
+END_TEST
+
 START_TEST(test_counts)
 {
     struct eng_ix ix = ix_of(ENG_T_IMPRESSION, 7, "s1", 0);
@@ -1319,6 +1340,7 @@ Suite *eng_suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_names);
     tcase_add_test(tc, test_counts);
+    tcase_add_test(tc, test_verify_catches);
     tcase_add_test(tc, test_viewer_identity);
     tcase_add_test(tc, test_saves_dedup);
     tcase_add_test(tc, test_platforms);

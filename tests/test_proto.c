@@ -415,6 +415,14 @@ START_TEST(split_fatal_every_byte)
 }
 END_TEST
 
+/* An encoder's output: exactly the literal, length included (a zero
+ * length would make a bare memcmp pass). */
+#define ENC_EQ(out, n, lit)                                                                    \
+    do {                                                                                       \
+        ck_assert_uint_eq((n), sizeof(lit) - 1);                                               \
+        ck_assert_int_eq(memcmp((out), (lit), sizeof(lit) - 1), 0);                            \
+    } while (0)
+
 /* ---- encoders --------------------------------------------------------------- */
 
 START_TEST(encoders)
@@ -422,24 +430,24 @@ START_TEST(encoders)
     uint8_t out[128];
     size_t n;
     n = proto_enc_int(out, 0);
-    ck_assert_int_eq(memcmp(out, ":0\r\n", n), 0);
+    ENC_EQ(out, n, ":0\r\n");
     n = proto_enc_int(out, -42);
-    ck_assert_int_eq(memcmp(out, ":-42\r\n", n), 0);
+    ENC_EQ(out, n, ":-42\r\n");
     n = proto_enc_int(out, INT64_MIN);
     ck_assert_uint_eq(n, 23);
-    ck_assert_int_eq(memcmp(out, ":-9223372036854775808\r\n", n), 0);
+    ENC_EQ(out, n, ":-9223372036854775808\r\n");
     n = proto_enc_int(out, INT64_MAX);
-    ck_assert_int_eq(memcmp(out, ":9223372036854775807\r\n", n), 0);
+    ENC_EQ(out, n, ":9223372036854775807\r\n");
     n = proto_enc_array(out, 3);
-    ck_assert_int_eq(memcmp(out, "*3\r\n", n), 0);
+    ENC_EQ(out, n, "*3\r\n");
     n = proto_enc_bulk(out, "a\0b", 3);
     ck_assert_uint_eq(n, 9);
-    ck_assert_int_eq(memcmp(out, "$3\r\na\0b\r\n", n), 0);
+    ENC_EQ(out, n, "$3\r\na\0b\r\n");
     n = proto_enc_bulk(out, NULL, 0);
-    ck_assert_int_eq(memcmp(out, "$0\r\n\r\n", n), 0);
+    ENC_EQ(out, n, "$0\r\n\r\n");
     n = proto_enc_line(out, '-', "ERR a\r\nb", 8);
     ck_assert_uint_eq(n, 11);
-    ck_assert_int_eq(memcmp(out, "-ERR a  b\r\n", n), 0);
+    ENC_EQ(out, n, "-ERR a  b\r\n");
     char d[24];
     ck_assert_uint_eq(proto_u64_dec(d, UINT64_MAX), 20);
     ck_assert_int_eq(memcmp(d, "18446744073709551615", 20), 0);
@@ -462,14 +470,14 @@ START_TEST(quote_examples)
 {
     char out[64];
     size_t n = proto_quote(out, (const uint8_t *)"abc", 3);
-    ck_assert_int_eq(memcmp(out, "abc", n), 0);
+    ENC_EQ(out, n, "abc");
     n = proto_quote(out, (const uint8_t *)"", 0);
-    ck_assert_int_eq(memcmp(out, "\"\"", n), 0);
+    ENC_EQ(out, n, "\"\"");
     n = proto_quote(out, (const uint8_t *)"Mozilla/5.0 (X11)", 17);
     ck_assert_uint_eq(n, 19);
-    ck_assert_int_eq(memcmp(out, "\"Mozilla/5.0 (X11)\"", n), 0);
+    ENC_EQ(out, n, "\"Mozilla/5.0 (X11)\"");
     n = proto_quote(out, (const uint8_t *)"a\"\\\n\r\t\x01\xff", 8);
-    ck_assert_int_eq(memcmp(out, "\"a\\\"\\\\\\n\\r\\t\\x01\\xff\"", n), 0);
+    ENC_EQ(out, n, "\"a\\\"\\\\\\n\\r\\t\\x01\\xff\"");
     ck_assert(!proto_needs_quote((const uint8_t *)"::1", 3));
     ck_assert(proto_needs_quote((const uint8_t *)"a\\b", 3));
 }

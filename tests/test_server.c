@@ -2391,11 +2391,13 @@ START_TEST(snapshot_command)
     EXPECT(&c, "+Snapshot started\r\n", "SNAPSHOT");
     wait_snapshot_done(&c);
     ck_assert(info_has(&c, "last_snapshot_status:err"));
+    ck_assert(info_has(&c, "last_snapshot_error:I/O error: "));
+    ck_assert(info_has(&c, "Is a directory"));
     ck_assert_int_eq(info_num(&c, "snapshots_failed"), 1);
     /* the age of the last good snapshot keeps growing: an alert on it fires */
     ck_assert_int_eq(info_num(&c, "last_snapshot_unix"), good_at);
     EXPECT(&c, "+PONG\r\n", "PING");
-    ck_assert(log_has(&s, "failed"));
+    ck_assert(log_has(&s, "failed: I/O error: "));
     rmdir(path);
     EXPECT(&c, "+Snapshot started\r\n", "SNAPSHOT");
     wait_snapshot_done(&c);
@@ -2428,7 +2430,8 @@ START_TEST(shutdown_command)
     EXPECT(&c, "-ERR syntax error\r\n", "SHUTDOWN LATER");
     EXPECT(&c, "-ERR No shutdown in progress.\r\n", "SHUTDOWN ABORT");
     EXPECT(&c, "+OK\r\n", "MULTI");
-    EXPECT_ERR(&c, "-ERR shutdown is not allowed in MULTI", "SHUTDOWN");
+    EXPECT(&c, "-ERR shutdown is not allowed in MULTI (only TRACK and BOOST are queued)\r\n",
+           "SHUTDOWN");
     EXPECT(&c, "+OK\r\n", "DISCARD");
     EXPECT(&c, "+OK\r\n", "TRACK 5 view session=a watch_ms=10");
 
@@ -2682,6 +2685,32 @@ START_TEST(shutdown_stops_a_running_snapshot)
 }
 END_TEST
 
+/* A snapshot child that dies of a signal: the failure is in INFO and the
+ * log with the signal, the server serves on, and the next one succeeds. */
+START_TEST(snapshot_child_killed)
+{
+    struct srv s;
+    srv_start(&s, NULL);
+    struct cli c;
+    cli_open(&c, s.port);
+    track_many(&c, 20000);
+    pid_t child = stopped_snapshot_child(&s, &c);
+    ck_assert_int_eq(kill(child, SIGKILL), 0);
+    wait_snapshot_done(&c);
+    ck_assert(info_has(&c, "last_snapshot_status:err"));
+    ck_assert(info_has(&c, "last_snapshot_error:child killed by signal 9"));
+    ck_assert_int_eq(info_num(&c, "snapshots_failed"), 1);
+    ck_assert(log_has(&s, "failed: child killed by signal 9 (retried at the next interval)"));
+    EXPECT(&c, "+OK\r\n", "TRACK 1 view session=after");
+    EXPECT(&c, "+Snapshot started\r\n", "SNAPSHOT");
+    wait_snapshot_done(&c);
+    ck_assert(info_has(&c, "last_snapshot_status:ok"));
+    ck_assert(info_has(&c, "last_snapshot_error:\r\n"));
+    cli_close(&c);
+    srv_stop_ok(&s);
+}
+END_TEST
+
 /* The engine's fresh memory is faulted in by the idle-priority thread
  * (INFO prefault_bytes grows), snapshots still work (their child has no
  * such thread), and --prefault no turns it off. */
@@ -2878,9 +2907,13 @@ START_TEST(shutdown_with_stuck_client)
         sleep_ms(10);
     ck_assert_int_gt(info_num(&c, "pending_output_bytes"), 0);
     cli_close(&c);
-    int st = srv_term(&s);
+    kill(s.pid, SIGTERM);
+    for (int i = 0; i < 2000 && !log_has(&s, "received SIGTERM: shutting down"); i++)
+        sleep_ms(5);
+    int st = srv_term(&s);  /* a second SIGTERM while it waits for the stuck client */
     ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %d", st);
     ck_assert(log_has(&s, "still had unsent replies"));
+    ck_assert(log_has(&s, "received SIGTERM again during shutdown; still finishing"));
     close(fd);
     srv_cleanup(&s);
 }
@@ -2900,6 +2933,12 @@ START_TEST(startup_failures)
     const char *a1[] = {"--port", "0", "--dir", file, NULL};
     ck_assert_int_eq(srv_run_to_exit(&s, a1), 1);
     ck_assert(log_has(&s, "not a directory"));
+    /* Only one level of a missing --dir is created. */
+    char deep[128];
+    snprintf(deep, sizeof deep, "%s/no/such", s.dir);
+    const char *a0[] = {"--port", "0", "--dir", deep, NULL};
+    ck_assert_int_eq(srv_run_to_exit(&s, a0), 1);
+    ck_assert(log_has(&s, "/no/such: No such file or directory"));
     /* A missing --dir is created. */
     char sub[128];
     snprintf(sub, sizeof sub, "%s/new", s.dir);
@@ -3059,6 +3098,7 @@ Suite *server_suite(void)
     tcase_add_test(tc, shutdown_stops_a_running_snapshot);
     tcase_add_test(tc, snapshot_cpulist);
     tcase_add_test(tc, shutdown_command);
+    tcase_add_test(tc, snapshot_child_killed);
     tcase_add_test(tc, prefault_on_and_off);
     tcase_add_test(tc, snapshot_interval);
     tcase_add_test(tc, corrupt_snapshot_refused);

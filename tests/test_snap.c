@@ -606,6 +606,39 @@ static void fix_checksums(uint8_t *p, size_t len)
     put64(p + len - 8, XXH64(p, len - 8, 0));
 }
 
+/* Behind the checksums: every byte flipped with the header's and the
+ * file's checksums made right again, so what stops a bad byte is the
+ * structure itself (chunk headers, the LZ4 frames' own checksums, counts).
+ * Past the fixed header nothing may be accepted; anywhere, a refusal names
+ * its reason and an acceptance leaves an engine that passes eng_verify
+ * (try_read checks it). Under ASan this is also the overread test of every
+ * structural check. */
+START_TEST(every_flipped_byte_behind_checksums)
+{
+    static struct world w;
+    struct membuf m = small_snapshot(&w, NULL);
+    uint8_t *c = malloc(m.len);
+    for (size_t i = 0; i < m.len - 24; i++) {  /* the footer's file_len and checksum are fixed */
+        if (i >= 112 && i < 120)
+            continue;  /* the header checksum itself */
+        memcpy(c, m.p, m.len);
+        c[i] ^= 0x01;
+        fix_checksums(c, m.len);
+        struct snap_err err = {0};
+        int rc = try_read(&w.cfg, c, m.len, &err);
+        if (rc == SNAP_OK) {
+            ck_assert_msg(i < 120, "flipped byte %zu of %zu (past the header) accepted",
+                          i, m.len);
+            continue;
+        }
+        ck_assert_msg(err.msg[0] != 0, "no reason given for byte %zu", i);
+        ck_assert_msg(err.offset <= m.len, "offset %" PRIu64 " past the end", err.offset);
+    }
+    free(c);
+    free(m.p);
+}
+END_TEST
+
 START_TEST(foreign_newer_and_bad_parameters)
 {
     static struct world w;
@@ -1791,6 +1824,7 @@ Suite *snap_suite(void)
     tcase_add_test(t, sort_u64_matches_qsort);
     t = tcase(s, "reject");
     tcase_add_test(t, every_flipped_byte_rejected);
+    tcase_add_test(t, every_flipped_byte_behind_checksums);
     tcase_add_test(t, every_truncation_rejected);
     tcase_add_test(t, foreign_newer_and_bad_parameters);
     tcase_add_test(t, write_errors);
