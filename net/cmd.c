@@ -130,8 +130,9 @@ int net_track_parse(const struct proto_arg *args, size_t nargs, struct eng_ix *i
         snprintf(err, errcap, "%s: missing", nargs ? "type" : "short_id");
         return NET_EINVAL;
     }
-    /* 0 means "absent" in eng_ix, so the engine names that error itself. */
-    if (net_parse_u64(args[0].p, args[0].len, &ix->short_id)) {
+    /* 0 is refused here in the words every other command uses for it
+     * (the engine, where 0 means "absent", says "must be at least 1"). */
+    if (net_parse_u64(args[0].p, args[0].len, &ix->short_id) || ix->short_id == 0) {
         snprintf(err, errcap, "short_id: must be an integer 1..18446744073709551615");
         return NET_EINVAL;
     }
