@@ -445,7 +445,8 @@ typedef void (*cmd_fn)(struct server *s, struct conn *c, const struct proto_cmd 
 enum cmd_flag {
     CF_NOAUTH = 1,   /* allowed before AUTH */
     CF_INMULTI = 2,  /* runs at once inside MULTI (MULTI, EXEC, DISCARD, QUIT) */
-    CF_QUEUE = 4,    /* queued inside MULTI */
+    CF_QUEUE = 4,    /* queued inside MULTI as a write (validated now, one engine batch) */
+    CF_NOMULTI = 8,  /* refused inside MULTI; every other command is queued as it is */
 };
 
 struct command {
@@ -884,6 +885,60 @@ static inline const char *arena_str(const struct net_buf *a, size_t off)
     return off == SIZE_MAX ? NULL : (const char *)a->p + off;
 }
 
+static void run_queued(struct server *s, struct conn *c, const struct net_qitem *q);
+
+/* Applies items [from, to) of the queue, TRACKs and BOOSTs only, as one
+ * all-or-nothing engine batch (BOOSTs after it; they only fail for
+ * memory). 0, or -1 with the reason in e and nothing applied. */
+static int exec_writes(struct server *s, struct net_multi *m, size_t from, size_t to,
+                       struct eng_err *e)
+{
+    size_t ntrack = 0;
+    for (size_t i = from; i < to; i++)
+        ntrack += m->items[i].kind == NET_Q_TRACK;
+    if (ntrack > m->ixs_cap) {
+        struct eng_ix *ixs = realloc(m->ixs, ntrack * sizeof *ixs);
+        if (!ixs) {
+            snprintf(e->msg, sizeof e->msg, "out of memory");
+            e->index = -1;
+            return -1;
+        }
+        m->ixs = ixs;
+        m->ixs_cap = ntrack;
+    }
+    size_t k = 0;
+    for (size_t i = from; i < to; i++) {
+        const struct net_qitem *q = &m->items[i];
+        if (q->kind != NET_Q_TRACK)
+            continue;
+        struct eng_ix *ix = &m->ixs[k++];
+        *ix = q->ix;
+        ix->session = arena_str(&m->arena, q->off_session);
+        ix->platform = arena_str(&m->arena, q->off_platform);
+        ix->ip = arena_str(&m->arena, q->off_ip);
+        ix->ua = arena_str(&m->arena, q->off_ua);
+    }
+    /* Validated when queued, so only a limit or memory fails here. */
+    if (ntrack && eng_record_batch(s->eng, m->ixs, ntrack, e))
+        return -1;
+    for (size_t i = from; i < to; i++) {
+        const struct net_qitem *q = &m->items[i];
+        struct eng_err be = {.index = -1};
+        if (q->kind == NET_Q_BOOST && eng_set_boost(s->eng, q->boost_id, q->boost, &be))
+            net_warn("EXEC: BOOST %llu failed after the TRACKs applied: %s",
+                     (unsigned long long)q->boost_id, be.msg);
+    }
+    s->dirty += to - from;
+    return 0;
+}
+
+/* EXEC. The queue runs in order, no other client in between. Its writes
+ * (TRACK, BOOST) between two other commands form one engine batch, all or
+ * nothing: a transaction of writes alone is applied whole or answered
+ * EXECABORT. Other commands run where they were queued and see the writes
+ * before them; a batch that fails after them (memory, the platform limit)
+ * gets its errors in EXEC's array, the batches before it staying applied,
+ * as a command failing inside Redis's EXEC does. */
 static void cmd_exec(struct server *s, struct conn *c, const struct proto_cmd *cmd)
 {
     struct net_multi *m = &c->multi;
@@ -896,57 +951,50 @@ static void cmd_exec(struct server *s, struct conn *c, const struct proto_cmd *c
         multi_reset(m);
         return;
     }
-    size_t ntrack = 0;
-    for (size_t i = 0; i < m->n; i++)
-        ntrack += m->items[i].kind == NET_Q_TRACK;
-    if (ntrack > m->ixs_cap) {
-        struct eng_ix *ixs = realloc(m->ixs, ntrack * sizeof *ixs);
-        if (!ixs) {
-            reply_error_raw(s, c, "EXECABORT Transaction discarded: out of memory");
-            multi_reset(m);
-            return;
-        }
-        m->ixs = ixs;
-        m->ixs_cap = ntrack;
-    }
-    size_t k = 0;
-    for (size_t i = 0; i < m->n; i++) {
-        const struct net_qitem *q = &m->items[i];
-        if (q->kind != NET_Q_TRACK)
-            continue;
-        struct eng_ix *ix = &m->ixs[k++];
-        *ix = q->ix;
-        ix->session = arena_str(&m->arena, q->off_session);
-        ix->platform = arena_str(&m->arena, q->off_platform);
-        ix->ip = arena_str(&m->arena, q->off_ip);
-        ix->ua = arena_str(&m->arena, q->off_ua);
-    }
-    if (ntrack) {
+    bool others = false;
+    for (size_t i = 0; i < m->n && !others; i++)
+        others = m->items[i].kind == NET_Q_CMD;
+    if (!others) {
         struct eng_err e = {.index = -1};
-        int rc = eng_record_batch(s->eng, m->ixs, ntrack, &e);
-        if (rc) {
-            /* Validated when queued, so only a limit or memory gets here. */
+        if (exec_writes(s, m, 0, m->n, &e)) {
             char msg[300];
-            snprintf(msg, sizeof msg, "EXECABORT Transaction discarded: TRACK #%d: %s",
-                     (int)e.index + 1, e.msg[0] ? e.msg : "engine error");
+            if (e.index >= 0)
+                snprintf(msg, sizeof msg, "EXECABORT Transaction discarded: TRACK #%d: %s",
+                         (int)e.index + 1, e.msg[0] ? e.msg : "engine error");
+            else
+                snprintf(msg, sizeof msg, "EXECABORT Transaction discarded: %s", e.msg);
             reply_error_raw(s, c, msg);
-            multi_reset(m);
-            return;
+        } else {
+            net_reply_array(&c->out, m->n);
+            for (size_t i = 0; i < m->n; i++)
+                net_reply_ok(&c->out);
+        }
+        multi_reset(m);
+        return;
+    }
+    net_reply_array(&c->out, m->n);
+    for (size_t i = 0; i < m->n;) {
+        if (m->items[i].kind == NET_Q_CMD) {
+            run_queued(s, c, &m->items[i++]);
+            continue;
+        }
+        size_t j = i;
+        while (j < m->n && m->items[j].kind != NET_Q_CMD)
+            j++;
+        struct eng_err e = {.index = -1};
+        if (exec_writes(s, m, i, j, &e) == 0) {
+            for (; i < j; i++)
+                net_reply_ok(&c->out);
+            continue;
+        }
+        for (int t = 0; i < j; i++) {  /* t: the TRACK's place in this batch */
+            bool track = m->items[i].kind == NET_Q_TRACK;
+            if (track && t++ == e.index)
+                reply_err(s, c, "%s", e.msg[0] ? e.msg : "engine error");
+            else
+                reply_err(s, c, "not applied: %s", e.msg[0] ? e.msg : "engine error");
         }
     }
-    for (size_t i = 0; i < m->n; i++) {
-        const struct net_qitem *q = &m->items[i];
-        if (q->kind != NET_Q_BOOST)
-            continue;
-        struct eng_err e = {.index = -1};
-        if (eng_set_boost(s->eng, q->boost_id, q->boost, &e))
-            net_warn("EXEC: BOOST %llu failed after the TRACKs applied: %s",
-                     (unsigned long long)q->boost_id, e.msg);
-    }
-    s->dirty += m->n;
-    net_reply_array(&c->out, m->n);
-    for (size_t i = 0; i < m->n; i++)
-        net_reply_ok(&c->out);
     multi_reset(m);
 }
 
@@ -1594,15 +1642,15 @@ static const struct command commands[] = {
     CMD("multi", 1, 1, CF_INMULTI, 0, "noscript loading stale fast", cmd_multi),
     CMD("exec", 1, 1, CF_INMULTI, 0, "noscript loading stale", cmd_exec),
     CMD("discard", 1, 1, CF_INMULTI, 0, "noscript loading stale fast", cmd_discard),
-    CMD("auth", 2, 3, CF_NOAUTH, 0, "noscript loading stale fast no_auth", cmd_auth),
-    CMD("hello", 1, -1, CF_NOAUTH, 0, "noscript loading stale fast no_auth", cmd_hello),
+    CMD("auth", 2, 3, CF_NOAUTH | CF_NOMULTI, 0, "noscript loading stale fast no_auth", cmd_auth),
+    CMD("hello", 1, -1, CF_NOAUTH | CF_NOMULTI, 0, "noscript loading stale fast no_auth", cmd_hello),
     CMD("select", 2, 2, 0, 0, "loading stale fast", cmd_select),
     CMD("quit", 1, -1, CF_NOAUTH | CF_INMULTI, 0, "noscript loading stale fast no_auth", cmd_quit),
     CMD("command", 1, -1, 0, 0, "loading stale", cmd_command),
     CMD("config", 2, -1, 0, 0, "admin noscript loading stale", cmd_config),
     CMD("client", 2, -1, 0, 0, "admin noscript loading stale", cmd_client),
     CMD("snapshot", 1, 1, 0, 0, "admin noscript", cmd_snapshot),
-    CMD("shutdown", 1, 5, 0, 0, "admin noscript loading stale", cmd_shutdown),
+    CMD("shutdown", 1, 5, CF_NOMULTI, 0, "admin noscript loading stale", cmd_shutdown),
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
@@ -1697,6 +1745,47 @@ static void cmd_command(struct server *s, struct conn *c, const struct proto_cmd
     dispatch_sub(s, c, cmd, "command", subs, sizeof subs / sizeof subs[0], "");
 }
 
+/* A command that is neither a write nor transaction control, queued as
+ * its arguments; it runs at EXEC (run_queued) and answers there. */
+static void queue_cmd(struct server *s, struct conn *c, uint32_t idx, const struct proto_cmd *cmd)
+{
+    struct net_multi *m = &c->multi;
+    struct net_qitem *q = multi_push(s, c);
+    if (!q)
+        return;
+    q->kind = NET_Q_CMD;
+    q->cmd = idx;
+    q->argc = (uint32_t)cmd->argc;
+    q->off_args = m->arena.len;
+    for (size_t i = 0; i < cmd->argc; i++) {
+        uint32_t len = (uint32_t)cmd->argv[i].len;
+        net_buf_append(&m->arena, &len, sizeof len);
+        net_buf_append(&m->arena, cmd->argv[i].p, len);
+    }
+    if (m->arena.failed) {
+        c->state = CONN_CLOSING;
+        return;
+    }
+    m->n++;
+    net_reply_status(&c->out, "QUEUED");
+}
+
+static void run_queued(struct server *s, struct conn *c, const struct net_qitem *q)
+{
+    struct proto_cmd *qc = &s->qcmd;
+    const uint8_t *p = c->multi.arena.p + q->off_args;
+    qc->argc = q->argc;
+    for (uint32_t i = 0; i < q->argc; i++) {
+        uint32_t len;
+        memcpy(&len, p, sizeof len);
+        qc->argv[i] = (struct proto_arg){p + sizeof len, len};
+        p += sizeof len + len;
+    }
+    const struct command *k = &commands[q->cmd];
+    c->last_cmd = k->name;
+    k->fn(s, c, qc);
+}
+
 static void dispatch(struct server *s, struct conn *c, const struct proto_cmd *cmd)
 {
     const struct command *k = lookup(&cmd->argv[0]);
@@ -1748,8 +1837,12 @@ static void dispatch(struct server *s, struct conn *c, const struct proto_cmd *c
         return;
     }
     if (c->multi.active && !(k->flags & (CF_INMULTI | CF_QUEUE))) {
-        c->multi.dirty = true;
-        reply_err(s, c, "%s is not allowed in MULTI (only TRACK and BOOST are queued)", k->name);
+        if (k->flags & CF_NOMULTI) {
+            c->multi.dirty = true;
+            reply_err(s, c, "%s is not allowed in MULTI", k->name);
+        } else {
+            queue_cmd(s, c, (uint32_t)(k - commands), cmd);
+        }
         return;
     }
     c->last_cmd = k->name;

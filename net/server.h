@@ -34,7 +34,7 @@ enum conn_state {
 };
 const char *net_conn_state_name(enum conn_state st);
 
-enum net_qkind { NET_Q_TRACK = 1, NET_Q_BOOST = 2 };
+enum net_qkind { NET_Q_TRACK = 1, NET_Q_BOOST = 2, NET_Q_CMD = 3 };
 
 /* A command queued by MULTI. Strings live in the connection's arena at the
  * recorded offsets (the arena may move while the queue grows); SIZE_MAX
@@ -45,6 +45,8 @@ struct net_qitem {
     size_t off_session, off_platform, off_ip, off_ua;
     uint64_t boost_id;           /* BOOST */
     int64_t boost;
+    uint32_t cmd, argc;          /* any other command: its table index; its arguments */
+    size_t off_args;             /* are argc records of u32 length + bytes in the arena */
 };
 
 struct net_multi {
@@ -172,6 +174,7 @@ struct server {
 
     /* Hot-path scratch, reused by every command. */
     struct proto_cmd cmd;
+    struct proto_cmd qcmd;             /* EXEC: a queued command, rebuilt from its arena */
     uint8_t *scratch;                  /* NET_SCRATCH bytes: unescaped inline tokens */
     size_t scratch_used;
     struct eng_ix batch[NET_BATCH];

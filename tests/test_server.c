@@ -928,6 +928,7 @@ START_TEST(multi_exec_atomic)
     cli_open(&a, s.port);
     cli_open(&b, s.port);
 
+    const char *r;
     /* Queued commands are invisible to others until EXEC. */
     EXPECT(&a, "+OK\r\n", "MULTI");
     EXPECT(&a, "+QUEUED\r\n", "TRACK 1 view session=m1 watch_ms=10");
@@ -951,8 +952,8 @@ START_TEST(multi_exec_atomic)
 
     /* Every kind of queue-time error aborts. */
     const char *bad[] = {"TRACK 1 view", "TRACK x view session=a", "TRACK 1 view nope=1",
-                         "BOOST 1 101", "STATS 1", "NOSUCH", "TRACK 1", "PING",
-                         "TRACK 1 view session=a ua=\"unbalanced"};
+                         "BOOST 1 101", "STATS", "NOSUCH", "TRACK 1", "SHUTDOWN", "AUTH x",
+                         "HELLO", "TRACK 1 view session=a ua=\"unbalanced"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         EXPECT(&a, "+OK\r\n", "MULTI");
         EXPECT(&a, "+QUEUED\r\n", "TRACK 1 view session=m3");
@@ -960,6 +961,67 @@ START_TEST(multi_exec_atomic)
         EXPECT_ERR(&a, "-EXECABORT", "EXEC");
     }
     expect_stat(&b, 1, "views", "1");
+
+    /* Any other command is queued as it is and runs in its place at EXEC,
+     * seeing the writes queued before it, as in Redis (redis-py's default
+     * pipeline is a transaction). */
+    EXPECT(&a, "+OK\r\n", "MULTI");
+    EXPECT(&a, "+QUEUED\r\n", "STATS 3");
+    EXPECT(&a, "+QUEUED\r\n", "TRACK 3 view session=q1");
+    EXPECT(&a, "+QUEUED\r\n", "BOOST 3 7");
+    EXPECT(&a, "+QUEUED\r\n", "PING");
+    EXPECT(&a, "+QUEUED\r\n", "TRACK 3 view session=q2");
+    EXPECT(&a, "+QUEUED\r\n", "HISTORY SESSION q2");
+    EXPECT(&a, "+QUEUED\r\n", "STATS nope");   /* its error comes at EXEC, in the array */
+    EXPECT(&a, "+QUEUED\r\n", "ECHO \"a b\"");
+    expect_stat(&b, 3, "views", "0");
+    r = cmdf(&a, "EXEC");
+    ck_assert_msg(strncmp(r, "*8\r\n*30\r\n", 9) == 0, "%s", r);  /* STATS 3 before: unknown */
+    const char *after = strstr(r, "$5\r\nboost\r\n$1\r\n0\r\n");
+    ck_assert_msg(after, "%s", r);
+    after = strstr(after, "+OK\r\n+OK\r\n+PONG\r\n+OK\r\n*1\r\n$");
+    ck_assert_msg(after, "the writes and PING in order: %s", r);
+    after = strstr(after, " view ts=");
+    ck_assert_msg(after && strstr(after, "session=q2\r\n-ERR short_id: must be an integer"), "%s", r);
+    ck_assert_msg(strstr(after, "\r\n$3\r\na b\r\n"), "%s", r);
+    expect_stat(&b, 3, "views", "2");
+    expect_stat(&b, 3, "boost", "7");
+    /* a queued read refused at EXEC does not undo the writes around it */
+    ck_assert_int_eq(info_num(&b, "changes_since_last_snapshot") > 0, 1);
+
+    /* What only EXEC can find (the engine's platform limit): a transaction
+     * of writes alone is refused whole; with a query in it, the failing
+     * batch's commands get errors in the array. Fill all but two of the
+     * 65535 platform slots first. */
+    {
+        size_t n = 65535 - 2, o = 0;
+        char *buf = malloc(n * 48);
+        ck_assert_ptr_nonnull(buf);
+        for (size_t i = 0; i < n; i++)
+            o += (size_t)sprintf(buf + o, "TRACK 4 share session=pl platform=p%zu\r\n", i);
+        cli_send(&a, buf, o);
+        free(buf);
+        for (size_t i = 0; i < n; i++) {
+            const char *x = cli_reply(&a);
+            ck_assert_msg(x && strcmp(x, "+OK\r\n") == 0, "platform %zu: %s", i, x ? x : "EOF");
+        }
+    }
+    EXPECT(&a, "+OK\r\n", "MULTI");
+    for (int i = 0; i < 3; i++)
+        EXPECT(&a, "+QUEUED\r\n", "TRACK 4 share session=pl platform=new%d", i);
+    EXPECT(&a, "-EXECABORT Transaction discarded: TRACK #3: platform: too many distinct "
+               "platforms\r\n", "EXEC");
+    EXPECT(&a, "+OK\r\n", "MULTI");
+    EXPECT(&a, "+QUEUED\r\n", "PING");
+    for (int i = 0; i < 3; i++)
+        EXPECT(&a, "+QUEUED\r\n", "TRACK 4 share session=pl platform=new%d", i);
+    EXPECT(&a, "*4\r\n+PONG\r\n-ERR not applied: platform: too many distinct platforms\r\n"
+               "-ERR not applied: platform: too many distinct platforms\r\n"
+               "-ERR platform: too many distinct platforms\r\n", "EXEC");
+    /* both refusals left the two free slots free */
+    EXPECT(&a, "+OK\r\n", "TRACK 4 share session=pl platform=new1");
+    EXPECT(&a, "+OK\r\n", "TRACK 4 share session=pl platform=new2");
+    EXPECT_ERR(&a, "-ERR platform: too many distinct platforms", "TRACK 4 share session=pl platform=new3");
 
     /* DISCARD, nesting, and EXEC/DISCARD without MULTI. */
     EXPECT(&a, "+OK\r\n", "MULTI");
@@ -976,7 +1038,7 @@ START_TEST(multi_exec_atomic)
     EXPECT(&a, "+OK\r\n", "MULTI");
     for (int i = 0; i < 500; i++)
         EXPECT(&a, "+QUEUED\r\n", "TRACK 2 impression session=big%d ua=\"agent %d\"", i, i % 7);
-    const char *r = cmdf(&a, "EXEC");
+    r = cmdf(&a, "EXEC");
     ck_assert(strncmp(r, "*500\r\n", 6) == 0);
     expect_stat(&b, 2, "unique_viewers", "500");
     r = cmdf(&b, "HISTORY SESSION big499");
@@ -1797,10 +1859,10 @@ START_TEST(config_get)
     static const char nul[] = "*3\r\n$6\r\nCONFIG\r\n$3\r\nGET\r\n$3\r\np\0*\r\n";
     cli_send(&c, nul, sizeof nul - 1);
     ck_assert_str_eq(cli_reply(&c), "-ERR pattern: must be at most 255 bytes, with no NUL\r\n");
-    /* inside MULTI it is refused like every other read */
+    /* inside MULTI it is queued and answers at EXEC, as in Redis */
     EXPECT(&c, "+OK\r\n", "MULTI");
-    EXPECT_ERR(&c, "-ERR", "CONFIG GET port");
-    EXPECT(&c, "+OK\r\n", "DISCARD");
+    EXPECT(&c, "+QUEUED\r\n", "CONFIG GET history");
+    EXPECT(&c, "*1\r\n*2\r\n$7\r\nhistory\r\n$1\r\n7\r\n", "EXEC");
     cli_close(&c);
 
     /* redis-benchmark finds what it asks for (it warns otherwise) */
@@ -2431,7 +2493,7 @@ START_TEST(shutdown_command)
     EXPECT(&c, "-ERR syntax error\r\n", "SHUTDOWN LATER");
     EXPECT(&c, "-ERR No shutdown in progress.\r\n", "SHUTDOWN ABORT");
     EXPECT(&c, "+OK\r\n", "MULTI");
-    EXPECT(&c, "-ERR shutdown is not allowed in MULTI (only TRACK and BOOST are queued)\r\n",
+    EXPECT(&c, "-ERR shutdown is not allowed in MULTI\r\n",
            "SHUTDOWN");
     EXPECT(&c, "+OK\r\n", "DISCARD");
     EXPECT(&c, "+OK\r\n", "TRACK 5 view session=a watch_ms=10");
