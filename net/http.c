@@ -1652,7 +1652,9 @@ static int close_with(struct http_conn *c, int status, const char *msg)
 {
     if (c->phase == PH_IDLE)
         c->t_begin = now_ns(c);
-    respond_error(c, status, msg, -1, NULL, R_CLOSE);
+    /* a HEAD whose request line was read (its URL began) gets headers alone */
+    bool head = c->url_len && c->parser.method == HTTP_HEAD;
+    respond_error(c, status, msg, -1, NULL, R_CLOSE | (head ? R_NOBODY : 0));
     c->closed = true;
     return c->oom ? HTTP_ENOMEM : HTTP_CLOSE;
 }

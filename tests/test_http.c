@@ -1144,6 +1144,14 @@ START_TEST(not_found_and_methods)
     request("HEAD /api/explore/stats/x HTTP/1.1\r\n\r\n", &h);
     ck_assert_int_eq(h.status, 400);
     ck_assert_uint_eq(F.stats.responses[4], 3);   /* 404 */
+    /* and so do the answers that close the connection */
+    ck_assert_int_eq(request("HEAD /healthz HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n", &h),
+                     HTTP_CLOSE);
+    ck_assert_int_eq(h.status, 413);
+    reconnect("10.1.2.3");
+    ck_assert_int_eq(request("HEAD /healthz HTTP/2.0\r\n\r\n", &h), HTTP_CLOSE);
+    ck_assert_int_eq(h.status, 505);
+    reconnect("10.1.2.3");
 }
 END_TEST
 
