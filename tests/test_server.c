@@ -1634,8 +1634,23 @@ START_TEST(http_port_limits_and_metrics)
     }
     ck_assert_int_ge(n503, 1);
 
-    /* a client that sends requests and never reads the answers is cut off */
-    int fd = tcp_connect(port);
+    /* a client that sends requests and never reads the answers is cut off;
+     * first its connection must hold a slot (the server may not have seen
+     * the scrapes above close yet, and would answer 503 and close) */
+    int fd = -1;
+    for (int tries = 0; fd < 0; tries++) {
+        ck_assert_msg(tries < 500, "no free slot on the HTTP port");
+        fd = tcp_connect(port);
+        static const char hz[] = "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n";
+        ck_assert_int_eq(send(fd, hz, sizeof hz - 1, MSG_NOSIGNAL), (ssize_t)sizeof hz - 1);
+        char st[16] = "";
+        ssize_t got = recv(fd, st, 12, MSG_WAITALL);
+        if (got == 12 && strncmp(st, "HTTP/1.1 200", 12) == 0)
+            break;
+        close(fd);
+        fd = -1;
+        usleep(10000);
+    }
     int small = 4096;
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
     fcntl(fd, F_SETFL, O_NONBLOCK);
