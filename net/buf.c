@@ -134,7 +134,26 @@ void net_reply_bulk(struct net_buf *b, const void *p, size_t len)
 
 void net_reply_bulk_str(struct net_buf *b, const char *s) { net_reply_bulk(b, s, strlen(s)); }
 
-void net_reply_null(struct net_buf *b) { net_buf_append(b, "$-1\r\n", 5); }
+void net_reply_null(struct net_buf *b, int resp)
+{
+    if (resp == 3)
+        net_buf_append(b, "_\r\n", 3);
+    else
+        net_buf_append(b, "$-1\r\n", 5);
+}
+
+void net_reply_map(struct net_buf *b, size_t n, int resp)
+{
+    if (resp != 3) {
+        net_reply_array(b, 2 * n);
+        return;
+    }
+    uint8_t *o = net_buf_reserve(b, PROTO_INT_SIZE);
+    if (o) {
+        b->len += proto_enc_array(o, n);
+        o[0] = '%';
+    }
+}
 
 void net_reply_bulk_u64(struct net_buf *b, uint64_t v)
 {

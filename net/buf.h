@@ -45,6 +45,9 @@ void net_reply_array(struct net_buf *b, size_t n);
 void net_reply_bulk(struct net_buf *b, const void *p, size_t len);
 void net_reply_bulk_str(struct net_buf *b, const char *s);
 void net_reply_bulk_u64(struct net_buf *b, uint64_t v);
-void net_reply_null(struct net_buf *b);                         /* $-1: no value */
+/* No value: RESP2's $-1, RESP3's _ (resp: the connection's version). */
+void net_reply_null(struct net_buf *b, int resp);
+/* n key/value pairs: a RESP3 map, or the flat array of 2n RESP2 gives. */
+void net_reply_map(struct net_buf *b, size_t n, int resp);
 
 #endif

@@ -21,8 +21,8 @@
  *    is reset only by batch_apply;
  *  - every command appends exactly one reply (EXEC: one array);
  *  - errors_total counts every error reply, commands_total every command;
- *  - inside MULTI nothing touches the engine until EXEC, which applies all
- *    queued commands or none.
+ *  - inside MULTI nothing touches the engine until EXEC, which applies
+ *    the writes between two queued queries as one batch, all or none.
  *
  * The pure pieces an HTTP front end reuses (TRACK arguments to eng_ix, STATS
  * fields, HISTORY record text) are the net_* functions declared in cmd.h.
@@ -457,6 +457,7 @@ struct command {
     int key;            /* argument that is the short id (a proxy shards by it), 0 = none */
     const char *rflags; /* Redis's flag words for COMMAND INFO, space-separated */
     cmd_fn fn;
+    const struct subtable *subs;  /* its subcommands (CONFIG, CLIENT, COMMAND), or NULL */
 };
 
 /* A command's subcommands (CONFIG GET, CLIENT LIST ...): looked up and
@@ -492,46 +493,70 @@ static void help_reply(struct net_buf *out, const char *t)
 
 /* `unknown` (may be "") goes between the name and "Try <PARENT> HELP." in
  * the error for a subcommand not in the table. */
-static void dispatch_sub(struct server *s, struct conn *c, const struct proto_cmd *cmd,
-                         const char *parent, const struct subcommand *subs, size_t n,
-                         const char *unknown)
+/* A command's subcommand table, with what its unknown-subcommand error says
+ * (between the name and "Try <PARENT> HELP."). */
+struct subtable {
+    const char *parent;       /* lower case */
+    const struct subcommand *subs;
+    size_t n;
+    const char *unknown;
+};
+
+static const struct subcommand help_sub = {"help", 2, 2, NULL, NULL};
+
+/* The subcommand cmd names, its arity checked; NULL after replying the
+ * error when there is none or the arity is wrong. HELP is &help_sub. MULTI
+ * checks this when it queues, as Redis refuses such a command then. */
+static const struct subcommand *sub_check(struct server *s, struct conn *c,
+                                          const struct proto_cmd *cmd, const struct subtable *t)
 {
-    char up[16];
-    size_t pl = strlen(parent);
-    for (size_t i = 0; i <= pl && i < sizeof up; i++)
-        up[i] = (char)toupper((unsigned char)parent[i]);
     const struct proto_arg *a = &cmd->argv[1];
-    if (arg_is(a, "help")) {
-        if (cmd->argc != 2) {
-            reply_err(s, c, "wrong number of arguments for '%s|help' command", parent);
-            return;
-        }
-        static const char tail[] = "HELP\n    Print this help.";
-        size_t lines = 1 + help_lines(tail);
-        for (size_t i = 0; i < n; i++)
-            lines += help_lines(subs[i].help);
-        net_reply_array(&c->out, lines);
-        char head[64];
-        snprintf(head, sizeof head, "%s <subcommand> [<arg> ...]. Subcommands are:", up);
-        net_reply_status(&c->out, head);
-        for (size_t i = 0; i < n; i++)
-            help_reply(&c->out, subs[i].help);
-        help_reply(&c->out, tail);
+    const struct subcommand *k = arg_is(a, "help") ? &help_sub : NULL;
+    for (size_t i = 0; i < t->n && !k; i++)
+        if (arg_is(a, t->subs[i].name))
+            k = &t->subs[i];
+    if (!k) {
+        char tmp[40], up[16];
+        size_t i = 0;
+        for (; t->parent[i] && i + 1 < sizeof up; i++)
+            up[i] = (char)toupper((unsigned char)t->parent[i]);
+        up[i] = 0;
+        reply_err(s, c, "unknown subcommand '%s'%s. Try %s HELP.",
+                  printable(tmp, 32, a->p, a->len), t->unknown, up);
+        return NULL;
+    }
+    if ((int)cmd->argc < k->min_argc || (k->max_argc >= 0 && (int)cmd->argc > k->max_argc)) {
+        reply_err(s, c, "wrong number of arguments for '%s|%s' command", t->parent, k->name);
+        return NULL;
+    }
+    return k;
+}
+
+static void dispatch_sub(struct server *s, struct conn *c, const struct proto_cmd *cmd,
+                         const struct subtable *t)
+{
+    const struct subcommand *k = sub_check(s, c, cmd, t);
+    if (!k)
+        return;
+    if (k != &help_sub) {
+        k->fn(s, c, cmd);
         return;
     }
-    for (size_t i = 0; i < n; i++) {
-        const struct subcommand *k = &subs[i];
-        if (!arg_is(a, k->name))
-            continue;
-        if ((int)cmd->argc < k->min_argc || (k->max_argc >= 0 && (int)cmd->argc > k->max_argc))
-            reply_err(s, c, "wrong number of arguments for '%s|%s' command", parent, k->name);
-        else
-            k->fn(s, c, cmd);
-        return;
-    }
-    char tmp[40];
-    reply_err(s, c, "unknown subcommand '%s'%s. Try %s HELP.", printable(tmp, 32, a->p, a->len),
-              unknown, up);
+    static const char tail[] = "HELP\n    Print this help.";
+    size_t lines = 1 + help_lines(tail);
+    for (size_t i = 0; i < t->n; i++)
+        lines += help_lines(t->subs[i].help);
+    net_reply_array(&c->out, lines);
+    char head[64], up[16];
+    size_t i = 0;
+    for (; t->parent[i] && i + 1 < sizeof up; i++)
+        up[i] = (char)toupper((unsigned char)t->parent[i]);
+    up[i] = 0;
+    snprintf(head, sizeof head, "%s <subcommand> [<arg> ...]. Subcommands are:", up);
+    net_reply_status(&c->out, head);
+    for (i = 0; i < t->n; i++)
+        help_reply(&c->out, t->subs[i].help);
+    help_reply(&c->out, tail);
 }
 
 static int parse_short_id(struct server *s, struct conn *c, const struct proto_arg *a,
@@ -603,6 +628,7 @@ static void cmd_shutdown(struct server *s, struct conn *c, const struct proto_cm
     if (!nosave && (save || s->dirty))
         net_info("%s: saving the final snapshot first", why);
     if (nosave) {
+        net_snapshot_stop(s, "SHUTDOWN NOSAVE");
         if (s->dirty)
             net_warn("SHUTDOWN NOSAVE: %llu changes since the last snapshot are not saved",
                      (unsigned long long)s->dirty);
@@ -662,7 +688,7 @@ static void config_get(struct server *s, struct conn *c, const struct proto_cmd 
     const char *name;
     for (size_t k = 0; (name = config_name(k, nset)); k++)
         nhit += config_wanted(cmd, name);
-    net_reply_array(&c->out, nhit * 2);
+    net_reply_map(&c->out, nhit, c->resp);
     char v[NET_CONFIG_VALUE_MAX];
     for (size_t k = 0; (name = config_name(k, nset)); k++) {
         if (!config_wanted(cmd, name))
@@ -680,15 +706,18 @@ static void config_get(struct server *s, struct conn *c, const struct proto_cmd 
     }
 }
 
+static const struct subcommand config_list[] = {
+    {"get", 3, -1, config_get,
+     "GET <pattern> [<pattern> ...]\n"
+     "    Each setting whose name matches a glob pattern, and its value."},
+};
+static const struct subtable config_subs = {
+    "config", config_list, sizeof config_list / sizeof config_list[0],
+    ": settings are fixed at start, CONFIG GET reads them"};
+
 static void cmd_config(struct server *s, struct conn *c, const struct proto_cmd *cmd)
 {
-    static const struct subcommand subs[] = {
-        {"get", 3, -1, config_get,
-         "GET <pattern> [<pattern> ...]\n"
-         "    Each setting whose name matches a glob pattern, and its value."},
-    };
-    dispatch_sub(s, c, cmd, "config", subs, sizeof subs / sizeof subs[0],
-                 ": settings are fixed at start, CONFIG GET reads them");
+    dispatch_sub(s, c, cmd, &config_subs);
 }
 
 /* The password check of AUTH and HELLO ... AUTH: the only user is Redis's
@@ -1015,7 +1044,7 @@ static void cmd_stats(struct server *s, struct conn *c, const struct proto_cmd *
         return;
     struct eng_stats st;
     eng_stats(s->eng, id, &st);
-    net_reply_array(&c->out, 2 * net_stats_nfields(&st));
+    net_reply_map(&c->out, net_stats_nfields(&st), c->resp);  /* a map in RESP3, as HGETALL */
     net_stats_fields(&st, stats_field_reply, &c->out);
 }
 
@@ -1358,13 +1387,25 @@ static void client_line(struct server *s, struct net_buf *b, const struct conn *
     double now = ev_now(s->loop);
     const char *flags = t->multi.active ? "x" : t->state == CONN_ACTIVE ? "N" : "c";
     bool r = ev_is_active(&t->rio), w = ev_is_active(&t->wio);
-    infof(b, "id=%llu addr=%s fd=%d name=%s age=%lld idle=%lld flags=%s db=0 multi=%lld "
-          "qbuf=%zu omem=%zu events=%s%s cmd=%s resp=2 lib-name=%s lib-ver=%s\n",
-          (unsigned long long)t->id, t->addr, t->fd, t->name, (long long)(now - t->created),
+    char laddr[64];
+    net_conn_laddr(t, laddr, sizeof laddr);
+    /* Every field Redis 7.2 prints, in its order: client libraries parse
+     * the line into a record and some require them all (redis-py's
+     * client_info() reads tot-mem). Those without a meaning here are what
+     * Redis shows for a client that has none: no subscriptions, no
+     * redirect, user default. */
+    size_t qbuf = net_buf_live(&t->in), qfree = t->in.cap - t->in.len;
+    size_t mmem = t->multi.cap * sizeof *t->multi.items + t->multi.arena.cap;
+    size_t tot = sizeof *t + t->in.cap + t->out.cap + mmem;
+    infof(b, "id=%llu addr=%s laddr=%s fd=%d name=%s age=%lld idle=%lld flags=%s db=0 sub=0 "
+          "psub=0 ssub=0 multi=%lld qbuf=%zu qbuf-free=%zu argv-mem=0 multi-mem=%zu rbs=%zu "
+          "rbp=%zu obl=0 oll=0 omem=%zu tot-mem=%zu events=%s%s cmd=%s user=default redir=-1 "
+          "resp=%d lib-name=%s lib-ver=%s\n",
+          (unsigned long long)t->id, t->addr, laddr, t->fd, t->name, (long long)(now - t->created),
           (long long)(now - t->last_active), flags,
-          t->multi.active ? (long long)t->multi.n : -1ll, net_buf_live(&t->in),
-          net_buf_live(&t->out), r ? "r" : "", w ? "w" : "", t->last_cmd[0] ? t->last_cmd : "NULL",
-          t->lib_name, t->lib_ver);
+          t->multi.active ? (long long)t->multi.n : -1ll, qbuf, qfree, mmem, t->in.cap,
+          (size_t)t->read_size, net_buf_live(&t->out), tot, r ? "r" : "", w ? "w" : "",
+          t->last_cmd[0] ? t->last_cmd : "NULL", t->resp, t->lib_name, t->lib_ver);
 }
 
 /* A client CLIENT LIST and KILL can see: a line-protocol connection not
@@ -1491,7 +1532,7 @@ static void client_getname(struct server *s, struct conn *c, const struct proto_
     if (c->name[0])
         net_reply_bulk_str(&c->out, c->name);
     else
-        net_reply_null(&c->out);
+        net_reply_null(&c->out, c->resp);
 }
 
 static void client_setname(struct server *s, struct conn *c, const struct proto_cmd *cmd)
@@ -1517,42 +1558,52 @@ static void client_setinfo(struct server *s, struct conn *c, const struct proto_
     net_reply_ok(&c->out);
 }
 
+static const struct subcommand client_list_[] = {
+    {"id", 2, 2, client_id, "ID\n    This connection's id."},
+    {"getname", 2, 2, client_getname, "GETNAME\n    This connection's name, or nil."},
+    {"info", 2, 2, client_info, "INFO\n    This connection's line of CLIENT LIST."},
+    {"setname", 3, 3, client_setname,
+     "SETNAME <name>\n    Name this connection (CLIENT LIST shows it); \"\" clears it."},
+    {"setinfo", 4, 4, client_setinfo,
+     "SETINFO LIB-NAME|LIB-VER <value>\n    Record the client library's name or version."},
+    {"list", 2, -1, client_list,
+     "LIST [TYPE NORMAL|MASTER|REPLICA|PUBSUB] [ID <id> [<id> ...]]\n"
+     "    One line per connection: id, address, name, age, buffers, last command."},
+    {"kill", 3, -1, client_kill,
+     "KILL <ip:port>\n    Close the connection from that address.\n"
+     "KILL [ID <id>] [ADDR <ip:port>] [SKIPME YES|NO]\n"
+     "    Close the connections matching every filter; SKIPME YES (the default) spares\n"
+     "    the caller. Answers how many were closed."},
+};
+static const struct subtable client_subs = {"client", client_list_,
+                                           sizeof client_list_ / sizeof client_list_[0], ""};
+
 static void cmd_client(struct server *s, struct conn *c, const struct proto_cmd *cmd)
 {
-    static const struct subcommand subs[] = {
-        {"id", 2, 2, client_id, "ID\n    This connection's id."},
-        {"getname", 2, 2, client_getname, "GETNAME\n    This connection's name, or nil."},
-        {"info", 2, 2, client_info, "INFO\n    This connection's line of CLIENT LIST."},
-        {"setname", 3, 3, client_setname,
-         "SETNAME <name>\n    Name this connection (CLIENT LIST shows it); \"\" clears it."},
-        {"setinfo", 4, 4, client_setinfo,
-         "SETINFO LIB-NAME|LIB-VER <value>\n    Record the client library's name or version."},
-        {"list", 2, -1, client_list,
-         "LIST [TYPE NORMAL|MASTER|REPLICA|PUBSUB] [ID <id> [<id> ...]]\n"
-         "    One line per connection: id, address, name, age, buffers, last command."},
-        {"kill", 3, -1, client_kill,
-         "KILL <ip:port>\n    Close the connection from that address.\n"
-         "KILL [ID <id>] [ADDR <ip:port>] [SKIPME YES|NO]\n"
-         "    Close the connections matching every filter; SKIPME YES (the default) spares\n"
-         "    the caller. Answers how many were closed."},
-    };
-    dispatch_sub(s, c, cmd, "client", subs, sizeof subs / sizeof subs[0], "");
+    dispatch_sub(s, c, cmd, &client_subs);
 }
 
 /* ---- HELLO, SELECT, COMMAND: what Redis clients and tools ask on connect ---------- */
 
 /* HELLO [protover [AUTH user password] [SETNAME name]]: Redis 6's
- * handshake. Only RESP2 is spoken, so HELLO 3 answers NOPROTO, on which
- * clients that try RESP3 first (go-redis, Lettuce) carry on in RESP2. */
+ * handshake, and the switch to RESP3. RESP3 changes only what RESP2 has
+ * no type for: a missing value is _ (not $-1) and key/value replies (HELLO,
+ * STATS, CONFIG GET) are maps; every other reply is the same in both. */
 static void cmd_hello(struct server *s, struct conn *c, const struct proto_cmd *cmd)
 {
     const struct proto_arg *user = NULL, *pw = NULL, *name = NULL;
+    int proto = c->resp;
     if (cmd->argc >= 2) {
         int64_t ver;
         if (net_parse_i64(cmd->argv[1].p, cmd->argv[1].len, &ver)) {
             reply_err(s, c, "Protocol version is not an integer or out of range");
             return;
         }
+        if (ver != 2 && ver != 3) {  /* before the options, as Redis checks it */
+            reply_error_raw(s, c, "NOPROTO sorry, this protocol version is not supported.");
+            return;
+        }
+        proto = (int)ver;
         for (size_t i = 2; i < cmd->argc; i++) {
             bool more = i + 1 < cmd->argc;
             if (arg_is(&cmd->argv[i], "auth") && i + 2 < cmd->argc) {
@@ -1567,10 +1618,6 @@ static void cmd_hello(struct server *s, struct conn *c, const struct proto_cmd *
                           printable(tmp, 32, cmd->argv[i].p, cmd->argv[i].len));
                 return;
             }
-        }
-        if (ver != 2) {
-            reply_error_raw(s, c, "NOPROTO sorry, this protocol version is not supported.");
-            return;
         }
     }
     if (pw) {
@@ -1593,13 +1640,14 @@ static void cmd_hello(struct server *s, struct conn *c, const struct proto_cmd *
             return;
         client_str_set(c->name, name);
     }
-    net_reply_array(&c->out, 14);
+    c->resp = (uint8_t)proto;  /* the reply itself is in the version asked for */
+    net_reply_map(&c->out, 7, c->resp);
     net_reply_bulk_str(&c->out, "server");
     net_reply_bulk_str(&c->out, "shortstat");
     net_reply_bulk_str(&c->out, "version");
     net_reply_bulk_str(&c->out, NET_VERSION);
     net_reply_bulk_str(&c->out, "proto");
-    net_reply_int(&c->out, 2);
+    net_reply_int(&c->out, proto);
     net_reply_bulk_str(&c->out, "id");
     net_reply_int(&c->out, (int64_t)c->id);
     net_reply_bulk_str(&c->out, "mode");
@@ -1626,7 +1674,10 @@ static void cmd_select(struct server *s, struct conn *c, const struct proto_cmd 
 
 static void cmd_command(struct server *s, struct conn *c, const struct proto_cmd *cmd);
 
-#define CMD(n, mn, mx, fl, key, rf, f) {n, sizeof(n) - 1, mn, mx, fl, key, rf, f}
+static const struct subtable command_subs;
+
+#define CMD(n, mn, mx, fl, key, rf, f) {n, sizeof(n) - 1, mn, mx, fl, key, rf, f, NULL}
+#define CMDS(n, mn, mx, fl, rf, f, t) {n, sizeof(n) - 1, mn, mx, fl, 0, rf, f, t}
 static const struct command commands[] = {
     CMD("track", 3, -1, CF_QUEUE, 1, "write denyoom fast", cmd_track),
     CMD("ping", 1, 2, CF_NOAUTH, 0, "fast stale", cmd_ping),
@@ -1642,13 +1693,13 @@ static const struct command commands[] = {
     CMD("multi", 1, 1, CF_INMULTI, 0, "noscript loading stale fast", cmd_multi),
     CMD("exec", 1, 1, CF_INMULTI, 0, "noscript loading stale", cmd_exec),
     CMD("discard", 1, 1, CF_INMULTI, 0, "noscript loading stale fast", cmd_discard),
-    CMD("auth", 2, 3, CF_NOAUTH | CF_NOMULTI, 0, "noscript loading stale fast no_auth", cmd_auth),
-    CMD("hello", 1, -1, CF_NOAUTH | CF_NOMULTI, 0, "noscript loading stale fast no_auth", cmd_hello),
+    CMD("auth", 2, 3, CF_NOAUTH, 0, "noscript loading stale fast no_auth", cmd_auth),
+    CMD("hello", 1, -1, CF_NOAUTH, 0, "noscript loading stale fast no_auth", cmd_hello),
     CMD("select", 2, 2, 0, 0, "loading stale fast", cmd_select),
     CMD("quit", 1, -1, CF_NOAUTH | CF_INMULTI, 0, "noscript loading stale fast no_auth", cmd_quit),
-    CMD("command", 1, -1, 0, 0, "loading stale", cmd_command),
-    CMD("config", 2, -1, 0, 0, "admin noscript loading stale", cmd_config),
-    CMD("client", 2, -1, 0, 0, "admin noscript loading stale", cmd_client),
+    CMDS("command", 1, -1, 0, "loading stale", cmd_command, &command_subs),
+    CMDS("config", 2, -1, 0, "admin noscript loading stale", cmd_config, &config_subs),
+    CMDS("client", 2, -1, 0, "admin noscript loading stale", cmd_client, &client_subs),
     CMD("snapshot", 1, 1, 0, 0, "admin noscript", cmd_snapshot),
     CMD("shutdown", 1, 5, CF_NOMULTI, 0, "admin noscript loading stale", cmd_shutdown),
 };
@@ -1716,7 +1767,7 @@ static void command_info(struct server *s, struct conn *c, const struct proto_cm
         if (k)
             command_entry(&c->out, k);
         else
-            net_reply_null(&c->out);
+            net_reply_null(&c->out, c->resp);
     }
 }
 
@@ -1726,23 +1777,26 @@ static void command_docs(struct server *s, struct conn *c, const struct proto_cm
     net_reply_array(&c->out, 0);
 }
 
+static const struct subcommand command_list_[] = {
+    {"count", 2, 2, command_count, "COUNT\n    The number of commands."},
+    {"list", 2, 2, command_list, "LIST\n    Every command's name."},
+    {"info", 2, -1, command_info,
+     "INFO [<command> ...]\n"
+     "    Name, arity, flags and key position of each command named (all without names)."},
+    {"docs", 2, -1, command_docs, "DOCS [<command> ...]\n    An empty map: no docs are kept."},
+};
+static const struct subtable command_subs = {"command", command_list_,
+                                            sizeof command_list_ / sizeof command_list_[0], ""};
+
 static void cmd_command(struct server *s, struct conn *c, const struct proto_cmd *cmd)
 {
-    static const struct subcommand subs[] = {
-        {"count", 2, 2, command_count, "COUNT\n    The number of commands."},
-        {"list", 2, 2, command_list, "LIST\n    Every command's name."},
-        {"info", 2, -1, command_info,
-         "INFO [<command> ...]\n"
-         "    Name, arity, flags and key position of each command named (all without names)."},
-        {"docs", 2, -1, command_docs, "DOCS [<command> ...]\n    An empty map: no docs are kept."},
-    };
     if (cmd->argc == 1) {
         struct proto_cmd all = *cmd;
         all.argc = 2;  /* COMMAND alone is COMMAND INFO of everything */
         command_info(s, c, &all);
         return;
     }
-    dispatch_sub(s, c, cmd, "command", subs, sizeof subs / sizeof subs[0], "");
+    dispatch_sub(s, c, cmd, &command_subs);
 }
 
 /* A command that is neither a write nor transaction control, queued as
@@ -1750,6 +1804,11 @@ static void cmd_command(struct server *s, struct conn *c, const struct proto_cmd
 static void queue_cmd(struct server *s, struct conn *c, uint32_t idx, const struct proto_cmd *cmd)
 {
     struct net_multi *m = &c->multi;
+    const struct command *k = &commands[idx];
+    if (k->subs && cmd->argc >= 2 && !sub_check(s, c, cmd, k->subs)) {
+        m->dirty = true;  /* refused now, as Redis refuses it when queued */
+        return;
+    }
     struct net_qitem *q = multi_push(s, c);
     if (!q)
         return;
@@ -1839,7 +1898,7 @@ static void dispatch(struct server *s, struct conn *c, const struct proto_cmd *c
     if (c->multi.active && !(k->flags & (CF_INMULTI | CF_QUEUE))) {
         if (k->flags & CF_NOMULTI) {
             c->multi.dirty = true;
-            reply_err(s, c, "%s is not allowed in MULTI", k->name);
+            reply_err(s, c, "Command not allowed inside a transaction");
         } else {
             queue_cmd(s, c, (uint32_t)(k - commands), cmd);
         }

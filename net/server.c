@@ -265,6 +265,16 @@ static void conn_stop_reading(struct server *s, struct conn *c)
     pending_add(s, c);  /* the flush closes it once the replies are out */
 }
 
+void net_conn_laddr(const struct conn *c, char *out, size_t cap)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (getsockname(c->fd, (struct sockaddr *)&ss, &sl) != 0)
+        snprintf(out, cap, "?");
+    else
+        addr_text((struct sockaddr *)&ss, sl, out, cap);
+}
+
 void net_conn_kill(struct server *s, struct conn *c)
 {
     net_buf_consume(&c->out, net_buf_live(&c->out));
@@ -372,6 +382,7 @@ static void conn_new(struct server *s, int fd, const struct sockaddr *sa, sockle
     c->fd = fd;
     c->state = CONN_ACTIVE;
     c->authed = !s->cfg.requirepass[0];
+    c->resp = 2;
     c->read_size = READ_MIN;
     c->last_active = c->created = ev_now(s->loop);
     c->last_cmd = "";
@@ -1028,21 +1039,28 @@ int net_server_init(struct server *s, const struct net_config *cfg)
     return 0;
 }
 
+void net_snapshot_stop(struct server *s, const char *why)
+{
+    if (!s->snap.in_progress)
+        return;
+    /* Stopped rather than waited for (a slow child, or one stuck on a hung
+     * disk, would hold the shutdown up), as Redis does; its temp file goes
+     * with it, so a later load never meets it. */
+    net_info("stopping the running snapshot (child %d): %s", (int)s->snap.child, why);
+    pid_t child = s->snap.child;
+    kill(child, SIGKILL);
+    while (waitpid(child, NULL, 0) < 0 && errno == EINTR)
+        ;
+    ev_child_stop(s->loop, &s->child_w);
+    snapshot_end(s);
+    char tmp[NET_PATH_MAX + 64];
+    snprintf(tmp, sizeof tmp, "%s/%s.tmp.%ld", s->cfg.dir, SNAP_FILE, (long)child);
+    unlink(tmp);
+}
+
 int net_final_snapshot(struct server *s, bool always)
 {
-    if (s->snap.in_progress) {
-        /* The final snapshot holds all the running one would and more: stop
-         * it rather than wait (a slow child, or one stuck on a hung disk,
-         * would hold the shutdown up), as Redis does. The final save
-         * removes its temp file. */
-        net_info("stopping the running snapshot (child %d): the final snapshot replaces it",
-                 (int)s->snap.child);
-        kill(s->snap.child, SIGKILL);
-        while (waitpid(s->snap.child, NULL, 0) < 0 && errno == EINTR)
-            ;
-        ev_child_stop(s->loop, &s->child_w);
-        snapshot_end(s);
-    }
+    net_snapshot_stop(s, "the final snapshot replaces it");
     if (s->dirty == 0 && !always) {
         net_info("no changes since the last snapshot: no final snapshot needed");
         return 0;

@@ -69,6 +69,7 @@ struct conn {
     int fd;
     enum conn_state state;
     bool authed;
+    uint8_t resp;                /* protocol version the client asked for: 2, or 3 after HELLO 3 */
     bool peer_eof;               /* the peer shut its write side: nothing left to linger for */
     bool pending;                /* on server->pending */
     uint32_t read_size;          /* next read's size; doubles while reads fill it */
@@ -192,6 +193,8 @@ void net_server_destroy(struct server *s);
 /* Stop accepting and reading; the loop ends once every reply is written
  * (or after a deadline), and net_server_run makes the final snapshot. */
 void net_shutdown_begin(struct server *s, const char *why);
+/* Kills a running snapshot child, if any, and removes its temp file. */
+void net_snapshot_stop(struct server *s, const char *why);
 /* Stops a running snapshot child, then saves in the foreground when
  * anything changed since the last good snapshot (or always): 0, or -1
  * (logged) when the save failed. */
@@ -208,6 +211,8 @@ void net_conn_write_now(struct server *s, struct conn *c);
  * that reads is not cut off; one still over does not read, and is counted,
  * logged and set CONN_CLOSING. Both ports' connections go through it. */
 void net_conn_limit_output(struct server *s, struct conn *c);
+/* The server's own address of c's socket, "ip:port" (CLIENT LIST laddr). */
+void net_conn_laddr(const struct conn *c, char *out, size_t cap);
 /* CLIENT KILL of another connection: its unsent replies are dropped and it
  * is closed by the flush before the loop sleeps (never c itself mid-run). */
 void net_conn_kill(struct server *s, struct conn *c);

@@ -301,15 +301,15 @@ static size_t resp_complete(const uint8_t *p, size_t n)
     size_t line = (size_t)(nl - p) + 1;
     long v = strtol((const char *)p + 1, NULL, 10);
     switch (p[0]) {
-    case '+': case '-': case ':':
+    case '+': case '-': case ':': case '_':  /* _: RESP3's null */
         return line;
     case '$':
         if (v < 0)
             return line;
         return n >= line + (size_t)v + 2 ? line + (size_t)v + 2 : 0;
-    case '*': {
+    case '*': case '%': {  /* %: a RESP3 map of v pairs */
         size_t o = line;
-        for (long i = 0; i < v; i++) {
+        for (long i = 0; i < (p[0] == '%' ? 2 * v : v); i++) {
             size_t k = resp_complete(p + o, n - o);
             if (!k)
                 return 0;
@@ -402,9 +402,9 @@ static const char *cmdf(struct cli *c, const char *fmt, ...)
 static bool array_get(const char *reply, const char *key, char *val, size_t cap)
 {
     const char *p = reply;
-    if (*p != '*')
+    if (*p != '*' && *p != '%')  /* a flat array, or a RESP3 map of n pairs */
         return false;
-    long n = strtol(p + 1, NULL, 10);
+    long n = strtol(p + 1, NULL, 10) * (*p == '%' ? 2 : 1);
     p = strstr(p, "\r\n") + 2;
     for (long i = 0; i + 1 < n; i += 2) {
         long kl = strtol(p + 1, NULL, 10);
@@ -952,8 +952,9 @@ START_TEST(multi_exec_atomic)
 
     /* Every kind of queue-time error aborts. */
     const char *bad[] = {"TRACK 1 view", "TRACK x view session=a", "TRACK 1 view nope=1",
-                         "BOOST 1 101", "STATS", "NOSUCH", "TRACK 1", "SHUTDOWN", "AUTH x",
-                         "HELLO", "TRACK 1 view session=a ua=\"unbalanced"};
+                         "BOOST 1 101", "STATS", "NOSUCH", "TRACK 1", "SHUTDOWN",
+                         "CLIENT NOSUCH", "CLIENT SETNAME", "CONFIG SET history 5",
+                         "COMMAND COUNT x", "TRACK 1 view session=a ua=\"unbalanced"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         EXPECT(&a, "+OK\r\n", "MULTI");
         EXPECT(&a, "+QUEUED\r\n", "TRACK 1 view session=m3");
@@ -1154,12 +1155,29 @@ START_TEST(handshake_commands)
     ck_assert_str_eq(cmdf(&c, "hello 2"), hello);
     free(hello);
     EXPECT(&c, "-NOPROTO sorry, this protocol version is not supported.\r\n", "HELLO 1");
+    EXPECT(&c, "-NOPROTO sorry, this protocol version is not supported.\r\n", "HELLO 4");
     EXPECT(&c, "-ERR Protocol version is not an integer or out of range\r\n", "HELLO two");
     EXPECT(&c, "-ERR Syntax error in HELLO option 'SETNAME'\r\n", "HELLO 2 SETNAME");
     EXPECT(&c, "-ERR Syntax error in HELLO option 'AUTH'\r\n", "HELLO 2 AUTH default");
     EXPECT_ERR(&c, "-ERR AUTH called without any password configured", "HELLO 2 AUTH default x");
     EXPECT_ERR(&c, "-ERR client name: at most 128", "HELLO 2 SETNAME \"a b\"");
     EXPECT(&c, "$-1\r\n", "CLIENT GETNAME");  /* a refused HELLO sets nothing */
+
+    /* RESP3: a missing value is _, key/value replies are maps; the rest
+     * is as in RESP2. HELLO 2 switches back. */
+    r = cmdf(&c, "HELLO 3");
+    ck_assert_msg(strncmp(r, "%7\r\n$6\r\nserver\r\n", 16) == 0 &&
+                  strstr(r, "$5\r\nproto\r\n:3\r\n"), "%s", r);
+    EXPECT(&c, "_\r\n", "CLIENT GETNAME");
+    EXPECT(&c, "%1\r\n$10\r\nmaxclients\r\n$5\r\n10000\r\n", "CONFIG GET maxclients");
+    ck_assert(strncmp(cmdf(&c, "STATS 1"), "%15\r\n$11\r\nimpressions\r\n", 23) == 0);
+    EXPECT(&c, "*1\r\n_\r\n", "COMMAND INFO nosuch");
+    EXPECT(&c, "+OK\r\n", "TRACK 1 view session=r3");
+    ck_assert_ptr_nonnull(strstr(cmdf(&c, "CLIENT INFO"), " resp=3 "));
+    r = cmdf(&c, "HELLO 2");
+    ck_assert_msg(strncmp(r, "*14\r\n", 5) == 0 && strstr(r, "proto\r\n:2\r\n"), "%s", r);
+    EXPECT(&c, "$-1\r\n", "CLIENT GETNAME");
+    ck_assert(strncmp(cmdf(&c, "STATS 1"), "*30\r\n", 5) == 0);
 
     EXPECT(&c, "+OK\r\n", "SELECT 0");
     EXPECT(&c, "-ERR DB index is out of range\r\n", "SELECT 1");
@@ -1390,10 +1408,9 @@ START_TEST(auth_required)
     /* unknown before NOAUTH, as Redis answers: HELLO-probing clients fall back */
     EXPECT(&c, "-ERR unknown command 'NOSUCHCOMMAND', with args beginning with: \r\n",
            "NOSUCHCOMMAND");
-    /* RESP3 first, as go-redis and Lettuce try it: NOPROTO, before any
-     * password is looked at, and they carry on in RESP2 */
+    /* a version it does not speak: NOPROTO, before any password is read */
     EXPECT(&c, "-NOPROTO sorry, this protocol version is not supported.\r\n",
-           "HELLO 3 AUTH default \"s3cret pass\"");
+           "HELLO 4 AUTH default \"s3cret pass\"");
     EXPECT_ERR(&c, "-NOAUTH HELLO must be called with the client already authenticated", "HELLO");
     EXPECT(&c, "-NOAUTH Authentication required.\r\n", "MULTI");
     static const char wrongpass[] = "-WRONGPASS invalid username-password pair or user is disabled.\r\n";
@@ -1406,9 +1423,17 @@ START_TEST(auth_required)
     EXPECT(&c, "+OK\r\n", "TRACK 1 view session=a");
     ck_assert_int_eq(info_num(&c, "auth_failures"), 4);
     cli_close(&c);
+    /* HELLO 3 AUTH ...: the handshake go-redis, Lettuce and node-redis
+     * open with; the reply is already RESP3 */
+    cli_open(&c, s.port);
+    const char *r = cmdf(&c, "HELLO 3 AUTH default \"s3cret pass\"");
+    ck_assert_msg(strncmp(r, "%7\r\n$6\r\nserver\r\n", 16) == 0, "%s", r);
+    ck_assert_ptr_nonnull(strstr(r, "$5\r\nproto\r\n:3\r\n"));
+    expect_stat(&c, 1, "views", "1");
+    cli_close(&c);
     /* HELLO 2 AUTH ... SETNAME ...: the handshake in one command */
     cli_open(&c, s.port);
-    const char *r = cmdf(&c, "HELLO 2 AUTH default \"s3cret pass\" SETNAME feed-api");
+    r = cmdf(&c, "HELLO 2 AUTH default \"s3cret pass\" SETNAME feed-api");
     ck_assert_msg(strncmp(r, "*14\r\n$6\r\nserver\r\n$9\r\nshortstat\r\n$7\r\nversion\r\n", 42) == 0,
                   "%s", r);
     ck_assert_ptr_nonnull(strstr(r, "$5\r\nproto\r\n:2\r\n$2\r\nid\r\n:"));
@@ -2508,8 +2533,7 @@ START_TEST(shutdown_command)
     EXPECT(&c, "-ERR syntax error\r\n", "SHUTDOWN LATER");
     EXPECT(&c, "-ERR No shutdown in progress.\r\n", "SHUTDOWN ABORT");
     EXPECT(&c, "+OK\r\n", "MULTI");
-    EXPECT(&c, "-ERR shutdown is not allowed in MULTI\r\n",
-           "SHUTDOWN");
+    EXPECT(&c, "-ERR Command not allowed inside a transaction\r\n", "SHUTDOWN");
     EXPECT(&c, "+OK\r\n", "DISCARD");
     EXPECT(&c, "+OK\r\n", "TRACK 5 view session=a watch_ms=10");
 
@@ -2755,6 +2779,30 @@ START_TEST(shutdown_stops_a_running_snapshot)
     ck_assert_int_eq(snap_verify(path, &h, &e), SNAP_OK);
     ck_assert_uint_eq(h.counts.sessions, 20000);
     DIR *d = opendir(s.dir);
+    ck_assert_ptr_nonnull(d);
+    for (struct dirent *de; (de = readdir(d));)
+        ck_assert_msg(!strstr(de->d_name, ".tmp."), "temp file left: %s", de->d_name);
+    closedir(d);
+
+    /* SHUTDOWN NOSAVE stops it too: the snapshot on disk stays the one
+     * written above, and the child leaves no temp file behind. */
+    srv_start_in(&s, NULL);
+    cli_open(&c, s.port);
+    track_many(&c, 5000);
+    child = stopped_snapshot_child(&s, &c);
+    cli_sends(&c, "SHUTDOWN NOSAVE\r\n");
+    ck_assert(cli_eof(&c));
+    cli_close(&c);
+    ck_assert_int_eq(wait_exit(&s), 0);
+    char want[96];
+    snprintf(want, sizeof want, "stopping the running snapshot (child %d): SHUTDOWN NOSAVE",
+             (int)child);
+    ck_assert(log_has(&s, want));
+    state = proc_state(child);
+    ck_assert_msg(state == 0 || state == 'Z', "the snapshot child outlived shutdown (%c)", state);
+    ck_assert_int_eq(snap_verify(path, &h, &e), SNAP_OK);
+    ck_assert_uint_eq(h.counts.sessions, 20000);
+    d = opendir(s.dir);
     ck_assert_ptr_nonnull(d);
     for (struct dirent *de; (de = readdir(d));)
         ck_assert_msg(!strstr(de->d_name, ".tmp."), "temp file left: %s", de->d_name);
