@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "engine/eng.h"
+#include "engine/eng_test.h"
 #include "net/http.h"
 #include "tests/run_util.h"
 
@@ -1514,6 +1515,39 @@ END_TEST
 
 /* Fail each allocation of the script in turn: the feed reports HTTP_ENOMEM,
  * nothing leaks (ASan), the engine stays consistent (fx_close verifies). */
+/* The engine out of memory mid-request: 500, nothing recorded, and the
+ * next request works. Every allocation the request makes is failed in
+ * turn, until one goes through with none left to fail. */
+START_TEST(engine_out_of_memory)
+{
+    static const char body[] =
+        "[{\"type\":\"view\",\"shortId\":71,\"sessionId\":\"o1\",\"watchMs\":5},"
+        "{\"type\":\"share\",\"shortId\":72,\"userId\":9,\"platform\":\"telegram\"},"
+        "{\"type\":\"save\",\"shortId\":71,\"sessionId\":\"o2\",\"userAgent\":\"ua/1\"}]";
+    struct resp r;
+    int refused = 0;
+    for (uint64_t nth = 1;; nth++) {
+        uint64_t before = interactions();
+        eng_test_fail_alloc(F.eng, nth);
+        request(post("/api/explore/interaction", body), &r);
+        eng_test_fail_alloc(F.eng, 0);
+        if (r.status == 200) {
+            ck_assert_uint_eq(interactions(), before + 3);
+            break;
+        }
+        check_error(&r, 500, "engine: out of memory", -1);
+        ck_assert_uint_eq(interactions(), before);
+        struct eng_err e = {0};
+        ck_assert_msg(eng_verify(F.eng, &e) == 0, "after failure %llu: %s",
+                      (unsigned long long)nth, e.msg);
+        refused++;
+        ck_assert_int_lt(refused, 10000);
+    }
+    ck_assert_int_gt(refused, 0);
+    ck_assert_uint_eq(F.stats.responses[8], (uint64_t)refused);  /* 500 */
+}
+END_TEST
+
 START_TEST(out_of_memory)
 {
     build_script();
@@ -1935,6 +1969,7 @@ Suite *http_suite(void)
     tcase_add_test(tc, expect_continue);
     tcase_add_test(tc, output_consume_partial);
     tcase_add_test(tc, json_out_of_memory);
+    tcase_add_test(tc, engine_out_of_memory);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("pipeline");
