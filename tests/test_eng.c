@@ -859,6 +859,84 @@ START_TEST(test_restore_roundtrip)
 }
 END_TEST
 
+/* Each of the restore calls' own refusals, on a fresh engine with two
+ * platforms (1 "wa", 2 "tg") and one user agent (id 3): case i is driven
+ * to its refusal and must give want[i]; after it the engine takes no
+ * other restore call ("destroy this engine"). */
+static int restore_case(struct eng *e, int i, struct eng_err *err)
+{
+    struct eng_platform_view p1 = {1, "wa", 2}, p2 = {2, "tg", 2};
+    struct eng_ua_view ua = {3, "ua/1", 4};
+    if (i < 3) {  /* the platforms themselves */
+        static const struct eng_platform_view bad[] = {{2, "x", 1}, {1, "Bad!", 4}, {1, "", 0}};
+        return eng_restore_platform(e, &bad[i], err);
+    }
+    if (eng_restore_platform(e, &p1, err) || eng_restore_platform(e, &p2, err))
+        return -100;
+    if (i < 7) {
+        static const struct eng_ua_view bad[] = {{0, "a", 1}, {4, "", 0}, {3, "ua/1", 4}, {5, "ua/1", 4}};
+        if (i >= 5 && eng_restore_ua(e, &ua, err))
+            return -100;
+        return eng_restore_ua(e, &bad[i - 3], err);
+    }
+    if (eng_restore_ua(e, &ua, err))
+        return -100;
+    if (i < 12) {
+        struct eng_ctx_view bad[] = {
+            {.id = 0, .user = 1},
+            {.id = 1, .session = "a/b", .session_len = 3},
+            {.id = 1},
+            {.id = 1, .user = 1, .ip_family = 5},
+            {.id = 1, .user = 1, .ua_id = 9},
+        };
+        return eng_restore_ctx(e, &bad[i - 7], err);
+    }
+    struct eng_short_view sv = {.short_id = 7};
+    uint32_t pid[2] = {1, 1};
+    uint64_t psh[2] = {1, 1};
+    sv.count[ENG_T_SHARE] = 1;
+    switch (i) {
+    case 12: sv.short_id = 0; break;
+    case 13: sv.boost = 101; break;
+    case 14: sv.last_ts = -1; break;
+    case 15: sv.watch_n = 1; break;
+    case 16: pid[0] = 3; sv.plat_ids = pid; sv.plat_shares = psh; sv.nplat = 1; break;
+    case 17: sv.plat_ids = pid; sv.plat_shares = psh; sv.nplat = 2; break;
+    case 18: psh[0] = 0; sv.plat_ids = pid; sv.plat_shares = psh; sv.nplat = 1; break;
+    case 19: pid[1] = 2; sv.plat_ids = pid; sv.plat_shares = psh; sv.nplat = 2; break;
+    default: return -100;
+    }
+    return eng_restore_short(e, &sv, NULL, 0, NULL, 0, err);
+}
+
+START_TEST(test_restore_each_refusal)
+{
+    static const char *const want[] = {
+        "platform 2: ids must run 1, 2, 3, ...", "platform 1: bad name", "platform 1: bad name",
+        "ua 0: bad id", "ua 4: length must be 1..512", "ua 3: duplicate id",
+        "ua 5: duplicate string", "context 0: bad id", "context 1: bad session",
+        "context 1: needs a session or a user", "context 1: ip family must be 0, 4 or 6",
+        "context 1: unknown ua id", "short 0: id must be at least 1", "short 7: boost must be 0..100",
+        "short 7: last_ts out of range", "short 7: more watched views than views",
+        "short 7: unknown platform id", "short 7: platform listed twice",
+        "short 7: platform with no shares", "short 7: platform shares exceed shares",
+    };
+    for (int i = 0; i < (int)(sizeof want / sizeof want[0]); i++) {
+        struct tclock k = {.now = 1700000000000};
+        struct eng *e = mk_eng(&k, 0, 0);
+        struct eng_err err = {0};
+        int rc = restore_case(e, i, &err);
+        ck_assert_msg(rc == ENG_EINVAL, "case %d: rc %d (%s)", i, rc, err.msg);
+        ck_assert_msg(strcmp(err.msg, want[i]) == 0, "case %d: '%s', want '%s'", i, err.msg,
+                      want[i]);
+        struct eng_platform_view p = {1, "x", 1};
+        ck_assert_int_eq(eng_restore_platform(e, &p, &err), ENG_EINVAL);
+        ck_assert_str_eq(err.msg, "engine: a restore failed; destroy this engine");
+        eng_destroy(e);
+    }
+}
+END_TEST
+
 START_TEST(test_restore_rejects)
 {
     seed_state(E);
@@ -1361,6 +1439,7 @@ Suite *eng_suite(void)
     tcase_add_test(tc, test_enomem);
     tcase_add_test(tc, test_restore_roundtrip);
     tcase_add_test(tc, test_restore_rejects);
+    tcase_add_test(tc, test_restore_each_refusal);
     tcase_add_test(tc, test_restore_sparse_ids);
     tcase_add_test(tc, test_restore_short_lookup);
     tcase_add_test(tc, test_restore_prefault);
