@@ -1325,6 +1325,30 @@ START_TEST(tool_info_verify)
     ck_assert_ptr_nonnull(strstr(r.out, ": ok"));
     run_free(&r);
 
+    /* info on a file whose checksum fails still shows what it read, and
+     * says so */
+    r = TOOL("info", bad);
+    ck_assert_int_eq(r.status, 1);
+    ck_assert_msg(strstr(r.out, want) && strstr(r.out, "checksum:         MISMATCH\n"), "%s",
+                  r.out);
+    run_free(&r);
+    /* a directory, and a file that ends inside its first chunk */
+    char head[128];
+    snprintf(head, sizeof head, "%s/head.snap", dir);
+    spit(head, m.p, 130);
+    static const char *const verbs[] = {"info", "dump", "verify"};
+    for (int v = 0; v < 3; v++) {
+        r = TOOL(verbs[v], dir);
+        ck_assert_msg(r.status == 1 && strstr(r.err, ": I/O error at offset 0: not a regular file"),
+                      "%s DIR: %d %s", verbs[v], r.status, r.err);
+        run_free(&r);
+        r = TOOL(verbs[v], head);
+        ck_assert_msg(r.status == 1 &&
+                          strstr(r.err, "head.snap: corrupt snapshot at offset 130: truncated"),
+                      "%s head: %d %s", verbs[v], r.status, r.err);
+        run_free(&r);
+    }
+
     const char *const bads[] = {bad, trunc, missing, foreign};
     const char *const why[] = {"corrupt", "corrupt", "no snapshot", "not a shortstat"};
     for (int i = 0; i < 4; i++) {
@@ -1461,6 +1485,41 @@ START_TEST(tool_dump)
     }
     ck_assert_uint_eq(nrows, user_recs + 1);
     ck_assert_ptr_nonnull(strstr(r.out, "\"quote\"\" comma, nl\n\""));
+    run_free(&r);
+
+    /* the two other forms: sessions as CSV (a row per retained record under
+     * its header), users as JSON (an object per user, its records as
+     * HISTORY USER gives them) */
+    r = TOOL("dump", path, "--what", "sessions");
+    ck_assert_int_eq(r.status, 0);
+    ck_assert(strncmp(r.out, "session,last_seen_ms,ts,short_id,type,watch_ms,platform,user,ip,ua\n",
+                      67) == 0);
+    nrows = 0;
+    inq = false;
+    for (const char *p = r.out; *p; p++) {
+        if (*p == '"')
+            inq = !inq;
+        else if (*p == '\n' && !inq)
+            nrows++;
+    }
+    ck_assert_uint_eq(nrows, info.records - user_recs + 1);
+    run_free(&r);
+    r = TOOL("dump", path, "--what", "users", "--format", "json");
+    ck_assert_int_eq(r.status, 0);
+    ck_assert_uint_eq(count_lines(r.out), info.users);
+    size_t json_recs = 0;
+    for (char *line = r.out; *line;) {
+        char *nl = strchr(line, '\n');
+        json_t *o = json_loadb(line, (size_t)(nl - line), 0, &je);
+        ck_assert_msg(o != NULL, "bad JSON line: %s", je.text);
+        uint64_t user = (uint64_t)json_integer_value(json_object_get(o, "user"));
+        json_t *recs = json_object_get(o, "records");
+        ck_assert_uint_eq(json_array_size(recs), eng_history_user(a, user, h, 64));
+        json_recs += json_array_size(recs);
+        json_decref(o);
+        line = nl + 1;
+    }
+    ck_assert_uint_eq(json_recs, user_recs);
     run_free(&r);
 
     eng_destroy(a);
