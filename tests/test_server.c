@@ -762,6 +762,50 @@ START_TEST(pipeline_100k_one_write)
 }
 END_TEST
 
+/* Quoted arguments are unescaped into the server's scratch, which a run
+ * of TRACKs keeps until it is applied; a run whose quoted user agents
+ * would overflow it is applied early, and its strings must survive that.
+ * 300 TRACKs in one write, user agents of 400 and 3,000 bytes (the second
+ * over the engine's 512) alternating: about 57 pairs fill the scratch,
+ * before the 128 that end a run. */
+START_TEST(pipeline_scratch_fills_mid_run)
+{
+    struct srv s;
+    srv_start(&s, NULL);
+    const int n = 300;
+    char *buf = malloc((size_t)n * 3100);
+    ck_assert_ptr_nonnull(buf);
+    size_t o = 0;
+    for (int i = 0; i < n; i++) {
+        int len = i % 2 ? 3000 : 400;
+        o += (size_t)sprintf(buf + o, "TRACK 5 view session=sc%d ua=\"", i);
+        memset(buf + o, 'a' + i % 26, (size_t)len);
+        o += (size_t)len;
+        o += (size_t)sprintf(buf + o, "%d\"\r\n", i);
+    }
+    struct cli c;
+    cli_open(&c, s.port);
+    cli_send(&c, buf, o);
+    for (int i = 0; i < n; i++) {
+        const char *r = cli_reply(&c);
+        ck_assert_msg(r != NULL, "closed after %d replies", i);
+        ck_assert_msg(strcmp(r, i % 2 ? "-ERR ua: longer than 512 bytes\r\n" : "+OK\r\n") == 0,
+                      "reply %d: %s", i, r);
+    }
+    expect_stat(&c, 5, "views", "150");
+    for (int i = 0; i < n; i += 2) {  /* each user agent whole, and its own */
+        char want[480];
+        memset(want, 'a' + i % 26, 400);
+        sprintf(want + 400, "%d\r\n", i);  /* the record ends with it */
+        const char *r = cmdf(&c, "HISTORY SESSION sc%d", i);
+        ck_assert_msg(strstr(r, want), "session sc%d: %.80s", i, r);
+    }
+    free(buf);
+    cli_close(&c);
+    srv_stop_ok(&s);
+}
+END_TEST
+
 /* A run of pipelined TRACKs is applied with eng_record_batch, which is all
  * or nothing; each TRACK must still succeed or fail on its own, in order. */
 START_TEST(pipeline_bad_track_in_run)
@@ -3180,6 +3224,7 @@ Suite *server_suite(void)
     tcase_add_test(tc, history_records_replay);
     tcase_add_test(tc, pipeline_100k_one_write);
     tcase_add_test(tc, pipeline_bad_track_in_run);
+    tcase_add_test(tc, pipeline_scratch_fills_mid_run);
     tcase_add_test(tc, pipeline_writes_mid_input);
     tcase_add_test(tc, split_at_every_byte);
     tcase_add_test(tc, multi_exec_atomic);
