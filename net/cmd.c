@@ -1804,11 +1804,6 @@ static void cmd_command(struct server *s, struct conn *c, const struct proto_cmd
 static void queue_cmd(struct server *s, struct conn *c, uint32_t idx, const struct proto_cmd *cmd)
 {
     struct net_multi *m = &c->multi;
-    const struct command *k = &commands[idx];
-    if (k->subs && cmd->argc >= 2 && !sub_check(s, c, cmd, k->subs)) {
-        m->dirty = true;  /* refused now, as Redis refuses it when queued */
-        return;
-    }
     struct net_qitem *q = multi_push(s, c);
     if (!q)
         return;
@@ -1885,14 +1880,22 @@ static void dispatch(struct server *s, struct conn *c, const struct proto_cmd *c
                   printable(tmp, 64, cmd->argv[0].p, cmd->argv[0].len), args);
         return;
     }
-    if (!c->authed && !(k->flags & CF_NOAUTH)) {
-        reply_error_raw(s, c, "NOAUTH Authentication required.");
-        return;
-    }
+    /* The command's shape (arity, then its subcommand's name and arity) is
+     * checked before NOAUTH too, in Redis's order: ioredis sends CLIENT
+     * subcommands before its AUTH and expects "unknown subcommand". */
     if ((int)cmd->argc < k->min_argc || (k->max_argc >= 0 && (int)cmd->argc > k->max_argc)) {
         if (c->multi.active)
             c->multi.dirty = true;
         reply_err(s, c, "wrong number of arguments for '%s' command", k->name);
+        return;
+    }
+    if (k->subs && cmd->argc >= 2 && !sub_check(s, c, cmd, k->subs)) {
+        if (c->multi.active)
+            c->multi.dirty = true;  /* refused when queued, as Redis refuses it */
+        return;
+    }
+    if (!c->authed && !(k->flags & CF_NOAUTH)) {
+        reply_error_raw(s, c, "NOAUTH Authentication required.");
         return;
     }
     if (c->multi.active && !(k->flags & (CF_INMULTI | CF_QUEUE))) {

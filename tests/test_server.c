@@ -1452,6 +1452,12 @@ START_TEST(auth_required)
     /* unknown before NOAUTH, as Redis answers: HELLO-probing clients fall back */
     EXPECT(&c, "-ERR unknown command 'NOSUCHCOMMAND', with args beginning with: \r\n",
            "NOSUCHCOMMAND");
+    /* so are a wrong arity and an unknown subcommand, in Redis's order
+     * (ioredis sends CLIENT subcommands before AUTH); a good one is NOAUTH */
+    EXPECT(&c, "-ERR wrong number of arguments for 'stats' command\r\n", "STATS");
+    EXPECT(&c, "-ERR unknown subcommand 'MAINT_NOTIFICATIONS'. Try CLIENT HELP.\r\n",
+           "CLIENT MAINT_NOTIFICATIONS on");
+    EXPECT(&c, "-NOAUTH Authentication required.\r\n", "CLIENT SETNAME app");
     /* a version it does not speak: NOPROTO, before any password is read */
     EXPECT(&c, "-NOPROTO sorry, this protocol version is not supported.\r\n",
            "HELLO 4 AUTH default \"s3cret pass\"");
