@@ -456,7 +456,7 @@ struct command {
     unsigned flags;
     int key;            /* argument that is the short id (a proxy shards by it), 0 = none */
     const char *rflags; /* Redis's flag words for COMMAND INFO, space-separated */
-    cmd_fn fn;
+    cmd_fn fn;          /* with subcommands: the command alone (NULL when it needs one) */
     const struct subtable *subs;  /* its subcommands (CONFIG, CLIENT, COMMAND), or NULL */
 };
 
@@ -491,8 +491,6 @@ static void help_reply(struct net_buf *out, const char *t)
     net_reply_status(out, t);
 }
 
-/* `unknown` (may be "") goes between the name and "Try <PARENT> HELP." in
- * the error for a subcommand not in the table. */
 /* A command's subcommand table, with what its unknown-subcommand error says
  * (between the name and "Try <PARENT> HELP."). */
 struct subtable {
@@ -504,9 +502,24 @@ struct subtable {
 
 static const struct subcommand help_sub = {"help", 2, 2, NULL, NULL};
 
+static bool arity_ok(size_t argc, int min, int max)
+{
+    return (int)argc >= min && (max < 0 || (int)argc <= max);
+}
+
+/* The parent's name as Redis writes it in errors and HELP: "CLIENT". */
+static void parent_upper(const struct subtable *t, char out[16])
+{
+    size_t i = 0;
+    for (; t->parent[i] && i + 1 < 16; i++)
+        out[i] = (char)toupper((unsigned char)t->parent[i]);
+    out[i] = 0;
+}
+
 /* The subcommand cmd names, its arity checked; NULL after replying the
- * error when there is none or the arity is wrong. HELP is &help_sub. MULTI
- * checks this when it queues, as Redis refuses such a command then. */
+ * error when there is none or the arity is wrong. HELP is &help_sub.
+ * dispatch checks it before NOAUTH and before MULTI queues the command, as
+ * Redis does; run_sub then runs what it found. */
 static const struct subcommand *sub_check(struct server *s, struct conn *c,
                                           const struct proto_cmd *cmd, const struct subtable *t)
 {
@@ -517,27 +530,21 @@ static const struct subcommand *sub_check(struct server *s, struct conn *c,
             k = &t->subs[i];
     if (!k) {
         char tmp[40], up[16];
-        size_t i = 0;
-        for (; t->parent[i] && i + 1 < sizeof up; i++)
-            up[i] = (char)toupper((unsigned char)t->parent[i]);
-        up[i] = 0;
+        parent_upper(t, up);
         reply_err(s, c, "unknown subcommand '%s'%s. Try %s HELP.",
                   printable(tmp, 32, a->p, a->len), t->unknown, up);
         return NULL;
     }
-    if ((int)cmd->argc < k->min_argc || (k->max_argc >= 0 && (int)cmd->argc > k->max_argc)) {
+    if (!arity_ok(cmd->argc, k->min_argc, k->max_argc)) {
         reply_err(s, c, "wrong number of arguments for '%s|%s' command", t->parent, k->name);
         return NULL;
     }
     return k;
 }
 
-static void dispatch_sub(struct server *s, struct conn *c, const struct proto_cmd *cmd,
-                         const struct subtable *t)
+static void run_sub(struct server *s, struct conn *c, const struct proto_cmd *cmd,
+                    const struct subtable *t, const struct subcommand *k)
 {
-    const struct subcommand *k = sub_check(s, c, cmd, t);
-    if (!k)
-        return;
     if (k != &help_sub) {
         k->fn(s, c, cmd);
         return;
@@ -548,13 +555,10 @@ static void dispatch_sub(struct server *s, struct conn *c, const struct proto_cm
         lines += help_lines(t->subs[i].help);
     net_reply_array(&c->out, lines);
     char head[64], up[16];
-    size_t i = 0;
-    for (; t->parent[i] && i + 1 < sizeof up; i++)
-        up[i] = (char)toupper((unsigned char)t->parent[i]);
-    up[i] = 0;
+    parent_upper(t, up);
     snprintf(head, sizeof head, "%s <subcommand> [<arg> ...]. Subcommands are:", up);
     net_reply_status(&c->out, head);
-    for (i = 0; i < t->n; i++)
+    for (size_t i = 0; i < t->n; i++)
         help_reply(&c->out, t->subs[i].help);
     help_reply(&c->out, tail);
 }
@@ -714,11 +718,6 @@ static const struct subcommand config_list[] = {
 static const struct subtable config_subs = {
     "config", config_list, sizeof config_list / sizeof config_list[0],
     ": settings are fixed at start, CONFIG GET reads them"};
-
-static void cmd_config(struct server *s, struct conn *c, const struct proto_cmd *cmd)
-{
-    dispatch_sub(s, c, cmd, &config_subs);
-}
 
 /* The password check of AUTH and HELLO ... AUTH: the only user is Redis's
  * "default" (user NULL: AUTH <password>). On a mismatch it answers Redis's
@@ -986,12 +985,11 @@ static void cmd_exec(struct server *s, struct conn *c, const struct proto_cmd *c
     if (!others) {
         struct eng_err e = {.index = -1};
         if (exec_writes(s, m, 0, m->n, &e)) {
-            char msg[300];
+            char msg[300], at[24] = "";
             if (e.index >= 0)
-                snprintf(msg, sizeof msg, "EXECABORT Transaction discarded: TRACK #%d: %s",
-                         (int)e.index + 1, e.msg[0] ? e.msg : "engine error");
-            else
-                snprintf(msg, sizeof msg, "EXECABORT Transaction discarded: %s", e.msg);
+                snprintf(at, sizeof at, "TRACK #%d: ", (int)e.index + 1);
+            snprintf(msg, sizeof msg, "EXECABORT Transaction discarded: %s%s", at,
+                     e.msg[0] ? e.msg : "engine error");
             reply_error_raw(s, c, msg);
         } else {
             net_reply_array(&c->out, m->n);
@@ -1016,12 +1014,13 @@ static void cmd_exec(struct server *s, struct conn *c, const struct proto_cmd *c
                 net_reply_ok(&c->out);
             continue;
         }
+        const char *why = e.msg[0] ? e.msg : "engine error";
         for (int t = 0; i < j; i++) {  /* t: the TRACK's place in this batch */
             bool track = m->items[i].kind == NET_Q_TRACK;
             if (track && t++ == e.index)
-                reply_err(s, c, "%s", e.msg[0] ? e.msg : "engine error");
+                reply_err(s, c, "%s", why);
             else
-                reply_err(s, c, "not applied: %s", e.msg[0] ? e.msg : "engine error");
+                reply_err(s, c, "not applied: %s", why);
         }
     }
     multi_reset(m);
@@ -1578,11 +1577,6 @@ static const struct subcommand client_list_[] = {
 static const struct subtable client_subs = {"client", client_list_,
                                            sizeof client_list_ / sizeof client_list_[0], ""};
 
-static void cmd_client(struct server *s, struct conn *c, const struct proto_cmd *cmd)
-{
-    dispatch_sub(s, c, cmd, &client_subs);
-}
-
 /* ---- HELLO, SELECT, COMMAND: what Redis clients and tools ask on connect ---------- */
 
 /* HELLO [protover [AUTH user password] [SETNAME name]]: Redis 6's
@@ -1672,7 +1666,7 @@ static void cmd_select(struct server *s, struct conn *c, const struct proto_cmd 
 
 /* ---- dispatch ---------------------------------------------------------------------- */
 
-static void cmd_command(struct server *s, struct conn *c, const struct proto_cmd *cmd);
+static void command_info(struct server *s, struct conn *c, const struct proto_cmd *cmd);
 
 static const struct subtable command_subs;
 
@@ -1697,9 +1691,9 @@ static const struct command commands[] = {
     CMD("hello", 1, -1, CF_NOAUTH, 0, "noscript loading stale fast no_auth", cmd_hello),
     CMD("select", 2, 2, 0, 0, "loading stale fast", cmd_select),
     CMD("quit", 1, -1, CF_NOAUTH | CF_INMULTI, 0, "noscript loading stale fast no_auth", cmd_quit),
-    CMDS("command", 1, -1, 0, "loading stale", cmd_command, &command_subs),
-    CMDS("config", 2, -1, 0, "admin noscript loading stale", cmd_config, &config_subs),
-    CMDS("client", 2, -1, 0, "admin noscript loading stale", cmd_client, &client_subs),
+    CMDS("command", 1, -1, 0, "loading stale", command_info, &command_subs),
+    CMDS("config", 2, -1, 0, "admin noscript loading stale", NULL, &config_subs),
+    CMDS("client", 2, -1, 0, "admin noscript loading stale", NULL, &client_subs),
     CMD("snapshot", 1, 1, 0, 0, "admin noscript", cmd_snapshot),
     CMD("shutdown", 1, 5, CF_NOMULTI, 0, "admin noscript loading stale", cmd_shutdown),
 };
@@ -1752,10 +1746,11 @@ static void command_list(struct server *s, struct conn *c, const struct proto_cm
         net_reply_bulk_str(&c->out, commands[i].name);
 }
 
-/* COMMAND INFO [name ...]: all of them without names; nil for an unknown one. */
+/* COMMAND INFO [name ...]: all of them without names, as COMMAND alone
+ * (which runs this too); nil for an unknown one. */
 static void command_info(struct server *s, struct conn *c, const struct proto_cmd *cmd)
 {
-    if (cmd->argc == 2) {
+    if (cmd->argc <= 2) {
         net_reply_array(&c->out, NCOMMANDS);
         for (size_t i = 0; i < NCOMMANDS; i++)
             command_entry(&c->out, &commands[i]);
@@ -1788,15 +1783,15 @@ static const struct subcommand command_list_[] = {
 static const struct subtable command_subs = {"command", command_list_,
                                             sizeof command_list_ / sizeof command_list_[0], ""};
 
-static void cmd_command(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+/* Runs k, or the subcommand of it that sub_check found. */
+static void run_command(struct server *s, struct conn *c, const struct command *k,
+                        const struct proto_cmd *cmd, const struct subcommand *sub)
 {
-    if (cmd->argc == 1) {
-        struct proto_cmd all = *cmd;
-        all.argc = 2;  /* COMMAND alone is COMMAND INFO of everything */
-        command_info(s, c, &all);
-        return;
-    }
-    dispatch_sub(s, c, cmd, &command_subs);
+    c->last_cmd = k->name;
+    if (sub)
+        run_sub(s, c, cmd, k->subs, sub);
+    else
+        k->fn(s, c, cmd);
 }
 
 /* A command that is neither a write nor transaction control, queued as
@@ -1836,8 +1831,10 @@ static void run_queued(struct server *s, struct conn *c, const struct net_qitem 
         p += sizeof len + len;
     }
     const struct command *k = &commands[q->cmd];
-    c->last_cmd = k->name;
-    k->fn(s, c, qc);
+    const struct subcommand *sub = NULL;
+    if (k->subs && qc->argc >= 2 && !(sub = sub_check(s, c, qc, k->subs)))
+        return;  /* checked when queued, so not met; sub_check answered for it */
+    run_command(s, c, k, qc, sub);
 }
 
 static void dispatch(struct server *s, struct conn *c, const struct proto_cmd *cmd)
@@ -1883,13 +1880,14 @@ static void dispatch(struct server *s, struct conn *c, const struct proto_cmd *c
     /* The command's shape (arity, then its subcommand's name and arity) is
      * checked before NOAUTH too, in Redis's order: ioredis sends CLIENT
      * subcommands before its AUTH and expects "unknown subcommand". */
-    if ((int)cmd->argc < k->min_argc || (k->max_argc >= 0 && (int)cmd->argc > k->max_argc)) {
+    if (!arity_ok(cmd->argc, k->min_argc, k->max_argc)) {
         if (c->multi.active)
             c->multi.dirty = true;
         reply_err(s, c, "wrong number of arguments for '%s' command", k->name);
         return;
     }
-    if (k->subs && cmd->argc >= 2 && !sub_check(s, c, cmd, k->subs)) {
+    const struct subcommand *sub = NULL;
+    if (k->subs && cmd->argc >= 2 && !(sub = sub_check(s, c, cmd, k->subs))) {
         if (c->multi.active)
             c->multi.dirty = true;  /* refused when queued, as Redis refuses it */
         return;
@@ -1907,8 +1905,7 @@ static void dispatch(struct server *s, struct conn *c, const struct proto_cmd *c
         }
         return;
     }
-    c->last_cmd = k->name;
-    k->fn(s, c, cmd);
+    run_command(s, c, k, cmd, sub);
 }
 
 static inline bool is_track(const struct proto_arg *a)

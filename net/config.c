@@ -312,10 +312,8 @@ void net_config_value(const struct net_config *c, size_t i, char *out, size_t ca
     const char *src = (const char *)c + s->off;
     switch (s->kind) {
     case K_STR:
-        snprintf(out, cap, "%s", src);
-        break;
     case K_PASS:
-        snprintf(out, cap, "%s", c->requirepass);
+        snprintf(out, cap, "%s", src);
         break;
     case K_LEVEL:
         snprintf(out, cap, "%s", net_log_level_name((enum net_log_level)c->loglevel));

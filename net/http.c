@@ -283,7 +283,6 @@ static void jw_fixed6(struct http_conn *c, struct http_buf *b, double v)
 
 /* ---- small parsers ---------------------------------------------------------- */
 
-/* Decimal digits only, 1..UINT64_MAX. */
 /* Numbers in paths, queries and string ids are read as RESP reads them
  * (net_parse_u64): canonical decimal, so "007" is not a second name for 7. */
 static bool parse_u64(const char *s, size_t n, uint64_t *out)
@@ -1166,7 +1165,7 @@ static void h_history(struct http_conn *c, bool user, const char *id, size_t idn
                       size_t qn, unsigned flags)
 {
     char why[MSG_MAX];
-    char sess[ENG_SESSION_MAX];
+    char sess[ENG_SESSION_MAX + 1];  /* room for one byte too many: refused by length */
     size_t sess_len = 0;
     uint64_t uid = 0, limit = 20;
     if (user) {
@@ -1182,15 +1181,14 @@ static void h_history(struct http_conn *c, bool user, const char *id, size_t idn
             respond_error(c, 400, "sessionId: invalid percent-encoding", -1, NULL, flags);
             return;
         }
+        /* one that did not fit is longer than any id: its length refuses it */
+        sess_len = l < 0 ? sizeof sess : (size_t)l;
         struct eng_err e;
-        if (l < 0 || eng_session_check(sess, (size_t)l, &e) != ENG_OK) {
-            if (l < 0)  /* longer than the buffer, so than any id */
-                eng_session_check(sess, ENG_SESSION_MAX + 1, &e);
+        if (eng_session_check(sess, sess_len, &e) != ENG_OK) {
             map_eng_msg(e.msg, why, sizeof why);
             respond_error(c, 400, why, -1, NULL, flags);
             return;
         }
-        sess_len = (size_t)l;
     }
     struct qparam p = {.seen = 0};
     const char *end = q + qn;
@@ -1498,13 +1496,17 @@ static bool auth_ok(const struct http_conn *c, bool *given)
 }
 
 /* Runs the request just parsed and queues its response. */
+/* HEAD gets the headers of whatever GET would get, errors included (a body
+ * after them would be read as the start of the next response): known once
+ * the request line is in, which its URL's first byte marks. */
+static bool is_head(const struct http_conn *c)
+{
+    return c->url_len && c->parser.method == HTTP_HEAD;
+}
+
 static void dispatch(struct http_conn *c)
 {
-    unsigned flags = c->keep_alive && !c->upgrade ? 0 : R_CLOSE;
-    /* HEAD gets the headers of whatever GET would get, errors included: a
-     * body after them would be read as the start of the next response. */
-    if (c->method == HTTP_HEAD)
-        flags |= R_NOBODY;
+    unsigned flags = (c->keep_alive && !c->upgrade ? 0 : R_CLOSE) | (is_head(c) ? R_NOBODY : 0);
     const char *url = (const char *)c->hdr.p + c->url_off;
     struct http_parser_url u;
     http_parser_url_init(&u);
@@ -1652,9 +1654,7 @@ static int close_with(struct http_conn *c, int status, const char *msg)
 {
     if (c->phase == PH_IDLE)
         c->t_begin = now_ns(c);
-    /* a HEAD whose request line was read (its URL began) gets headers alone */
-    bool head = c->url_len && c->parser.method == HTTP_HEAD;
-    respond_error(c, status, msg, -1, NULL, R_CLOSE | (head ? R_NOBODY : 0));
+    respond_error(c, status, msg, -1, NULL, R_CLOSE | (is_head(c) ? R_NOBODY : 0));
     c->closed = true;
     return c->oom ? HTTP_ENOMEM : HTTP_CLOSE;
 }

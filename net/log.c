@@ -40,37 +40,12 @@ int net_log_level_parse(const char *s)
     return -1;
 }
 
-void net_log(enum net_log_level lvl, const char *fmt, ...)
-{
-    if (lvl < log_level)
-        return;
-    char line[1024];
-    struct timespec ts;
-    struct tm tm;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %d %-5s ",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, ts.tv_nsec / 1000000, (int)getpid(), net_log_level_name(lvl));
-    if (n < 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
-    va_end(ap);
-    size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
-    if (len > sizeof line - 2)
-        len = sizeof line - 2;  /* truncated */
-    line[len++] = '\n';
-    ssize_t w = write(STDERR_FILENO, line, len);
-    (void)w;  /* nowhere to report a failing stderr */
-}
+/* ---- the line prefix ------------------------------------------------------------------- */
 
-/* ---- from a signal handler --------------------------------------------------------------- */
-
-/* Only async-signal-safe calls below: no stdio, no gmtime_r (it may take
- * the tz lock). The civil date is computed from the day number directly
- * (Howard Hinnant's days-to-civil). */
+/* Only async-signal-safe calls here, so a signal handler can log in the
+ * same format (net_log_from_signal): no stdio, no gmtime_r (it may take
+ * the tz lock). The civil date comes from the day number directly (Howard
+ * Hinnant's days-to-civil). */
 static char *put_num(char *p, uint64_t v, int width)
 {
     char tmp[20];
@@ -86,11 +61,10 @@ static char *put_num(char *p, uint64_t v, int width)
     return p;
 }
 
-void net_log_from_signal(enum net_log_level lvl, const char *msg)
+/* "2024-11-24T06:52:01.123Z 1234 info  " into out (LOG_PREFIX_MAX bytes). */
+#define LOG_PREFIX_MAX 64
+static size_t log_prefix(char *out, enum net_log_level lvl)
 {
-    if (lvl < log_level)
-        return;
-    char line[256];
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     int64_t days = ts.tv_sec / 86400, sod = ts.tv_sec % 86400;
@@ -102,7 +76,7 @@ void net_log_from_signal(enum net_log_level lvl, const char *msg)
     int64_t d = doy - (153 * mp + 2) / 5 + 1, m = mp < 10 ? mp + 3 : mp - 9;
     int64_t y = yoe + era * 400 + (m <= 2);
 
-    char *p = line, *end = line + sizeof line - 1;
+    char *p = out;
     p = put_num(p, (uint64_t)y, 4);
     *p++ = '-';
     p = put_num(p, (uint64_t)m, 2);
@@ -124,8 +98,35 @@ void net_log_from_signal(enum net_log_level lvl, const char *msg)
     size_t i = 0;
     for (; name[i]; i++)
         *p++ = name[i];
-    for (; i < 6; i++)  /* "%-5s " */
+    for (; i < 6; i++)  /* the level padded to 5, then a space */
         *p++ = ' ';
+    return (size_t)(p - out);
+}
+
+void net_log(enum net_log_level lvl, const char *fmt, ...)
+{
+    if (lvl < log_level)
+        return;
+    char line[1024];
+    size_t n = log_prefix(line, lvl);
+    va_list ap;
+    va_start(ap, fmt);
+    int m = vsnprintf(line + n, sizeof line - n - 1, fmt, ap);
+    va_end(ap);
+    size_t len = n + (m < 0 ? 0 : (size_t)m);
+    if (len > sizeof line - 2)
+        len = sizeof line - 2;  /* truncated */
+    line[len++] = '\n';
+    ssize_t w = write(STDERR_FILENO, line, len);
+    (void)w;  /* nowhere to report a failing stderr */
+}
+
+void net_log_from_signal(enum net_log_level lvl, const char *msg)
+{
+    if (lvl < log_level)
+        return;
+    char line[LOG_PREFIX_MAX + 192];
+    char *p = line + log_prefix(line, lvl), *end = line + sizeof line - 1;
     for (const char *q = msg; *q && p < end; q++)
         *p++ = *q;
     *p++ = '\n';

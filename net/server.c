@@ -806,12 +806,12 @@ void net_shutdown_begin(struct server *s, const char *why)
 static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
     struct server *s = w->data;
-    const char *name = w->signum == SIGINT ? "SIGINT" : "SIGTERM";
+    const char *why = w->signum == SIGINT ? "received SIGINT" : "received SIGTERM";
     if (s->shutting_down) {
-        net_warn("received %s again during shutdown; still finishing", name);
+        net_warn("%s again during shutdown; still finishing", why);
         return;
     }
-    net_shutdown_begin(s, w->signum == SIGINT ? "received SIGINT" : "received SIGTERM");
+    net_shutdown_begin(s, why);
 }
 
 uint32_t net_line_clients(const struct server *s)
@@ -1053,9 +1053,7 @@ void net_snapshot_stop(struct server *s, const char *why)
         ;
     ev_child_stop(s->loop, &s->child_w);
     snapshot_end(s);
-    char tmp[NET_PATH_MAX + 64];
-    snprintf(tmp, sizeof tmp, "%s/%s.tmp.%ld", s->cfg.dir, SNAP_FILE, (long)child);
-    unlink(tmp);
+    snap_remove_stale(s->cfg.dir);
 }
 
 int net_final_snapshot(struct server *s, bool always)

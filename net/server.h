@@ -213,8 +213,10 @@ void net_conn_write_now(struct server *s, struct conn *c);
 void net_conn_limit_output(struct server *s, struct conn *c);
 /* The server's own address of c's socket, "ip:port" (CLIENT LIST laddr). */
 void net_conn_laddr(const struct conn *c, char *out, size_t cap);
-/* CLIENT KILL of another connection: its unsent replies are dropped and it
- * is closed by the flush before the loop sleeps (never c itself mid-run). */
+/* Drops c's unsent replies and closes it: another connection (CLIENT KILL)
+ * in the flush before the loop sleeps; the one whose input is being run
+ * (a cross-protocol request) when net_conn_process returns, as its read
+ * callback sees it closing. */
 void net_conn_kill(struct server *s, struct conn *c);
 /* Line-protocol clients connected now (INFO's and /metrics'
  * connected_clients, the clients CLIENT LIST may show): the HTTP port's

@@ -1181,8 +1181,7 @@ static int fd_write(void *ud, const void *buf, size_t len)
 
 #define TMP_PREFIX SNAP_FILE ".tmp."
 
-/* Remove temp files whose writer is gone (the name carries its pid). */
-static void remove_stale(const char *dir)
+void snap_remove_stale(const char *dir)
 {
     DIR *d = opendir(dir);
     if (!d)
@@ -1246,7 +1245,7 @@ int snap_save(const struct eng *e, const char *dir, int64_t created_ms, struct s
     if ((size_t)snprintf(dst, sizeof dst, "%s/%s", dir, SNAP_FILE) >= sizeof dst ||
         (size_t)snprintf(tmp, sizeof tmp, "%s/%s%ld", dir, TMP_PREFIX, (long)getpid()) >= sizeof tmp)
         return fail(err, SNAP_EIO, 0, "%s: path too long", dir);
-    remove_stale(dir);
+    snap_remove_stale(dir);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0)
         return fail(err, SNAP_EIO, 0, "%s: open: %s", tmp, strerror(errno));

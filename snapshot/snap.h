@@ -42,6 +42,10 @@ struct snap_err {
  * held while *fd stays open, here and in every child forked meanwhile (so
  * a snapshot child still writing keeps it). SNAP_EBUSY names the holder. */
 int snap_lock_dir(const char *dir, int *fd, struct snap_err *err);
+/* Removes the temp files in dir whose writer is gone (a save's, a
+ * restore's; their names carry the writer's pid), as every save does
+ * first: for a caller that has just killed a writer. */
+void snap_remove_stale(const char *dir);
 
 /* Byte sink: 0 on success, non-zero aborts the write with SNAP_EIO. */
 typedef int (*snap_write_fn)(void *ud, const void *buf, size_t len);

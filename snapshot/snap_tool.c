@@ -732,9 +732,10 @@ static int cmd_restore(const char *path, const char *dir)
         return EXIT_BAD;
     }
     struct stat sb;
-    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+    int st = stat(dir, &sb);
+    if (st != 0 || !S_ISDIR(sb.st_mode)) {
         fprintf(stderr, "shortstat-snap: --dir %s: %s\n", dir,
-                stat(dir, &sb) != 0 ? strerror(errno) : "not a directory");
+                st != 0 ? strerror(errno) : "not a directory");
         return EXIT_BAD;
     }
     struct snap_err err = {0};

@@ -184,6 +184,15 @@ static void srv_start(struct srv *s, const char *const *extra)
     srv_start_in(s, extra);
 }
 
+/* Waits for the server to exit: its exit code, or 128 + the signal. */
+static int wait_exit(struct srv *s)
+{
+    int st;
+    ck_assert_int_eq(waitpid(s->pid, &st, 0), s->pid);
+    s->pid = 0;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
 /* Runs shortstatd in s->dir (made if needed) with exactly args; waits for it
  * to exit and returns the exit code. */
 static int srv_run_to_exit(struct srv *s, const char *const *args)
@@ -192,10 +201,25 @@ static int srv_run_to_exit(struct srv *s, const char *const *args)
         srv_init_dir(s);
     unlink(s->log);
     s->pid = spawn(s, args);
-    int st;
-    ck_assert_int_eq(waitpid(s->pid, &st, 0), s->pid);
-    s->pid = 0;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    return wait_exit(s);
+}
+
+/* Waits up to 10 s for a line of the server's log to hold needle. */
+static bool wait_log(const struct srv *s, const char *needle)
+{
+    for (int i = 0; i < 2000 && !log_has(s, needle); i++)
+        sleep_ms(5);
+    return log_has(s, needle);
+}
+
+/* No snapshot temp file is left in dir. */
+static void assert_no_temp(const char *dir)
+{
+    DIR *d = opendir(dir);
+    ck_assert_ptr_nonnull(d);
+    for (struct dirent *de; (de = readdir(d));)
+        ck_assert_msg(!strstr(de->d_name, ".tmp."), "temp file left: %s", de->d_name);
+    closedir(d);
 }
 
 static void srv_cleanup(struct srv *s)
@@ -2402,9 +2426,7 @@ START_TEST(sigterm_flushes_and_exits_0)
     /* SIGINT too, with nothing to save. */
     srv_start(&s, NULL);
     kill(s.pid, SIGINT);
-    ck_assert_int_eq(waitpid(s.pid, &st, 0), s.pid);
-    s.pid = 0;
-    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    ck_assert_int_eq(wait_exit(&s), 0);
     ck_assert(log_has(&s, "no final snapshot needed"));
     srv_cleanup(&s);
 
@@ -2417,15 +2439,12 @@ START_TEST(sigterm_flushes_and_exits_0)
     ck_assert_int_eq(mkfifo(fifo, 0644), 0);
     const char *args[] = {"--port", "0", "--dir", s.dir, NULL};
     s.pid = spawn(&s, args);
-    for (int i = 0; i < 2000 && !log_has(&s, "loading snapshot"); i++)
-        sleep_ms(5);
-    ck_assert(log_has(&s, "loading snapshot"));
+    ck_assert(wait_log(&s, "loading snapshot"));
     pid_t spid = s.pid;
     kill(s.pid, SIGTERM);
-    ck_assert_int_eq(waitpid(s.pid, &st, 0), s.pid);
-    s.pid = 0;
+    int code = wait_exit(&s);
     char *l = read_file(s.log, NULL);
-    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %d; log:\n%s", st, l);
+    ck_assert_msg(code == 0, "exit %d; log:\n%s", code, l);
     const char *line = strstr(l, "received SIGTERM during start-up: exiting without saving");
     ck_assert_msg(line, "log:\n%s", l);
     ck_assert_ptr_null(strstr(l, "listening on"));
@@ -2561,14 +2580,6 @@ START_TEST(snapshot_command)
     srv_stop_ok(&s);
 }
 END_TEST
-
-static int wait_exit(struct srv *s)
-{
-    int st;
-    ck_assert_int_eq(waitpid(s->pid, &st, 0), s->pid);
-    s->pid = 0;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
 
 /* SHUTDOWN [NOSAVE|SAVE] [NOW] [FORCE] [ABORT], as Redis answers it. */
 START_TEST(shutdown_command)
@@ -2828,11 +2839,7 @@ START_TEST(shutdown_stops_a_running_snapshot)
     struct snap_err e;
     ck_assert_int_eq(snap_verify(path, &h, &e), SNAP_OK);
     ck_assert_uint_eq(h.counts.sessions, 20000);
-    DIR *d = opendir(s.dir);
-    ck_assert_ptr_nonnull(d);
-    for (struct dirent *de; (de = readdir(d));)
-        ck_assert_msg(!strstr(de->d_name, ".tmp."), "temp file left: %s", de->d_name);
-    closedir(d);
+    assert_no_temp(s.dir);
 
     /* SHUTDOWN NOSAVE stops it too: the snapshot on disk stays the one
      * written above, and the child leaves no temp file behind. */
@@ -2852,11 +2859,7 @@ START_TEST(shutdown_stops_a_running_snapshot)
     ck_assert_msg(state == 0 || state == 'Z', "the snapshot child outlived shutdown (%c)", state);
     ck_assert_int_eq(snap_verify(path, &h, &e), SNAP_OK);
     ck_assert_uint_eq(h.counts.sessions, 20000);
-    d = opendir(s.dir);
-    ck_assert_ptr_nonnull(d);
-    for (struct dirent *de; (de = readdir(d));)
-        ck_assert_msg(!strstr(de->d_name, ".tmp."), "temp file left: %s", de->d_name);
-    closedir(d);
+    assert_no_temp(s.dir);
     srv_cleanup(&s);
 }
 END_TEST
@@ -3084,8 +3087,7 @@ START_TEST(shutdown_with_stuck_client)
     ck_assert_int_gt(info_num(&c, "pending_output_bytes"), 0);
     cli_close(&c);
     kill(s.pid, SIGTERM);
-    for (int i = 0; i < 2000 && !log_has(&s, "received SIGTERM: shutting down"); i++)
-        sleep_ms(5);
+    ck_assert(wait_log(&s, "received SIGTERM: shutting down"));
     int st = srv_term(&s);  /* a second SIGTERM while it waits for the stuck client */
     ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %d", st);
     ck_assert(log_has(&s, "still had unsent replies"));
