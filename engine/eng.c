@@ -1951,6 +1951,14 @@ void eng_session_new(struct eng *e, char out[ENG_SID_LEN + 1])
     out[ENG_SID_LEN] = 0;
 }
 
+uint64_t eng_mem_total(const struct eng *e)
+{
+    uint64_t n = sizeof(*e);
+    for (int c = 0; c < MEM_NCAT; c++)
+        n += e->mem.bytes[c];
+    return n;
+}
+
 void eng_info(const struct eng *e, struct eng_info *out)
 {
     memset(out, 0, sizeof(*out));
@@ -1962,9 +1970,7 @@ void eng_info(const struct eng *e, struct eng_info *out)
     out->records = e->records;
     out->viewer_pairs = e->viewer_pairs;
     out->sessions_evicted = e->sessions_evicted;
-    for (int c = 0; c < MEM_NCAT; c++)
-        out->mem_total += e->mem.bytes[c];
-    out->mem_total += sizeof(*e);
+    out->mem_total = eng_mem_total(e);
     out->mem_records = e->mem.bytes[MEM_RECORDS];
     out->mem_viewers = e->mem.bytes[MEM_VIEWERS];
     out->history = e->history;

@@ -236,6 +236,9 @@ struct eng_info {
     int64_t session_ttl_ms;
 };
 void eng_info(const struct eng *e, struct eng_info *out);
+/* eng_info's mem_total alone, in O(1): a server compares it with its
+ * memory limit before every write. */
+uint64_t eng_mem_total(const struct eng *e);
 
 /* Consistency check of every internal invariant; 0 or ENG_EINVAL with the
  * first violation in err. For tests; O(size of the engine). */

@@ -127,6 +127,7 @@ START_TEST(test_counts)
     ck_assert_int_eq(in.session_ttl_ms, ENG_SESSION_TTL_DEFAULT_MS);
     ck_assert(in.mem_total >= in.mem_records + in.mem_viewers);
     ck_assert_uint_eq(in.mem_records % 20, 0);
+    ck_assert_uint_eq(eng_mem_total(E), in.mem_total);  /* the O(1) figure --maxmemory reads */
 }
 END_TEST
 
