@@ -23,6 +23,9 @@
  *  - errors_total counts every error reply, commands_total every command;
  *  - inside MULTI nothing touches the engine until EXEC, which applies
  *    the writes between two queued queries as one batch, all or none.
+ *  - over --maxmemory no write reaches the engine: TRACK and BOOST (alone,
+ *    in a batch, queued, at EXEC) are answered OOM, checked right before
+ *    they would run, after their arguments (refuse_oom).
  *
  * The pure pieces an HTTP front end reuses (TRACK arguments to eng_ix, STATS
  * fields, HISTORY record text) are the net_* functions declared in cmd.h.
@@ -384,6 +387,21 @@ static void reply_ok_n(struct server *s, struct conn *c, size_t n)
     s->dirty += n;
 }
 
+/* Redis's words for a command refused over maxmemory; redis-py and other
+ * clients map them to their out-of-memory error. */
+#define OOM_MSG "OOM command not allowed when used memory > 'maxmemory'."
+
+/* Over --maxmemory, as Redis refuses its "denyoom" commands: the write is
+ * answered OOM and counted, and nothing is recorded. */
+static bool refuse_oom(struct server *s, struct conn *c)
+{
+    if (!net_over_maxmemory(s))
+        return false;
+    s->st.oom_refused++;
+    reply_error_raw(s, c, OOM_MSG);
+    return true;
+}
+
 static void record_single(struct server *s, struct conn *c, const struct eng_ix *ix)
 {
     struct eng_err e = {.index = -1};
@@ -409,6 +427,10 @@ static void batch_apply(struct server *s, struct conn *c)
 {
     const struct eng_ix *ix = s->batch;
     size_t n = s->nbatch;
+    if (n > 0 && net_over_maxmemory(s)) {
+        for (; n > 0; n--)
+            refuse_oom(s, c);
+    }
     while (n > 0) {
         struct eng_err e = {.index = -1};
         if (eng_record_batch(s->eng, ix, n, &e) == ENG_OK) {
@@ -710,14 +732,86 @@ static void config_get(struct server *s, struct conn *c, const struct proto_cmd 
     }
 }
 
+/* CONFIG SET: all pairs or none, as in Redis 7. Each is checked on a copy
+ * of the configuration by the same code as the flags, so the values and
+ * messages are the flags' own; only then does the copy take effect. */
+static void config_set(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+{
+    if (cmd->argc % 2) {
+        reply_err(s, c, "wrong number of arguments for 'config|set' command");
+        return;
+    }
+    enum { PAIRS_MAX = 8 };  /* more than there are live settings */
+    if ((cmd->argc - 2) / 2 > PAIRS_MAX) {
+        reply_err(s, c, "CONFIG SET failed: at most %d settings at once", PAIRS_MAX);
+        return;
+    }
+    struct net_config next = s->cfg;
+    char keys[PAIRS_MAX][64];
+    for (size_t i = 2; i < cmd->argc; i += 2) {
+        const struct proto_arg *k = &cmd->argv[i], *v = &cmd->argv[i + 1];
+        char key[64], val[NET_CONFIG_VALUE_MAX], why[NET_ERR_MAX], tmp[40];
+        if (k->len == 0 || k->len >= sizeof key || memchr(k->p, 0, k->len)) {
+            reply_err(s, c, "CONFIG SET failed: '%s': no such setting",
+                      printable(tmp, 32, k->p, k->len));
+            return;
+        }
+        for (size_t j = 0; j < k->len; j++)  /* as Redis's: any case, '_' for '-' */
+            key[j] = k->p[j] == '_' ? '-' : (char)tolower(k->p[j]);
+        key[k->len] = 0;
+        size_t pair = (i - 2) / 2;
+        for (size_t j = 0; j < pair; j++)
+            if (strcmp(keys[j], key) == 0) {
+                reply_err(s, c, "CONFIG SET failed: %s: given twice", key);
+                return;
+            }
+        memcpy(keys[pair], key, sizeof key);
+        for (size_t a = 0; a < CONFIG_NALIAS; a++)
+            if (strcmp(key, config_alias[a]) == 0) {
+                reply_err(s, c, "CONFIG SET failed: %s: only read here, for Redis tools%s", key,
+                          a == CONFIG_SAVE ? "; set snapshot-interval" : "");
+                return;
+            }
+        if (v->len >= sizeof val || memchr(v->p, 0, v->len)) {
+            reply_err(s, c, "CONFIG SET failed: %s: value too long or holds a NUL", key);
+            return;
+        }
+        memcpy(val, v->p, v->len);
+        val[v->len] = 0;
+        if (net_config_set_live(&next, key, val, why, sizeof why)) {
+            reply_err(s, c, "CONFIG SET failed: %s", why);
+            return;
+        }
+    }
+    net_server_reconfigure(s, &next);
+    char what[256];
+    size_t o = 0;
+    for (size_t i = 2; i < cmd->argc && o < sizeof what - 1; i += 2) {
+        char tmp[72];
+        int n = snprintf(what + o, sizeof what - o, " %s=", keys[(i - 2) / 2]);
+        o += n > 0 ? (size_t)n : 0;
+        if (o < sizeof what - 1) {
+            n = snprintf(what + o, sizeof what - o, "%s",
+                         printable(tmp, 64, cmd->argv[i + 1].p, cmd->argv[i + 1].len));
+            o += n > 0 ? (size_t)n : 0;
+        }
+    }
+    net_info("client %s: CONFIG SET%s", c->addr, what);
+    net_reply_ok(&c->out);
+}
+
 static const struct subcommand config_list[] = {
     {"get", 3, -1, config_get,
      "GET <pattern> [<pattern> ...]\n"
      "    Each setting whose name matches a glob pattern, and its value."},
+    {"set", 4, -1, config_set,
+     "SET <setting> <value> [<setting> <value> ...]\n"
+     "    Change settings that need no restart, all or none: loglevel,\n"
+     "    snapshot-interval, query-buffer-limit, client-output-limit, maxmemory.\n"
+     "    The change lasts until the server stops."},
 };
 static const struct subtable config_subs = {
-    "config", config_list, sizeof config_list / sizeof config_list[0],
-    ": settings are fixed at start, CONFIG GET reads them"};
+    "config", config_list, sizeof config_list / sizeof config_list[0], ""};
 
 /* The password check of AUTH and HELLO ... AUTH: the only user is Redis's
  * "default" (user NULL: AUTH <password>). On a mismatch it answers Redis's
@@ -844,10 +938,14 @@ static void cmd_track(struct server *s, struct conn *c, const struct proto_cmd *
         reply_err(s, c, "%s", err);
         return;
     }
-    if (c->multi.active)
+    if (refuse_oom(s, c)) {
+        if (c->multi.active)
+            c->multi.dirty = true;  /* queuing takes memory too, as in Redis */
+    } else if (c->multi.active) {
         queue_track(s, c, &ix);
-    else
+    } else {
         record_single(s, c, &ix);
+    }
 }
 
 static void cmd_boost(struct server *s, struct conn *c, const struct proto_cmd *cmd)
@@ -861,6 +959,8 @@ static void cmd_boost(struct server *s, struct conn *c, const struct proto_cmd *
         reply_err(s, c, "boost: must be an integer 0..%u", ENG_BOOST_MAX);
         goto bad;
     }
+    if (refuse_oom(s, c))
+        goto bad;
     if (c->multi.active) {
         struct net_qitem *q = multi_push(s, c);
         if (!q)
@@ -979,9 +1079,17 @@ static void cmd_exec(struct server *s, struct conn *c, const struct proto_cmd *c
         multi_reset(m);
         return;
     }
-    bool others = false;
-    for (size_t i = 0; i < m->n && !others; i++)
-        others = m->items[i].kind == NET_Q_CMD;
+    bool others = false, writes = false;
+    for (size_t i = 0; i < m->n; i++) {
+        others |= m->items[i].kind == NET_Q_CMD;
+        writes |= m->items[i].kind != NET_Q_CMD;
+    }
+    if (writes && net_over_maxmemory(s)) {  /* Redis's EXEC of "denyoom" commands */
+        s->st.oom_refused++;
+        reply_error_raw(s, c, "EXECABORT Transaction discarded because of: " OOM_MSG);
+        multi_reset(m);
+        return;
+    }
     if (!others) {
         struct eng_err e = {.index = -1};
         if (exec_writes(s, m, 0, m->n, &e)) {
@@ -1279,6 +1387,7 @@ static void info_text(struct server *s, struct net_buf *b, unsigned sections)
         infof(b, "used_memory_records_bytes:%llu\r\n", (unsigned long long)ei.mem_records);
         infof(b, "used_memory_viewers_bytes:%llu\r\n", (unsigned long long)ei.mem_viewers);
         infof(b, "used_memory_clients_bytes:%llu\r\n", (unsigned long long)bufs);
+        infof(b, "maxmemory:%llu\r\n", (unsigned long long)s->cfg.maxmemory);
         infof(b, "rss_bytes:%llu\r\n", (unsigned long long)net_rss_bytes());
         uint64_t pf_bytes, pf_dropped;
         net_prefault_stats(s->prefault, &pf_bytes, &pf_dropped);
@@ -1295,6 +1404,7 @@ static void info_text(struct server *s, struct net_buf *b, unsigned sections)
         infof(b, "protocol_errors:%llu\r\n", (unsigned long long)s->st.protocol_errors);
         infof(b, "cross_protocol_closed:%llu\r\n", (unsigned long long)s->st.cross_protocol_closed);
         infof(b, "auth_failures:%llu\r\n", (unsigned long long)s->st.auth_failures);
+        infof(b, "oom_refused:%llu\r\n", (unsigned long long)s->st.oom_refused);
         infof(b, "net_input_bytes:%llu\r\n", (unsigned long long)s->st.net_input_bytes);
         infof(b, "net_output_bytes:%llu\r\n", (unsigned long long)s->st.net_output_bytes);
         infof(b, "mid_input_writes:%llu\r\n", (unsigned long long)s->st.mid_input_writes);
@@ -1679,7 +1789,7 @@ static const struct command commands[] = {
     CMD("stats", 2, 2, 0, 1, "readonly fast", cmd_stats),
     CMD("score", 2, 2, 0, 1, "readonly fast", cmd_score),
     CMD("engagement", 2, 2, 0, 1, "readonly fast", cmd_engagement),
-    CMD("boost", 3, 3, CF_QUEUE, 1, "write fast", cmd_boost),
+    CMD("boost", 3, 3, CF_QUEUE, 1, "write denyoom fast", cmd_boost),
     CMD("top", 2, 4, 0, 0, "readonly", cmd_top),
     CMD("history", 3, 4, 0, 0, "readonly", cmd_history),
     CMD("session", 2, 2, 0, 0, "fast", cmd_session),
@@ -1900,6 +2010,8 @@ static void dispatch(struct server *s, struct conn *c, const struct proto_cmd *c
         if (k->flags & CF_NOMULTI) {
             c->multi.dirty = true;
             reply_err(s, c, "Command not allowed inside a transaction");
+        } else if (refuse_oom(s, c)) {
+            c->multi.dirty = true;  /* queuing takes memory too, as in Redis */
         } else {
             queue_cmd(s, c, (uint32_t)(k - commands), cmd);
         }

@@ -27,35 +27,40 @@ struct setting {
     size_t cap;        /* K_STR: buffer size */
     int64_t min, max;  /* numbers */
     const char *help;
+    bool live;         /* CONFIG SET may change it while the server runs */
 };
 
 #define OFF(f) offsetof(struct net_config, f)
 
 static const struct setting settings[] = {
     {"bind", K_STR, OFF(bind), sizeof(((struct net_config *)0)->bind), 0, 0,
-     "address to listen on (IPv4 or IPv6)"},
-    {"port", K_U32, OFF(port), 0, 0, 65535, "TCP port; 0 picks a free one (logged)"},
-    {"dir", K_STR, OFF(dir), NET_PATH_MAX, 0, 0, "directory of shortstat.snap"},
-    {"history", K_U32, OFF(history), 0, 1, ENG_HISTORY_MAX, "records kept per session and per user"},
+     "address to listen on (IPv4 or IPv6)", false},
+    {"port", K_U32, OFF(port), 0, 0, 65535, "TCP port; 0 picks a free one (logged)", false},
+    {"dir", K_STR, OFF(dir), NET_PATH_MAX, 0, 0, "directory of shortstat.snap", false},
+    {"history", K_U32, OFF(history), 0, 1, ENG_HISTORY_MAX,
+     "records kept per session and per user", false},
     {"session-ttl", K_I64, OFF(session_ttl_s), 0, 1, 10ll * 366 * 86400,
-     "seconds before an idle session is evicted"},
+     "seconds before an idle session is evicted", false},
     {"snapshot-interval", K_U32, OFF(snapshot_interval_s), 0, 0, 366 * 86400,
-     "seconds between snapshots; 0 = off"},
-    {"maxclients", K_U32, OFF(maxclients), 0, 1, 1000000, "most simultaneous clients"},
+     "seconds between snapshots; 0 = off", true},
+    {"maxclients", K_U32, OFF(maxclients), 0, 1, 1000000, "most simultaneous clients", false},
     {"requirepass", K_PASS, OFF(requirepass), 0, 0, 0,
-     "clients must AUTH with this password; \"\" = none"},
-    {"loglevel", K_LEVEL, OFF(loglevel), 0, 0, 0, "debug, info or warn"},
-    {"http-port", K_U32, OFF(http_port), 0, 0, 65535, "HTTP/JSON and /metrics port; 0 = off"},
+     "clients must AUTH with this password; \"\" = none", false},
+    {"loglevel", K_LEVEL, OFF(loglevel), 0, 0, 0, "debug, info or warn", true},
+    {"http-port", K_U32, OFF(http_port), 0, 0, 65535, "HTTP/JSON and /metrics port; 0 = off",
+     false},
     {"trust-proxy", K_BOOL, OFF(trust_proxy), 0, 0, 0,
-     "take the HTTP client address from X-Forwarded-For (yes or no)"},
+     "take the HTTP client address from X-Forwarded-For (yes or no)", false},
     {"query-buffer-limit", K_SIZE, OFF(query_buffer_limit), 0, 1024, 1ll << 40,
-     "bytes of unparsed input per client (k/m/g suffixes)"},
+     "bytes of unparsed input per client (k/m/g suffixes)", true},
     {"client-output-limit", K_SIZE, OFF(client_output_limit), 0, 1024, 1ll << 40,
-     "bytes of unread replies per client before it is cut off"},
+     "bytes of unread replies per client before it is cut off", true},
     {"snapshot-cpulist", K_CPUS, OFF(snapshot_cpus), 0, 0, NET_CPUS_MAX - 1,
-     "CPUs the snapshot child may run on, like 1 or 0-3,6; any = not pinned"},
+     "CPUs the snapshot child may run on, like 1 or 0-3,6; any = not pinned", false},
     {"prefault", K_BOOL, OFF(prefault), 0, 0, 0,
-     "fault fresh engine memory in on an idle-priority thread (yes or no)"},
+     "fault fresh engine memory in on an idle-priority thread (yes or no)", false},
+    {"maxmemory", K_SIZE, OFF(maxmemory), 0, 0, 1ll << 50,
+     "refuse writes while used memory is over this many bytes; 0 = no limit", true},
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
 
@@ -97,6 +102,8 @@ const char *net_config_usage(void)
            "                            (default any: not pinned)\n"
            "  --prefault yes|no         fault fresh engine memory in on an idle-priority\n"
            "                            thread, off the event loop (default yes)\n"
+           "  --maxmemory SIZE          refuse TRACK and BOOST while used memory is over\n"
+           "                            SIZE (default 0: no limit)\n"
            "  --help, --version\n"
            "SIZE is bytes, or a number with k, m or g (powers of 1024).\n"
            "Config file keys are the flag names without \"--\"; flags override the file.\n";
@@ -294,6 +301,17 @@ static void cpulist_text(const uint64_t *bits, char *out, size_t cap)
     }
     if (o == 0)
         snprintf(out, cap, "any");
+}
+
+int net_config_set_live(struct net_config *c, const char *key, const char *val, char *err,
+                        size_t errcap)
+{
+    const struct setting *s = find_setting(key);
+    if (s && !s->live) {
+        snprintf(err, errcap, "%s: can only be set at start (flag or config file)", s->key);
+        return NET_CFG_EINVAL;
+    }
+    return net_config_set(c, key, val, err, errcap);
 }
 
 const char *net_config_key(size_t i)

@@ -42,6 +42,7 @@ struct net_config {
     int loglevel;                /* enum net_log_level */
     uint64_t query_buffer_limit;   /* bytes of unparsed input per client */
     uint64_t client_output_limit;  /* bytes of unsent replies per client */
+    uint64_t maxmemory;          /* writes refused while used memory is over it; 0 = no limit */
     uint64_t snapshot_cpus[NET_CPUS_MAX / 64];  /* a bit per CPU; none set = not pinned */
 };
 
@@ -58,6 +59,11 @@ int net_config_parse(struct net_config *c, int argc, char *const argv[], char *e
 /* One setting by key ("port", "session-ttl"; '_' works for '-'). */
 int net_config_set(struct net_config *c, const char *key, const char *val, char *err,
                    size_t errcap);
+/* The same, for a running server (CONFIG SET): only the settings that can
+ * change without a restart (loglevel, snapshot-interval, the two client
+ * buffer limits, maxmemory); any other is refused with its name. */
+int net_config_set_live(struct net_config *c, const char *key, const char *val, char *err,
+                        size_t errcap);
 /* Reads "key value" lines; '#' starts a comment line. */
 int net_config_load_file(struct net_config *c, const char *path, char *err, size_t errcap);
 const char *net_config_usage(void);

@@ -60,7 +60,8 @@ static const char *const lat_le[HTTP_LAT_NBUCKETS] = {
     "0.00001", "0.000025", "0.00005", "0.0001", "0.00025", "0.0005", "0.001", "0.0025",
     "0.005", "0.01", "0.025", "0.05", "0.1", "1",
 };
-const uint16_t http_codes[HTTP_NCODES] = {200, 204, 400, 401, 404, 405, 413, 431, 500, 503, 505};
+const uint16_t http_codes[HTTP_NCODES] = {200, 204, 400, 401, 404, 405,
+                                           413, 431, 500, 503, 505, 507};
 
 #define SCRATCH_KEEP (64u * 1024)   /* scratch above this is freed after a request */
 #define OUT_KEEP (1024u * 1024)     /* drained output above this is freed */
@@ -1411,6 +1412,12 @@ static void h_metrics(struct http_conn *c, unsigned flags)
     prom_u64(c, "shortstat_memory_used_bytes", "gauge", "Bytes allocated by shortstatd.",
              m.used_memory_bytes);
     prom_u64(c, "shortstat_memory_rss_bytes", "gauge", "Resident set size.", m.rss_bytes);
+    prom_u64(c, "shortstat_maxmemory_bytes", "gauge",
+             "--maxmemory: writes are refused while used memory is over it; 0 = no limit.",
+             m.maxmemory_bytes);
+    prom_u64(c, "shortstat_oom_refused_total", "counter",
+             "Writes refused because used memory was over --maxmemory (both ports).",
+             m.oom_refused_total);
     prom_u64(c, "shortstat_engine_memory_bytes", "gauge", "Bytes the engine has allocated.",
              ei.mem_total);
     prom_u64(c, "shortstat_engine_history_memory_bytes", "gauge",
@@ -1585,6 +1592,15 @@ static void dispatch(struct http_conn *c)
             respond_error(c, 400, why, -1, NULL, flags);
             return;
         }
+    }
+    /* Over the server's --maxmemory, as Redis refuses its "denyoom"
+     * commands: queries still run, writes record nothing. */
+    bool write = routes[r].route == RT_INTERACTION || routes[r].route == RT_SAVE ||
+                 routes[r].route == RT_SHARE;
+    if (write && c->env->over_memory && c->env->over_memory(c->env->ud)) {
+        respond_error(c, 507, "memory: used memory is over the server's --maxmemory; writes are "
+                      "refused until it is under", -1, NULL, flags);
+        return;
     }
     switch (routes[r].route) {
     case RT_INTERACTION: h_interaction(c, flags); break;

@@ -67,6 +67,8 @@ struct http_metrics {
     uint64_t errors_total;             /* line-protocol error replies */
     uint64_t auth_failures_total;      /* line-protocol wrong AUTH */
     uint64_t used_memory_bytes;
+    uint64_t maxmemory_bytes;          /* --maxmemory; 0 = no limit */
+    uint64_t oom_refused_total;        /* writes refused over it, both ports */
     uint64_t rss_bytes;
     bool snapshot_in_progress;
     enum http_snap_status snapshot_status;
@@ -80,7 +82,7 @@ struct http_metrics {
 /* Request latency buckets, in seconds, for shortstat_http_request_duration_seconds. */
 #define HTTP_LAT_NBUCKETS 14
 /* Status codes this module answers, counted by shortstat_http_responses_total. */
-#define HTTP_NCODES 11
+#define HTTP_NCODES 12
 
 /* The module's own counters. The server owns one (zeroed) and passes it in
  * env->stats; the module updates it, /metrics reads it. */
@@ -107,10 +109,13 @@ struct http_env {
     size_t max_body_bytes;             /* 0: HTTP_MAX_BODY_DEFAULT */
     int64_t (*clock_ns)(void *ud);     /* monotonic ns; NULL: CLOCK_MONOTONIC */
     void (*fill_metrics)(void *ud, struct http_metrics *m); /* NULL: all zero */
+    /* Asked before each write (interaction, save, share); true refuses it
+     * with 507 and records nothing (the server's --maxmemory). NULL: never. */
+    bool (*over_memory)(void *ud);
     /* NULL: realloc(). The module frees with free(); tests use it to fail
      * the Nth allocation. */
     void *(*realloc_fn)(void *ud, void *p, size_t n);
-    void *ud;                          /* for clock_ns, fill_metrics, realloc_fn */
+    void *ud;                          /* for clock_ns, fill_metrics, over_memory, realloc_fn */
 };
 
 /* A growable byte buffer; bytes [off, len) are live. Private. */

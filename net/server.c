@@ -729,12 +729,27 @@ static void snap_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         net_warn("%s", err);
 }
 
+static void maxmemory_watch(struct server *s);
+
+/* (Re)arms the --snapshot-interval timer from s->cfg; 0 = no timer. */
+static void snap_timer_set(struct server *s)
+{
+    ev_timer_stop(s->loop, &s->snap_w);
+    if (!s->cfg.snapshot_interval_s)
+        return;
+    double iv = s->cfg.snapshot_interval_s;
+    ev_timer_init(&s->snap_w, snap_timer_cb, iv, iv);
+    s->snap_w.data = s;
+    ev_timer_start(s->loop, &s->snap_w);
+}
+
 /* ---- periodic work and signals -------------------------------------------------------- */
 
 static void cron_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct server *s = w->data;
     eng_tick(s->eng, TICK_BUDGET);
+    maxmemory_watch(s);
     /* Give back buffers that a burst grew, once the client goes quiet. */
     double now = ev_now(loop);
     for (struct conn *c = s->conns, *next; c; c = next) {
@@ -827,6 +842,44 @@ uint64_t net_client_memory(const struct server *s)
     return bufs;
 }
 
+uint64_t net_used_memory(const struct server *s)
+{
+    return eng_mem_total(s->eng) + s->client_mem;
+}
+
+/* Logs when the server crosses --maxmemory either way (writes start or stop
+ * being refused); the refusals themselves are counted, not logged. */
+static void maxmemory_watch(struct server *s)
+{
+    s->client_mem = net_client_memory(s);
+    bool over = net_over_maxmemory(s);
+    if (over == s->over_memory)
+        return;
+    s->over_memory = over;
+    unsigned long long used = (unsigned long long)net_used_memory(s);
+    unsigned long long max = (unsigned long long)s->cfg.maxmemory;
+    if (over)
+        net_warn("used memory %llu bytes is over --maxmemory %llu: TRACK, BOOST and HTTP writes "
+                 "are refused until it is under (sessions expiring free memory; CONFIG SET "
+                 "maxmemory raises the limit)",
+                 used, max);
+    else if (max)
+        net_info("used memory %llu bytes is under --maxmemory %llu: writes accepted again", used,
+                 max);
+    else
+        net_info("--maxmemory is off: writes accepted again");
+}
+
+/* HTTP's write gate: refusals are counted with the line protocol's. */
+static bool http_over_memory(void *ud)
+{
+    struct server *s = ud;
+    if (!net_over_maxmemory(s))
+        return false;
+    s->st.oom_refused++;
+    return true;
+}
+
 uint64_t net_rss_bytes(void)
 {
     FILE *f = fopen("/proc/self/statm", "r");
@@ -852,6 +905,8 @@ static void http_fill(void *ud, struct http_metrics *m)
     m->errors_total = s->st.errors;
     m->auth_failures_total = s->st.auth_failures;
     m->used_memory_bytes = ei.mem_total + net_client_memory(s);  /* as INFO's */
+    m->maxmemory_bytes = s->cfg.maxmemory;
+    m->oom_refused_total = s->st.oom_refused;
     m->rss_bytes = net_rss_bytes();
     m->snapshot_in_progress = s->snap.in_progress;
     m->snapshot_status = (enum http_snap_status)s->snap.last_status;
@@ -1008,7 +1063,8 @@ int net_server_init(struct server *s, const struct net_config *cfg)
         s->http_env = (struct http_env){.eng = s->eng, .stats = &s->http_stats,
                                         .requirepass = cfg->requirepass[0] ? cfg->requirepass : NULL,
                                         .trust_proxy = cfg->trust_proxy,
-                                        .fill_metrics = http_fill, .ud = s};
+                                        .fill_metrics = http_fill,
+                                        .over_memory = http_over_memory, .ud = s};
         ev_io_init(&s->haccept_w, accept_cb, s->hfd, EV_READ);
         s->haccept_w.data = s;
         ev_io_start(s->loop, &s->haccept_w);
@@ -1030,13 +1086,19 @@ int net_server_init(struct server *s, const struct net_config *cfg)
     s->child_w.data = s;
     ev_timer_init(&s->deadline_w, deadline_cb, SHUTDOWN_FLUSH_TIMEOUT, 0.);
     s->deadline_w.data = s;
-    if (cfg->snapshot_interval_s) {
-        double iv = cfg->snapshot_interval_s;
-        ev_timer_init(&s->snap_w, snap_timer_cb, iv, iv);
-        s->snap_w.data = s;
-        ev_timer_start(loop, &s->snap_w);
-    }
+    snap_timer_set(s);
+    maxmemory_watch(s);  /* a snapshot loaded over the limit says so now */
     return 0;
+}
+
+void net_server_reconfigure(struct server *s, const struct net_config *next)
+{
+    bool timer = next->snapshot_interval_s != s->cfg.snapshot_interval_s;
+    s->cfg = *next;
+    net_log_set_level((enum net_log_level)s->cfg.loglevel);
+    if (timer)
+        snap_timer_set(s);
+    maxmemory_watch(s);
 }
 
 void net_snapshot_stop(struct server *s, const char *why)

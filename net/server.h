@@ -102,6 +102,7 @@ struct net_counters {
     uint64_t output_limit_disconnects, query_limit_disconnects;
     uint64_t net_input_bytes, net_output_bytes;
     uint64_t mid_input_writes;   /* replies written before a long input was all run */
+    uint64_t oom_refused;        /* writes refused over --maxmemory, both ports */
 };
 
 enum net_snap_status { NET_SNAP_NONE = 0, NET_SNAP_OK, NET_SNAP_ERR };
@@ -172,6 +173,8 @@ struct server {
     struct net_counters st;
     struct net_snapshot snap;
     struct net_ratelimit refuse_rl, auth_rl, xproto_rl;
+    uint64_t client_mem;               /* net_client_memory at the last cron tick */
+    bool over_memory;                  /* over --maxmemory at the last cron tick (logged) */
 
     /* Hot-path scratch, reused by every command. */
     struct proto_cmd cmd;
@@ -225,6 +228,18 @@ uint32_t net_line_clients(const struct server *s);
 /* Bytes held for clients (their buffers, the shared scratch): what INFO's
  * used_memory_bytes adds to the engine's. */
 uint64_t net_client_memory(const struct server *s);
+/* What --maxmemory limits: the engine's memory, exact, plus the clients'
+ * buffers as the last cron tick measured them (a sum over every client is
+ * too dear for each write, and buffers change little in 100 ms). */
+uint64_t net_used_memory(const struct server *s);
+static inline bool net_over_maxmemory(const struct server *s)
+{
+    return s->cfg.maxmemory && net_used_memory(s) > s->cfg.maxmemory;
+}
+/* CONFIG SET: makes next (a copy of s->cfg changed only in settings
+ * net_config_set_live accepts) the running configuration and applies it:
+ * log level, the snapshot timer, the --maxmemory state. */
+void net_server_reconfigure(struct server *s, const struct net_config *next);
 /* The process's resident set size, from /proc (0 when unreadable). */
 uint64_t net_rss_bytes(void);
 

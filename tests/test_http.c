@@ -48,6 +48,8 @@ struct fx {
     int64_t tick_ns;         /* added to mono_ns per read */
     uint64_t rng;
     long allocs, fail_at;    /* realloc_fn: fail the fail_at-th allocation (0: never) */
+    bool over;               /* over_memory's answer */
+    long over_asked;         /* times it was asked */
 };
 
 static struct fx F;
@@ -86,6 +88,13 @@ static void *fx_realloc(void *ud, void *p, size_t n)
     if (++f->allocs == f->fail_at)
         return NULL;
     return realloc(p, n);
+}
+
+static bool fx_over_memory(void *ud)
+{
+    struct fx *f = ud;
+    f->over_asked++;
+    return f->over;
 }
 
 static void fx_open(struct fx *f, const char *peer)
@@ -563,6 +572,55 @@ START_TEST(save_share)
     check_error(&r, 400, "X-Forwarded-For: not an IP address", -1);
     F.env.trust_proxy = false;
     ck_assert_uint_eq(interactions(), before);
+}
+END_TEST
+
+/* Over the server's --maxmemory, every write endpoint answers 507 and
+ * records nothing, whatever its body; queries still answer. The gate is
+ * asked once per write request and never for a query. */
+START_TEST(writes_refused_over_maxmemory)
+{
+    struct resp r;
+    request(post("/api/explore/interaction", "{\"type\":\"view\",\"shortId\":5,\"userId\":1}"),
+            &r);
+    ck_assert_int_eq(r.status, 200);  /* no gate set: never refused */
+    F.env.over_memory = fx_over_memory;
+    request(post("/api/explore/interaction", "{\"type\":\"view\",\"shortId\":5,\"userId\":2}"),
+            &r);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_int_eq(F.over_asked, 1);
+    F.over = true;
+    uint64_t before = interactions();
+    static const char *const writes[][2] = {
+        {"/api/explore/interaction", "{\"type\":\"view\",\"shortId\":5,\"userId\":3}"},
+        {"/api/explore/interaction", "[{\"type\":\"skip\",\"shortId\":6,\"userId\":3}]"},
+        {"/api/explore/interaction", "{\"type\":\"nonsense\"}"},
+        {"/api/explore/save/5", "{\"userId\":3}"},
+        {"/api/explore/share/5", "{\"userId\":3,\"platform\":\"x\"}"},
+    };
+    for (size_t i = 0; i < sizeof writes / sizeof writes[0]; i++) {
+        request(post(writes[i][0], writes[i][1]), &r);
+        check_error(&r, 507, "memory: used memory is over the server's --maxmemory", -1);
+    }
+    ck_assert_int_eq(F.over_asked, 6);
+    ck_assert_uint_eq(interactions(), before);
+    /* queries, and minting a session id, are not gated */
+    request(get("/api/explore/stats/5"), &r);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_msg(strstr(r.body, "\"views\":2"), "%s", r.body);
+    request(get("/api/explore/top?k=1"), &r);
+    ck_assert_int_eq(r.status, 200);
+    request(post("/api/explore/session", ""), &r);
+    ck_assert_int_lt(r.status, 300);
+    ck_assert_int_eq(F.over_asked, 6);
+    /* counted by status, as every other answer is */
+    request(get("/metrics"), &r);
+    ck_assert_msg(strstr(r.body, "\nshortstat_http_responses_total{code=\"507\"} 5\n"), "%s",
+                  r.body);
+    F.over = false;
+    request(post("/api/explore/save/5", "{\"userId\":3}"), &r);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_uint_eq(interactions(), before + 1);
 }
 END_TEST
 
@@ -1948,6 +2006,7 @@ Suite *http_suite(void)
     tcase_add_test(tc, interaction_batch_fails_in_middle);
     tcase_add_test(tc, interaction_field_errors);
     tcase_add_test(tc, save_share);
+    tcase_add_test(tc, writes_refused_over_maxmemory);
     tcase_add_test(tc, session_new);
     tcase_add_test(tc, stats_queries);
     tcase_add_test(tc, top_queries);

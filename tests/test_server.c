@@ -1021,7 +1021,7 @@ START_TEST(multi_exec_atomic)
     /* Every kind of queue-time error aborts. */
     const char *bad[] = {"TRACK 1 view", "TRACK x view session=a", "TRACK 1 view nope=1",
                          "BOOST 1 101", "STATS", "NOSUCH", "TRACK 1", "SHUTDOWN",
-                         "CLIENT NOSUCH", "CLIENT SETNAME", "CONFIG SET history 5",
+                         "CLIENT NOSUCH", "CLIENT SETNAME", "CONFIG REWRITE",
                          "COMMAND COUNT x", "TRACK 1 view session=a ua=\"unbalanced"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         EXPECT(&a, "+OK\r\n", "MULTI");
@@ -1642,13 +1642,19 @@ static int free_port(void)
     return ntohs(a.sin_port);
 }
 
-/* One HTTP request on its own connection; the whole response (read to EOF). */
-static char *http_once(int port, const char *path)
+/* One HTTP request on its own connection, a POST when body is not NULL;
+ * the whole response (read to EOF). */
+static char *http_req(int port, const char *path, const char *body)
 {
     int fd = tcp_connect(port);
-    char req[256];
-    int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
-                     path);
+    char req[1024];
+    int n = body ? snprintf(req, sizeof req,
+                            "POST %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+                            "Content-Length: %zu\r\n\r\n%s",
+                            path, strlen(body), body)
+                 : snprintf(req, sizeof req,
+                            "GET %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", path);
+    ck_assert_int_lt(n, (int)sizeof req);
     ck_assert_int_eq(send(fd, req, (size_t)n, MSG_NOSIGNAL), n);
     size_t len = 0, cap = 1 << 16;
     char *buf = malloc(cap);
@@ -1662,6 +1668,11 @@ static char *http_once(int port, const char *path)
     buf[len] = 0;
     close(fd);
     return buf;
+}
+
+static char *http_once(int port, const char *path)
+{
+    return http_req(port, path, NULL);
 }
 
 /* The HTTP port under the server's limits: /metrics counts what it says
@@ -1779,6 +1790,144 @@ START_TEST(http_port_limits_and_metrics)
     int st = srv_term(&s);
     ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %d", st);
     ck_assert(log_has(&s, "final snapshot saved"));
+    srv_cleanup(&s);
+}
+END_TEST
+
+/* --maxmemory, as Redis's noeviction: over it, TRACK and BOOST answer OOM
+ * on every path (alone, pipelined, queued, at EXEC) and HTTP writes 507;
+ * nothing is recorded and queries still answer. CONFIG SET moves the limit
+ * and the other live settings, all or none, and refuses the rest by name. */
+START_TEST(maxmemory_and_config_set)
+{
+    struct srv s;
+    char hp[16];
+    snprintf(hp, sizeof hp, "%d", free_port());
+    const char *args[] = {"--http-port", hp, NULL};
+    srv_start(&s, args);
+    int port = atoi(hp);
+    struct cli a, b;
+    cli_open(&a, s.port);
+    cli_open(&b, s.port);
+    EXPECT(&a, "+OK\r\n", "TRACK 1 view session=m user=1 watch_ms=10");
+    EXPECT(&a, "+OK\r\n", "MULTI");
+    EXPECT(&a, "+QUEUED\r\n", "TRACK 1 view session=m");
+    EXPECT(&b, "+OK\r\n", "CONFIG SET maxmemory 1k");
+    ck_assert(wait_log(&s, "is over --maxmemory 1024: TRACK, BOOST and HTTP writes are refused"));
+    ck_assert(log_has(&s, "CONFIG SET maxmemory=1k"));
+    /* queued under the limit, over it at EXEC: the transaction is refused */
+    EXPECT(&a,
+           "-EXECABORT Transaction discarded because of: OOM command not allowed when used "
+           "memory > 'maxmemory'.\r\n",
+           "EXEC");
+    static const char oom[] = "-OOM command not allowed when used memory > 'maxmemory'.\r\n";
+    EXPECT(&a, oom, "TRACK 1 view session=m");
+    EXPECT(&a, oom, "BOOST 1 5");
+    /* a bad argument is named first, as over the limit as under it */
+    EXPECT(&a, "-ERR short_id: must be an integer 1..18446744073709551615\r\n", "TRACK 0 view session=m");
+    EXPECT(&a, "-ERR boost: must be an integer 0..100\r\n", "BOOST 1 101");
+    /* a pipelined run (the batch path), a query in the middle */
+    cli_sends(&a, "TRACK 1 view session=m\r\nTRACK 2 view user=2\r\nPING\r\nTRACK 1 skip user=2\r\n");
+    ck_assert_str_eq(cli_reply(&a), oom);
+    ck_assert_str_eq(cli_reply(&a), oom);
+    ck_assert_str_eq(cli_reply(&a), "+PONG\r\n");
+    ck_assert_str_eq(cli_reply(&a), oom);
+    /* inside MULTI, queuing anything is refused, as in Redis: it takes memory */
+    EXPECT(&a, "+OK\r\n", "MULTI");
+    EXPECT(&a, oom, "TRACK 1 view session=m");
+    EXPECT(&a, oom, "STATS 1");
+    EXPECT(&a, "-EXECABORT Transaction discarded because of previous errors.\r\n", "EXEC");
+    /* queries answer, and nothing was recorded */
+    expect_stat(&a, 1, "views", "1");
+    expect_stat(&a, 1, "boost", "0");
+    expect_stat(&a, 2, "views", "0");
+    ck_assert_int_eq(info_num(&a, "interactions_total"), 1);
+    ck_assert_int_eq(info_num(&a, "maxmemory"), 1024);
+    /* HTTP: writes 507, queries 200; one count for both ports */
+    char *r = http_req(port, "/api/explore/interaction",
+                       "{\"type\":\"view\",\"shortId\":1,\"userId\":3}");
+    static const char s507[] = "HTTP/1.1 507 Insufficient Storage\r\n";
+    ck_assert_msg(strncmp(r, s507, sizeof s507 - 1) == 0, "%s", r);
+    ck_assert_msg(strstr(r, "\"error\":\"memory: used memory is over the server's --maxmemory"),
+                  "%s", r);
+    free(r);
+    r = http_req(port, "/api/explore/save/1", "{\"userId\":3}");
+    ck_assert_msg(strncmp(r, "HTTP/1.1 507 ", 13) == 0, "%s", r);
+    free(r);
+    r = http_once(port, "/api/explore/stats/1");
+    ck_assert_msg(strncmp(r, "HTTP/1.1 200 ", 13) == 0, "%s", r);
+    free(r);
+    ck_assert_int_eq(info_num(&a, "oom_refused"), 10);
+    char *m = http_once(port, "/metrics");
+    ck_assert_msg(strstr(m, "\nshortstat_oom_refused_total 10\n"), "%s", m);
+    ck_assert_msg(strstr(m, "\nshortstat_maxmemory_bytes 1024\n"), "%s", m);
+    ck_assert_msg(strstr(m, "\nshortstat_http_responses_total{code=\"507\"} 2\n"), "%s", m);
+    free(m);
+
+    /* CONFIG SET's refusals change nothing, the good pairs before a bad one
+     * included */
+    EXPECT(&b, "-ERR CONFIG SET failed: port: can only be set at start (flag or config file)\r\n",
+           "CONFIG SET loglevel debug port 1");
+    EXPECT(&b, "*2\r\n$8\r\nloglevel\r\n$4\r\ninfo\r\n", "CONFIG GET loglevel");
+    EXPECT(&b,
+           "-ERR CONFIG SET failed: maxmemory: must be a size from 0 to 1125899906842624 bytes "
+           "(k/m/g allowed)\r\n",
+           "CONFIG SET loglevel debug maxmemory 1x");
+    EXPECT(&b, "-ERR CONFIG SET failed: maxmemory: given twice\r\n",
+           "CONFIG SET maxmemory 0 MAXMEMORY 0");
+    EXPECT(&b, "-ERR CONFIG SET failed: nosuch: unknown setting\r\n", "CONFIG SET nosuch 1");
+    EXPECT(&b, "-ERR CONFIG SET failed: save: only read here, for Redis tools; set snapshot-interval\r\n",
+           "CONFIG SET save \"\"");
+    EXPECT(&b, "-ERR CONFIG SET failed: appendonly: only read here, for Redis tools\r\n",
+           "CONFIG SET appendonly no");
+    EXPECT(&b, "-ERR wrong number of arguments for 'config|set' command\r\n", "CONFIG SET maxmemory");
+    EXPECT(&b, "-ERR wrong number of arguments for 'config|set' command\r\n",
+           "CONFIG SET maxmemory 0 loglevel");
+    EXPECT(&b, "-ERR CONFIG SET failed: at most 8 settings at once\r\n",
+           "CONFIG SET a 1 b 1 c 1 d 1 e 1 f 1 g 1 h 1 i 1");
+    char longkey[80];
+    memset(longkey, 'k', 70);
+    longkey[70] = 0;
+    EXPECT(&b, "-ERR CONFIG SET failed: 'kkkkkkkkkkkkkkkkkkkkkkkkkkkk...': no such setting\r\n",
+           "CONFIG SET %s 1", longkey);
+    static const char nul[] = "*4\r\n$6\r\nCONFIG\r\n$3\r\nSET\r\n$8\r\nloglevel\r\n$3\r\nd\0g\r\n";
+    cli_send(&b, nul, sizeof nul - 1);
+    ck_assert_str_eq(cli_reply(&b), "-ERR CONFIG SET failed: loglevel: value too long or holds a NUL\r\n");
+    EXPECT(&a, oom, "TRACK 1 view session=m");  /* still over */
+
+    /* several at once, any case, '_' for '-'; each takes effect */
+    EXPECT(&b, "+OK\r\n", "CONFIG SET MaxMemory 0 snapshot_interval 1 LOGLEVEL debug");
+    ck_assert(wait_log(&s, "--maxmemory is off: writes accepted again"));
+    EXPECT(&a, "+OK\r\n", "TRACK 1 view session=m");
+    EXPECT(&b, "*2\r\n$17\r\nsnapshot-interval\r\n$1\r\n1\r\n", "CONFIG GET snapshot-interval");
+    ck_assert(wait_log(&s, "snapshot saved"));         /* the timer was re-armed */
+    struct cli d;
+    cli_open(&d, s.port);
+    EXPECT(&d, "+PONG\r\n", "PING");
+    ck_assert(wait_log(&s, " connected (id "));       /* a debug line */
+    EXPECT(&b, "+OK\r\n", "MULTI");                   /* queued, run at EXEC */
+    EXPECT(&b, "+QUEUED\r\n", "CONFIG SET loglevel warn");
+    EXPECT(&b, "*1\r\n+OK\r\n", "EXEC");
+    EXPECT(&b, "*2\r\n$8\r\nloglevel\r\n$4\r\nwarn\r\n", "CONFIG GET loglevel");
+    EXPECT(&b, "+OK\r\n", "config set client-output-limit 1m query-buffer-limit 2m");
+    EXPECT(&b, "*4\r\n$18\r\nquery-buffer-limit\r\n$7\r\n2097152\r\n$19\r\nclient-output-limit\r\n"
+               "$7\r\n1048576\r\n",
+           "CONFIG GET query-buffer-limit client-output-limit");
+    cli_close(&d);
+    cli_close(&a);
+    cli_close(&b);
+    int st = srv_term(&s);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %d", st);
+
+    /* a snapshot loaded over the limit is said at start, and writes refused */
+    const char *over[] = {"--maxmemory", "4k", NULL};
+    srv_start_in(&s, over);
+    ck_assert(wait_log(&s, "is over --maxmemory 4096"));
+    cli_open(&a, s.port);
+    expect_stat(&a, 1, "views", "2");
+    EXPECT(&a, oom, "TRACK 1 view session=m");
+    cli_close(&a);
+    srv_stop_ok(&s);
     srv_cleanup(&s);
 }
 END_TEST
@@ -1950,18 +2099,19 @@ START_TEST(config_get)
            "CONFIG GET save appendonly");
     EXPECT(&c, "*0\r\n", "CONFIG GET nosuch");
     const char *all = cmdf(&c, "CONFIG GET *");
-    ck_assert_msg(strncmp(all, "*34\r\n$4\r\nbind\r\n$9\r\n127.0.0.1\r\n$4\r\nport\r\n", 38) == 0,
+    ck_assert_msg(strncmp(all, "*36\r\n$4\r\nbind\r\n$9\r\n127.0.0.1\r\n$4\r\nport\r\n", 38) == 0,
                   "CONFIG GET *: %s", all);
     EXPECT(&c, "-ERR wrong number of arguments for 'config|get' command\r\n", "CONFIG GET");
     EXPECT(&c, "-ERR wrong number of arguments for 'config' command\r\n", "CONFIG");
+    EXPECT(&c, "-ERR unknown subcommand 'rewrite'. Try CONFIG HELP.\r\n", "CONFIG rewrite");
     EXPECT(&c,
-           "-ERR unknown subcommand 'set': settings are fixed at start, CONFIG GET reads them. "
-           "Try CONFIG HELP.\r\n",
-           "CONFIG set port 1");
-    EXPECT(&c,
-           "*5\r\n+CONFIG <subcommand> [<arg> ...]. Subcommands are:\r\n"
+           "*9\r\n+CONFIG <subcommand> [<arg> ...]. Subcommands are:\r\n"
            "+GET <pattern> [<pattern> ...]\r\n"
            "+    Each setting whose name matches a glob pattern, and its value.\r\n"
+           "+SET <setting> <value> [<setting> <value> ...]\r\n"
+           "+    Change settings that need no restart, all or none: loglevel,\r\n"
+           "+    snapshot-interval, query-buffer-limit, client-output-limit, maxmemory.\r\n"
+           "+    The change lasts until the server stops.\r\n"
            "+HELP\r\n+    Print this help.\r\n",
            "config help");
     EXPECT(&c, "-ERR wrong number of arguments for 'config|help' command\r\n", "CONFIG HELP me");
@@ -2210,7 +2360,7 @@ START_TEST(config_values_round_trip)
         {"session-ttl", "3600"}, {"snapshot-interval", "0"}, {"maxclients", "77"},
         {"requirepass", "p w"}, {"loglevel", "warn"}, {"http-port", "0"},
         {"trust-proxy", "yes"}, {"query-buffer-limit", "2m"}, {"client-output-limit", "4096"},
-        {"snapshot-cpulist", "3,0-1,7-9"}, {"prefault", "no"},
+        {"snapshot-cpulist", "3,0-1,7-9"}, {"prefault", "no"}, {"maxmemory", "3g"},
     };
     struct net_config a, b;
     net_config_defaults(&a);
@@ -3252,6 +3402,7 @@ Suite *server_suite(void)
     tcase_add_test(tc, client_never_reads);
     tcase_add_test(tc, client_reads_past_output_limit);
     tcase_add_test(tc, http_port_limits_and_metrics);
+    tcase_add_test(tc, maxmemory_and_config_set);
     tcase_add_test(tc, thousand_connections);
     suite_add_tcase(su, tc);
     tc = tcase_create("process");
