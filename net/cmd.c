@@ -24,8 +24,9 @@
  *  - inside MULTI nothing touches the engine until EXEC, which applies
  *    the writes between two queued queries as one batch, all or none.
  *  - over --maxmemory no write reaches the engine: TRACK and BOOST (alone,
- *    in a batch, queued, at EXEC) are answered OOM, checked right before
- *    they would run, after their arguments (refuse_oom).
+ *    in a batch, queued, at EXEC, each batch of writes inside EXEC) are
+ *    answered OOM, checked right before they would run, after their
+ *    arguments (refuse_oom).
  *
  * The pure pieces an HTTP front end reuses (TRACK arguments to eng_ix, STATS
  * fields, HISTORY record text) are the net_* functions declared in cmd.h.
@@ -38,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "net/log.h"
@@ -677,9 +679,10 @@ static void cmd_shutdown(struct server *s, struct conn *c, const struct proto_cm
  * for tools that ask Redis for them (redis-benchmark does): a snapshot every
  * snapshot-interval seconds when anything changed, and no append-only file. */
 enum { CONFIG_PATTERN_MAX = 255 };
-enum { CONFIG_SAVE, CONFIG_APPENDONLY };
+enum { CONFIG_SAVE, CONFIG_APPENDONLY, CONFIG_POLICY };
 static const char *const config_alias[] = {[CONFIG_SAVE] = "save",
-                                           [CONFIG_APPENDONLY] = "appendonly"};
+                                           [CONFIG_APPENDONLY] = "appendonly",
+                                           [CONFIG_POLICY] = "maxmemory-policy"};
 #define CONFIG_NALIAS (sizeof config_alias / sizeof config_alias[0])
 
 /* Setting k's name: the flags', then the Redis aliases; NULL past them. */
@@ -723,6 +726,8 @@ static void config_get(struct server *s, struct conn *c, const struct proto_cmd 
             net_config_value(&s->cfg, k, v, sizeof v);
         else if (k - nset == CONFIG_APPENDONLY)
             snprintf(v, sizeof v, "no");
+        else if (k - nset == CONFIG_POLICY)  /* job queues insist on it */
+            snprintf(v, sizeof v, "noeviction");
         else if (s->cfg.snapshot_interval_s)  /* save: "<seconds> <changes>" */
             snprintf(v, sizeof v, "%u 1", s->cfg.snapshot_interval_s);
         else
@@ -752,11 +757,11 @@ static void config_set(struct server *s, struct conn *c, const struct proto_cmd 
         const struct proto_arg *k = &cmd->argv[i], *v = &cmd->argv[i + 1];
         char key[64], val[NET_CONFIG_VALUE_MAX], why[NET_ERR_MAX], tmp[40];
         if (k->len == 0 || k->len >= sizeof key || memchr(k->p, 0, k->len)) {
-            reply_err(s, c, "CONFIG SET failed: '%s': no such setting",
+            reply_err(s, c, "CONFIG SET failed: %s: unknown setting",
                       printable(tmp, 32, k->p, k->len));
             return;
         }
-        for (size_t j = 0; j < k->len; j++)  /* as Redis's: any case, '_' for '-' */
+        for (size_t j = 0; j < k->len; j++)  /* any case, as Redis; '_' for '-', as the flags */
             key[j] = k->p[j] == '_' ? '-' : (char)tolower(k->p[j]);
         key[k->len] = 0;
         size_t pair = (i - 2) / 2;
@@ -766,24 +771,31 @@ static void config_set(struct server *s, struct conn *c, const struct proto_cmd 
                 return;
             }
         memcpy(keys[pair], key, sizeof key);
-        for (size_t a = 0; a < CONFIG_NALIAS; a++)
-            if (strcmp(key, config_alias[a]) == 0) {
-                reply_err(s, c, "CONFIG SET failed: %s: only read here, for Redis tools%s", key,
-                          a == CONFIG_SAVE ? "; set snapshot-interval" : "");
-                return;
-            }
         if (v->len >= sizeof val || memchr(v->p, 0, v->len)) {
             reply_err(s, c, "CONFIG SET failed: %s: value too long or holds a NUL", key);
             return;
         }
         memcpy(val, v->p, v->len);
         val[v->len] = 0;
+        if (strcmp(key, config_alias[CONFIG_POLICY]) == 0) {
+            if (strcasecmp(val, "noeviction") == 0)
+                continue;  /* the policy in force: setting it changes nothing */
+            reply_err(s, c,
+                      "CONFIG SET failed: maxmemory-policy: only noeviction (nothing is evicted, "
+                      "so every count stays exact)");
+            return;
+        }
+        for (size_t a = 0; a < CONFIG_NALIAS; a++)
+            if (strcmp(key, config_alias[a]) == 0) {
+                reply_err(s, c, "CONFIG SET failed: %s: only read here, for Redis tools%s", key,
+                          a == CONFIG_SAVE ? "; set snapshot-interval" : "");
+                return;
+            }
         if (net_config_set_live(&next, key, val, why, sizeof why)) {
             reply_err(s, c, "CONFIG SET failed: %s", why);
             return;
         }
     }
-    net_server_reconfigure(s, &next);
     char what[256];
     size_t o = 0;
     for (size_t i = 2; i < cmd->argc && o < sizeof what - 1; i += 2) {
@@ -796,7 +808,10 @@ static void config_set(struct server *s, struct conn *c, const struct proto_cmd 
             o += n > 0 ? (size_t)n : 0;
         }
     }
-    net_info("client %s: CONFIG SET%s", c->addr, what);
+    /* warn: a change of how the server runs is logged at any level, and
+     * before what it causes (crossing --maxmemory) */
+    net_warn("client %s: CONFIG SET%s", c->addr, what);
+    net_server_reconfigure(s, &next);
     net_reply_ok(&c->out);
 }
 
@@ -1116,6 +1131,11 @@ static void cmd_exec(struct server *s, struct conn *c, const struct proto_cmd *c
         size_t j = i;
         while (j < m->n && m->items[j].kind != NET_Q_CMD)
             j++;
+        if (net_over_maxmemory(s)) {  /* a query before it may have moved the limit */
+            for (; i < j; i++)
+                refuse_oom(s, c);
+            continue;
+        }
         struct eng_err e = {.index = -1};
         if (exec_writes(s, m, i, j, &e) == 0) {
             for (; i < j; i++)
@@ -1366,6 +1386,7 @@ static void info_text(struct server *s, struct net_buf *b, unsigned sections)
         infof(b, "%s# Clients\r\n", sep);
         infof(b, "connected_clients:%u\r\n", net_line_clients(s));
         infof(b, "maxclients:%u\r\n", s->cfg.maxclients);
+        infof(b, "blocked_clients:0\r\n");  /* no blocking commands; redis-cli --stat reads it */
         infof(b, "total_connections_received:%llu\r\n",
               (unsigned long long)s->st.connections_received);
         infof(b, "rejected_connections:%llu\r\n", (unsigned long long)s->st.rejected_connections);
@@ -1383,6 +1404,7 @@ static void info_text(struct server *s, struct net_buf *b, unsigned sections)
         uint64_t bufs = net_client_memory(s);
         infof(b, "%s# Memory\r\n", sep);
         infof(b, "used_memory_bytes:%llu\r\n", (unsigned long long)(ei.mem_total + bufs));
+        infof(b, "used_memory:%llu\r\n", (unsigned long long)(ei.mem_total + bufs));  /* Redis's name */
         infof(b, "used_memory_engine_bytes:%llu\r\n", (unsigned long long)ei.mem_total);
         infof(b, "used_memory_records_bytes:%llu\r\n", (unsigned long long)ei.mem_records);
         infof(b, "used_memory_viewers_bytes:%llu\r\n", (unsigned long long)ei.mem_viewers);
@@ -1400,6 +1422,7 @@ static void info_text(struct server *s, struct net_buf *b, unsigned sections)
         infof(b, "%s# Stats\r\n", sep);
         infof(b, "interactions_total:%llu\r\n", (unsigned long long)ei.interactions);
         infof(b, "commands_total:%llu\r\n", (unsigned long long)s->st.commands);
+        infof(b, "total_commands_processed:%llu\r\n", (unsigned long long)s->st.commands);
         infof(b, "errors_total:%llu\r\n", (unsigned long long)s->st.errors);
         infof(b, "protocol_errors:%llu\r\n", (unsigned long long)s->st.protocol_errors);
         infof(b, "cross_protocol_closed:%llu\r\n", (unsigned long long)s->st.cross_protocol_closed);

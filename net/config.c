@@ -102,8 +102,8 @@ const char *net_config_usage(void)
            "                            (default any: not pinned)\n"
            "  --prefault yes|no         fault fresh engine memory in on an idle-priority\n"
            "                            thread, off the event loop (default yes)\n"
-           "  --maxmemory SIZE          refuse TRACK and BOOST while used memory is over\n"
-           "                            SIZE (default 0: no limit)\n"
+           "  --maxmemory SIZE          refuse writes (TRACK, BOOST, HTTP) while used memory\n"
+           "                            is over SIZE (default 0: no limit)\n"
            "  --help, --version\n"
            "SIZE is bytes, or a number with k, m or g (powers of 1024).\n"
            "Config file keys are the flag names without \"--\"; flags override the file.\n";
@@ -225,7 +225,9 @@ int net_config_set(struct net_config *c, const char *key, const char *val, char 
     case K_LEVEL: {
         int lvl = net_log_level_parse(val);
         if (lvl < 0) {
-            snprintf(err, errcap, "%s: must be debug, info or warn", s->key);
+            snprintf(err, errcap,
+                     "%s: must be debug, info or warn (or Redis's verbose, notice, warning)",
+                     s->key);
             return NET_CFG_EINVAL;
         }
         c->loglevel = lvl;

@@ -882,6 +882,18 @@ static void respond_eng_error(struct http_conn *c, int rc, const struct eng_err 
     respond_error(c, 400, msg, index, NULL, flags);
 }
 
+/* Over the server's --maxmemory (asked right before the engine would run,
+ * once the request has passed every check, as the line protocol does):
+ * 507 and nothing recorded. */
+static bool refused_over_memory(struct http_conn *c, unsigned flags)
+{
+    if (!c->env->over_memory || !c->env->over_memory(c->env->ud))
+        return false;
+    respond_error(c, 507, "memory: used memory is over the server's --maxmemory; writes are "
+                  "refused while it is", -1, NULL, flags);
+    return true;
+}
+
 /* POST /api/explore/interaction: an object, or an array recorded all or nothing. */
 static void h_interaction(struct http_conn *c, unsigned flags)
 {
@@ -922,6 +934,10 @@ static void h_interaction(struct http_conn *c, unsigned flags)
                 return;
             }
         }
+        if (refused_over_memory(c, flags)) {
+            json_decref(j);
+            return;
+        }
         int rc = n ? eng_record_batch(c->env->eng, c->ixs, n, &err) : ENG_OK;
         if (rc != ENG_OK)
             respond_eng_error(c, rc, &err, err.index >= 0 ? err.index : 0, flags);
@@ -931,7 +947,7 @@ static void h_interaction(struct http_conn *c, unsigned flags)
         struct eng_ix ix;
         if (ix_from_json(j, &ix, ALLOW_TYPE_SHORT, &def, why, sizeof why) < 0) {
             respond_error(c, 400, why, 0, NULL, flags);
-        } else {
+        } else if (!refused_over_memory(c, flags)) {
             int rc = eng_record(c->env->eng, &ix, &err);
             if (rc != ENG_OK)
                 respond_eng_error(c, rc, &err, 0, flags);
@@ -971,7 +987,7 @@ static void h_save_share(struct http_conn *c, enum eng_type type, const char *id
     struct eng_err err = {.index = -1};
     if (ix_from_json(j, &ix, 0, &def, why, sizeof why) < 0) {
         respond_error(c, 400, why, -1, NULL, flags);
-    } else {
+    } else if (!refused_over_memory(c, flags)) {
         ix.type = (int32_t)type;
         ix.short_id = sid;
         int rc = eng_record(c->env->eng, &ix, &err);
@@ -1592,15 +1608,6 @@ static void dispatch(struct http_conn *c)
             respond_error(c, 400, why, -1, NULL, flags);
             return;
         }
-    }
-    /* Over the server's --maxmemory, as Redis refuses its "denyoom"
-     * commands: queries still run, writes record nothing. */
-    bool write = routes[r].route == RT_INTERACTION || routes[r].route == RT_SAVE ||
-                 routes[r].route == RT_SHARE;
-    if (write && c->env->over_memory && c->env->over_memory(c->env->ud)) {
-        respond_error(c, 507, "memory: used memory is over the server's --maxmemory; writes are "
-                      "refused until it is under", -1, NULL, flags);
-        return;
     }
     switch (routes[r].route) {
     case RT_INTERACTION: h_interaction(c, flags); break;

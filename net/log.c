@@ -35,8 +35,14 @@ int net_log_level_parse(const char *s)
     for (int i = 0; i < 3; i++)  /* error is not a user-settable level */
         if (strcasecmp(s, level_names[i]) == 0)
             return i;
+    /* Redis's names, for a config or CONFIG SET written for Redis: its
+     * verbose level logs client connections, as our debug does */
     if (strcasecmp(s, "warning") == 0)
         return NET_LOG_WARN;
+    if (strcasecmp(s, "notice") == 0)
+        return NET_LOG_INFO;
+    if (strcasecmp(s, "verbose") == 0)
+        return NET_LOG_DEBUG;
     return -1;
 }
 

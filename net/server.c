@@ -730,6 +730,8 @@ static void snap_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 }
 
 static void maxmemory_watch(struct server *s);
+static uint64_t shared_memory(const struct server *s);
+static uint64_t conn_memory(const struct conn *c);
 
 /* (Re)arms the --snapshot-interval timer from s->cfg; 0 = no timer. */
 static void snap_timer_set(struct server *s)
@@ -749,22 +751,26 @@ static void cron_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct server *s = w->data;
     eng_tick(s->eng, TICK_BUDGET);
-    maxmemory_watch(s);
-    /* Give back buffers that a burst grew, once the client goes quiet. */
+    /* Give back buffers that a burst grew, once the client goes quiet; sum
+     * what the clients hold meanwhile, for --maxmemory. */
     double now = ev_now(loop);
+    uint64_t bufs = shared_memory(s);
     for (struct conn *c = s->conns, *next; c; c = next) {
         next = c->next;
         if (c->state == CONN_LINGERING && now - c->last_active >= LINGER_TIMEOUT) {
             conn_free(s, c);
             continue;
         }
-        if (now - c->last_active < IDLE_SHRINK_AFTER)
-            continue;
-        net_buf_shrink(&c->in, READ_MIN);
-        if (c->in.cap == 0)
-            c->read_size = READ_MIN;
-        net_buf_shrink(&c->out, 64u * 1024);
+        if (now - c->last_active >= IDLE_SHRINK_AFTER) {
+            net_buf_shrink(&c->in, READ_MIN);
+            if (c->in.cap == 0)
+                c->read_size = READ_MIN;
+            net_buf_shrink(&c->out, 64u * 1024);
+        }
+        bufs += conn_memory(c);
     }
+    s->client_mem = bufs;
+    maxmemory_watch(s);
 }
 
 static void deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -834,11 +840,23 @@ uint32_t net_line_clients(const struct server *s)
     return s->nconns - (uint32_t)s->http_stats.connections;
 }
 
+/* The two terms of net_client_memory: the server's own buffers, and one
+ * connection's (cron_cb sums them in its own walk). */
+static uint64_t shared_memory(const struct server *s)
+{
+    return s->tmp.cap + NET_SCRATCH;
+}
+
+static uint64_t conn_memory(const struct conn *c)
+{
+    return c->in.cap + c->out.cap + c->multi.arena.cap + sizeof *c;
+}
+
 uint64_t net_client_memory(const struct server *s)
 {
-    uint64_t bufs = s->tmp.cap + NET_SCRATCH;
+    uint64_t bufs = shared_memory(s);
     for (const struct conn *c = s->conns; c; c = c->next)
-        bufs += c->in.cap + c->out.cap + c->multi.arena.cap + sizeof *c;
+        bufs += conn_memory(c);
     return bufs;
 }
 
@@ -847,27 +865,33 @@ uint64_t net_used_memory(const struct server *s)
     return eng_mem_total(s->eng) + s->client_mem;
 }
 
-/* Logs when the server crosses --maxmemory either way (writes start or stop
- * being refused); the refusals themselves are counted, not logged. */
+/* Logs when used memory goes over --maxmemory, and when it is back under
+ * by a margin (1/16 of the limit, at least 1 MiB). Writes are refused
+ * exactly while it is over; the margin only keeps a server hovering at the
+ * limit from logging every tick. The refusals are counted, not logged. */
 static void maxmemory_watch(struct server *s)
 {
-    s->client_mem = net_client_memory(s);
-    bool over = net_over_maxmemory(s);
-    if (over == s->over_memory)
-        return;
-    s->over_memory = over;
-    unsigned long long used = (unsigned long long)net_used_memory(s);
-    unsigned long long max = (unsigned long long)s->cfg.maxmemory;
-    if (over)
+    uint64_t used = net_used_memory(s), max = s->cfg.maxmemory;
+    if (!s->over_memory) {
+        if (!net_over_maxmemory(s))
+            return;
+        s->over_memory = true;
         net_warn("used memory %llu bytes is over --maxmemory %llu: TRACK, BOOST and HTTP writes "
-                 "are refused until it is under (sessions expiring free memory; CONFIG SET "
-                 "maxmemory raises the limit)",
-                 used, max);
-    else if (max)
-        net_info("used memory %llu bytes is under --maxmemory %llu: writes accepted again", used,
-                 max);
-    else
-        net_info("--maxmemory is off: writes accepted again");
+                 "are refused while it is (CONFIG SET maxmemory moves the limit)",
+                 (unsigned long long)used, (unsigned long long)max);
+        return;
+    }
+    if (max == 0) {
+        s->over_memory = false;
+        net_warn("--maxmemory is off: writes accepted again");
+        return;
+    }
+    uint64_t margin = max / 16 > ((uint64_t)1 << 20) ? max / 16 : (uint64_t)1 << 20;
+    if (used > max || max - used < margin)
+        return;
+    s->over_memory = false;
+    net_warn("used memory %llu bytes is back under --maxmemory %llu: writes accepted",
+             (unsigned long long)used, (unsigned long long)max);
 }
 
 /* HTTP's write gate: refusals are counted with the line protocol's. */
@@ -1087,6 +1111,7 @@ int net_server_init(struct server *s, const struct net_config *cfg)
     ev_timer_init(&s->deadline_w, deadline_cb, SHUTDOWN_FLUSH_TIMEOUT, 0.);
     s->deadline_w.data = s;
     snap_timer_set(s);
+    s->client_mem = net_client_memory(s);
     maxmemory_watch(s);  /* a snapshot loaded over the limit says so now */
     return 0;
 }

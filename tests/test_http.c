@@ -576,8 +576,9 @@ START_TEST(save_share)
 END_TEST
 
 /* Over the server's --maxmemory, every write endpoint answers 507 and
- * records nothing, whatever its body; queries still answer. The gate is
- * asked once per write request and never for a query. */
+ * records nothing; a request that is wrong still gets its own error first,
+ * and queries still answer. The gate is asked once per write that passed
+ * its checks, and never for a query. */
 START_TEST(writes_refused_over_maxmemory)
 {
     struct resp r;
@@ -594,7 +595,6 @@ START_TEST(writes_refused_over_maxmemory)
     static const char *const writes[][2] = {
         {"/api/explore/interaction", "{\"type\":\"view\",\"shortId\":5,\"userId\":3}"},
         {"/api/explore/interaction", "[{\"type\":\"skip\",\"shortId\":6,\"userId\":3}]"},
-        {"/api/explore/interaction", "{\"type\":\"nonsense\"}"},
         {"/api/explore/save/5", "{\"userId\":3}"},
         {"/api/explore/share/5", "{\"userId\":3,\"platform\":\"x\"}"},
     };
@@ -602,7 +602,12 @@ START_TEST(writes_refused_over_maxmemory)
         request(post(writes[i][0], writes[i][1]), &r);
         check_error(&r, 507, "memory: used memory is over the server's --maxmemory", -1);
     }
-    ck_assert_int_eq(F.over_asked, 6);
+    ck_assert_int_eq(F.over_asked, 5);
+    request(post("/api/explore/interaction", "{\"type\":\"nonsense\",\"shortId\":5}"), &r);
+    check_error(&r, 400, "type: ", 0);
+    request(post("/api/explore/save/x", "{}"), &r);
+    check_error(&r, 400, "propertyId: ", -1);
+    ck_assert_int_eq(F.over_asked, 5);
     ck_assert_uint_eq(interactions(), before);
     /* queries, and minting a session id, are not gated */
     request(get("/api/explore/stats/5"), &r);
@@ -612,10 +617,10 @@ START_TEST(writes_refused_over_maxmemory)
     ck_assert_int_eq(r.status, 200);
     request(post("/api/explore/session", ""), &r);
     ck_assert_int_lt(r.status, 300);
-    ck_assert_int_eq(F.over_asked, 6);
+    ck_assert_int_eq(F.over_asked, 5);
     /* counted by status, as every other answer is */
     request(get("/metrics"), &r);
-    ck_assert_msg(strstr(r.body, "\nshortstat_http_responses_total{code=\"507\"} 5\n"), "%s",
+    ck_assert_msg(strstr(r.body, "\nshortstat_http_responses_total{code=\"507\"} 4\n"), "%s",
                   r.body);
     F.over = false;
     request(post("/api/explore/save/5", "{\"userId\":3}"), &r);

@@ -473,6 +473,13 @@ static bool info_has(struct cli *c, const char *line)
     return strstr(r, line) != NULL;
 }
 
+static void wait_snapshot_done(struct cli *c)
+{
+    for (int i = 0; i < 3000 && info_num(c, "snapshot_in_progress") != 0; i++)
+        sleep_ms(10);
+    ck_assert_int_eq(info_num(c, "snapshot_in_progress"), 0);
+}
+
 /* After every scenario: a new client still gets PING and INFO answered. */
 static void assert_alive(const struct srv *s)
 {
@@ -1835,8 +1842,15 @@ START_TEST(maxmemory_and_config_set)
     /* inside MULTI, queuing anything is refused, as in Redis: it takes memory */
     EXPECT(&a, "+OK\r\n", "MULTI");
     EXPECT(&a, oom, "TRACK 1 view session=m");
+    EXPECT(&a, oom, "BOOST 1 5");
     EXPECT(&a, oom, "STATS 1");
     EXPECT(&a, "-EXECABORT Transaction discarded because of previous errors.\r\n", "EXEC");
+    /* queries queued under the limit still run at EXEC over it */
+    EXPECT(&b, "+OK\r\n", "CONFIG SET maxmemory 0");
+    EXPECT(&a, "+OK\r\n", "MULTI");
+    EXPECT(&a, "+QUEUED\r\n", "PING");
+    EXPECT(&b, "+OK\r\n", "CONFIG SET maxmemory 1k");
+    EXPECT(&a, "*1\r\n+PONG\r\n", "EXEC");
     /* queries answer, and nothing was recorded */
     expect_stat(&a, 1, "views", "1");
     expect_stat(&a, 1, "boost", "0");
@@ -1857,9 +1871,9 @@ START_TEST(maxmemory_and_config_set)
     r = http_once(port, "/api/explore/stats/1");
     ck_assert_msg(strncmp(r, "HTTP/1.1 200 ", 13) == 0, "%s", r);
     free(r);
-    ck_assert_int_eq(info_num(&a, "oom_refused"), 10);
+    ck_assert_int_eq(info_num(&a, "oom_refused"), 11);
     char *m = http_once(port, "/metrics");
-    ck_assert_msg(strstr(m, "\nshortstat_oom_refused_total 10\n"), "%s", m);
+    ck_assert_msg(strstr(m, "\nshortstat_oom_refused_total 11\n"), "%s", m);
     ck_assert_msg(strstr(m, "\nshortstat_maxmemory_bytes 1024\n"), "%s", m);
     ck_assert_msg(strstr(m, "\nshortstat_http_responses_total{code=\"507\"} 2\n"), "%s", m);
     free(m);
@@ -1888,12 +1902,71 @@ START_TEST(maxmemory_and_config_set)
     char longkey[80];
     memset(longkey, 'k', 70);
     longkey[70] = 0;
-    EXPECT(&b, "-ERR CONFIG SET failed: 'kkkkkkkkkkkkkkkkkkkkkkkkkkkk...': no such setting\r\n",
+    EXPECT(&b, "-ERR CONFIG SET failed: kkkkkkkkkkkkkkkkkkkkkkkkkkkk...: unknown setting\r\n",
            "CONFIG SET %s 1", longkey);
+    EXPECT(&b, "-ERR CONFIG SET failed: loglevel: must be debug, info or warn (or Redis's verbose, "
+               "notice, warning)\r\n",
+           "CONFIG SET loglevel loud");
+    EXPECT(&b, "-ERR CONFIG SET failed: query-buffer-limit: must be a size from 1024 to "
+               "1099511627776 bytes (k/m/g allowed)\r\n",
+           "CONFIG SET query-buffer-limit 100");
+    /* Redis's policy name: the one policy there is reads and sets */
+    EXPECT(&b, "*2\r\n$16\r\nmaxmemory-policy\r\n$10\r\nnoeviction\r\n",
+           "CONFIG GET maxmemory-policy");
+    EXPECT(&b, "+OK\r\n", "CONFIG SET maxmemory-policy NoEviction");
+    EXPECT(&b,
+           "-ERR CONFIG SET failed: maxmemory-policy: only noeviction (nothing is evicted, so "
+           "every count stays exact)\r\n",
+           "CONFIG SET maxmemory-policy allkeys-lru");
     static const char nul[] = "*4\r\n$6\r\nCONFIG\r\n$3\r\nSET\r\n$8\r\nloglevel\r\n$3\r\nd\0g\r\n";
     cli_send(&b, nul, sizeof nul - 1);
     ck_assert_str_eq(cli_reply(&b), "-ERR CONFIG SET failed: loglevel: value too long or holds a NUL\r\n");
     EXPECT(&a, oom, "TRACK 1 view session=m");  /* still over */
+
+    /* back under: logged once it is a margin under */
+    EXPECT(&b, "+OK\r\n", "CONFIG SET maxmemory 1g");
+    ck_assert(wait_log(&s, "is back under --maxmemory 1073741824: writes accepted"));
+    ck_assert(log_has(&s, "CONFIG SET maxmemory=1g"));
+    /* a query inside EXEC that lowers the limit: the writes after it are refused */
+    EXPECT(&a, "+OK\r\n", "MULTI");
+    EXPECT(&a, "+QUEUED\r\n", "CONFIG SET maxmemory 1k");
+    EXPECT(&a, "+QUEUED\r\n", "TRACK 2 view user=5");
+    EXPECT(&a, "+QUEUED\r\n", "BOOST 2 7");
+    EXPECT(&a, "*3\r\n+OK\r\n-OOM command not allowed when used memory > 'maxmemory'.\r\n"
+               "-OOM command not allowed when used memory > 'maxmemory'.\r\n",
+           "EXEC");
+    expect_stat(&a, 2, "views", "0");
+    expect_stat(&a, 2, "boost", "0");
+
+    /* a pipelined run that crosses the limit part way: what was answered OK
+     * is recorded, the rest is refused and is not */
+    long long used = info_num(&b, "used_memory_bytes");
+    long long before = info_num(&b, "interactions_total");
+    EXPECT(&b, "+OK\r\n", "CONFIG SET maxmemory %lld", used + 65536);
+    enum { RUN = 4000 };
+    char *run = malloc((size_t)RUN * 48);
+    ck_assert_ptr_nonnull(run);
+    size_t o = 0;
+    for (int i = 0; i < RUN; i++)
+        o += (size_t)sprintf(run + o, "TRACK 3 view session=run%d\r\n", i);
+    cli_send(&a, run, o);
+    free(run);
+    int oks = 0, ooms = 0;
+    for (int i = 0; i < RUN; i++) {
+        const char *rr = cli_reply(&a);
+        ck_assert_ptr_nonnull(rr);
+        if (strcmp(rr, "+OK\r\n") == 0)
+            oks++;
+        else if (strcmp(rr, oom) == 0)
+            ooms++;
+        else
+            ck_abort_msg("reply %d: %s", i, rr);
+    }
+    ck_assert_msg(oks > 0 && ooms > 0, "%d OK, %d OOM", oks, ooms);
+    ck_assert_int_eq(info_num(&b, "interactions_total"), before + oks);
+    char views[16];
+    snprintf(views, sizeof views, "%d", oks);
+    expect_stat(&b, 3, "views", views);
 
     /* several at once, any case, '_' for '-'; each takes effect */
     EXPECT(&b, "+OK\r\n", "CONFIG SET MaxMemory 0 snapshot_interval 1 LOGLEVEL debug");
@@ -1909,10 +1982,43 @@ START_TEST(maxmemory_and_config_set)
     EXPECT(&b, "+QUEUED\r\n", "CONFIG SET loglevel warn");
     EXPECT(&b, "*1\r\n+OK\r\n", "EXEC");
     EXPECT(&b, "*2\r\n$8\r\nloglevel\r\n$4\r\nwarn\r\n", "CONFIG GET loglevel");
-    EXPECT(&b, "+OK\r\n", "config set client-output-limit 1m query-buffer-limit 2m");
-    EXPECT(&b, "*4\r\n$18\r\nquery-buffer-limit\r\n$7\r\n2097152\r\n$19\r\nclient-output-limit\r\n"
+    ck_assert(log_has(&s, "CONFIG SET loglevel=warn"));  /* logged at any level */
+    EXPECT(&b, "+OK\r\n", "CONFIG SET loglevel notice");    /* Redis's name for info */
+    EXPECT(&b, "*2\r\n$8\r\nloglevel\r\n$4\r\ninfo\r\n", "CONFIG GET loglevel");
+    /* snapshot-interval 0 stops the timer */
+    EXPECT(&b, "+OK\r\n", "CONFIG SET snapshot-interval 0");
+    wait_snapshot_done(&b);
+    long long snaps = info_num(&b, "snapshots_total");
+    EXPECT(&a, "+OK\r\n", "TRACK 1 impression session=m");
+    sleep_ms(2200);
+    ck_assert_int_eq(info_num(&b, "snapshots_total"), snaps);
+    /* the buffer limits hold from the next read on */
+    EXPECT(&b, "+OK\r\n", "config set client-output-limit 1m query-buffer-limit 1k");
+    EXPECT(&b, "*4\r\n$18\r\nquery-buffer-limit\r\n$4\r\n1024\r\n$19\r\nclient-output-limit\r\n"
                "$7\r\n1048576\r\n",
            "CONFIG GET query-buffer-limit client-output-limit");
+    cli_sends(&d, "*2\r\n$4\r\nECHO\r\n$60000\r\n");
+    static char chunk[3000];
+    memset(chunk, 'q', sizeof chunk);
+    cli_send(&d, chunk, sizeof chunk);
+    const char *qr = cli_reply(&d);
+    ck_assert_msg(qr && strcmp(qr, "-ERR Protocol error: query buffer limit exceeded\r\n") == 0,
+                  "%s", qr ? qr : "(closed)");
+    /* the names redis-cli --stat and exporters read, in one INFO */
+    const char *info = cmdf(&b, "INFO");
+    char *dup = strdup(info);
+    ck_assert_ptr_nonnull(dup);
+    static const char *const same[][2] = {{"used_memory", "used_memory_bytes"},
+                                          {"total_commands_processed", "commands_total"}};
+    for (size_t i = 0; i < 2; i++) {
+        char k0[48], k1[48];
+        snprintf(k0, sizeof k0, "\r\n%s:", same[i][0]);
+        snprintf(k1, sizeof k1, "\r\n%s:", same[i][1]);
+        const char *p0 = strstr(dup, k0), *p1 = strstr(dup, k1);
+        ck_assert_msg(p0 && p1 && atoll(p0 + strlen(k0)) == atoll(p1 + strlen(k1)), "%s", dup);
+    }
+    ck_assert_msg(strstr(dup, "\r\nblocked_clients:0\r\n"), "%s", dup);
+    free(dup);
     cli_close(&d);
     cli_close(&a);
     cli_close(&b);
@@ -2086,6 +2192,7 @@ START_TEST(config_get)
     struct cli c;
     cli_open(&c, s.port);
     EXPECT(&c, "-NOAUTH Authentication required.\r\n", "CONFIG GET port");
+    EXPECT(&c, "-NOAUTH Authentication required.\r\n", "CONFIG SET maxmemory 0");
     EXPECT(&c, "+OK\r\n", "AUTH pw");
     EXPECT(&c, "*2\r\n$7\r\nhistory\r\n$1\r\n7\r\n", "CONFIG GET HISTORY");
     EXPECT(&c, "*4\r\n$17\r\nsnapshot-interval\r\n$1\r\n0\r\n$16\r\nsnapshot-cpulist\r\n$5\r\n0-1,5\r\n",
@@ -2099,7 +2206,7 @@ START_TEST(config_get)
            "CONFIG GET save appendonly");
     EXPECT(&c, "*0\r\n", "CONFIG GET nosuch");
     const char *all = cmdf(&c, "CONFIG GET *");
-    ck_assert_msg(strncmp(all, "*36\r\n$4\r\nbind\r\n$9\r\n127.0.0.1\r\n$4\r\nport\r\n", 38) == 0,
+    ck_assert_msg(strncmp(all, "*38\r\n$4\r\nbind\r\n$9\r\n127.0.0.1\r\n$4\r\nport\r\n", 38) == 0,
                   "CONFIG GET *: %s", all);
     EXPECT(&c, "-ERR wrong number of arguments for 'config|get' command\r\n", "CONFIG GET");
     EXPECT(&c, "-ERR wrong number of arguments for 'config' command\r\n", "CONFIG");
@@ -2623,13 +2730,6 @@ START_TEST(sigterm_flushes_and_exits_0)
 END_TEST
 
 /* ---- snapshots ------------------------------------------------------------------------------ */
-
-static void wait_snapshot_done(struct cli *c)
-{
-    for (int i = 0; i < 3000 && info_num(c, "snapshot_in_progress") != 0; i++)
-        sleep_ms(10);
-    ck_assert_int_eq(info_num(c, "snapshot_in_progress"), 0);
-}
 
 START_TEST(snapshot_across_restart)
 {
