@@ -1308,6 +1308,41 @@ static void cmd_snapshot(struct server *s, struct conn *c, const struct proto_cm
     net_reply_status(&c->out, "Snapshot started");
 }
 
+/* BGSAVE [SCHEDULE], as Redis answers it, for tools written for Redis: the
+ * same background snapshot as SNAPSHOT. SCHEDULE while one runs starts
+ * another when it ends (the state it saves is the one at that fork). */
+static void cmd_bgsave(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+{
+    bool schedule = cmd->argc == 2 && arg_is(&cmd->argv[1], "schedule");
+    if (cmd->argc == 2 && !schedule) {
+        reply_err(s, c, "syntax error");
+        return;
+    }
+    if (s->snap.in_progress) {
+        if (!schedule) {
+            reply_err(s, c, "Background save already in progress");
+            return;
+        }
+        s->snap.scheduled = true;
+        net_reply_status(&c->out, "Background saving scheduled");
+        return;
+    }
+    char err[256];
+    if (net_snapshot_start(s, err, sizeof err)) {
+        reply_err(s, c, "%s", err);
+        return;
+    }
+    net_reply_status(&c->out, "Background saving started");
+}
+
+/* LASTSAVE: when the newest good snapshot on disk was written, Unix
+ * seconds (INFO's last_snapshot_unix; 0 when there is none). A backup
+ * script sends BGSAVE and waits for this to change. */
+static void cmd_lastsave(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+{
+    net_reply_int(&c->out, s->snap.last_unix);
+}
+
 /* ---- INFO ---------------------------------------------------------------------------- */
 
 /* Text built in s->tmp (INFO, CLIENT LIST): tmp_begin empties it, tmp_reply
@@ -1442,6 +1477,7 @@ static void info_text(struct server *s, struct net_buf *b, unsigned sections)
         infof(b, "dir:%s\r\n", s->cfg.dir);
         infof(b, "snapshot_interval_s:%u\r\n", s->cfg.snapshot_interval_s);
         infof(b, "snapshot_in_progress:%d\r\n", sn->in_progress ? 1 : 0);
+        infof(b, "snapshot_scheduled:%d\r\n", sn->scheduled ? 1 : 0);
         infof(b, "changes_since_last_snapshot:%llu\r\n", (unsigned long long)s->dirty);
         infof(b, "last_snapshot_unix:%lld\r\n", (long long)sn->last_unix);
         infof(b, "last_snapshot_status:%s\r\n", snap_status_name(sn->last_status));
@@ -1828,6 +1864,8 @@ static const struct command commands[] = {
     CMDS("config", 2, -1, 0, "admin noscript loading stale", NULL, &config_subs),
     CMDS("client", 2, -1, 0, "admin noscript loading stale", NULL, &client_subs),
     CMD("snapshot", 1, 1, 0, 0, "admin noscript", cmd_snapshot),
+    CMD("bgsave", 1, 2, 0, 0, "admin noscript", cmd_bgsave),
+    CMD("lastsave", 1, 1, 0, 0, "loading stale fast", cmd_lastsave),
     CMD("shutdown", 1, 5, CF_NOMULTI, 0, "admin noscript loading stale", cmd_shutdown),
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])

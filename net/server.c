@@ -668,6 +668,12 @@ static void child_cb(struct ev_loop *loop, ev_child *w, int revents)
     struct server *s = w->data;
     ev_child_stop(loop, w);
     snapshot_done(s, w->rstatus);
+    if (s->snap.scheduled && !s->shutting_down) {  /* BGSAVE SCHEDULE came while it ran */
+        char err[256];
+        s->snap.scheduled = false;
+        if (net_snapshot_start(s, err, sizeof err))
+            net_warn("scheduled snapshot: %s", err);
+    }
 }
 
 int net_snapshot_start(struct server *s, char *err, size_t errcap)
@@ -1128,6 +1134,7 @@ void net_server_reconfigure(struct server *s, const struct net_config *next)
 
 void net_snapshot_stop(struct server *s, const char *why)
 {
+    s->snap.scheduled = false;
     if (!s->snap.in_progress)
         return;
     /* Stopped rather than waited for (a slow child, or one stuck on a hung

@@ -109,6 +109,7 @@ enum net_snap_status { NET_SNAP_NONE = 0, NET_SNAP_OK, NET_SNAP_ERR };
 
 struct net_snapshot {
     bool in_progress;
+    bool scheduled;              /* BGSAVE SCHEDULE: start one when this one ends */
     pid_t child;
     int pipe_fd;                 /* the child's report */
     int64_t started_ms;

@@ -2825,6 +2825,33 @@ START_TEST(snapshot_command)
     wait_snapshot_done(&c);
     ck_assert(info_has(&c, "last_snapshot_status:ok"));
     ck_assert_int_eq(info_num(&c, "changes_since_last_snapshot"), 0);
+
+    /* Redis's BGSAVE and LASTSAVE, for backup scripts written for Redis:
+     * LASTSAVE is INFO's last_snapshot_unix, and moves when one succeeds */
+    long long last = info_num(&c, "last_snapshot_unix");
+    char lastsave[32];
+    snprintf(lastsave, sizeof lastsave, ":%lld\r\n", last);
+    EXPECT(&c, lastsave, "LASTSAVE");
+    EXPECT(&c, "+OK\r\n", "TRACK 1 view session=c");
+    sleep_ms(1100);
+    cli_sends(&c, "BGSAVE\r\nBGSAVE\r\nBGSAVE SCHEDULE\r\nINFO persistence\r\n");
+    ck_assert_str_eq(cli_reply(&c), "+Background saving started\r\n");
+    ck_assert_str_eq(cli_reply(&c), "-ERR Background save already in progress\r\n");
+    ck_assert_str_eq(cli_reply(&c), "+Background saving scheduled\r\n");
+    ck_assert_msg(strstr(cli_reply(&c), "snapshot_scheduled:1\r\n"), "%s", c.last);
+    /* the scheduled one follows when the first ends: two more in all */
+    for (int i = 0; i < 2000 && info_num(&c, "snapshots_total") < 5; i++)
+        sleep_ms(10);
+    wait_snapshot_done(&c);
+    ck_assert_int_eq(info_num(&c, "snapshots_total"), 5);
+    ck_assert(info_has(&c, "snapshot_scheduled:0"));
+    const char *ls = cmdf(&c, "LASTSAVE");
+    ck_assert_msg(ls[0] == ':' && atoll(ls + 1) > last, "LASTSAVE %s, before %lld", ls, last);
+    ck_assert_int_eq(atoll(ls + 1), info_num(&c, "last_snapshot_unix"));
+    EXPECT(&c, "-ERR syntax error\r\n", "BGSAVE LATER");
+    EXPECT(&c, "-ERR wrong number of arguments for 'lastsave' command\r\n", "LASTSAVE 1");
+    EXPECT(&c, "+Background saving started\r\n", "BGSAVE SCHEDULE");  /* none running */
+    wait_snapshot_done(&c);
     cli_close(&c);
     assert_alive(&s);
     srv_stop_ok(&s);
