@@ -731,18 +731,28 @@ static int cmd_restore(const char *path, const char *dir)
         fprintf(stderr, "shortstat-snap: %s: path too long\n", dir);
         return EXIT_BAD;
     }
+    /* A missing DIR is made, one level, as shortstatd makes its --dir: a
+     * restore into a fresh directory for a new server is the usual case.
+     * If nothing is installed, what was made is removed again. */
     struct stat sb;
     int st = stat(dir, &sb);
+    bool made = st != 0 && errno == ENOENT && mkdir(dir, 0755) == 0;
+    if (made)
+        st = stat(dir, &sb);
     if (st != 0 || !S_ISDIR(sb.st_mode)) {
         fprintf(stderr, "shortstat-snap: --dir %s: %s\n", dir,
                 st != 0 ? strerror(errno) : "not a directory");
         return EXIT_BAD;
     }
+    char lockpath[4096];
+    snprintf(lockpath, sizeof lockpath, "%s/%s", dir, SNAP_LOCK_FILE);  /* as long as dst */
     struct snap_err err = {0};
     int lock = -1, rc = snap_lock_dir(dir, &lock, &err);
     if (rc) {
         fprintf(stderr, "shortstat-snap: %s%s; nothing installed\n", err.msg,
                 rc == SNAP_EBUSY ? ": stop the server first" : "");
+        if (made)
+            rmdir(dir);
         return EXIT_BAD;
     }
     int status = copy_file(path, tmp);
@@ -774,6 +784,10 @@ static int cmd_restore(const char *path, const char *dir)
             close(dfd);
     }
     close(lock);
+    if (status && made) {
+        unlink(lockpath);
+        rmdir(dir);
+    }
     if (status)
         return status;
     printf("installed %s as %s (%" PRIu64 " shorts, %" PRIu64 " sessions, %" PRIu64

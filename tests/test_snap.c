@@ -1645,18 +1645,36 @@ START_TEST(tool_restore)
     free(got);
     ck_assert_int_eq(count_tmp(data), 0);
 
-    char nodir[160];
+    /* a missing --dir is made, one level, as shortstatd makes it; made for
+     * a snapshot that is then refused, it is removed again */
+    char nodir[160], deep[200];
     snprintf(nodir, sizeof nodir, "%s/absent", dir);
-    r = TOOL("restore", src, "--dir", nodir);
+    r = TOOL("restore", bad, "--dir", nodir);
     ck_assert_int_eq(r.status, 1);
-    ck_assert_msg(strstr(r.err, "/absent: No such file or directory"), "%s", r.err);
     run_free(&r);
+    ck_assert_int_ne(access(nodir, F_OK), 0);
+    snprintf(deep, sizeof deep, "%s/absent/deeper", dir);
+    r = TOOL("restore", src, "--dir", deep);
+    ck_assert_int_eq(r.status, 1);
+    ck_assert_msg(strstr(r.err, "/deeper: No such file or directory"), "%s", r.err);
+    run_free(&r);
+    ck_assert_int_ne(access(nodir, F_OK), 0);
+    r = TOOL("restore", src, "--dir", nodir);
+    ck_assert_msg(r.status == 0, "restore into a new dir: exit %d: %s", r.status, r.err);
+    run_free(&r);
+    char made[200];
+    snprintf(made, sizeof made, "%s/%s", nodir, SNAP_FILE);
+    got = slurp(made, &len);
+    ck_assert(len == m.len && !memcmp(got, m.p, len));
+    free(got);
     r = TOOL("restore", src, "--dir", src);  /* a file, not a directory */
     ck_assert_int_eq(r.status, 1);
     ck_assert_msg(strstr(r.err, ": not a directory"), "%s", r.err);
     run_free(&r);
     /* a missing source: refused, nothing installed */
-    r = TOOL("restore", nodir, "--dir", data);
+    char nofile[160];
+    snprintf(nofile, sizeof nofile, "%s/no-such.snap", dir);
+    r = TOOL("restore", nofile, "--dir", data);
     ck_assert_int_eq(r.status, 1);
     ck_assert_msg(strstr(r.err, "No such file or directory") || strstr(r.err, "no snapshot"),
                   "%s", r.err);
