@@ -650,8 +650,12 @@ static void cmd_shutdown(struct server *s, struct conn *c, const struct proto_cm
         reply_err(s, c, "No shutdown in progress.");
         return;
     }
-    char why[96];
-    snprintf(why, sizeof why, "SHUTDOWN%s from client %s", nosave ? " NOSAVE" : save ? " SAVE" : "",
+    char why[128];
+    bool now = false;
+    for (size_t i = 1; i < cmd->argc; i++)
+        now = now || arg_is(&cmd->argv[i], "now");
+    snprintf(why, sizeof why, "SHUTDOWN%s%s%s from client %s",
+             nosave ? " NOSAVE" : save ? " SAVE" : "", now ? " NOW" : "", force ? " FORCE" : "",
              c->addr);
     if (!nosave && (save || s->dirty))
         net_info("%s: saving the final snapshot first", why);

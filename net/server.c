@@ -720,8 +720,9 @@ int net_snapshot_start(struct server *s, char *err, size_t errcap)
         sn->max_fork_usec = sn->last_fork_usec;
     ev_child_set(&s->child_w, pid, 0);
     ev_child_start(s->loop, &s->child_w);
-    net_info("snapshot started in child %d (fork took %llu us, %llu changes)", (int)pid,
-             (unsigned long long)sn->last_fork_usec, (unsigned long long)s->dirty);
+    net_info("snapshot started in child %d (fork took %llu us, %llu change%s)", (int)pid,
+             (unsigned long long)sn->last_fork_usec, (unsigned long long)s->dirty,
+             s->dirty == 1 ? "" : "s");
     return 0;
 }
 
@@ -874,7 +875,8 @@ uint64_t net_used_memory(const struct server *s)
 /* Logs when used memory goes over --maxmemory, and when it is back under
  * by a margin (1/16 of the limit, at least 1 MiB). Writes are refused
  * exactly while it is over; the margin only keeps a server hovering at the
- * limit from logging every tick. The refusals are counted, not logged. */
+ * limit from logging every tick. The refusals are counted, not logged.
+ * over_memory is what the log last said. */
 static void maxmemory_watch(struct server *s)
 {
     uint64_t used = net_used_memory(s), max = s->cfg.maxmemory;
@@ -887,13 +889,9 @@ static void maxmemory_watch(struct server *s)
                  (unsigned long long)used, (unsigned long long)max);
         return;
     }
-    if (max == 0) {
-        s->over_memory = false;
-        net_warn("--maxmemory is off: writes accepted again");
-        return;
-    }
+    /* (a change of the limit is settled by net_server_reconfigure) */
     uint64_t margin = max / 16 > ((uint64_t)1 << 20) ? max / 16 : (uint64_t)1 << 20;
-    if (used > max || max - used < margin)
+    if (max == 0 || used > max || max - used < margin)
         return;
     s->over_memory = false;
     net_warn("used memory %llu bytes is back under --maxmemory %llu: writes accepted",
@@ -1125,10 +1123,24 @@ int net_server_init(struct server *s, const struct net_config *cfg)
 void net_server_reconfigure(struct server *s, const struct net_config *next)
 {
     bool timer = next->snapshot_interval_s != s->cfg.snapshot_interval_s;
+    bool limit = next->maxmemory != s->cfg.maxmemory;
     s->cfg = *next;
     net_log_set_level((enum net_log_level)s->cfg.loglevel);
     if (timer)
         snap_timer_set(s);
+    /* A new limit: say where the server stands against it, so the last
+     * memory line in the log is never about a limit no longer in force. */
+    if (limit && s->over_memory && !net_over_maxmemory(s)) {
+        s->over_memory = false;
+        if (s->cfg.maxmemory)
+            net_warn("used memory %llu bytes is under the new --maxmemory %llu: writes accepted",
+                     (unsigned long long)net_used_memory(s),
+                     (unsigned long long)s->cfg.maxmemory);
+        else
+            net_warn("--maxmemory is off: writes accepted again");
+    } else if (limit && s->over_memory) {
+        s->over_memory = false;  /* logged again against the new limit, below */
+    }
     maxmemory_watch(s);
 }
 
@@ -1193,7 +1205,10 @@ int net_server_run(struct server *s)
     int code = s->exit_code;
     if (!s->final_done && net_final_snapshot(s, false) != 0)
         code = 1;
-    net_info("shutdown complete");
+    if (code != 0 && s->dirty)  /* the failed save is logged above */
+        net_error("changes since the last good snapshot lost: %llu",
+                  (unsigned long long)s->dirty);
+    net_info("shutdown complete%s", code ? " (exit 1)" : "");
     return code;
 }
 

@@ -1925,7 +1925,7 @@ START_TEST(maxmemory_and_config_set)
 
     /* back under: logged once it is a margin under */
     EXPECT(&b, "+OK\r\n", "CONFIG SET maxmemory 1g");
-    ck_assert(wait_log(&s, "is back under --maxmemory 1073741824: writes accepted"));
+    ck_assert(wait_log(&s, "is under the new --maxmemory 1073741824: writes accepted"));
     ck_assert(log_has(&s, "CONFIG SET maxmemory=1g"));
     /* a query inside EXEC that lowers the limit: the writes after it are refused */
     EXPECT(&a, "+OK\r\n", "MULTI");
@@ -1967,6 +1967,26 @@ START_TEST(maxmemory_and_config_set)
     char views[16];
     snprintf(views, sizeof views, "%d", oks);
     expect_stat(&b, 3, "views", views);
+
+    /* client buffers count: a client holding 4 MB of input puts the server
+     * over; once it goes, the next tick logs it back under by the margin */
+    EXPECT(&b, "+OK\r\n", "CONFIG SET maxmemory 0");
+    struct cli e;
+    cli_open(&e, s.port);
+    cli_sends(&e, "*1000\r\n$4\r\nECHO\r\n");  /* never completes: held as input */
+    static char arg[60000 + 16];
+    int an = snprintf(arg, sizeof arg, "$60000\r\n");
+    memset(arg + an, 'q', 60000);
+    memcpy(arg + an + 60000, "\r\n", 2);
+    for (int i = 0; i < 70; i++)
+        cli_send(&e, arg, (size_t)an + 60002);
+    sleep_ms(300);  /* a cron tick measures it */
+    long long with = info_num(&b, "used_memory_bytes");
+    EXPECT(&b, "+OK\r\n", "CONFIG SET maxmemory %lld", with - (2 << 20));
+    EXPECT(&a, oom, "TRACK 1 view session=m");
+    cli_close(&e);
+    ck_assert(wait_log(&s, "is back under --maxmemory"));
+    EXPECT(&a, "+OK\r\n", "TRACK 1 view session=m");
 
     /* several at once, any case, '_' for '-'; each takes effect */
     EXPECT(&b, "+OK\r\n", "CONFIG SET MaxMemory 0 snapshot_interval 1 LOGLEVEL debug");
@@ -2030,7 +2050,7 @@ START_TEST(maxmemory_and_config_set)
     srv_start_in(&s, over);
     ck_assert(wait_log(&s, "is over --maxmemory 4096"));
     cli_open(&a, s.port);
-    expect_stat(&a, 1, "views", "2");
+    expect_stat(&a, 1, "views", "3");
     EXPECT(&a, oom, "TRACK 1 view session=m");
     cli_close(&a);
     srv_stop_ok(&s);
@@ -2927,11 +2947,14 @@ START_TEST(shutdown_command)
     EXPECT(&c, "+OK\r\n", "TRACK 6 view session=e");
     unlink(path);
     ck_assert_int_eq(mkdir(path, 0755), 0);
-    cli_sends(&c, "SHUTDOWN FORCE\r\n");
+    cli_sends(&c, "SHUTDOWN NOW FORCE\r\n");
     ck_assert(cli_eof(&c));
     cli_close(&c);
     ck_assert_int_eq(wait_exit(&s), 1);
+    ck_assert(log_has(&s, "SHUTDOWN NOW FORCE from client"));
     ck_assert(log_has(&s, "final snapshot to"));
+    ck_assert(log_has(&s, "changes since the last good snapshot lost: 1"));
+    ck_assert(log_has(&s, "shutdown complete (exit 1)"));
     rmdir(path);
     srv_cleanup(&s);
 }
