@@ -393,15 +393,21 @@ static void reply_ok_n(struct server *s, struct conn *c, size_t n)
  * clients map them to their out-of-memory error. */
 #define OOM_MSG "OOM command not allowed when used memory > 'maxmemory'."
 
-/* Over --maxmemory, as Redis refuses its "denyoom" commands: the write is
- * answered OOM and counted, and nothing is recorded. */
-static bool refuse_oom(struct server *s, struct conn *c)
+/* Over --maxmemory, as Redis refuses its "denyoom" commands: the n writes
+ * are each answered OOM and counted, and nothing is recorded. */
+static bool refuse_oom_n(struct server *s, struct conn *c, size_t n)
 {
     if (!net_over_maxmemory(s))
         return false;
-    s->st.oom_refused++;
-    reply_error_raw(s, c, OOM_MSG);
+    s->st.oom_refused += n;
+    for (size_t i = 0; i < n; i++)
+        reply_error_raw(s, c, OOM_MSG);
     return true;
+}
+
+static bool refuse_oom(struct server *s, struct conn *c)
+{
+    return refuse_oom_n(s, c, 1);
 }
 
 static void record_single(struct server *s, struct conn *c, const struct eng_ix *ix)
@@ -429,10 +435,8 @@ static void batch_apply(struct server *s, struct conn *c)
 {
     const struct eng_ix *ix = s->batch;
     size_t n = s->nbatch;
-    if (n > 0 && net_over_maxmemory(s)) {
-        for (; n > 0; n--)
-            refuse_oom(s, c);
-    }
+    if (n > 0 && refuse_oom_n(s, c, n))
+        n = 0;
     while (n > 0) {
         struct eng_err e = {.index = -1};
         if (eng_record_batch(s->eng, ix, n, &e) == ENG_OK) {
@@ -625,7 +629,7 @@ static void cmd_quit(struct server *s, struct conn *c, const struct proto_cmd *c
  * here never waits, so there is none in progress to cancel. */
 static void cmd_shutdown(struct server *s, struct conn *c, const struct proto_cmd *cmd)
 {
-    bool nosave = false, save = false, force = false, abort_ = false, other = false;
+    bool nosave = false, save = false, force = false, abort_ = false, now = false, other = false;
     for (size_t i = 1; i < cmd->argc; i++) {
         const struct proto_arg *a = &cmd->argv[i];
         if (arg_is(a, "nosave"))
@@ -636,7 +640,9 @@ static void cmd_shutdown(struct server *s, struct conn *c, const struct proto_cm
             force = true;
         else if (arg_is(a, "abort"))
             abort_ = true;
-        else if (!arg_is(a, "now")) {
+        else if (arg_is(a, "now"))
+            now = true;
+        else {
             reply_err(s, c, "syntax error");
             return;
         }
@@ -651,9 +657,6 @@ static void cmd_shutdown(struct server *s, struct conn *c, const struct proto_cm
         return;
     }
     char why[128];
-    bool now = false;
-    for (size_t i = 1; i < cmd->argc; i++)
-        now = now || arg_is(&cmd->argv[i], "now");
     snprintf(why, sizeof why, "SHUTDOWN%s%s%s from client %s",
              nosave ? " NOSAVE" : save ? " SAVE" : "", now ? " NOW" : "", force ? " FORCE" : "",
              c->addr);
@@ -678,10 +681,11 @@ static void cmd_shutdown(struct server *s, struct conn *c, const struct proto_cm
 
 /* CONFIG GET pattern [pattern ...]: the settings whose names match any of
  * the glob patterns (Redis's CONFIG GET, case-insensitive), as name, value
- * pairs in --help order, each once. Settings are fixed at start, so GET is
- * the only subcommand. "save" and "appendonly" answer what they mean here,
- * for tools that ask Redis for them (redis-benchmark does): a snapshot every
- * snapshot-interval seconds when anything changed, and no append-only file. */
+ * pairs in --help order, each once. Three Redis names answer what they mean
+ * here, for tools that ask Redis for them (redis-benchmark does; job queues
+ * check the policy): "save", a snapshot every snapshot-interval seconds
+ * when anything changed; "appendonly", no; "maxmemory-policy", noeviction.
+ * CONFIG SET (below) only reads them. */
 enum { CONFIG_PATTERN_MAX = 255 };
 enum { CONFIG_SAVE, CONFIG_APPENDONLY, CONFIG_POLICY };
 static const char *const config_alias[] = {[CONFIG_SAVE] = "save",
@@ -774,7 +778,7 @@ static void config_set(struct server *s, struct conn *c, const struct proto_cmd 
                 reply_err(s, c, "CONFIG SET failed: %s: given twice", key);
                 return;
             }
-        memcpy(keys[pair], key, sizeof key);
+        memcpy(keys[pair], key, k->len + 1);
         if (v->len >= sizeof val || memchr(v->p, 0, v->len)) {
             reply_err(s, c, "CONFIG SET failed: %s: value too long or holds a NUL", key);
             return;
@@ -1135,9 +1139,8 @@ static void cmd_exec(struct server *s, struct conn *c, const struct proto_cmd *c
         size_t j = i;
         while (j < m->n && m->items[j].kind != NET_Q_CMD)
             j++;
-        if (net_over_maxmemory(s)) {  /* a query before it may have moved the limit */
-            for (; i < j; i++)
-                refuse_oom(s, c);
+        if (refuse_oom_n(s, c, j - i)) {  /* a query before it may have moved the limit */
+            i = j;
             continue;
         }
         struct eng_err e = {.index = -1};
@@ -1302,19 +1305,24 @@ static void cmd_session(struct server *s, struct conn *c, const struct proto_cmd
     net_reply_bulk(&c->out, sid, strlen(sid));
 }
 
-static void cmd_snapshot(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+/* Starts a background snapshot; answers ok, or why it could not start. */
+static void snapshot_reply(struct server *s, struct conn *c, const char *ok)
 {
     char err[256];
-    if (net_snapshot_start(s, err, sizeof err)) {
+    if (net_snapshot_start(s, err, sizeof err))
         reply_err(s, c, "%s", err);
-        return;
-    }
-    net_reply_status(&c->out, "Snapshot started");
+    else
+        net_reply_status(&c->out, ok);
+}
+
+static void cmd_snapshot(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+{
+    snapshot_reply(s, c, "Snapshot started");
 }
 
 /* BGSAVE [SCHEDULE], as Redis answers it, for tools written for Redis: the
- * same background snapshot as SNAPSHOT. SCHEDULE while one runs starts
- * another when it ends (the state it saves is the one at that fork). */
+ * same background snapshot as SNAPSHOT. SCHEDULE while one runs has the
+ * server's cron start another once none runs (it saves the state then). */
 static void cmd_bgsave(struct server *s, struct conn *c, const struct proto_cmd *cmd)
 {
     bool schedule = cmd->argc == 2 && arg_is(&cmd->argv[1], "schedule");
@@ -1331,12 +1339,7 @@ static void cmd_bgsave(struct server *s, struct conn *c, const struct proto_cmd 
         net_reply_status(&c->out, "Background saving scheduled");
         return;
     }
-    char err[256];
-    if (net_snapshot_start(s, err, sizeof err)) {
-        reply_err(s, c, "%s", err);
-        return;
-    }
-    net_reply_status(&c->out, "Background saving started");
+    snapshot_reply(s, c, "Background saving started");
 }
 
 /* LASTSAVE: when the newest good snapshot on disk was written, Unix
@@ -1440,15 +1443,16 @@ static void info_text(struct server *s, struct net_buf *b, unsigned sections)
         sep = "\r\n";
     }
     if (sections & SEC_MEMORY) {
-        uint64_t bufs = net_client_memory(s);
+        unsigned long long used = (unsigned long long)net_used_memory(s);
         infof(b, "%s# Memory\r\n", sep);
-        infof(b, "used_memory_bytes:%llu\r\n", (unsigned long long)(ei.mem_total + bufs));
-        infof(b, "used_memory:%llu\r\n", (unsigned long long)(ei.mem_total + bufs));  /* Redis's name */
+        infof(b, "used_memory_bytes:%llu\r\n", used);
+        infof(b, "used_memory:%llu\r\n", used);  /* Redis's name */
         infof(b, "used_memory_engine_bytes:%llu\r\n", (unsigned long long)ei.mem_total);
         infof(b, "used_memory_records_bytes:%llu\r\n", (unsigned long long)ei.mem_records);
         infof(b, "used_memory_viewers_bytes:%llu\r\n", (unsigned long long)ei.mem_viewers);
-        infof(b, "used_memory_clients_bytes:%llu\r\n", (unsigned long long)bufs);
+        infof(b, "used_memory_clients_bytes:%llu\r\n", (unsigned long long)s->client_mem);
         infof(b, "maxmemory:%llu\r\n", (unsigned long long)s->cfg.maxmemory);
+        infof(b, "maxmemory_policy:noeviction\r\n");  /* the only one; tools check it */
         infof(b, "rss_bytes:%llu\r\n", (unsigned long long)net_rss_bytes());
         uint64_t pf_bytes, pf_dropped;
         net_prefault_stats(s->prefault, &pf_bytes, &pf_dropped);

@@ -59,9 +59,8 @@ int net_config_parse(struct net_config *c, int argc, char *const argv[], char *e
 /* One setting by key ("port", "session-ttl"; '_' works for '-'). */
 int net_config_set(struct net_config *c, const char *key, const char *val, char *err,
                    size_t errcap);
-/* The same, for a running server (CONFIG SET): only the settings that can
- * change without a restart (loglevel, snapshot-interval, the two client
- * buffer limits, maxmemory); any other is refused with its name. */
+/* The same, for a running server (CONFIG SET): only the settings the table
+ * in config.c marks live; any other is refused with its name. */
 int net_config_set_live(struct net_config *c, const char *key, const char *val, char *err,
                         size_t errcap);
 /* Reads "key value" lines; '#' starts a comment line. */

@@ -1659,6 +1659,12 @@ void http_conn_output(const struct http_conn *c, const uint8_t **p, size_t *len)
     *len = c->out.len - c->out.off;
 }
 
+size_t http_conn_memory(const struct http_conn *c)
+{
+    return c->hdr.cap + c->body.cap + c->out.cap + c->tmp.cap + c->ixs_cap * sizeof *c->ixs +
+           c->recs_cap * sizeof *c->recs;
+}
+
 size_t http_conn_pending(const struct http_conn *c)
 {
     return c->out.len - c->out.off;

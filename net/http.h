@@ -164,6 +164,10 @@ int http_conn_init(struct http_conn *c, const struct http_env *env, const char *
  * HTTP_CLOSE or HTTP_ENOMEM. */
 int http_conn_feed(struct http_conn *c, const uint8_t *buf, size_t len);
 
+/* Bytes the connection holds: its buffers and scratch (what a server's
+ * memory limit counts for it). */
+size_t http_conn_memory(const struct http_conn *c);
+
 /* The bytes waiting to be written. */
 void http_conn_output(const struct http_conn *c, const uint8_t **p, size_t *len);
 size_t http_conn_pending(const struct http_conn *c);

@@ -668,12 +668,6 @@ static void child_cb(struct ev_loop *loop, ev_child *w, int revents)
     struct server *s = w->data;
     ev_child_stop(loop, w);
     snapshot_done(s, w->rstatus);
-    if (s->snap.scheduled && !s->shutting_down) {  /* BGSAVE SCHEDULE came while it ran */
-        char err[256];
-        s->snap.scheduled = false;
-        if (net_snapshot_start(s, err, sizeof err))
-            net_warn("scheduled snapshot: %s", err);
-    }
 }
 
 int net_snapshot_start(struct server *s, char *err, size_t errcap)
@@ -737,8 +731,30 @@ static void snap_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 }
 
 static void maxmemory_watch(struct server *s);
-static uint64_t shared_memory(const struct server *s);
-static uint64_t conn_memory(const struct conn *c);
+
+/* What the clients hold, for INFO and --maxmemory: the server's own
+ * buffers, and each connection's (a queued MULTI and an HTTP request's
+ * scratch included). cron_cb sums them in the walk it makes anyway;
+ * client_memory does the same at start. */
+static uint64_t shared_memory(const struct server *s)
+{
+    return s->tmp.cap + NET_SCRATCH;
+}
+
+static uint64_t conn_memory(const struct conn *c)
+{
+    const struct net_multi *m = &c->multi;
+    return sizeof *c + c->in.cap + c->out.cap + m->arena.cap + m->cap * sizeof *m->items +
+           m->ixs_cap * sizeof *m->ixs + (c->is_http ? http_conn_memory(&c->http) : 0);
+}
+
+static uint64_t client_memory(const struct server *s)
+{
+    uint64_t bufs = shared_memory(s);
+    for (const struct conn *c = s->conns; c; c = c->next)
+        bufs += conn_memory(c);
+    return bufs;
+}
 
 /* (Re)arms the --snapshot-interval timer from s->cfg; 0 = no timer. */
 static void snap_timer_set(struct server *s)
@@ -778,6 +794,15 @@ static void cron_cb(struct ev_loop *loop, ev_timer *w, int revents)
     }
     s->client_mem = bufs;
     maxmemory_watch(s);
+    /* BGSAVE SCHEDULE: the next tick with no snapshot running starts it,
+     * as Redis's cron does (the one it waited for may have ended, failed
+     * or been stopped by a SHUTDOWN that then failed) */
+    if (s->snap.scheduled && !s->snap.in_progress && !s->shutting_down) {
+        char err[256];
+        s->snap.scheduled = false;
+        if (net_snapshot_start(s, err, sizeof err))
+            net_warn("scheduled snapshot: %s", err);
+    }
 }
 
 static void deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -847,26 +872,6 @@ uint32_t net_line_clients(const struct server *s)
     return s->nconns - (uint32_t)s->http_stats.connections;
 }
 
-/* The two terms of net_client_memory: the server's own buffers, and one
- * connection's (cron_cb sums them in its own walk). */
-static uint64_t shared_memory(const struct server *s)
-{
-    return s->tmp.cap + NET_SCRATCH;
-}
-
-static uint64_t conn_memory(const struct conn *c)
-{
-    return c->in.cap + c->out.cap + c->multi.arena.cap + sizeof *c;
-}
-
-uint64_t net_client_memory(const struct server *s)
-{
-    uint64_t bufs = shared_memory(s);
-    for (const struct conn *c = s->conns; c; c = c->next)
-        bufs += conn_memory(c);
-    return bufs;
-}
-
 uint64_t net_used_memory(const struct server *s)
 {
     return eng_mem_total(s->eng) + s->client_mem;
@@ -876,14 +881,14 @@ uint64_t net_used_memory(const struct server *s)
  * by a margin (1/16 of the limit, at least 1 MiB). Writes are refused
  * exactly while it is over; the margin only keeps a server hovering at the
  * limit from logging every tick. The refusals are counted, not logged.
- * over_memory is what the log last said. */
+ * mem_logged_over is what the log last said. */
 static void maxmemory_watch(struct server *s)
 {
     uint64_t used = net_used_memory(s), max = s->cfg.maxmemory;
-    if (!s->over_memory) {
+    if (!s->mem_logged_over) {
         if (!net_over_maxmemory(s))
             return;
-        s->over_memory = true;
+        s->mem_logged_over = true;
         net_warn("used memory %llu bytes is over --maxmemory %llu: TRACK, BOOST and HTTP writes "
                  "are refused while it is (CONFIG SET maxmemory moves the limit)",
                  (unsigned long long)used, (unsigned long long)max);
@@ -893,7 +898,7 @@ static void maxmemory_watch(struct server *s)
     uint64_t margin = max / 16 > ((uint64_t)1 << 20) ? max / 16 : (uint64_t)1 << 20;
     if (max == 0 || used > max || max - used < margin)
         return;
-    s->over_memory = false;
+    s->mem_logged_over = false;
     net_warn("used memory %llu bytes is back under --maxmemory %llu: writes accepted",
              (unsigned long long)used, (unsigned long long)max);
 }
@@ -932,7 +937,7 @@ static void http_fill(void *ud, struct http_metrics *m)
     m->commands_total = s->st.commands;
     m->errors_total = s->st.errors;
     m->auth_failures_total = s->st.auth_failures;
-    m->used_memory_bytes = ei.mem_total + net_client_memory(s);  /* as INFO's */
+    m->used_memory_bytes = net_used_memory(s);  /* as INFO's */
     m->maxmemory_bytes = s->cfg.maxmemory;
     m->oom_refused_total = s->st.oom_refused;
     m->rss_bytes = net_rss_bytes();
@@ -1115,7 +1120,7 @@ int net_server_init(struct server *s, const struct net_config *cfg)
     ev_timer_init(&s->deadline_w, deadline_cb, SHUTDOWN_FLUSH_TIMEOUT, 0.);
     s->deadline_w.data = s;
     snap_timer_set(s);
-    s->client_mem = net_client_memory(s);
+    s->client_mem = client_memory(s);
     maxmemory_watch(s);  /* a snapshot loaded over the limit says so now */
     return 0;
 }
@@ -1130,23 +1135,22 @@ void net_server_reconfigure(struct server *s, const struct net_config *next)
         snap_timer_set(s);
     /* A new limit: say where the server stands against it, so the last
      * memory line in the log is never about a limit no longer in force. */
-    if (limit && s->over_memory && !net_over_maxmemory(s)) {
-        s->over_memory = false;
+    if (limit && s->mem_logged_over && !net_over_maxmemory(s)) {
+        s->mem_logged_over = false;
         if (s->cfg.maxmemory)
             net_warn("used memory %llu bytes is under the new --maxmemory %llu: writes accepted",
                      (unsigned long long)net_used_memory(s),
                      (unsigned long long)s->cfg.maxmemory);
         else
             net_warn("--maxmemory is off: writes accepted again");
-    } else if (limit && s->over_memory) {
-        s->over_memory = false;  /* logged again against the new limit, below */
+    } else if (limit && s->mem_logged_over) {
+        s->mem_logged_over = false;  /* logged again against the new limit, below */
     }
     maxmemory_watch(s);
 }
 
 void net_snapshot_stop(struct server *s, const char *why)
 {
-    s->snap.scheduled = false;
     if (!s->snap.in_progress)
         return;
     /* Stopped rather than waited for (a slow child, or one stuck on a hung

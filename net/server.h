@@ -109,7 +109,7 @@ enum net_snap_status { NET_SNAP_NONE = 0, NET_SNAP_OK, NET_SNAP_ERR };
 
 struct net_snapshot {
     bool in_progress;
-    bool scheduled;              /* BGSAVE SCHEDULE: start one when this one ends */
+    bool scheduled;              /* BGSAVE SCHEDULE: cron starts one once none runs */
     pid_t child;
     int pipe_fd;                 /* the child's report */
     int64_t started_ms;
@@ -174,8 +174,8 @@ struct server {
     struct net_counters st;
     struct net_snapshot snap;
     struct net_ratelimit refuse_rl, auth_rl, xproto_rl;
-    uint64_t client_mem;               /* net_client_memory at the last cron tick */
-    bool over_memory;                  /* over --maxmemory at the last cron tick (logged) */
+    uint64_t client_mem;               /* clients' buffers, summed at the last cron tick */
+    bool mem_logged_over;              /* the log last said: over --maxmemory */
 
     /* Hot-path scratch, reused by every command. */
     struct proto_cmd cmd;
@@ -226,12 +226,10 @@ void net_conn_kill(struct server *s, struct conn *c);
  * connected_clients, the clients CLIENT LIST may show): the HTTP port's
  * connections count toward --maxclients only. */
 uint32_t net_line_clients(const struct server *s);
-/* Bytes held for clients (their buffers, the shared scratch): what INFO's
- * used_memory_bytes adds to the engine's. */
-uint64_t net_client_memory(const struct server *s);
-/* What --maxmemory limits: the engine's memory, exact, plus the clients'
- * buffers as the last cron tick measured them (a sum over every client is
- * too dear for each write, and buffers change little in 100 ms). */
+/* Used memory, as INFO, /metrics and --maxmemory all give it: the engine's
+ * memory, exact, plus the clients' buffers as the last cron tick summed
+ * them (a sum over every client is too dear for each write, and buffers
+ * change little in 100 ms). */
 uint64_t net_used_memory(const struct server *s);
 static inline bool net_over_maxmemory(const struct server *s)
 {

@@ -721,13 +721,15 @@ static int copy_file(const char *src, const char *dst)
  * server (or another restore) out for the whole of it. */
 static int cmd_restore(const char *path, const char *dir)
 {
-    char tmp[4096], dst[4096], bak[4096], baktmp[4096];
+    char tmp[4096], dst[4096], bak[4096], baktmp[4096], lockpath[4096];
     long pid = (long)getpid();
     if ((size_t)snprintf(tmp, sizeof tmp, "%s/%s.tmp.%ld", dir, SNAP_FILE, pid) >= sizeof tmp ||
         (size_t)snprintf(dst, sizeof dst, "%s/%s", dir, SNAP_FILE) >= sizeof dst ||
         (size_t)snprintf(bak, sizeof bak, "%s/%s.bak", dir, SNAP_FILE) >= sizeof bak ||
         (size_t)snprintf(baktmp, sizeof baktmp, "%s/%s.tmp.%ld.bak", dir, SNAP_FILE, pid) >=
-            sizeof baktmp) {
+            sizeof baktmp ||
+        (size_t)snprintf(lockpath, sizeof lockpath, "%s/%s", dir, SNAP_LOCK_FILE) >=
+            sizeof lockpath) {
         fprintf(stderr, "shortstat-snap: %s: path too long\n", dir);
         return EXIT_BAD;
     }
@@ -744,8 +746,6 @@ static int cmd_restore(const char *path, const char *dir)
                 st != 0 ? strerror(errno) : "not a directory");
         return EXIT_BAD;
     }
-    char lockpath[4096];
-    snprintf(lockpath, sizeof lockpath, "%s/%s", dir, SNAP_LOCK_FILE);  /* as long as dst */
     struct snap_err err = {0};
     int lock = -1, rc = snap_lock_dir(dir, &lock, &err);
     if (rc) {
@@ -783,11 +783,11 @@ static int cmd_restore(const char *path, const char *dir)
         if (dfd >= 0)
             close(dfd);
     }
-    close(lock);
-    if (status && made) {
+    if (status && made) {  /* while the lock is held: nobody else's lock file */
         unlink(lockpath);
         rmdir(dir);
     }
+    close(lock);
     if (status)
         return status;
     printf("installed %s as %s (%" PRIu64 " shorts, %" PRIu64 " sessions, %" PRIu64
