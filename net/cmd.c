@@ -665,7 +665,7 @@ static void cmd_shutdown(struct server *s, struct conn *c, const struct proto_cm
     if (nosave) {
         net_snapshot_stop(s, "SHUTDOWN NOSAVE");
         if (s->dirty)
-            net_warn("SHUTDOWN NOSAVE: %llu changes since the last snapshot are not saved",
+            net_warn("SHUTDOWN NOSAVE: changes since the last snapshot not saved: %llu",
                      (unsigned long long)s->dirty);
     } else if (net_final_snapshot(s, save) != 0) {
         if (!force) {

@@ -2954,7 +2954,7 @@ START_TEST(shutdown_command)
     ck_assert(cli_eof(&c));
     cli_close(&c);
     ck_assert_int_eq(wait_exit(&s), 0);
-    ck_assert(log_has(&s, "SHUTDOWN NOSAVE: 1 changes since the last snapshot are not saved"));
+    ck_assert(log_has(&s, "SHUTDOWN NOSAVE: changes since the last snapshot not saved: 1"));
     srv_start_in(&s, NULL);
     cli_open(&c, s.port);
     expect_stat(&c, 5, "views", "2");
