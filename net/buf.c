@@ -100,16 +100,16 @@ void net_reply_ok(struct net_buf *b)
     }
 }
 
-static void reply_line(struct net_buf *b, char prefix, const char *s)
+static void reply_line(struct net_buf *b, char prefix, const char *s, size_t n)
 {
-    size_t n = strlen(s);
     uint8_t *o = net_buf_reserve(b, n + 3);
     if (o)
         b->len += proto_enc_line(o, prefix, s, n);
 }
 
-void net_reply_status(struct net_buf *b, const char *s) { reply_line(b, '+', s); }
-void net_reply_error(struct net_buf *b, const char *msg) { reply_line(b, '-', msg); }
+void net_reply_status(struct net_buf *b, const char *s) { reply_line(b, '+', s, strlen(s)); }
+void net_reply_status_n(struct net_buf *b, const char *s, size_t n) { reply_line(b, '+', s, n); }
+void net_reply_error(struct net_buf *b, const char *msg) { reply_line(b, '-', msg, strlen(msg)); }
 
 void net_reply_int(struct net_buf *b, int64_t v)
 {

@@ -38,6 +38,7 @@ void net_buf_append(struct net_buf *b, const void *p, size_t n);
 /* ---- RESP replies --------------------------------------------------------- */
 void net_reply_ok(struct net_buf *b);                           /* +OK */
 void net_reply_status(struct net_buf *b, const char *s);        /* +s */
+void net_reply_status_n(struct net_buf *b, const char *s, size_t n);  /* +s[0..n) */
 /* -<msg>: msg must start with its error code ("ERR ...", "NOAUTH ..."). */
 void net_reply_error(struct net_buf *b, const char *msg);
 void net_reply_int(struct net_buf *b, int64_t v);

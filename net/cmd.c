@@ -483,7 +483,8 @@ struct command {
     int min_argc, max_argc;  /* including the name; max -1 = any */
     unsigned flags;
     int key;            /* argument that is the short id (a proxy shards by it), 0 = none */
-    const char *rflags; /* Redis's flag words for COMMAND INFO, space-separated */
+    const char *rflags; /* Redis's flag words for COMMAND INFO, space-separated, but for
+                           write, denyoom (CF_QUEUE) and no_auth (CF_NOAUTH) */
     cmd_fn fn;          /* with subcommands: the command alone (NULL when it needs one) */
     const struct subtable *subs;  /* its subcommands (CONFIG, CLIENT, COMMAND), or NULL */
 };
@@ -509,23 +510,16 @@ static size_t help_lines(const char *t)
 
 static void help_reply(struct net_buf *out, const char *t)
 {
-    char line[128];
-    for (const char *nl; (nl = strchr(t, '\n')); t = nl + 1) {
-        size_t n = (size_t)(nl - t) < sizeof line ? (size_t)(nl - t) : sizeof line - 1;
-        memcpy(line, t, n);
-        line[n] = 0;
-        net_reply_status(out, line);
-    }
+    for (const char *nl; (nl = strchr(t, '\n')); t = nl + 1)
+        net_reply_status_n(out, t, (size_t)(nl - t));
     net_reply_status(out, t);
 }
 
-/* A command's subcommand table, with what its unknown-subcommand error says
- * (between the name and "Try <PARENT> HELP."). */
+/* A command's subcommand table. */
 struct subtable {
     const char *parent;       /* lower case */
     const struct subcommand *subs;
     size_t n;
-    const char *unknown;
 };
 
 static const struct subcommand help_sub = {"help", 2, 2, NULL, NULL};
@@ -559,8 +553,8 @@ static const struct subcommand *sub_check(struct server *s, struct conn *c,
     if (!k) {
         char tmp[40], up[16];
         parent_upper(t, up);
-        reply_err(s, c, "unknown subcommand '%s'%s. Try %s HELP.",
-                  printable(tmp, 32, a->p, a->len), t->unknown, up);
+        reply_err(s, c, "unknown subcommand '%s'. Try %s HELP.", printable(tmp, 32, a->p, a->len),
+                  up);
         return NULL;
     }
     if (!arity_ok(cmd->argc, k->min_argc, k->max_argc)) {
@@ -629,7 +623,7 @@ static void cmd_quit(struct server *s, struct conn *c, const struct proto_cmd *c
  * here never waits, so there is none in progress to cancel. */
 static void cmd_shutdown(struct server *s, struct conn *c, const struct proto_cmd *cmd)
 {
-    bool nosave = false, save = false, force = false, abort_ = false, now = false, other = false;
+    bool nosave = false, save = false, force = false, abort_ = false, now = false;
     for (size_t i = 1; i < cmd->argc; i++) {
         const struct proto_arg *a = &cmd->argv[i];
         if (arg_is(a, "nosave"))
@@ -646,9 +640,8 @@ static void cmd_shutdown(struct server *s, struct conn *c, const struct proto_cm
             reply_err(s, c, "syntax error");
             return;
         }
-        other = other || !arg_is(a, "abort");
     }
-    if ((nosave && save) || (abort_ && other)) {
+    if ((nosave && save) || (abort_ && (nosave || save || force || now))) {
         reply_err(s, c, "syntax error");
         return;
     }
@@ -660,19 +653,21 @@ static void cmd_shutdown(struct server *s, struct conn *c, const struct proto_cm
     snprintf(why, sizeof why, "SHUTDOWN%s%s%s from client %s",
              nosave ? " NOSAVE" : save ? " SAVE" : "", now ? " NOW" : "", force ? " FORCE" : "",
              c->addr);
-    if (!nosave && (save || s->dirty))
-        net_info("%s: saving the final snapshot first", why);
     if (nosave) {
         net_snapshot_stop(s, "SHUTDOWN NOSAVE");
         if (s->dirty)
             net_warn("SHUTDOWN NOSAVE: changes since the last snapshot not saved: %llu",
                      (unsigned long long)s->dirty);
-    } else if (net_final_snapshot(s, save) != 0) {
-        if (!force) {
-            reply_err(s, c, "Errors trying to SHUTDOWN. Check logs.");
-            return;
+    } else {
+        if (save || s->dirty)
+            net_info("%s: saving the final snapshot first", why);
+        if (net_final_snapshot(s, save) != 0) {
+            if (!force) {
+                reply_err(s, c, "Errors trying to SHUTDOWN. Check logs.");
+                return;
+            }
+            s->exit_code = 1;
         }
-        s->exit_code = 1;
     }
     s->final_done = true;
     c->state = CONN_DRAINING;  /* its earlier replies go out; this one has none */
@@ -730,18 +725,19 @@ static void config_get(struct server *s, struct conn *c, const struct proto_cmd 
     for (size_t k = 0; (name = config_name(k, nset)); k++) {
         if (!config_wanted(cmd, name))
             continue;
+        const char *val = v;
         if (k < nset)
             net_config_value(&s->cfg, k, v, sizeof v);
         else if (k - nset == CONFIG_APPENDONLY)
-            snprintf(v, sizeof v, "no");
+            val = "no";
         else if (k - nset == CONFIG_POLICY)  /* job queues insist on it */
-            snprintf(v, sizeof v, "noeviction");
+            val = "noeviction";
         else if (s->cfg.snapshot_interval_s)  /* save: "<seconds> <changes>" */
             snprintf(v, sizeof v, "%u 1", s->cfg.snapshot_interval_s);
         else
-            v[0] = 0;
-        net_reply_bulk(&c->out, name, strlen(name));
-        net_reply_bulk(&c->out, v, strlen(v));
+            val = "";
+        net_reply_bulk_str(&c->out, name);
+        net_reply_bulk_str(&c->out, val);
     }
 }
 
@@ -760,31 +756,37 @@ static void config_set(struct server *s, struct conn *c, const struct proto_cmd 
         return;
     }
     struct net_config next = s->cfg;
-    char keys[PAIRS_MAX][64];
+    char keys[PAIRS_MAX][64], what[256] = "";  /* what: " key=value ..." for the log */
+    size_t wo = 0;
     for (size_t i = 2; i < cmd->argc; i += 2) {
         const struct proto_arg *k = &cmd->argv[i], *v = &cmd->argv[i + 1];
-        char key[64], val[NET_CONFIG_VALUE_MAX], why[NET_ERR_MAX], tmp[40];
-        if (k->len == 0 || k->len >= sizeof key || memchr(k->p, 0, k->len)) {
+        size_t pair = (i - 2) / 2;
+        char *key = keys[pair], val[NET_CONFIG_VALUE_MAX], why[NET_ERR_MAX], tmp[40];
+        if (k->len == 0 || k->len >= sizeof keys[0] || memchr(k->p, 0, k->len)) {
             reply_err(s, c, "CONFIG SET failed: %s: unknown setting",
-                      printable(tmp, 32, k->p, k->len));
+                      k->len ? printable(tmp, 32, k->p, k->len) : "''");
             return;
         }
         for (size_t j = 0; j < k->len; j++)  /* any case, as Redis; '_' for '-', as the flags */
             key[j] = k->p[j] == '_' ? '-' : (char)tolower(k->p[j]);
         key[k->len] = 0;
-        size_t pair = (i - 2) / 2;
         for (size_t j = 0; j < pair; j++)
             if (strcmp(keys[j], key) == 0) {
                 reply_err(s, c, "CONFIG SET failed: %s: given twice", key);
                 return;
             }
-        memcpy(keys[pair], key, k->len + 1);
         if (v->len >= sizeof val || memchr(v->p, 0, v->len)) {
             reply_err(s, c, "CONFIG SET failed: %s: value too long or holds a NUL", key);
             return;
         }
         memcpy(val, v->p, v->len);
         val[v->len] = 0;
+        if (wo < sizeof what) {  /* logged only if every pair passes */
+            char shown[72];
+            int n = snprintf(what + wo, sizeof what - wo, " %s=%s", key,
+                             printable(shown, 64, v->p, v->len));
+            wo += n > 0 ? (size_t)n : 0;
+        }
         if (strcmp(key, config_alias[CONFIG_POLICY]) == 0) {
             if (strcasecmp(val, "noeviction") == 0)
                 continue;  /* the policy in force: setting it changes nothing */
@@ -793,7 +795,7 @@ static void config_set(struct server *s, struct conn *c, const struct proto_cmd 
                       "so every count stays exact)");
             return;
         }
-        for (size_t a = 0; a < CONFIG_NALIAS; a++)
+        for (size_t a = 0; a < CONFIG_NALIAS; a++)  /* save, appendonly: read only */
             if (strcmp(key, config_alias[a]) == 0) {
                 reply_err(s, c, "CONFIG SET failed: %s: only read here, for Redis tools%s", key,
                           a == CONFIG_SAVE ? "; set snapshot-interval" : "");
@@ -802,18 +804,6 @@ static void config_set(struct server *s, struct conn *c, const struct proto_cmd 
         if (net_config_set_live(&next, key, val, why, sizeof why)) {
             reply_err(s, c, "CONFIG SET failed: %s", why);
             return;
-        }
-    }
-    char what[256];
-    size_t o = 0;
-    for (size_t i = 2; i < cmd->argc && o < sizeof what - 1; i += 2) {
-        char tmp[72];
-        int n = snprintf(what + o, sizeof what - o, " %s=", keys[(i - 2) / 2]);
-        o += n > 0 ? (size_t)n : 0;
-        if (o < sizeof what - 1) {
-            n = snprintf(what + o, sizeof what - o, "%s",
-                         printable(tmp, 64, cmd->argv[i + 1].p, cmd->argv[i + 1].len));
-            o += n > 0 ? (size_t)n : 0;
         }
     }
     /* warn: a change of how the server runs is logged at any level, and
@@ -833,15 +823,20 @@ static const struct subcommand config_list[] = {
      "    snapshot-interval, query-buffer-limit, client-output-limit, maxmemory.\n"
      "    The change lasts until the server stops."},
 };
-static const struct subtable config_subs = {
-    "config", config_list, sizeof config_list / sizeof config_list[0], ""};
+static const struct subtable config_subs = {"config", config_list,
+                                           sizeof config_list / sizeof config_list[0]};
 
 /* The password check of AUTH and HELLO ... AUTH: the only user is Redis's
- * "default" (user NULL: AUTH <password>). On a mismatch it answers Redis's
- * WRONGPASS, counts and logs it, and returns false. */
+ * "default" (user NULL: AUTH <password>). With no password set, or on a
+ * mismatch (Redis's WRONGPASS, counted and logged), it answers the error
+ * and returns false. */
 static bool auth_check(struct server *s, struct conn *c, const struct proto_arg *user,
                        const struct proto_arg *pw)
 {
+    if (!s->cfg.requirepass[0]) {
+        reply_err(s, c, "AUTH called without any password configured (--requirepass)");
+        return false;
+    }
     bool user_ok = !user || arg_is(user, "default");
     size_t n = strlen(s->cfg.requirepass);
     unsigned diff = pw->len != n;
@@ -862,10 +857,6 @@ static bool auth_check(struct server *s, struct conn *c, const struct proto_arg 
 
 static void cmd_auth(struct server *s, struct conn *c, const struct proto_cmd *cmd)
 {
-    if (!s->cfg.requirepass[0]) {
-        reply_err(s, c, "AUTH called without any password configured (--requirepass)");
-        return;
-    }
     /* AUTH <password>, or Redis 6's AUTH <user> <password> */
     if (auth_check(s, c, cmd->argc == 3 ? &cmd->argv[1] : NULL, &cmd->argv[cmd->argc - 1]))
         net_reply_ok(&c->out);
@@ -901,10 +892,21 @@ static size_t arena_put(struct net_buf *a, const char *p, size_t len)
     return off;
 }
 
-static struct net_qitem *multi_push(struct server *s, struct conn *c)
+/* A command refused inside MULTI fails the transaction: EXEC aborts (Redis's
+ * flagTransaction). Outside MULTI it does nothing. */
+static void flag_transaction(struct conn *c)
+{
+    if (c->multi.active)
+        c->multi.dirty = true;
+}
+
+/* A new slot at the end of c's queue, for a command whose strings take
+ * `extra` bytes of the arena; NULL (answered, transaction failed) past
+ * --query-buffer-limit, counted with what it is about to add. */
+static struct net_qitem *multi_push(struct server *s, struct conn *c, size_t extra)
 {
     struct net_multi *m = &c->multi;
-    size_t bytes = (m->n + 1) * sizeof *m->items + m->arena.len;
+    size_t bytes = (m->n + 1) * sizeof *m->items + m->arena.len + extra;
     if (bytes > s->cfg.query_buffer_limit) {
         m->dirty = true;
         reply_err(s, c, "transaction too large (query-buffer-limit)");
@@ -933,7 +935,8 @@ static void queue_track(struct server *s, struct conn *c, const struct eng_ix *i
         reply_eng_err(s, c, rc, &e);
         return;
     }
-    struct net_qitem *q = multi_push(s, c);
+    struct net_qitem *q =
+        multi_push(s, c, ix->session_len + ix->platform_len + ix->ip_len + ix->ua_len);
     if (!q)
         return;
     struct net_buf *a = &c->multi.arena;
@@ -956,14 +959,12 @@ static void cmd_track(struct server *s, struct conn *c, const struct proto_cmd *
     struct eng_ix ix;
     char err[NET_ERR_MAX];
     if (net_track_parse(&cmd->argv[1], cmd->argc - 1, &ix, err, sizeof err)) {
-        if (c->multi.active)
-            c->multi.dirty = true;
+        flag_transaction(c);
         reply_err(s, c, "%s", err);
         return;
     }
     if (refuse_oom(s, c)) {
-        if (c->multi.active)
-            c->multi.dirty = true;  /* queuing takes memory too, as in Redis */
+        flag_transaction(c);  /* queuing takes memory too, as in Redis */
     } else if (c->multi.active) {
         queue_track(s, c, &ix);
     } else {
@@ -985,7 +986,7 @@ static void cmd_boost(struct server *s, struct conn *c, const struct proto_cmd *
     if (refuse_oom(s, c))
         goto bad;
     if (c->multi.active) {
-        struct net_qitem *q = multi_push(s, c);
+        struct net_qitem *q = multi_push(s, c, 0);
         if (!q)
             return;
         q->kind = NET_Q_BOOST;
@@ -1005,8 +1006,7 @@ static void cmd_boost(struct server *s, struct conn *c, const struct proto_cmd *
     net_reply_ok(&c->out);
     return;
 bad:
-    if (c->multi.active)
-        c->multi.dirty = true;
+    flag_transaction(c);
 }
 
 static void cmd_multi(struct server *s, struct conn *c, const struct proto_cmd *cmd)
@@ -1572,7 +1572,7 @@ static void client_line(struct server *s, struct net_buf *b, const struct conn *
      * redirect, user default. */
     size_t qbuf = net_buf_live(&t->in), qfree = t->in.cap - t->in.len;
     size_t mmem = t->multi.cap * sizeof *t->multi.items + t->multi.arena.cap;
-    size_t tot = sizeof *t + t->in.cap + t->out.cap + mmem;
+    size_t tot = (size_t)net_conn_memory(t);
     infof(b, "id=%llu addr=%s laddr=%s fd=%d name=%s age=%lld idle=%lld flags=%s db=0 sub=0 "
           "psub=0 ssub=0 multi=%lld qbuf=%zu qbuf-free=%zu argv-mem=0 multi-mem=%zu rbs=%zu "
           "rbp=%zu obl=0 oll=0 omem=%zu tot-mem=%zu events=%s%s cmd=%s user=default redir=-1 "
@@ -1597,7 +1597,7 @@ static void client_list(struct server *s, struct conn *c, const struct proto_cmd
 {
     uint64_t ids[PROTO_ARGC_MAX];
     size_t nids = 0, a = 2;
-    bool by_id = false, none = false;
+    bool none = false;
     char tmp[40];
     while (a < cmd->argc) {
         if (arg_is(&cmd->argv[a], "type") && a + 1 < cmd->argc) {
@@ -1610,7 +1610,6 @@ static void client_list(struct server *s, struct conn *c, const struct proto_cmd
             none = none || !arg_is(t, "normal");
             a += 2;
         } else if (arg_is(&cmd->argv[a], "id") && a + 1 < cmd->argc) {
-            by_id = true;
             for (a++; a < cmd->argc; a++, nids++)
                 if (net_parse_u64(cmd->argv[a].p, cmd->argv[a].len, &ids[nids]) || ids[nids] == 0) {
                     reply_err(s, c, "Invalid client ID");
@@ -1626,7 +1625,7 @@ static void client_list(struct server *s, struct conn *c, const struct proto_cmd
     while (t && t->next)
         t = t->next;
     for (; t && !none; t = t->prev) {  /* oldest first: ids ascending, as Redis lists them */
-        bool want = !by_id;
+        bool want = nids == 0;  /* ID takes at least one id */
         for (size_t i = 0; i < nids && !want; i++)
             want = ids[i] == t->id;
         if (want && client_visible(t))
@@ -1693,7 +1692,6 @@ static void client_kill(struct server *s, struct conn *c, const struct proto_cmd
 
 static void client_info(struct server *s, struct conn *c, const struct proto_cmd *cmd)
 {
-    c->last_cmd = "client";  /* the line shows this command, as Redis's does */
     client_line(s, tmp_begin(s), c);
     tmp_reply(s, c);
 }
@@ -1752,7 +1750,7 @@ static const struct subcommand client_list_[] = {
      "    the caller. Answers how many were closed."},
 };
 static const struct subtable client_subs = {"client", client_list_,
-                                           sizeof client_list_ / sizeof client_list_[0], ""};
+                                           sizeof client_list_ / sizeof client_list_[0]};
 
 /* ---- HELLO, SELECT, COMMAND: what Redis clients and tools ask on connect ---------- */
 
@@ -1791,14 +1789,8 @@ static void cmd_hello(struct server *s, struct conn *c, const struct proto_cmd *
             }
         }
     }
-    if (pw) {
-        if (!s->cfg.requirepass[0]) {
-            reply_err(s, c, "AUTH called without any password configured (--requirepass)");
-            return;
-        }
-        if (!auth_check(s, c, user, pw))
-            return;
-    }
+    if (pw && !auth_check(s, c, user, pw))
+        return;
     if (!c->authed) {
         reply_error_raw(s, c, "NOAUTH HELLO must be called with the client already "
                         "authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option "
@@ -1850,13 +1842,13 @@ static const struct subtable command_subs;
 #define CMD(n, mn, mx, fl, key, rf, f) {n, sizeof(n) - 1, mn, mx, fl, key, rf, f, NULL}
 #define CMDS(n, mn, mx, fl, rf, f, t) {n, sizeof(n) - 1, mn, mx, fl, 0, rf, f, t}
 static const struct command commands[] = {
-    CMD("track", 3, -1, CF_QUEUE, 1, "write denyoom fast", cmd_track),
+    CMD("track", 3, -1, CF_QUEUE, 1, "fast", cmd_track),
     CMD("ping", 1, 2, CF_NOAUTH, 0, "fast stale", cmd_ping),
     CMD("echo", 2, 2, 0, 0, "fast", cmd_echo),
     CMD("stats", 2, 2, 0, 1, "readonly fast", cmd_stats),
     CMD("score", 2, 2, 0, 1, "readonly fast", cmd_score),
     CMD("engagement", 2, 2, 0, 1, "readonly fast", cmd_engagement),
-    CMD("boost", 3, 3, CF_QUEUE, 1, "write denyoom fast", cmd_boost),
+    CMD("boost", 3, 3, CF_QUEUE, 1, "fast", cmd_boost),
     CMD("top", 2, 4, 0, 0, "readonly", cmd_top),
     CMD("history", 3, 4, 0, 0, "readonly", cmd_history),
     CMD("session", 2, 2, 0, 0, "fast", cmd_session),
@@ -1864,10 +1856,10 @@ static const struct command commands[] = {
     CMD("multi", 1, 1, CF_INMULTI, 0, "noscript loading stale fast", cmd_multi),
     CMD("exec", 1, 1, CF_INMULTI, 0, "noscript loading stale", cmd_exec),
     CMD("discard", 1, 1, CF_INMULTI, 0, "noscript loading stale fast", cmd_discard),
-    CMD("auth", 2, 3, CF_NOAUTH, 0, "noscript loading stale fast no_auth", cmd_auth),
-    CMD("hello", 1, -1, CF_NOAUTH, 0, "noscript loading stale fast no_auth", cmd_hello),
+    CMD("auth", 2, 3, CF_NOAUTH, 0, "noscript loading stale fast", cmd_auth),
+    CMD("hello", 1, -1, CF_NOAUTH, 0, "noscript loading stale fast", cmd_hello),
     CMD("select", 2, 2, 0, 0, "loading stale fast", cmd_select),
-    CMD("quit", 1, -1, CF_NOAUTH | CF_INMULTI, 0, "noscript loading stale fast no_auth", cmd_quit),
+    CMD("quit", 1, -1, CF_NOAUTH | CF_INMULTI, 0, "noscript loading stale fast", cmd_quit),
     CMDS("command", 1, -1, 0, "loading stale", command_info, &command_subs),
     CMDS("config", 2, -1, 0, "admin noscript loading stale", NULL, &config_subs),
     CMDS("client", 2, -1, 0, "admin noscript loading stale", NULL, &client_subs),
@@ -1897,17 +1889,23 @@ static void command_entry(struct net_buf *out, const struct command *k)
     net_reply_array(out, 6);
     net_reply_bulk_str(out, k->name);
     net_reply_int(out, k->min_argc == k->max_argc ? k->min_argc : -k->min_argc);
-    size_t n = 0;
+    /* the words dispatch's own flags decide are derived from them */
+    bool write = k->flags & CF_QUEUE, noauth = k->flags & CF_NOAUTH;
+    size_t n = 2 * write + noauth;
     for (const char *p = k->rflags; *p; p++)
         n += p == k->rflags || p[-1] == ' ';
     net_reply_array(out, n);
-    char word[32];
+    if (write) {
+        net_reply_status(out, "write");
+        net_reply_status(out, "denyoom");
+    }
     for (const char *p = k->rflags; *p;) {
         size_t l = strcspn(p, " ");
-        snprintf(word, sizeof word, "%.*s", (int)l, p);
-        net_reply_status(out, word);
+        net_reply_status_n(out, p, l);
         p += l + (p[l] == ' ');
     }
+    if (noauth)
+        net_reply_status(out, "no_auth");
     net_reply_int(out, k->key);
     net_reply_int(out, k->key);
     net_reply_int(out, k->key ? 1 : 0);
@@ -1948,7 +1946,7 @@ static void command_info(struct server *s, struct conn *c, const struct proto_cm
 /* COMMAND DOCS: redis-cli asks on start for its hints; none are kept. */
 static void command_docs(struct server *s, struct conn *c, const struct proto_cmd *cmd)
 {
-    net_reply_array(&c->out, 0);
+    net_reply_map(&c->out, 0, c->resp);
 }
 
 static const struct subcommand command_list_[] = {
@@ -1960,7 +1958,7 @@ static const struct subcommand command_list_[] = {
     {"docs", 2, -1, command_docs, "DOCS [<command> ...]\n    An empty map: no docs are kept."},
 };
 static const struct subtable command_subs = {"command", command_list_,
-                                            sizeof command_list_ / sizeof command_list_[0], ""};
+                                            sizeof command_list_ / sizeof command_list_[0]};
 
 /* Runs k, or the subcommand of it that sub_check found. */
 static void run_command(struct server *s, struct conn *c, const struct command *k,
@@ -1975,14 +1973,19 @@ static void run_command(struct server *s, struct conn *c, const struct command *
 
 /* A command that is neither a write nor transaction control, queued as
  * its arguments; it runs at EXEC (run_queued) and answers there. */
-static void queue_cmd(struct server *s, struct conn *c, uint32_t idx, const struct proto_cmd *cmd)
+static void queue_cmd(struct server *s, struct conn *c, uint32_t idx, const struct proto_cmd *cmd,
+                      const struct subcommand *sub)
 {
     struct net_multi *m = &c->multi;
-    struct net_qitem *q = multi_push(s, c);
+    size_t extra = 0;
+    for (size_t i = 0; i < cmd->argc; i++)
+        extra += sizeof(uint32_t) + cmd->argv[i].len;
+    struct net_qitem *q = multi_push(s, c, extra);
     if (!q)
         return;
     q->kind = NET_Q_CMD;
     q->cmd = idx;
+    q->sub = sub;
     q->argc = (uint32_t)cmd->argc;
     q->off_args = m->arena.len;
     for (size_t i = 0; i < cmd->argc; i++) {
@@ -2009,11 +2012,7 @@ static void run_queued(struct server *s, struct conn *c, const struct net_qitem 
         qc->argv[i] = (struct proto_arg){p + sizeof len, len};
         p += sizeof len + len;
     }
-    const struct command *k = &commands[q->cmd];
-    const struct subcommand *sub = NULL;
-    if (k->subs && qc->argc >= 2 && !(sub = sub_check(s, c, qc, k->subs)))
-        return;  /* checked when queued, so not met; sub_check answered for it */
-    run_command(s, c, k, qc, sub);
+    run_command(s, c, &commands[q->cmd], qc, q->sub);
 }
 
 static void dispatch(struct server *s, struct conn *c, const struct proto_cmd *cmd)
@@ -2040,8 +2039,7 @@ static void dispatch(struct server *s, struct conn *c, const struct proto_cmd *c
     /* Unknown before NOAUTH, as in Redis: client libraries probe with HELLO
      * and fall back to AUTH only on "unknown command" (Lettuce, for one). */
     if (!k) {
-        if (c->multi.active)
-            c->multi.dirty = true;
+        flag_transaction(c);
         /* Redis's words, which some clients match: the first arguments too. */
         char args[160];
         size_t o = 0;
@@ -2060,15 +2058,13 @@ static void dispatch(struct server *s, struct conn *c, const struct proto_cmd *c
      * checked before NOAUTH too, in Redis's order: ioredis sends CLIENT
      * subcommands before its AUTH and expects "unknown subcommand". */
     if (!arity_ok(cmd->argc, k->min_argc, k->max_argc)) {
-        if (c->multi.active)
-            c->multi.dirty = true;
+        flag_transaction(c);
         reply_err(s, c, "wrong number of arguments for '%s' command", k->name);
         return;
     }
     const struct subcommand *sub = NULL;
     if (k->subs && cmd->argc >= 2 && !(sub = sub_check(s, c, cmd, k->subs))) {
-        if (c->multi.active)
-            c->multi.dirty = true;  /* refused when queued, as Redis refuses it */
+        flag_transaction(c);  /* refused when queued, as Redis refuses it */
         return;
     }
     if (!c->authed && !(k->flags & CF_NOAUTH)) {
@@ -2082,7 +2078,7 @@ static void dispatch(struct server *s, struct conn *c, const struct proto_cmd *c
         } else if (refuse_oom(s, c)) {
             c->multi.dirty = true;  /* queuing takes memory too, as in Redis */
         } else {
-            queue_cmd(s, c, (uint32_t)(k - commands), cmd);
+            queue_cmd(s, c, (uint32_t)(k - commands), cmd, sub);
         }
         return;
     }
@@ -2122,8 +2118,7 @@ void net_conn_process(struct server *s, struct conn *c)
         if (rc == PROTO_EFATAL || rc == PROTO_EBAD) {
             batch_apply(s, c);
             s->st.protocol_errors++;
-            if (c->multi.active)
-                c->multi.dirty = true;  /* a refused command fails the transaction */
+            flag_transaction(c);  /* a refused command fails the transaction */
             reply_err(s, c, "Protocol error: %s", cmd->err);
             if (rc == PROTO_EFATAL) {
                 net_info("client %s: protocol error (%s), closing", c->addr, cmd->err);

@@ -535,10 +535,6 @@ void http_stats_count(struct http_stats *st, int status)
             st->responses[i]++;
 }
 
-static void count_status(struct http_conn *c, int status)
-{
-    http_stats_count(c->env->stats, status);
-}
 
 static void observe_latency(struct http_conn *c)
 {
@@ -555,10 +551,18 @@ static void observe_latency(struct http_conn *c)
 
 enum resp_flags {
     R_CLOSE = 1,       /* Connection: close, and end the connection */
-    R_NOBODY = 2,      /* HEAD: headers only */
-    R_TEXT = 4,        /* Prometheus text, not JSON */
-    R_EMPTY = 8,       /* 204: neither body nor Content-Length */
+    R_TEXT = 2,        /* Prometheus text, not JSON */
+    R_EMPTY = 4,       /* 204: neither body nor Content-Length */
 };
+
+/* HEAD gets the headers of whatever GET would get, errors included, and
+ * never a body (one after them would be read as the start of the next
+ * response): known once the request line is in, which its URL's first
+ * byte marks. respond() alone applies it, so no path can forget. */
+static bool is_head(const struct http_conn *c)
+{
+    return c->url_len && c->parser.method == HTTP_HEAD;
+}
 
 /* Frames c->tmp as the body of a response with `status` into c->out.
  * extra: more header lines, each ending in \r\n, or NULL. */
@@ -589,13 +593,13 @@ static void respond(struct http_conn *c, int status, const char *extra, unsigned
     else if (c->http_major == 1 && c->http_minor == 0)
         buf_puts(c, o, "Connection: keep-alive\r\n");
     buf_puts(c, o, "\r\n");
-    if (!(flags & (R_NOBODY | R_EMPTY)))
+    if (!(flags & R_EMPTY) && !is_head(c))
         buf_put(c, o, c->tmp.p, c->tmp.len);
     c->tmp.len = 0;
 
     struct http_stats *st = c->env->stats;
     st->requests_total++;
-    count_status(c, status);
+    http_stats_count(st, status);
     observe_latency(c);
 }
 
@@ -1519,17 +1523,9 @@ static bool auth_ok(const struct http_conn *c, bool *given)
 }
 
 /* Runs the request just parsed and queues its response. */
-/* HEAD gets the headers of whatever GET would get, errors included (a body
- * after them would be read as the start of the next response): known once
- * the request line is in, which its URL's first byte marks. */
-static bool is_head(const struct http_conn *c)
-{
-    return c->url_len && c->parser.method == HTTP_HEAD;
-}
-
 static void dispatch(struct http_conn *c)
 {
-    unsigned flags = (c->keep_alive && !c->upgrade ? 0 : R_CLOSE) | (is_head(c) ? R_NOBODY : 0);
+    unsigned flags = c->keep_alive && !c->upgrade ? 0 : R_CLOSE;
     const char *url = (const char *)c->hdr.p + c->url_off;
     struct http_parser_url u;
     http_parser_url_init(&u);
@@ -1683,7 +1679,7 @@ static int close_with(struct http_conn *c, int status, const char *msg)
 {
     if (c->phase == PH_IDLE)
         c->t_begin = now_ns(c);
-    respond_error(c, status, msg, -1, NULL, R_CLOSE | (is_head(c) ? R_NOBODY : 0));
+    respond_error(c, status, msg, -1, NULL, R_CLOSE);
     c->closed = true;
     return c->oom ? HTTP_ENOMEM : HTTP_CLOSE;
 }

@@ -35,6 +35,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -625,42 +626,63 @@ static void snapshot_end(struct server *s)
     net_prefault_pause(s->prefault, false);  /* paused since the fork */
 }
 
+/* A snapshot's outcome as INFO and /metrics report it, for the background
+ * ones (snapshot_done) and the final one alike. */
+static void snapshot_ok(struct server *s, uint64_t bytes, uint64_t raw_bytes, uint64_t ms)
+{
+    struct net_snapshot *sn = &s->snap;
+    sn->total++;
+    sn->last_unix = net_now_ms(s) / 1000;  /* a failure leaves the age growing */
+    sn->last_status = NET_SNAP_OK;
+    sn->last_bytes = bytes;
+    sn->last_raw_bytes = raw_bytes;
+    sn->last_duration_ms = ms;
+    sn->last_error[0] = 0;
+}
+
+/* Returns the reason, as kept for INFO's last_snapshot_error. */
+static const char *snapshot_failed(struct server *s, uint64_t ms, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static const char *snapshot_failed(struct server *s, uint64_t ms, const char *fmt, ...)
+{
+    struct net_snapshot *sn = &s->snap;
+    sn->total++;
+    sn->failed++;
+    sn->last_status = NET_SNAP_ERR;
+    sn->last_duration_ms = ms;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(sn->last_error, sizeof sn->last_error, fmt, ap);
+    va_end(ap);
+    return sn->last_error;
+}
+
 static void snapshot_done(struct server *s, int status)
 {
     struct net_snapshot *sn = &s->snap;
     struct snap_report rep = {.rc = SNAP_EIO};
     ssize_t n = read(sn->pipe_fd, &rep, sizeof rep);
     snapshot_end(s);
-    sn->total++;
     bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0 && n == (ssize_t)sizeof rep &&
               rep.rc == SNAP_OK;
     if (ok) {
-        sn->last_unix = net_now_ms(s) / 1000;  /* a failure leaves the age growing */
-        sn->last_status = NET_SNAP_OK;
-        sn->last_bytes = rep.bytes;
-        sn->last_raw_bytes = rep.raw_bytes;
-        sn->last_duration_ms = rep.duration_ms;
-        sn->last_error[0] = 0;
+        snapshot_ok(s, rep.bytes, rep.raw_bytes, rep.duration_ms);
         s->dirty -= sn->dirty_at_start < s->dirty ? sn->dirty_at_start : s->dirty;
         net_info("snapshot saved: %llu bytes (%llu raw) in %llu ms",
                  (unsigned long long)rep.bytes, (unsigned long long)rep.raw_bytes,
                  (unsigned long long)rep.duration_ms);
         return;
     }
-    sn->failed++;
-    sn->last_status = NET_SNAP_ERR;
-    sn->last_duration_ms = (uint64_t)(net_now_ms(s) - sn->started_ms);
+    uint64_t ms = (uint64_t)(net_now_ms(s) - sn->started_ms);
+    const char *why;
     if (n == (ssize_t)sizeof rep)
-        snprintf(sn->last_error, sizeof sn->last_error, "%s: %.200s", snap_strerror(rep.rc),
-                 rep.msg);
+        why = snapshot_failed(s, ms, "%s: %.200s", snap_strerror(rep.rc), rep.msg);
     else if (WIFSIGNALED(status))
-        snprintf(sn->last_error, sizeof sn->last_error, "child killed by signal %d",
-                 WTERMSIG(status));
+        why = snapshot_failed(s, ms, "child killed by signal %d", WTERMSIG(status));
     else
-        snprintf(sn->last_error, sizeof sn->last_error, "child exited with status %d",
-                 WIFEXITED(status) ? WEXITSTATUS(status) : -1);
-    net_error("snapshot to %s failed: %s (retried at the next interval)", s->cfg.dir,
-              sn->last_error);
+        why = snapshot_failed(s, ms, "child exited with status %d",
+                              WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    net_error("snapshot to %s failed: %s (retried at the next interval)", s->cfg.dir, why);
 }
 
 static void child_cb(struct ev_loop *loop, ev_child *w, int revents)
@@ -734,26 +756,17 @@ static void maxmemory_watch(struct server *s);
 
 /* What the clients hold, for INFO and --maxmemory: the server's own
  * buffers, and each connection's (a queued MULTI and an HTTP request's
- * scratch included). cron_cb sums them in the walk it makes anyway;
- * client_memory does the same at start. */
+ * scratch included). cron_cb sums them in the walk it makes anyway. */
 static uint64_t shared_memory(const struct server *s)
 {
     return s->tmp.cap + NET_SCRATCH;
 }
 
-static uint64_t conn_memory(const struct conn *c)
+uint64_t net_conn_memory(const struct conn *c)
 {
     const struct net_multi *m = &c->multi;
     return sizeof *c + c->in.cap + c->out.cap + m->arena.cap + m->cap * sizeof *m->items +
            m->ixs_cap * sizeof *m->ixs + (c->is_http ? http_conn_memory(&c->http) : 0);
-}
-
-static uint64_t client_memory(const struct server *s)
-{
-    uint64_t bufs = shared_memory(s);
-    for (const struct conn *c = s->conns; c; c = c->next)
-        bufs += conn_memory(c);
-    return bufs;
 }
 
 /* (Re)arms the --snapshot-interval timer from s->cfg; 0 = no timer. */
@@ -790,7 +803,7 @@ static void cron_cb(struct ev_loop *loop, ev_timer *w, int revents)
                 c->read_size = READ_MIN;
             net_buf_shrink(&c->out, 64u * 1024);
         }
-        bufs += conn_memory(c);
+        bufs += net_conn_memory(c);
     }
     s->client_mem = bufs;
     maxmemory_watch(s);
@@ -886,7 +899,7 @@ static void maxmemory_watch(struct server *s)
 {
     uint64_t used = net_used_memory(s), max = s->cfg.maxmemory;
     if (!s->mem_logged_over) {
-        if (!net_over_maxmemory(s))
+        if (!max || used <= max)  /* net_over_maxmemory, with used at hand */
             return;
         s->mem_logged_over = true;
         net_warn("used memory %llu bytes is over --maxmemory %llu: TRACK, BOOST and HTTP writes "
@@ -952,24 +965,6 @@ static void http_fill(void *ud, struct http_metrics *m)
 
 /* ---- init / run / destroy ---------------------------------------------------------------- */
 
-static int prepare_dir(const char *dir)
-{
-    struct stat st;
-    if (stat(dir, &st) == 0) {
-        if (!S_ISDIR(st.st_mode)) {
-            net_error("--dir %s: not a directory", dir);
-            return -1;
-        }
-        return 0;
-    }
-    if (errno != ENOENT || mkdir(dir, 0755) != 0) {
-        net_error("--dir %s: %s", dir, strerror(errno));
-        return -1;
-    }
-    net_info("created data directory %s", dir);
-    return 0;
-}
-
 static void raise_fd_limit(struct server *s)
 {
     struct rlimit rl;
@@ -1019,9 +1014,14 @@ int net_server_init(struct server *s, const struct net_config *cfg)
         net_error("out of memory");
         return -1;
     }
-    if (prepare_dir(cfg->dir))
-        return -1;
     struct snap_err le = {0};
+    bool made;
+    if (snap_prepare_dir(cfg->dir, &made, &le) != SNAP_OK) {
+        net_error("%s", le.msg);
+        return -1;
+    }
+    if (made)
+        net_info("created data directory %s", cfg->dir);
     if (snap_lock_dir(cfg->dir, &s->lock_fd, &le) != SNAP_OK) {
         net_error("--dir: %s; refusing to start", le.msg);
         return -1;
@@ -1120,7 +1120,7 @@ int net_server_init(struct server *s, const struct net_config *cfg)
     ev_timer_init(&s->deadline_w, deadline_cb, SHUTDOWN_FLUSH_TIMEOUT, 0.);
     s->deadline_w.data = s;
     snap_timer_set(s);
-    s->client_mem = client_memory(s);
+    s->client_mem = shared_memory(s);  /* no client yet */
     maxmemory_watch(s);  /* a snapshot loaded over the limit says so now */
     return 0;
 }
@@ -1135,16 +1135,14 @@ void net_server_reconfigure(struct server *s, const struct net_config *next)
         snap_timer_set(s);
     /* A new limit: say where the server stands against it, so the last
      * memory line in the log is never about a limit no longer in force. */
-    if (limit && s->mem_logged_over && !net_over_maxmemory(s)) {
-        s->mem_logged_over = false;
-        if (s->cfg.maxmemory)
+    if (limit && s->mem_logged_over) {
+        s->mem_logged_over = false;  /* over the new one too: maxmemory_watch says so */
+        if (!s->cfg.maxmemory)
+            net_warn("--maxmemory is off: writes accepted again");
+        else if (!net_over_maxmemory(s))
             net_warn("used memory %llu bytes is under the new --maxmemory %llu: writes accepted",
                      (unsigned long long)net_used_memory(s),
                      (unsigned long long)s->cfg.maxmemory);
-        else
-            net_warn("--maxmemory is off: writes accepted again");
-    } else if (limit && s->mem_logged_over) {
-        s->mem_logged_over = false;  /* logged again against the new limit, below */
     }
     maxmemory_watch(s);
 }
@@ -1175,26 +1173,16 @@ int net_final_snapshot(struct server *s, bool always)
     }
     struct snap_stats st = {0};
     struct snap_err se = {0};
-    struct net_snapshot *sn = &s->snap;
     int rc = snap_save(s->eng, s->cfg.dir, net_now_ms(s), &st, &se);
-    sn->total++;
-    sn->last_duration_ms = st.duration_ms;
-    if (rc != SNAP_OK) {
-        /* INFO tells it too when SHUTDOWN refused to go on for this */
-        sn->failed++;
-        sn->last_status = NET_SNAP_ERR;
-        snprintf(sn->last_error, sizeof sn->last_error, "%s: %.200s", snap_strerror(rc), se.msg);
-        net_error("final snapshot to %s failed: %s", s->cfg.dir, sn->last_error);
+    if (rc != SNAP_OK) {  /* INFO tells it too when SHUTDOWN refused to go on for this */
+        net_error("final snapshot to %s failed: %s", s->cfg.dir,
+                  snapshot_failed(s, st.duration_ms, "%s: %.200s", snap_strerror(rc), se.msg));
         return -1;
     }
     net_info("final snapshot saved: %llu bytes in %llu ms", (unsigned long long)st.bytes,
              (unsigned long long)st.duration_ms);
+    snapshot_ok(s, st.bytes, st.raw_bytes, st.duration_ms);
     s->dirty = 0;
-    sn->last_status = NET_SNAP_OK;
-    sn->last_unix = net_now_ms(s) / 1000;
-    sn->last_bytes = st.bytes;
-    sn->last_raw_bytes = st.raw_bytes;
-    sn->last_error[0] = 0;
     return 0;
 }
 

@@ -35,6 +35,7 @@ enum conn_state {
 const char *net_conn_state_name(enum conn_state st);
 
 enum net_qkind { NET_Q_TRACK = 1, NET_Q_BOOST = 2, NET_Q_CMD = 3 };
+struct subcommand;  /* cmd.c's */
 
 /* A command queued by MULTI. Strings live in the connection's arena at the
  * recorded offsets (the arena may move while the queue grows); SIZE_MAX
@@ -47,6 +48,7 @@ struct net_qitem {
     int64_t boost;
     uint32_t cmd, argc;          /* any other command: its table index; its arguments */
     size_t off_args;             /* are argc records of u32 length + bytes in the arena */
+    const struct subcommand *sub;  /* and the subcommand found when it was queued, or NULL */
 };
 
 struct net_multi {
@@ -226,6 +228,9 @@ void net_conn_kill(struct server *s, struct conn *c);
  * connected_clients, the clients CLIENT LIST may show): the HTTP port's
  * connections count toward --maxclients only. */
 uint32_t net_line_clients(const struct server *s);
+/* Bytes one connection holds: itself, its buffers, a queued MULTI, an HTTP
+ * request's scratch (CLIENT LIST's tot-mem; summed into used memory). */
+uint64_t net_conn_memory(const struct conn *c);
 /* Used memory, as INFO, /metrics and --maxmemory all give it: the engine's
  * memory, exact, plus the clients' buffers as the last cron tick summed
  * them (a sum over every client is too dear for each write, and buffers

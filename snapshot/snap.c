@@ -1203,6 +1203,19 @@ void snap_remove_stale(const char *dir)
     closedir(d);
 }
 
+int snap_prepare_dir(const char *dir, bool *made, struct snap_err *err)
+{
+    struct stat st;
+    *made = false;
+    if (stat(dir, &st) == 0)
+        return S_ISDIR(st.st_mode) ? SNAP_OK
+                                   : fail(err, SNAP_EIO, 0, "--dir %s: not a directory", dir);
+    if (errno != ENOENT || mkdir(dir, 0755) != 0)
+        return fail(err, SNAP_EIO, 0, "--dir %s: %s", dir, strerror(errno));
+    *made = true;
+    return SNAP_OK;
+}
+
 int snap_lock_dir(const char *dir, int *fdp, struct snap_err *err)
 {
     char path[4096];

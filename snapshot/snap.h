@@ -11,6 +11,7 @@
 #ifndef SHORTSTAT_SNAP_H
 #define SHORTSTAT_SNAP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -36,6 +37,10 @@ struct snap_err {
 #define SNAP_FILE "shortstat.snap"
 #define SNAP_LOCK_FILE "shortstat.lock"
 
+/* The data directory, made if it is missing (one level: a parent that is
+ * missing too is an error), as shortstatd and a restore both make their
+ * --dir; *made says whether it was. SNAP_EIO with "--dir DIR: why". */
+int snap_prepare_dir(const char *dir, bool *made, struct snap_err *err);
 /* Takes the data directory's lock: an exclusive flock on
  * <dir>/shortstat.lock, which is created if need be and given the holder's
  * pid. One server, or one restore, per directory at a time. The lock is

@@ -733,20 +733,15 @@ static int cmd_restore(const char *path, const char *dir)
         fprintf(stderr, "shortstat-snap: %s: path too long\n", dir);
         return EXIT_BAD;
     }
-    /* A missing DIR is made, one level, as shortstatd makes its --dir: a
-     * restore into a fresh directory for a new server is the usual case.
-     * If nothing is installed, what was made is removed again. */
-    struct stat sb;
-    int st = stat(dir, &sb);
-    bool made = st != 0 && errno == ENOENT && mkdir(dir, 0755) == 0;
-    if (made)
-        st = stat(dir, &sb);
-    if (st != 0 || !S_ISDIR(sb.st_mode)) {
-        fprintf(stderr, "shortstat-snap: --dir %s: %s\n", dir,
-                st != 0 ? strerror(errno) : "not a directory");
+    /* A missing DIR is made, as shortstatd makes its --dir: a restore into
+     * a fresh directory for a new server is the usual case. If nothing is
+     * installed, what was made is removed again. */
+    struct snap_err err = {0};
+    bool made;
+    if (snap_prepare_dir(dir, &made, &err) != SNAP_OK) {
+        fprintf(stderr, "shortstat-snap: %s\n", err.msg);
         return EXIT_BAD;
     }
-    struct snap_err err = {0};
     int lock = -1, rc = snap_lock_dir(dir, &lock, &err);
     if (rc) {
         fprintf(stderr, "shortstat-snap: %s%s; nothing installed\n", err.msg,

@@ -796,14 +796,16 @@ END_TEST
 /* Quoted arguments are unescaped into the server's scratch, which a run
  * of TRACKs keeps until it is applied; a run whose quoted user agents
  * would overflow it is applied early, and its strings must survive that.
- * 300 TRACKs in one write, user agents of 400 and 3,000 bytes (the second
- * over the engine's 512) alternating: about 57 pairs fill the scratch,
- * before the 128 that end a run. */
+ * 1,500 TRACKs in one write, user agents of 400 and 3,000 bytes (the
+ * second over the engine's 512) alternating: about 57 pairs fill the
+ * scratch, before the 128 that end a run. So many because reads start at
+ * 16 KB and grow as they fill: with 300 no read was large enough for the
+ * early apply to happen at all. */
 START_TEST(pipeline_scratch_fills_mid_run)
 {
     struct srv s;
     srv_start(&s, NULL);
-    const int n = 300;
+    const int n = 1500;
     char *buf = malloc((size_t)n * 3100);
     ck_assert_ptr_nonnull(buf);
     size_t o = 0;
@@ -823,7 +825,7 @@ START_TEST(pipeline_scratch_fills_mid_run)
         ck_assert_msg(strcmp(r, i % 2 ? "-ERR ua: longer than 512 bytes\r\n" : "+OK\r\n") == 0,
                       "reply %d: %s", i, r);
     }
-    expect_stat(&c, 5, "views", "150");
+    expect_stat(&c, 5, "views", "750");
     for (int i = 0; i < n; i += 2) {  /* each user agent whole, and its own */
         char want[480];
         memset(want, 'a' + i % 26, 400);
@@ -1051,6 +1053,7 @@ START_TEST(multi_exec_atomic)
     EXPECT(&a, "+QUEUED\r\n", "STATS nope");   /* its error comes at EXEC, in the array */
     EXPECT(&a, "+QUEUED\r\n", "ECHO \"a b\"");
     expect_stat(&b, 3, "views", "0");
+    long long changes = info_num(&b, "changes_since_last_snapshot");
     r = cmdf(&a, "EXEC");
     ck_assert_msg(strncmp(r, "*8\r\n*30\r\n", 9) == 0, "%s", r);  /* STATS 3 before: unknown */
     const char *after = strstr(r, "$5\r\nboost\r\n$1\r\n0\r\n");
@@ -1062,8 +1065,9 @@ START_TEST(multi_exec_atomic)
     ck_assert_msg(strstr(after, "\r\n$3\r\na b\r\n"), "%s", r);
     expect_stat(&b, 3, "views", "2");
     expect_stat(&b, 3, "boost", "7");
-    /* a queued read refused at EXEC does not undo the writes around it */
-    ck_assert_int_eq(info_num(&b, "changes_since_last_snapshot") > 0, 1);
+    /* a queued read refused at EXEC does not undo the writes around it:
+     * two TRACKs and a BOOST, each one change */
+    ck_assert_int_eq(info_num(&b, "changes_since_last_snapshot"), changes + 3);
 
     /* What only EXEC can find (the engine's platform limit): a transaction
      * of writes alone is refused whole; with a query in it, the failing
@@ -1247,12 +1251,14 @@ START_TEST(handshake_commands)
     EXPECT(&c, "%1\r\n$10\r\nmaxclients\r\n$5\r\n10000\r\n", "CONFIG GET maxclients");
     ck_assert(strncmp(cmdf(&c, "STATS 1"), "%15\r\n$11\r\nimpressions\r\n", 23) == 0);
     EXPECT(&c, "*1\r\n_\r\n", "COMMAND INFO nosuch");
+    EXPECT(&c, "%0\r\n", "COMMAND DOCS");
     EXPECT(&c, "+OK\r\n", "TRACK 1 view session=r3");
     ck_assert_ptr_nonnull(strstr(cmdf(&c, "CLIENT INFO"), " resp=3 "));
     r = cmdf(&c, "HELLO 2");
     ck_assert_msg(strncmp(r, "*14\r\n", 5) == 0 && strstr(r, "proto\r\n:2\r\n"), "%s", r);
     EXPECT(&c, "$-1\r\n", "CLIENT GETNAME");
     ck_assert(strncmp(cmdf(&c, "STATS 1"), "*30\r\n", 5) == 0);
+    EXPECT(&c, "*0\r\n", "COMMAND DOCS");
 
     EXPECT(&c, "+OK\r\n", "SELECT 0");
     EXPECT(&c, "-ERR DB index is out of range\r\n", "SELECT 1");
@@ -1276,6 +1282,10 @@ START_TEST(handshake_commands)
                ":1\r\n:1\r\n:1\r\n", "COMMAND INFO TRACK");
     EXPECT(&c, "*1\r\n*6\r\n$3\r\ntop\r\n:-2\r\n*1\r\n+readonly\r\n:0\r\n:0\r\n:0\r\n",
            "COMMAND INFO top");
+    /* the flags dispatch acts on are the ones COMMAND INFO says: PING needs no AUTH */
+    EXPECT(&c, "*1\r\n*6\r\n$4\r\nping\r\n:-1\r\n*3\r\n+fast\r\n+stale\r\n+no_auth\r\n"
+               ":0\r\n:0\r\n:0\r\n", "COMMAND INFO ping");
+    ck_assert_ptr_nonnull(strstr(cmdf(&c, "COMMAND INFO auth"), "+fast\r\n+no_auth\r\n:0"));
     EXPECT(&c, "-ERR unknown subcommand 'GETKEYS'. Try COMMAND HELP.\r\n", "COMMAND GETKEYS x");
     EXPECT(&c, "-ERR wrong number of arguments for 'command|count' command\r\n",
            "COMMAND COUNT x");
@@ -1822,6 +1832,10 @@ START_TEST(maxmemory_and_config_set)
     EXPECT(&b, "+OK\r\n", "CONFIG SET maxmemory 1k");
     ck_assert(wait_log(&s, "is over --maxmemory 1024: TRACK, BOOST and HTTP writes are refused"));
     ck_assert(log_has(&s, "CONFIG SET maxmemory=1k"));
+    /* a new limit the server is still over: said against the new one */
+    EXPECT(&b, "+OK\r\n", "CONFIG SET maxmemory 2k");
+    ck_assert(wait_log(&s, "is over --maxmemory 2048:"));
+    EXPECT(&b, "+OK\r\n", "CONFIG SET maxmemory 1k");
     /* queued under the limit, over it at EXEC: the transaction is refused */
     EXPECT(&a,
            "-EXECABORT Transaction discarded because of: OOM command not allowed when used "
@@ -1905,6 +1919,7 @@ START_TEST(maxmemory_and_config_set)
     longkey[70] = 0;
     EXPECT(&b, "-ERR CONFIG SET failed: kkkkkkkkkkkkkkkkkkkkkkkkkkkk...: unknown setting\r\n",
            "CONFIG SET %s 1", longkey);
+    EXPECT(&b, "-ERR CONFIG SET failed: '': unknown setting\r\n", "CONFIG SET \"\" 1");
     EXPECT(&b, "-ERR CONFIG SET failed: loglevel: must be debug, info or warn (or Redis's verbose, "
                "notice, warning)\r\n",
            "CONFIG SET loglevel loud");
@@ -2769,6 +2784,13 @@ START_TEST(sigterm_flushes_and_exits_0)
     struct stat sb;
     ck_assert_int_eq(stat(fifo, &sb), 0);  /* the snapshot's place is as it was */
     ck_assert(S_ISFIFO(sb.st_mode));
+    /* SIGINT (a terminal's ^C) the same way */
+    unlink(s.log);
+    s.pid = spawn(&s, args);
+    ck_assert(wait_log(&s, "loading snapshot"));
+    kill(s.pid, SIGINT);
+    ck_assert_int_eq(wait_exit(&s), 0);
+    ck_assert(log_has(&s, "received SIGINT during start-up: exiting without saving"));
     srv_cleanup(&s);
 }
 END_TEST
@@ -2941,7 +2963,8 @@ START_TEST(shutdown_command)
     cli_close(&c);
     cli_close(&other);
     ck_assert_int_eq(wait_exit(&s), 0);
-    ck_assert(log_has(&s, "SHUTDOWN from client 127.0.0.1:"));
+    ck_assert(log_has(&s, "SHUTDOWN NOW from client 127.0.0.1:"));
+    ck_assert(log_has(&s, ": shutting down"));
     ck_assert(log_has(&s, "final snapshot saved"));
     srv_start_in(&s, NULL);
     cli_open(&c, s.port);
@@ -3112,16 +3135,41 @@ static pid_t stopped_snapshot_child(const struct srv *s, struct cli *c)
     return child;
 }
 
+/* What the snapshot-child tests start from: a client on s, n sessions
+ * recorded, and a snapshot child caught running and stopped. */
+static pid_t load_and_stop_child(const struct srv *s, struct cli *c, int n)
+{
+    cli_open(c, s->port);
+    track_many(c, n);
+    return stopped_snapshot_child(s, c);
+}
+
+static void assert_child_gone(pid_t child)
+{
+    char state = proc_state(child);
+    ck_assert_msg(state == 0 || state == 'Z', "the snapshot child outlived shutdown (%c)", state);
+}
+
+/* dir's snapshot is whole, holds `sessions` sessions, and no temp file is
+ * left beside it; its header in *h. */
+static void assert_snapshot(const char *dir, uint64_t sessions, struct snap_header *h)
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s/%s", dir, SNAP_FILE);
+    struct snap_err e;
+    ck_assert_int_eq(snap_verify(path, h, &e), SNAP_OK);
+    ck_assert_uint_eq(h->counts.sessions, sessions);
+    assert_no_temp(dir);
+}
+
 START_TEST(snapshot_child_dies_with_server)
 {
     struct srv s;
     srv_start(&s, NULL);
     struct cli c;
-    cli_open(&c, s.port);
-    track_many(&c, 20000);
+    pid_t child = load_and_stop_child(&s, &c, 20000);
     char path[128];
     snprintf(path, sizeof path, "%s/%s", s.dir, SNAP_FILE);
-    pid_t child = stopped_snapshot_child(&s, &c);
     unlink(path);  /* whatever an earlier attempt saved */
     cli_close(&c);
     kill(s.pid, SIGKILL);
@@ -3147,30 +3195,25 @@ START_TEST(shutdown_stops_a_running_snapshot)
     struct srv s;
     srv_start(&s, NULL);
     struct cli c;
-    cli_open(&c, s.port);
-    track_many(&c, 20000);
-    pid_t child = stopped_snapshot_child(&s, &c);
+    pid_t child = load_and_stop_child(&s, &c, 20000);
     cli_close(&c);
     int st = srv_term(&s);
     ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %d", st);
     ck_assert(log_has(&s, "stopping the running snapshot"));
     ck_assert(log_has(&s, "final snapshot saved"));
-    char state = proc_state(child);
-    ck_assert_msg(state == 0 || state == 'Z', "the snapshot child outlived shutdown (%c)", state);
-    char path[128];
-    snprintf(path, sizeof path, "%s/%s", s.dir, SNAP_FILE);
-    struct snap_header h;
-    struct snap_err e;
-    ck_assert_int_eq(snap_verify(path, &h, &e), SNAP_OK);
-    ck_assert_uint_eq(h.counts.sessions, 20000);
-    assert_no_temp(s.dir);
+    assert_child_gone(child);
+    struct snap_header h, h0;
+    assert_snapshot(s.dir, 20000, &h);
 
     /* SHUTDOWN NOSAVE stops it too: the snapshot on disk stays the one
-     * written above, and the child leaves no temp file behind. */
+     * there when the child was caught (an earlier try may have saved one;
+     * NOSAVE must not), and the child leaves no temp file behind. */
     srv_start_in(&s, NULL);
-    cli_open(&c, s.port);
-    track_many(&c, 5000);
-    child = stopped_snapshot_child(&s, &c);
+    child = load_and_stop_child(&s, &c, 5000);
+    char path[128];
+    struct snap_err e;
+    snprintf(path, sizeof path, "%s/%s", s.dir, SNAP_FILE);
+    ck_assert_int_eq(snap_verify(path, &h0, &e), SNAP_OK);  /* its temp file is beside it */
     cli_sends(&c, "SHUTDOWN NOSAVE\r\n");
     ck_assert(cli_eof(&c));
     cli_close(&c);
@@ -3179,11 +3222,9 @@ START_TEST(shutdown_stops_a_running_snapshot)
     snprintf(want, sizeof want, "stopping the running snapshot (child %d): SHUTDOWN NOSAVE",
              (int)child);
     ck_assert(log_has(&s, want));
-    state = proc_state(child);
-    ck_assert_msg(state == 0 || state == 'Z', "the snapshot child outlived shutdown (%c)", state);
-    ck_assert_int_eq(snap_verify(path, &h, &e), SNAP_OK);
-    ck_assert_uint_eq(h.counts.sessions, 20000);
-    assert_no_temp(s.dir);
+    assert_child_gone(child);
+    assert_snapshot(s.dir, 20000, &h);
+    ck_assert_int_eq(h.created_ms, h0.created_ms);
     srv_cleanup(&s);
 }
 END_TEST
@@ -3195,9 +3236,7 @@ START_TEST(snapshot_child_killed)
     struct srv s;
     srv_start(&s, NULL);
     struct cli c;
-    cli_open(&c, s.port);
-    track_many(&c, 20000);
-    pid_t child = stopped_snapshot_child(&s, &c);
+    pid_t child = load_and_stop_child(&s, &c, 20000);
     ck_assert_int_eq(kill(child, SIGKILL), 0);
     wait_snapshot_done(&c);
     ck_assert(info_has(&c, "last_snapshot_status:err"));
@@ -3380,6 +3419,15 @@ START_TEST(multi_too_large)
     ck_assert_int_gt(queued, 0);
     EXPECT_ERR(&c, "-EXECABORT", "EXEC");
     expect_stat(&c, 1, "views", "0");
+    /* a queued command is counted with its own bytes: one of 1.5 KB fits the
+     * 2 KB limit, a second is refused before it is stored, not after */
+    char arg[1501];
+    memset(arg, 'e', 1500);
+    arg[1500] = 0;
+    EXPECT(&c, "+OK\r\n", "MULTI");
+    EXPECT(&c, "+QUEUED\r\n", "ECHO %s", arg);
+    EXPECT(&c, "-ERR transaction too large (query-buffer-limit)\r\n", "ECHO %s", arg);
+    EXPECT_ERR(&c, "-EXECABORT", "EXEC");
     cli_close(&c);
     assert_alive(&s);
     srv_stop_ok(&s);
