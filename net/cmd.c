@@ -347,9 +347,34 @@ size_t net_history_format(const struct eng_history_rec *r, char *out)
 
 /* ---- replies with accounting --------------------------------------------------- */
 
+/* INFO errorstats: one more error reply whose first word is its code. A
+ * code past the table's room (there are far fewer) counts as the last. */
+static void errstat_count(struct server *s, const char *msg)
+{
+    size_t n = strcspn(msg, " ");
+    if (n > NET_ERRCODE_MAX)
+        n = NET_ERRCODE_MAX;
+    uint32_t i = 0;
+    while (i < s->nerrstat && !(strncmp(s->errstat[i].code, msg, n) == 0 &&
+                                s->errstat[i].code[n] == 0))
+        i++;
+    if (i == s->nerrstat) {
+        if (i == NET_ERRSTAT_MAX) {
+            i--;
+        } else {
+            memcpy(s->errstat[i].code, msg, n);
+            s->errstat[i].code[n] = 0;
+            s->nerrstat++;
+        }
+    }
+    s->errstat[i].count++;
+}
+
 static void reply_error_raw(struct server *s, struct conn *c, const char *msg)
 {
     s->st.errors++;
+    errstat_count(s, msg);
+    s->cur.failed = true;  /* for the command running, if one is */
     net_reply_error(&c->out, msg);
 }
 
@@ -400,6 +425,7 @@ static bool refuse_oom_n(struct server *s, struct conn *c, size_t n)
     if (!net_over_maxmemory(s))
         return false;
     s->st.oom_refused += n;
+    s->cur.rejected = true;
     for (size_t i = 0; i < n; i++)
         reply_error_raw(s, c, OOM_MSG);
     return true;
@@ -422,6 +448,26 @@ static void record_single(struct server *s, struct conn *c, const struct eng_ix 
     }
 }
 
+/* ---- command statistics and the slow log ------------------------------------------ */
+
+/* TRACK's commandstat: it is first in the command table, and its fast path
+ * counts there without a lookup. */
+enum { SLOT_TRACK = 0 };
+
+/* Keeps a command that ran at least slowlog-log-slower-than in the slow log. */
+static void slowlog_note(struct server *s, const struct conn *c, const struct proto_arg *argv,
+                         size_t argc, uint64_t redact, const char *note, uint64_t nsec)
+{
+    int64_t min = s->cfg.slowlog_slower_us;
+    uint64_t usec = nsec / 1000u;
+    if (min < 0 || usec < (uint64_t)min)
+        return;
+    if (net_slowlog_push(&s->slowlog, argv, argc, redact, note, (int64_t)ev_now(s->loop), usec,
+                         c->addr, c->name))
+        net_warn("client %s: out of memory for a slow log entry (%llu us); not kept", c->addr,
+                 (unsigned long long)usec);
+}
+
 /* Applies the parsed TRACK run in order; frees the scratch for reuse.
  * eng_record_batch is the fast path (its staged prefetch overlaps the
  * misses of the whole run), but it is all-or-nothing while each TRACK must
@@ -435,8 +481,13 @@ static void batch_apply(struct server *s, struct conn *c)
 {
     const struct eng_ix *ix = s->batch;
     size_t n = s->nbatch;
-    if (n > 0 && refuse_oom_n(s, c, n))
+    struct net_cmdstat *st = &s->cmdstat[SLOT_TRACK];
+    if (n > 0 && refuse_oom_n(s, c, n)) {
+        st->rejected += n;
         n = 0;
+    }
+    const size_t total = n;
+    const uint64_t errors0 = s->st.errors, t0 = total ? net_mono_nsec() : 0;
     while (n > 0) {
         struct eng_err e = {.index = -1};
         if (eng_record_batch(s->eng, ix, n, &e) == ENG_OK) {
@@ -461,6 +512,17 @@ static void batch_apply(struct server *s, struct conn *c)
         record_single(s, c, &ix[k]);
         ix += k + 1;
         n -= k + 1;
+    }
+    if (total) {
+        /* one time for the run: the engine applies it as one batch */
+        uint64_t dt = net_mono_nsec() - t0;
+        st->calls += total;
+        st->nsec += dt;
+        st->failed += s->st.errors - errors0;
+        char note[48] = "";
+        if (total > 1)
+            snprintf(note, sizeof note, "(run of %zu TRACKs)", total);
+        slowlog_note(s, c, s->batch_argv, s->batch_argc, 0, total > 1 ? note : NULL, dt);
     }
     s->nbatch = 0;
     s->scratch_used = 0;
@@ -750,7 +812,7 @@ static void config_set(struct server *s, struct conn *c, const struct proto_cmd 
         reply_err(s, c, "wrong number of arguments for 'config|set' command");
         return;
     }
-    enum { PAIRS_MAX = 8 };  /* more than there are live settings */
+    enum { PAIRS_MAX = 16 };  /* more than there are live settings */
     if ((cmd->argc - 2) / 2 > PAIRS_MAX) {
         reply_err(s, c, "CONFIG SET failed: at most %d settings at once", PAIRS_MAX);
         return;
@@ -813,6 +875,21 @@ static void config_set(struct server *s, struct conn *c, const struct proto_cmd 
     net_reply_ok(&c->out);
 }
 
+/* CONFIG RESETSTAT, as Redis's: the counters go back to zero; what is in
+ * the engine (interactions by type), gauges and the slow log stay. */
+static void config_resetstat(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+{
+    (void)cmd;
+    memset(&s->st, 0, sizeof s->st);
+    memset(s->cmdstat, 0, sizeof s->cmdstat);
+    memset(s->errstat, 0, sizeof s->errstat);
+    s->nerrstat = 0;
+    s->snap.max_fork_usec = 0;
+    s->cur.failed = false;  /* for this call's own count, kept as Redis keeps it */
+    net_info("client %s: CONFIG RESETSTAT", c->addr);
+    net_reply_ok(&c->out);
+}
+
 static const struct subcommand config_list[] = {
     {"get", 3, -1, config_get,
      "GET <pattern> [<pattern> ...]\n"
@@ -820,8 +897,12 @@ static const struct subcommand config_list[] = {
     {"set", 4, -1, config_set,
      "SET <setting> <value> [<setting> <value> ...]\n"
      "    Change settings that need no restart, all or none: loglevel,\n"
-     "    snapshot-interval, query-buffer-limit, client-output-limit, maxmemory.\n"
+     "    snapshot-interval, query-buffer-limit, client-output-limit, maxmemory,\n"
+     "    slowlog-log-slower-than, slowlog-max-len.\n"
      "    The change lasts until the server stops."},
+    {"resetstat", 2, 2, config_resetstat,
+     "RESETSTAT\n"
+     "    Zero the counters INFO stats, commandstats and errorstats show."},
 };
 static const struct subtable config_subs = {"config", config_list,
                                            sizeof config_list / sizeof config_list[0]};
@@ -958,6 +1039,7 @@ static void cmd_track(struct server *s, struct conn *c, const struct proto_cmd *
 {
     struct eng_ix ix;
     char err[NET_ERR_MAX];
+    s->cur.queued = c->multi.active;  /* runs at EXEC; an error now refuses it */
     if (net_track_parse(&cmd->argv[1], cmd->argc - 1, &ix, err, sizeof err)) {
         flag_transaction(c);
         reply_err(s, c, "%s", err);
@@ -976,6 +1058,7 @@ static void cmd_boost(struct server *s, struct conn *c, const struct proto_cmd *
 {
     uint64_t id;
     int64_t boost;
+    s->cur.queued = c->multi.active;  /* runs at EXEC; an error now refuses it */
     if (parse_short_id(s, c, &cmd->argv[1], &id))
         goto bad;
     if (net_parse_i64(cmd->argv[2].p, cmd->argv[2].len, &boost) || boost < 0 ||
@@ -1037,6 +1120,32 @@ static inline const char *arena_str(const struct net_buf *a, size_t off)
 }
 
 static void run_queued(struct server *s, struct conn *c, const struct net_qitem *q);
+static int slot_named(const char *name);
+
+enum write_outcome { W_RAN, W_FAILED, W_REJECTED };
+
+/* The commandstats of queued writes [from, to) that EXEC ran (as one batch
+ * taking nsec, shared by count), failed or refused. */
+static void stat_writes(struct server *s, const struct net_multi *m, size_t from, size_t to,
+                        uint64_t nsec, enum write_outcome how)
+{
+    size_t n[2] = {0, 0};
+    for (size_t i = from; i < to; i++)
+        n[m->items[i].kind == NET_Q_BOOST]++;
+    for (int b = 0; b < 2; b++) {
+        if (!n[b])
+            continue;
+        struct net_cmdstat *st = &s->cmdstat[b ? slot_named("boost") : SLOT_TRACK];
+        if (how == W_REJECTED) {
+            st->rejected += n[b];
+            continue;
+        }
+        st->calls += n[b];
+        st->nsec += nsec * n[b] / (to - from);
+        if (how == W_FAILED)
+            st->failed += n[b];
+    }
+}
 
 /* Applies items [from, to) of the queue, TRACKs and BOOSTs only, as one
  * all-or-nothing engine batch (BOOSTs after it; they only fail for
@@ -1045,6 +1154,7 @@ static int exec_writes(struct server *s, struct net_multi *m, size_t from, size_
                        struct eng_err *e)
 {
     size_t ntrack = 0;
+    const uint64_t t0 = net_mono_nsec();
     for (size_t i = from; i < to; i++)
         ntrack += m->items[i].kind == NET_Q_TRACK;
     if (ntrack > m->ixs_cap) {
@@ -1052,6 +1162,7 @@ static int exec_writes(struct server *s, struct net_multi *m, size_t from, size_
         if (!ixs) {
             snprintf(e->msg, sizeof e->msg, "out of memory");
             e->index = -1;
+            stat_writes(s, m, from, to, net_mono_nsec() - t0, W_FAILED);
             return -1;
         }
         m->ixs = ixs;
@@ -1070,8 +1181,10 @@ static int exec_writes(struct server *s, struct net_multi *m, size_t from, size_
         ix->ua = arena_str(&m->arena, q->off_ua);
     }
     /* Validated when queued, so only a limit or memory fails here. */
-    if (ntrack && eng_record_batch(s->eng, m->ixs, ntrack, e))
+    if (ntrack && eng_record_batch(s->eng, m->ixs, ntrack, e)) {
+        stat_writes(s, m, from, to, net_mono_nsec() - t0, W_FAILED);
         return -1;
+    }
     for (size_t i = from; i < to; i++) {
         const struct net_qitem *q = &m->items[i];
         struct eng_err be = {.index = -1};
@@ -1080,6 +1193,7 @@ static int exec_writes(struct server *s, struct net_multi *m, size_t from, size_
                      (unsigned long long)q->boost_id, be.msg);
     }
     s->dirty += to - from;
+    stat_writes(s, m, from, to, net_mono_nsec() - t0, W_RAN);
     return 0;
 }
 
@@ -1110,6 +1224,7 @@ static void cmd_exec(struct server *s, struct conn *c, const struct proto_cmd *c
     if (writes && net_over_maxmemory(s)) {  /* Redis's EXEC of "denyoom" commands */
         s->st.oom_refused++;
         reply_error_raw(s, c, "EXECABORT Transaction discarded because of: " OOM_MSG);
+        s->cur.rejected = true;  /* EXEC itself was refused, as Redis counts it */
         multi_reset(m);
         return;
     }
@@ -1131,7 +1246,9 @@ static void cmd_exec(struct server *s, struct conn *c, const struct proto_cmd *c
         return;
     }
     net_reply_array(&c->out, m->n);
-    for (size_t i = 0; i < m->n;) {
+    /* Errors in the array are the queued commands', not EXEC's own. */
+    const struct net_cur_cmd mine = s->cur;
+    for (size_t i = 0; i < m->n; s->cur = mine) {
         if (m->items[i].kind == NET_Q_CMD) {
             run_queued(s, c, &m->items[i++]);
             continue;
@@ -1140,6 +1257,7 @@ static void cmd_exec(struct server *s, struct conn *c, const struct proto_cmd *c
         while (j < m->n && m->items[j].kind != NET_Q_CMD)
             j++;
         if (refuse_oom_n(s, c, j - i)) {  /* a query before it may have moved the limit */
+            stat_writes(s, m, i, j, 0, W_REJECTED);
             i = j;
             continue;
         }
@@ -1395,8 +1513,12 @@ static void infof(struct net_buf *b, const char *fmt, ...)
     b->len += (size_t)n;
 }
 
+/* DEFAULT is what INFO alone gives; commandstats and errorstats come with
+ * ALL or by name, as in Redis. */
 enum { SEC_SERVER = 1, SEC_CLIENTS = 2, SEC_MEMORY = 4, SEC_STATS = 8, SEC_PERSIST = 16,
-       SEC_ENGINE = 32, SEC_ALL = 63 };
+       SEC_ENGINE = 32, SEC_DEFAULT = 63, SEC_CMDSTATS = 64, SEC_ERRSTATS = 128, SEC_ALL = 255 };
+
+static void info_cmdstats(const struct server *s, struct net_buf *b);
 
 static const char *snap_status_name(enum net_snap_status st)
 {
@@ -1467,6 +1589,7 @@ static void info_text(struct server *s, struct net_buf *b, unsigned sections)
         infof(b, "commands_total:%llu\r\n", (unsigned long long)s->st.commands);
         infof(b, "total_commands_processed:%llu\r\n", (unsigned long long)s->st.commands);
         infof(b, "errors_total:%llu\r\n", (unsigned long long)s->st.errors);
+        infof(b, "total_error_replies:%llu\r\n", (unsigned long long)s->st.errors);
         infof(b, "protocol_errors:%llu\r\n", (unsigned long long)s->st.protocol_errors);
         infof(b, "cross_protocol_closed:%llu\r\n", (unsigned long long)s->st.cross_protocol_closed);
         infof(b, "auth_failures:%llu\r\n", (unsigned long long)s->st.auth_failures);
@@ -1513,6 +1636,18 @@ static void info_text(struct server *s, struct net_buf *b, unsigned sections)
         infof(b, "sessions_evicted:%llu\r\n", (unsigned long long)ei.sessions_evicted);
         infof(b, "history:%u\r\n", ei.history);
         infof(b, "session_ttl_s:%lld\r\n", (long long)(ei.session_ttl_ms / 1000));
+        sep = "\r\n";
+    }
+    if (sections & SEC_CMDSTATS) {
+        infof(b, "%s# Commandstats\r\n", sep);
+        info_cmdstats(s, b);
+        sep = "\r\n";
+    }
+    if (sections & SEC_ERRSTATS) {
+        infof(b, "%s# Errorstats\r\n", sep);
+        for (uint32_t i = 0; i < s->nerrstat; i++)
+            infof(b, "errorstat_%s:count=%llu\r\n", s->errstat[i].code,
+                  (unsigned long long)s->errstat[i].count);
     }
 }
 
@@ -1521,11 +1656,12 @@ static void cmd_info(struct server *s, struct conn *c, const struct proto_cmd *c
     static const struct { const char *name; unsigned bits; } secs[] = {
         {"server", SEC_SERVER},   {"clients", SEC_CLIENTS},     {"memory", SEC_MEMORY},
         {"stats", SEC_STATS},     {"persistence", SEC_PERSIST}, {"engine", SEC_ENGINE},
-        {"all", SEC_ALL},         {"default", SEC_ALL},         {"everything", SEC_ALL},
+        {"commandstats", SEC_CMDSTATS}, {"errorstats", SEC_ERRSTATS},
+        {"all", SEC_ALL},         {"default", SEC_DEFAULT},     {"everything", SEC_ALL},
     };
     /* Several sections are their union and an unknown one adds nothing, as
      * in Redis 7: INFO nosuch answers an empty text. */
-    unsigned sections = cmd->argc == 1 ? SEC_ALL : 0;
+    unsigned sections = cmd->argc == 1 ? SEC_DEFAULT : 0;
     for (size_t a = 1; a < cmd->argc; a++)
         for (size_t i = 0; i < sizeof secs / sizeof secs[0]; i++)
             if (arg_is(&cmd->argv[a], secs[i].name))
@@ -1533,6 +1669,60 @@ static void cmd_info(struct server *s, struct conn *c, const struct proto_cmd *c
     info_text(s, tmp_begin(s), sections);
     tmp_reply(s, c);
 }
+
+/* ---- SLOWLOG ------------------------------------------------------------------------ */
+
+/* SLOWLOG GET [count]: the newest entries first, each as Redis gives it:
+ * id, unix time, microseconds, the arguments, client address, client name.
+ * count defaults to 10; -1 is every entry. */
+static void slowlog_get(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+{
+    int64_t count = 10;
+    if (cmd->argc == 3 &&
+        (net_parse_i64(cmd->argv[2].p, cmd->argv[2].len, &count) || count < -1)) {
+        reply_err(s, c, "count should be greater than or equal to -1");
+        return;
+    }
+    uint32_t len = net_slowlog_len(&s->slowlog);
+    uint32_t n = count < 0 || (uint64_t)count > len ? len : (uint32_t)count;
+    net_reply_array(&c->out, n);
+    for (uint32_t i = 0; i < n; i++) {
+        const struct net_slowlog_entry *e = net_slowlog_get(&s->slowlog, i);
+        net_reply_array(&c->out, 6);
+        net_reply_int(&c->out, (int64_t)e->id);
+        net_reply_int(&c->out, e->unix_s);
+        net_reply_int(&c->out, (int64_t)e->usec);
+        net_reply_array(&c->out, e->argc);
+        for (uint32_t j = 0; j < e->argc; j++)
+            net_reply_bulk(&c->out, e->argv[j].p, e->argv[j].len);
+        net_reply_bulk_str(&c->out, e->addr);
+        net_reply_bulk_str(&c->out, e->name);
+    }
+}
+
+static void slowlog_len(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+{
+    (void)cmd;
+    net_reply_int(&c->out, net_slowlog_len(&s->slowlog));
+}
+
+static void slowlog_reset(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+{
+    (void)cmd;
+    net_slowlog_reset(&s->slowlog);
+    net_reply_ok(&c->out);
+}
+
+static const struct subcommand slowlog_list[] = {
+    {"get", 2, 3, slowlog_get,
+     "GET [<count>]\n"
+     "    The newest <count> entries (default 10; -1 for all): id, unix time,\n"
+     "    microseconds, arguments, client address, client name."},
+    {"len", 2, 2, slowlog_len, "LEN\n    Entries in the slow log."},
+    {"reset", 2, 2, slowlog_reset, "RESET\n    Empty the slow log."},
+};
+static const struct subtable slowlog_subs = {"slowlog", slowlog_list,
+                                            sizeof slowlog_list / sizeof slowlog_list[0]};
 
 /* ---- CLIENT ------------------------------------------------------------------------- */
 
@@ -1866,6 +2056,7 @@ static const struct command commands[] = {
     CMD("snapshot", 1, 1, 0, 0, "admin noscript", cmd_snapshot),
     CMD("bgsave", 1, 2, 0, 0, "admin noscript", cmd_bgsave),
     CMD("lastsave", 1, 1, 0, 0, "loading stale fast", cmd_lastsave),
+    CMDS("slowlog", 2, -1, 0, "admin loading stale", NULL, &slowlog_subs),
     CMD("shutdown", 1, 5, CF_NOMULTI, 0, "admin noscript loading stale", cmd_shutdown),
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
@@ -1960,15 +2151,123 @@ static const struct subcommand command_list_[] = {
 static const struct subtable command_subs = {"command", command_list_,
                                             sizeof command_list_ / sizeof command_list_[0]};
 
-/* Runs k, or the subcommand of it that sub_check found. */
+/* Commandstat slots: the commands in table order, then per subcommand
+ * table its subcommands and its HELP. */
+static const struct subtable *const subtables[] = {&config_subs, &client_subs, &command_subs,
+                                                   &slowlog_subs};
+#define NSUBTABLES (sizeof subtables / sizeof subtables[0])
+#define SUBS_N(a) (sizeof a / sizeof a[0])
+_Static_assert(NCOMMANDS + SUBS_N(config_list) + SUBS_N(client_list_) + SUBS_N(command_list_) +
+                       SUBS_N(slowlog_list) + NSUBTABLES <= NET_CMDSTAT_SLOTS,
+               "NET_CMDSTAT_SLOTS must hold every command and subcommand");
+
+static int slot_named(const char *name)
+{
+    struct proto_arg a = {(const uint8_t *)name, strlen(name)};
+    return (int)(lookup(&a) - commands);
+}
+
+static int stat_slot(const struct command *k, const struct subcommand *sub)
+{
+    if (!sub)
+        return (int)(k - commands);
+    size_t base = NCOMMANDS;
+    for (size_t i = 0; i < NSUBTABLES; i++) {
+        const struct subtable *t = subtables[i];
+        if (t == k->subs)
+            return (int)(base + (sub == &help_sub ? t->n : (size_t)(sub - t->subs)));
+        base += t->n + 1;
+    }
+    return (int)(k - commands);  /* not reached: every table is listed */
+}
+
+static void cmdstat_line(const struct server *s, struct net_buf *b, int slot, const char *name,
+                         const char *sub)
+{
+    const struct net_cmdstat *st = &s->cmdstat[slot];
+    if (!st->calls && !st->rejected && !st->failed)
+        return;
+    unsigned long long usec = st->nsec / 1000u;
+    infof(b, "cmdstat_%s%s%s:calls=%llu,usec=%llu,usec_per_call=%.2f,rejected_calls=%llu,"
+          "failed_calls=%llu\r\n", name, sub ? "|" : "", sub ? sub : "",
+          (unsigned long long)st->calls, usec,
+          st->calls ? (double)st->nsec / 1000.0 / (double)st->calls : 0.0,
+          (unsigned long long)st->rejected, (unsigned long long)st->failed);
+}
+
+/* INFO commandstats: a line per command or subcommand used since the start
+ * or the last CONFIG RESETSTAT, Redis 7's "parent|sub" names included. */
+static void info_cmdstats(const struct server *s, struct net_buf *b)
+{
+    for (size_t i = 0; i < NCOMMANDS; i++) {
+        const struct command *k = &commands[i];
+        cmdstat_line(s, b, (int)i, k->name, NULL);
+        if (!k->subs)
+            continue;
+        for (size_t j = 0; j <= k->subs->n; j++) {
+            const struct subcommand *sub = j < k->subs->n ? &k->subs->subs[j] : &help_sub;
+            cmdstat_line(s, b, stat_slot(k, sub), k->name, sub->name);
+        }
+    }
+}
+
+
+/* Arguments the slow log must not show: passwords (AUTH's, HELLO's after
+ * AUTH, a CONFIG SET requirepass value), as Redis redacts them. Bit i is
+ * argument i. */
+static uint64_t redacted_args(const struct command *k, const struct proto_cmd *cmd)
+{
+    uint64_t mask = 0;
+    size_t n = cmd->argc < 64 ? cmd->argc : 64;
+    if (strcmp(k->name, "auth") == 0)
+        return ~(uint64_t)1;
+    if (strcmp(k->name, "hello") == 0) {
+        for (size_t i = 2; i < n; i++)
+            if (arg_is(&cmd->argv[i], "auth"))
+                return i + 1 < 64 ? ~(uint64_t)0 << (i + 1) : 0;
+    }
+    if (strcmp(k->name, "config") == 0 && n > 2 && arg_is(&cmd->argv[1], "set"))
+        for (size_t i = 2; i + 1 < n; i += 2)
+            if (arg_is(&cmd->argv[i], "requirepass"))
+                mask |= (uint64_t)1 << (i + 1);
+    return mask;
+}
+
+/* Runs k, or the subcommand of it that sub_check found, and accounts for
+ * it: its commandstat (a call, its time, whether it answered an error; a
+ * refusal over --maxmemory is a rejection; a write MULTI queued counts at
+ * EXEC), and the slow log. EXEC is logged as a whole, unlike in Redis: its
+ * writes run as one engine batch, which has no time of its own per write
+ * (its queries are logged each on its own as well). */
 static void run_command(struct server *s, struct conn *c, const struct command *k,
                         const struct proto_cmd *cmd, const struct subcommand *sub)
 {
+    const struct net_cur_cmd outer = s->cur;  /* EXEC's, while it runs a queued one */
+    const int slot = stat_slot(k, sub);
+    s->cur = (struct net_cur_cmd){.slot = slot};
     c->last_cmd = k->name;
+    const uint64_t t0 = net_mono_nsec();
     if (sub)
         run_sub(s, c, cmd, k->subs, sub);
     else
         k->fn(s, c, cmd);
+    const uint64_t dt = net_mono_nsec() - t0;
+    struct net_cmdstat *st = &s->cmdstat[slot];
+    if (s->cur.rejected || (s->cur.queued && s->cur.failed)) {
+        st->rejected++;
+    } else if (!s->cur.queued) {
+        st->calls++;
+        st->nsec += dt;
+        st->failed += s->cur.failed;
+        slowlog_note(s, c, cmd->argv, cmd->argc, redacted_args(k, cmd), NULL, dt);
+    }
+    s->cur = outer;
+}
+
+/* Counts a command refused before it ran (arity, NOAUTH, MULTI's rules). */
+static void stat_rejected(struct server *s, const struct command *k, const struct subcommand *sub)
+{
+    s->cmdstat[stat_slot(k, sub)].rejected++;
 }
 
 /* A command that is neither a write nor transaction control, queued as
@@ -2060,25 +2359,30 @@ static void dispatch(struct server *s, struct conn *c, const struct proto_cmd *c
     if (!arity_ok(cmd->argc, k->min_argc, k->max_argc)) {
         flag_transaction(c);
         reply_err(s, c, "wrong number of arguments for '%s' command", k->name);
+        stat_rejected(s, k, NULL);
         return;
     }
     const struct subcommand *sub = NULL;
     if (k->subs && cmd->argc >= 2 && !(sub = sub_check(s, c, cmd, k->subs))) {
         flag_transaction(c);  /* refused when queued, as Redis refuses it */
+        stat_rejected(s, k, NULL);
         return;
     }
     if (!c->authed && !(k->flags & CF_NOAUTH)) {
         reply_error_raw(s, c, "NOAUTH Authentication required.");
+        stat_rejected(s, k, sub);
         return;
     }
     if (c->multi.active && !(k->flags & (CF_INMULTI | CF_QUEUE))) {
         if (k->flags & CF_NOMULTI) {
             c->multi.dirty = true;
             reply_err(s, c, "Command not allowed inside a transaction");
+            stat_rejected(s, k, sub);
         } else if (refuse_oom(s, c)) {
             c->multi.dirty = true;  /* queuing takes memory too, as in Redis */
+            stat_rejected(s, k, sub);
         } else {
-            queue_cmd(s, c, (uint32_t)(k - commands), cmd, sub);
+            queue_cmd(s, c, (uint32_t)(k - commands), cmd, sub);  /* counts when EXEC runs it */
         }
         return;
     }
@@ -2141,8 +2445,16 @@ void net_conn_process(struct server *s, struct conn *c)
             if (net_track_parse(&cmd->argv[1], cmd->argc - 1, ix, err, sizeof err)) {
                 batch_apply(s, c);
                 reply_err(s, c, "%s", err);
-            } else if (++s->nbatch == batch_max) {
-                batch_apply(s, c);
+                s->cmdstat[SLOT_TRACK].calls++;  /* it ran, as far as it got */
+                s->cmdstat[SLOT_TRACK].failed++;
+            } else {
+                if (s->nbatch == 0) {  /* the run's face in the slow log */
+                    size_t k = cmd->argc < NET_SLOWLOG_ARGC ? cmd->argc : NET_SLOWLOG_ARGC;
+                    memcpy(s->batch_argv, cmd->argv, k * sizeof *cmd->argv);
+                    s->batch_argc = cmd->argc;
+                }
+                if (++s->nbatch == batch_max)
+                    batch_apply(s, c);
             }
         } else {
             batch_apply(s, c);

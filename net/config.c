@@ -17,6 +17,7 @@
 
 #include "engine/eng.h"
 #include "net/log.h"
+#include "net/slowlog.h"
 
 enum kind { K_STR, K_U32, K_I64, K_SIZE, K_PASS, K_LEVEL, K_BOOL, K_CPUS };
 
@@ -61,6 +62,10 @@ static const struct setting settings[] = {
      "fault fresh engine memory in on an idle-priority thread (yes or no)", false},
     {"maxmemory", K_SIZE, OFF(maxmemory), 0, 0, 1ll << 50,
      "refuse writes while used memory is over this many bytes; 0 = no limit", true},
+    {"slowlog-log-slower-than", K_I64, OFF(slowlog_slower_us), 0, -1, 1000000000000ll,
+     "SLOWLOG keeps commands that ran at least this many microseconds; -1 = none", true},
+    {"slowlog-max-len", K_U32, OFF(slowlog_max_len), 0, 0, NET_SLOWLOG_MAX_LEN,
+     "entries SLOWLOG keeps", true},
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
 
@@ -79,6 +84,8 @@ void net_config_defaults(struct net_config *c)
     c->query_buffer_limit = NET_DEFAULT_QBUF_LIMIT;
     c->client_output_limit = NET_DEFAULT_OUT_LIMIT;
     c->prefault = true;
+    c->slowlog_slower_us = NET_DEFAULT_SLOWLOG_US;
+    c->slowlog_max_len = NET_DEFAULT_SLOWLOG_LEN;
 }
 
 const char *net_config_usage(void)
@@ -104,6 +111,9 @@ const char *net_config_usage(void)
            "                            thread, off the event loop (default yes)\n"
            "  --maxmemory SIZE          refuse writes (TRACK, BOOST, HTTP) while used memory\n"
            "                            is over SIZE (default 0: no limit)\n"
+           "  --slowlog-log-slower-than US  SLOWLOG keeps commands that ran at least US\n"
+           "                            microseconds (default 10000; 0 = all, -1 = none)\n"
+           "  --slowlog-max-len N       entries SLOWLOG keeps (default 128)\n"
            "  --help, --version\n"
            "SIZE is bytes, or a number with k, m or g (powers of 1024).\n"
            "Config file keys are the flag names without \"--\"; flags override the file.\n";
@@ -155,6 +165,18 @@ static int parse_num(const char *s, bool sized, int64_t *out)
     if (*p)
         return -1;
     *out = v;
+    return 0;
+}
+
+/* A number setting's value: a '-' only where its range has negatives
+ * (slowlog-log-slower-than's -1 = off), sizes with k/m/g. */
+static int parse_setting_num(const struct setting *s, const char *val, int64_t *v)
+{
+    bool neg = s->min < 0 && val[0] == '-';
+    if (parse_num(val + neg, s->kind == K_SIZE, v) || (neg && *v == 0))
+        return -1;
+    if (neg)
+        *v = -*v;
     return 0;
 }
 
@@ -259,7 +281,7 @@ int net_config_set(struct net_config *c, const char *key, const char *val, char 
     case K_U32:
     case K_I64:
     case K_SIZE:
-        if (parse_num(val, s->kind == K_SIZE, &v) || v < s->min || v > s->max) {
+        if (parse_setting_num(s, val, &v) || v < s->min || v > s->max) {
             if (s->kind == K_SIZE)
                 snprintf(err, errcap, "%s: must be a size from %lld to %lld bytes (k/m/g allowed)",
                          s->key, (long long)s->min, (long long)s->max);

@@ -19,6 +19,8 @@
 #define NET_DEFAULT_MAXCLIENTS 10000u
 #define NET_DEFAULT_QBUF_LIMIT (256ull << 20)
 #define NET_DEFAULT_OUT_LIMIT  (64ull << 20)
+#define NET_DEFAULT_SLOWLOG_US 10000   /* Redis's default: 10 ms */
+#define NET_DEFAULT_SLOWLOG_LEN 128u
 #define NET_PASS_MAX 512u
 #define NET_PATH_MAX 1024u
 #define NET_CPUS_MAX 1024u       /* --snapshot-cpulist: CPU numbers 0..NET_CPUS_MAX-1 */
@@ -43,6 +45,8 @@ struct net_config {
     uint64_t query_buffer_limit;   /* bytes of unparsed input per client */
     uint64_t client_output_limit;  /* bytes of unsent replies per client */
     uint64_t maxmemory;          /* writes refused while used memory is over it; 0 = no limit */
+    int64_t slowlog_slower_us;   /* SLOWLOG keeps commands that ran this long; < 0 = none */
+    uint32_t slowlog_max_len;    /* entries SLOWLOG keeps */
     uint64_t snapshot_cpus[NET_CPUS_MAX / 64];  /* a bit per CPU; none set = not pinned */
 };
 

@@ -87,11 +87,16 @@ static void eng_populate(void *ud, void *addr, size_t len)
     net_prefault_request(((struct server *)ud)->prefault, addr, len);
 }
 
-uint64_t net_mono_usec(void)
+uint64_t net_mono_nsec(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t net_mono_usec(void)
+{
+    return net_mono_nsec() / 1000u;
 }
 
 bool net_ratelimit_ok(struct net_ratelimit *rl, double now, uint64_t *suppressed)
@@ -887,7 +892,7 @@ uint32_t net_line_clients(const struct server *s)
 
 uint64_t net_used_memory(const struct server *s)
 {
-    return eng_mem_total(s->eng) + s->client_mem;
+    return eng_mem_total(s->eng) + s->client_mem + s->slowlog.bytes;
 }
 
 /* Logs when used memory goes over --maxmemory, and when it is back under
@@ -988,6 +993,8 @@ static void raise_fd_limit(struct server *s)
 int net_server_init(struct server *s, const struct net_config *cfg)
 {
     s->cfg = *cfg;
+    s->cur.slot = -1;
+    net_slowlog_init(&s->slowlog, cfg->slowlog_max_len);
     s->lock_fd = -1;
     s->lfd = -1;
     s->hfd = -1;
@@ -1131,6 +1138,9 @@ void net_server_reconfigure(struct server *s, const struct net_config *next)
     bool limit = next->maxmemory != s->cfg.maxmemory;
     s->cfg = *next;
     net_log_set_level((enum net_log_level)s->cfg.loglevel);
+    if (net_slowlog_set_max(&s->slowlog, s->cfg.slowlog_max_len))
+        net_warn("slowlog-max-len %u: out of memory rebuilding the log; it keeps %u entries",
+                 s->cfg.slowlog_max_len, s->slowlog.max_len);
     if (timer)
         snap_timer_set(s);
     /* A new limit: say where the server stands against it, so the last
@@ -1223,6 +1233,7 @@ void net_server_destroy(struct server *s)
     free(s->scratch);
     free(s->hist);
     net_buf_free(&s->tmp);
+    net_slowlog_free(&s->slowlog);
     if (s->loop)
         ev_loop_destroy(s->loop);
     s->eng = NULL;

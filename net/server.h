@@ -21,6 +21,7 @@
 #include "net/config.h"
 #include "net/http.h"
 #include "net/proto.h"
+#include "net/slowlog.h"
 
 /* Connection states; keep conn_state_names[] in server.c in sync. */
 enum conn_state {
@@ -107,6 +108,32 @@ struct net_counters {
     uint64_t oom_refused;        /* writes refused over --maxmemory, both ports */
 };
 
+/* INFO commandstats, per command and per subcommand (cmd.c numbers them):
+ * calls ran (failed ones too), their run time, calls refused before they
+ * ran (arity, NOAUTH, MULTI's rules, --maxmemory) and calls that ran and
+ * answered an error. Redis's four figures. */
+struct net_cmdstat {
+    uint64_t calls, nsec, rejected, failed;
+};
+#define NET_CMDSTAT_SLOTS 64u
+
+/* INFO errorstats: error replies by their first word (ERR, OOM, NOAUTH ...). */
+#define NET_ERRSTAT_MAX 32u
+#define NET_ERRCODE_MAX 32u
+struct net_errstat {
+    char code[NET_ERRCODE_MAX + 1];
+    uint64_t count;
+};
+
+/* The command run_command is running (nested: EXEC runs queued ones):
+ * what its replies did, for its commandstat. slot < 0: none. */
+struct net_cur_cmd {
+    int slot;
+    bool failed;                 /* it answered an error */
+    bool rejected;               /* refused over --maxmemory before it ran */
+    bool queued;                 /* MULTI queued it: it runs, and counts, at EXEC */
+};
+
 enum net_snap_status { NET_SNAP_NONE = 0, NET_SNAP_OK, NET_SNAP_ERR };
 
 struct net_snapshot {
@@ -176,6 +203,11 @@ struct server {
     struct net_counters st;
     struct net_snapshot snap;
     struct net_ratelimit refuse_rl, auth_rl, xproto_rl;
+    struct net_cmdstat cmdstat[NET_CMDSTAT_SLOTS];
+    struct net_errstat errstat[NET_ERRSTAT_MAX];
+    uint32_t nerrstat;
+    struct net_cur_cmd cur;
+    struct net_slowlog slowlog;
     uint64_t client_mem;               /* clients' buffers, summed at the last cron tick */
     bool mem_logged_over;              /* the log last said: over --maxmemory */
 
@@ -186,6 +218,8 @@ struct server {
     size_t scratch_used;
     struct eng_ix batch[NET_BATCH];
     size_t nbatch;
+    struct proto_arg batch_argv[NET_SLOWLOG_ARGC + 1];  /* the batch's first TRACK, */
+    size_t batch_argc;                                  /* for SLOWLOG (its argc in full) */
     struct net_buf tmp;                /* INFO text */
     struct eng_history_rec *hist;      /* cfg.history records */
     struct eng_top_item top[ENG_TOPK_MAX];
@@ -210,6 +244,7 @@ int net_snapshot_start(struct server *s, char *err, size_t errcap);
 int64_t net_now_ms(const struct server *s);
 
 uint64_t net_mono_usec(void);
+uint64_t net_mono_nsec(void);
 /* While cmd.c runs c's input: write what the socket takes now, never
  * blocking and never freeing c (an I/O error makes it CONN_CLOSING). */
 void net_conn_write_now(struct server *s, struct conn *c);

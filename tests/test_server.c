@@ -1912,8 +1912,8 @@ START_TEST(maxmemory_and_config_set)
     EXPECT(&b, "-ERR wrong number of arguments for 'config|set' command\r\n", "CONFIG SET maxmemory");
     EXPECT(&b, "-ERR wrong number of arguments for 'config|set' command\r\n",
            "CONFIG SET maxmemory 0 loglevel");
-    EXPECT(&b, "-ERR CONFIG SET failed: at most 8 settings at once\r\n",
-           "CONFIG SET a 1 b 1 c 1 d 1 e 1 f 1 g 1 h 1 i 1");
+    EXPECT(&b, "-ERR CONFIG SET failed: at most 16 settings at once\r\n",
+           "CONFIG SET a 1 b 1 c 1 d 1 e 1 f 1 g 1 h 1 i 1 j 1 k 1 l 1 m 1 n 1 o 1 p 1 q 1");
     char longkey[80];
     memset(longkey, 'k', 70);
     longkey[70] = 0;
@@ -2240,6 +2240,163 @@ static int run_server_args(const char *const *args, char **out)
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
+/* calls, rejected_calls and failed_calls of "cmdstat_<name>:" in INFO
+ * commandstats; false when the command has no line. */
+static bool cmdstat(struct cli *c, const char *name, long long out[3])
+{
+    const char *r = cmdf(c, "INFO commandstats");
+    char pat[96];
+    snprintf(pat, sizeof pat, "\r\ncmdstat_%s:calls=", name);
+    const char *p = strstr(r, pat);
+    if (!p)
+        return false;
+    out[0] = atoll(p + strlen(pat));
+    const char *q = strstr(p, ",rejected_calls=");
+    out[1] = atoll(q + 16);
+    out[2] = atoll(strstr(q, ",failed_calls=") + 14);
+    return true;
+}
+
+#define EXPECT_CMDSTAT(c, name, calls, rejected, failed)                                        \
+    do {                                                                                       \
+        long long v_[3];                                                                       \
+        ck_assert_msg(cmdstat(c, name, v_), "no cmdstat_%s", name);                            \
+        ck_assert_msg(v_[0] == (calls) && v_[1] == (rejected) && v_[2] == (failed),            \
+                      "cmdstat_%s: calls=%lld rejected=%lld failed=%lld, want %d %d %d", name, \
+                      v_[0], v_[1], v_[2], calls, rejected, failed);                           \
+    } while (0)
+
+/* INFO commandstats and errorstats, SLOWLOG and CONFIG RESETSTAT, as Redis
+ * keeps them: which calls ran, were refused or failed, by every path a
+ * command takes (alone, a pipelined TRACK run, queued in MULTI, over
+ * --maxmemory, before AUTH). */
+START_TEST(command_stats_and_slowlog)
+{
+    struct srv s;
+    const char *args[] = {"--requirepass", "pw", "--slowlog-log-slower-than", "0", NULL};
+    srv_start(&s, args);
+    struct cli a, b;
+    cli_open(&a, s.port);
+    cli_open(&b, s.port);
+    EXPECT(&b, "+PONG\r\n", "PING");
+    EXPECT(&b, "-NOAUTH Authentication required.\r\n", "STATS 1");
+    EXPECT_ERR(&b, "-WRONGPASS", "AUTH nope");
+    EXPECT(&a, "+OK\r\n", "AUTH pw");
+    /* a pipelined run: 3 good, a bad argument, one the engine refuses */
+    cli_sends(&a, "TRACK 1 view session=s1 watch_ms=5\r\nTRACK 1 impression session=s2\r\n"
+                  "TRACK 2 save session=s1\r\nTRACK 1 nosuchtype\r\nTRACK 3 view\r\n");
+    for (int i = 0; i < 3; i++)
+        ck_assert_str_eq(cli_reply(&a), "+OK\r\n");
+    ck_assert_str_eq(strncmp(cli_reply(&a), "-ERR type:", 10) == 0 ? "y" : "n", "y");
+    ck_assert_str_eq(cli_reply(&a), "-ERR viewer: session or user is required\r\n");
+    EXPECT(&a, "-ERR wrong number of arguments for 'track' command\r\n", "TRACK 1");
+    EXPECT_CMDSTAT(&a, "track", 5, 1, 2);
+    EXPECT_CMDSTAT(&a, "stats", 0, 1, 0);  /* NOAUTH: refused before it ran */
+    EXPECT_CMDSTAT(&a, "auth", 2, 0, 1);
+    EXPECT_CMDSTAT(&a, "ping", 1, 0, 0);
+    /* subcommands by Redis 7's names; an unknown one refuses the parent */
+    EXPECT_ERR(&a, "*2", "CONFIG GET port");
+    EXPECT_ERR(&a, "-ERR unknown subcommand", "CONFIG nosuch");
+    EXPECT_CMDSTAT(&a, "config|get", 1, 0, 0);
+    EXPECT_CMDSTAT(&a, "config", 0, 1, 0);
+    EXPECT_ERR(&a, "-ERR unknown command", "NOSUCH");
+    /* MULTI: queued writes count when EXEC runs them; a bad one is refused */
+    EXPECT(&a, "+OK\r\n", "MULTI");
+    EXPECT(&a, "+QUEUED\r\n", "TRACK 4 view session=q");
+    EXPECT(&a, "+QUEUED\r\n", "BOOST 4 5");
+    EXPECT(&a, "+QUEUED\r\n", "PING");
+    EXPECT(&a, "*3\r\n+OK\r\n+OK\r\n+PONG\r\n", "EXEC");
+    EXPECT_CMDSTAT(&a, "track", 6, 1, 2);
+    EXPECT_CMDSTAT(&a, "boost", 1, 0, 0);
+    EXPECT_CMDSTAT(&a, "ping", 2, 0, 0);
+    EXPECT_CMDSTAT(&a, "exec", 1, 0, 0);
+    EXPECT(&a, "+OK\r\n", "MULTI");
+    EXPECT_ERR(&a, "-ERR boost:", "BOOST 4 500");
+    EXPECT_ERR(&a, "-ERR Command not allowed inside a transaction", "SHUTDOWN");
+    EXPECT_ERR(&a, "-EXECABORT", "EXEC");
+    EXPECT_CMDSTAT(&a, "boost", 1, 1, 0);
+    EXPECT_CMDSTAT(&a, "shutdown", 0, 1, 0);
+    EXPECT_CMDSTAT(&a, "exec", 2, 0, 1);
+    /* over --maxmemory: refused, alone and in a run */
+    EXPECT(&a, "+OK\r\n", "CONFIG SET maxmemory 1k");
+    static const char oom[] = "-OOM command not allowed when used memory > 'maxmemory'.\r\n";
+    EXPECT(&a, oom, "BOOST 4 1");
+    cli_sends(&a, "TRACK 5 view session=z\r\nTRACK 5 view session=y\r\n");
+    ck_assert_str_eq(cli_reply(&a), oom);
+    ck_assert_str_eq(cli_reply(&a), oom);
+    EXPECT(&a, "+OK\r\n", "CONFIG SET maxmemory 0");
+    EXPECT_CMDSTAT(&a, "track", 6, 3, 2);
+    EXPECT_CMDSTAT(&a, "boost", 1, 2, 0);
+    const char *r = cmdf(&a, "INFO errorstats");
+    ck_assert_msg(strstr(r, "# Errorstats\r\n") && strstr(r, "\r\nerrorstat_NOAUTH:count=1\r\n") &&
+                      strstr(r, "\r\nerrorstat_WRONGPASS:count=1\r\n") &&
+                      strstr(r, "\r\nerrorstat_OOM:count=3\r\n") &&
+                      strstr(r, "\r\nerrorstat_EXECABORT:count=1\r\n") &&
+                      strstr(r, "\r\nerrorstat_ERR:count=7\r\n"),
+                  "%s", r);
+    ck_assert_int_eq(info_num(&a, "total_error_replies"), 13);
+    ck_assert(!info_has(&a, "# Commandstats"));  /* not in INFO alone, as in Redis */
+    r = cmdf(&a, "INFO all");
+    ck_assert(strstr(r, "# Commandstats\r\ncmdstat_track:") && strstr(r, "# Errorstats\r\n"));
+
+    /* the slow log: every command at threshold 0, newest first; a run is
+     * one entry for its time, named by its first TRACK; passwords hidden */
+    r = cmdf(&a, "SLOWLOG GET -1");
+    ck_assert_msg(strstr(r, "\r\n$5\r\nTRACK\r\n$1\r\n1\r\n$4\r\nview\r\n$10\r\nsession=s1\r\n"
+                            "$10\r\nwatch_ms=5\r\n$17\r\n(run of 3 TRACKs)\r\n"),
+                  "%s", r);
+    ck_assert_msg(strstr(r, "$4\r\nAUTH\r\n$10\r\n(redacted)\r\n") && !strstr(r, "$2\r\npw\r\n") &&
+                      !strstr(r, "nope"),
+                  "%s", r);
+    /* EXEC is one entry for its writes (one batch); its queries are their own */
+    ck_assert(strstr(r, "*1\r\n$4\r\nEXEC\r\n") && strstr(r, "*1\r\n$4\r\nPING\r\n$15\r\n"));
+    ck_assert(strstr(r, "$4\r\nBOOST\r\n$1\r\n4\r\n$1\r\n5\r\n") == NULL);
+    ck_assert_int_gt(atoi(cmdf(&a, "SLOWLOG LEN") + 1), 10);
+    r = cmdf(&a, "SLOWLOG GET 1");  /* the LEN just before, with its client */
+    ck_assert_msg(strncmp(r, "*1\r\n*6\r\n:", 9) == 0 && strstr(r, "$7\r\nSLOWLOG\r\n$3\r\nLEN\r\n"),
+                  "%s", r);
+    EXPECT(&a, "-ERR count should be greater than or equal to -1\r\n", "SLOWLOG GET -2");
+    EXPECT(&a, "-ERR count should be greater than or equal to -1\r\n", "SLOWLOG GET x");
+    EXPECT(&a, "-ERR wrong number of arguments for 'slowlog|len' command\r\n", "SLOWLOG LEN 1");
+    EXPECT_ERR(&a, "-ERR unknown subcommand 'nosuch'. Try SLOWLOG HELP.", "SLOWLOG nosuch");
+    EXPECT(&a, "+OK\r\n", "CLIENT SETNAME app");
+    EXPECT(&a, "+OK\r\n", "CONFIG SET slowlog-max-len 2");
+    EXPECT(&a, ":2\r\n", "SLOWLOG LEN");
+    r = cmdf(&a, "SLOWLOG GET");
+    ck_assert_msg(strncmp(r, "*2\r\n", 4) == 0 && strstr(r, "$3\r\napp\r\n"), "%s", r);
+    EXPECT(&a, "+OK\r\n", "CONFIG SET slowlog-log-slower-than -1");
+    EXPECT(&a, "+OK\r\n", "SLOWLOG RESET");
+    EXPECT(&a, ":0\r\n", "SLOWLOG LEN");
+    EXPECT(&a, "*0\r\n", "SLOWLOG GET");
+    EXPECT(&a, "+OK\r\n", "TRACK 6 view session=w");
+    EXPECT(&a, ":0\r\n", "SLOWLOG LEN");  /* -1: nothing is logged */
+    EXPECT(&a, "-ERR CONFIG SET failed: slowlog-log-slower-than: must be an integer "
+               "-1..1000000000000\r\n", "CONFIG SET slowlog-log-slower-than -2");
+    EXPECT_ERR(&a, "-ERR CONFIG SET failed: slowlog-log-slower-than:",
+               "CONFIG SET slowlog-log-slower-than -0");
+    EXPECT_ERR(&a, "-ERR CONFIG SET failed: slowlog-max-len:", "CONFIG SET slowlog-max-len -1");
+    EXPECT(&a, "*2\r\n$23\r\nslowlog-log-slower-than\r\n$2\r\n-1\r\n",
+           "CONFIG GET slowlog-log-slower-than");
+
+    /* RESETSTAT: counters to zero, the slow log and the engine's data kept */
+    EXPECT(&a, "+OK\r\n", "CONFIG SET slowlog-log-slower-than 0");
+    EXPECT(&a, "+OK\r\n", "CONFIG RESETSTAT");
+    r = cmdf(&a, "INFO commandstats");
+    ck_assert_msg(strstr(r, "\r\ncmdstat_config|resetstat:calls=1,") && !strstr(r, "cmdstat_track"),
+                  "%s", r);
+    ck_assert_int_eq(info_num(&a, "errors_total"), 0);
+    ck_assert_int_eq(info_num(&a, "oom_refused"), 0);
+    ck_assert_int_eq(info_num(&a, "interactions_total"), 5);
+    r = cmdf(&a, "INFO errorstats");
+    ck_assert_str_eq(r, "$14\r\n# Errorstats\r\n\r\n");
+    EXPECT(&a, ":2\r\n", "SLOWLOG LEN");
+    ck_assert(log_has(&s, "CONFIG RESETSTAT"));
+    cli_close(&a);
+    cli_close(&b);
+    srv_stop_ok(&s);
+}
+END_TEST
+
 /* CONFIG GET reads the settings the server runs with, as Redis's does:
  * glob patterns, case-insensitive, several at once, each setting once. */
 START_TEST(config_get)
@@ -2265,19 +2422,22 @@ START_TEST(config_get)
            "CONFIG GET save appendonly");
     EXPECT(&c, "*0\r\n", "CONFIG GET nosuch");
     const char *all = cmdf(&c, "CONFIG GET *");
-    ck_assert_msg(strncmp(all, "*38\r\n$4\r\nbind\r\n$9\r\n127.0.0.1\r\n$4\r\nport\r\n", 38) == 0,
+    ck_assert_msg(strncmp(all, "*42\r\n$4\r\nbind\r\n$9\r\n127.0.0.1\r\n$4\r\nport\r\n", 38) == 0,
                   "CONFIG GET *: %s", all);
     EXPECT(&c, "-ERR wrong number of arguments for 'config|get' command\r\n", "CONFIG GET");
     EXPECT(&c, "-ERR wrong number of arguments for 'config' command\r\n", "CONFIG");
     EXPECT(&c, "-ERR unknown subcommand 'rewrite'. Try CONFIG HELP.\r\n", "CONFIG rewrite");
     EXPECT(&c,
-           "*9\r\n+CONFIG <subcommand> [<arg> ...]. Subcommands are:\r\n"
+           "*12\r\n+CONFIG <subcommand> [<arg> ...]. Subcommands are:\r\n"
            "+GET <pattern> [<pattern> ...]\r\n"
            "+    Each setting whose name matches a glob pattern, and its value.\r\n"
            "+SET <setting> <value> [<setting> <value> ...]\r\n"
            "+    Change settings that need no restart, all or none: loglevel,\r\n"
-           "+    snapshot-interval, query-buffer-limit, client-output-limit, maxmemory.\r\n"
+           "+    snapshot-interval, query-buffer-limit, client-output-limit, maxmemory,\r\n"
+           "+    slowlog-log-slower-than, slowlog-max-len.\r\n"
            "+    The change lasts until the server stops.\r\n"
+           "+RESETSTAT\r\n"
+           "+    Zero the counters INFO stats, commandstats and errorstats show.\r\n"
            "+HELP\r\n+    Print this help.\r\n",
            "config help");
     EXPECT(&c, "-ERR wrong number of arguments for 'config|help' command\r\n", "CONFIG HELP me");
@@ -2527,6 +2687,7 @@ START_TEST(config_values_round_trip)
         {"requirepass", "p w"}, {"loglevel", "warn"}, {"http-port", "0"},
         {"trust-proxy", "yes"}, {"query-buffer-limit", "2m"}, {"client-output-limit", "4096"},
         {"snapshot-cpulist", "3,0-1,7-9"}, {"prefault", "no"}, {"maxmemory", "3g"},
+        {"slowlog-log-slower-than", "-1"}, {"slowlog-max-len", "0"},
     };
     struct net_config a, b;
     net_config_defaults(&a);
@@ -3619,6 +3780,7 @@ Suite *server_suite(void)
     tcase_add_test(tc, maxclients_refused);
     tcase_add_test(tc, auth_required);
     tcase_add_test(tc, config_get);
+    tcase_add_test(tc, command_stats_and_slowlog);
     tcase_add_test(tc, client_commands);
     tcase_add_test(tc, config_values_round_trip);
     tcase_add_test(tc, client_never_reads);
