@@ -40,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "net/log.h"
@@ -352,8 +353,11 @@ size_t net_history_format(const struct eng_history_rec *r, char *out)
 static void errstat_count(struct server *s, const char *msg)
 {
     size_t n = strcspn(msg, " ");
-    if (n > NET_ERRCODE_MAX)
-        n = NET_ERRCODE_MAX;
+    if (!msg[n] || n > NET_ERRCODE_MAX) {  /* no code word: Redis counts it as ERR */
+        msg = "ERR";
+        n = 3;
+    }
+    s->st.error_replies++;
     uint32_t i = 0;
     while (i < s->nerrstat && !(strncmp(s->errstat[i].code, msg, n) == 0 &&
                                 s->errstat[i].code[n] == 0))
@@ -462,7 +466,7 @@ static void slowlog_note(struct server *s, const struct conn *c, const struct pr
     uint64_t usec = nsec / 1000u;
     if (min < 0 || usec < (uint64_t)min)
         return;
-    if (net_slowlog_push(&s->slowlog, argv, argc, redact, note, (int64_t)ev_now(s->loop), usec,
+    if (net_slowlog_push(&s->slowlog, argv, argc, redact, note, (int64_t)time(NULL), usec,
                          c->addr, c->name))
         net_warn("client %s: out of memory for a slow log entry (%llu us); not kept", c->addr,
                  (unsigned long long)usec);
@@ -601,17 +605,20 @@ static void parent_upper(const struct subtable *t, char out[16])
 }
 
 /* The subcommand cmd names, its arity checked; NULL after replying the
- * error when there is none or the arity is wrong. HELP is &help_sub.
+ * error when there is none or the arity is wrong (*named: the one named,
+ * or NULL). HELP is &help_sub.
  * dispatch checks it before NOAUTH and before MULTI queues the command, as
  * Redis does; run_sub then runs what it found. */
 static const struct subcommand *sub_check(struct server *s, struct conn *c,
-                                          const struct proto_cmd *cmd, const struct subtable *t)
+                                          const struct proto_cmd *cmd, const struct subtable *t,
+                                          const struct subcommand **named)
 {
     const struct proto_arg *a = &cmd->argv[1];
     const struct subcommand *k = arg_is(a, "help") ? &help_sub : NULL;
     for (size_t i = 0; i < t->n && !k; i++)
         if (arg_is(a, t->subs[i].name))
             k = &t->subs[i];
+    *named = k;
     if (!k) {
         char tmp[40], up[16];
         parent_upper(t, up);
@@ -1589,7 +1596,7 @@ static void info_text(struct server *s, struct net_buf *b, unsigned sections)
         infof(b, "commands_total:%llu\r\n", (unsigned long long)s->st.commands);
         infof(b, "total_commands_processed:%llu\r\n", (unsigned long long)s->st.commands);
         infof(b, "errors_total:%llu\r\n", (unsigned long long)s->st.errors);
-        infof(b, "total_error_replies:%llu\r\n", (unsigned long long)s->st.errors);
+        infof(b, "total_error_replies:%llu\r\n", (unsigned long long)s->st.error_replies);
         infof(b, "protocol_errors:%llu\r\n", (unsigned long long)s->st.protocol_errors);
         infof(b, "cross_protocol_closed:%llu\r\n", (unsigned long long)s->st.cross_protocol_closed);
         infof(b, "auth_failures:%llu\r\n", (unsigned long long)s->st.auth_failures);
@@ -2221,10 +2228,13 @@ static uint64_t redacted_args(const struct command *k, const struct proto_cmd *c
     size_t n = cmd->argc < 64 ? cmd->argc : 64;
     if (strcmp(k->name, "auth") == 0)
         return ~(uint64_t)1;
-    if (strcmp(k->name, "hello") == 0) {
-        for (size_t i = 2; i < n; i++)
+    if (strcmp(k->name, "hello") == 0) {  /* HELLO [ver] [AUTH user pass] [SETNAME name] */
+        for (size_t i = 1; i < n; i++) {
             if (arg_is(&cmd->argv[i], "auth"))
-                return i + 1 < 64 ? ~(uint64_t)0 << (i + 1) : 0;
+                return i + 2 < 64 ? (uint64_t)3 << (i + 1) : 0;  /* past 31: never shown */
+            if (arg_is(&cmd->argv[i], "setname"))
+                i++;
+        }
     }
     if (strcmp(k->name, "config") == 0 && n > 2 && arg_is(&cmd->argv[1], "set"))
         for (size_t i = 2; i + 1 < n; i += 2)
@@ -2362,10 +2372,11 @@ static void dispatch(struct server *s, struct conn *c, const struct proto_cmd *c
         stat_rejected(s, k, NULL);
         return;
     }
-    const struct subcommand *sub = NULL;
-    if (k->subs && cmd->argc >= 2 && !(sub = sub_check(s, c, cmd, k->subs))) {
+    const struct subcommand *sub = NULL, *named;
+    if (k->subs && cmd->argc >= 2 && !(sub = sub_check(s, c, cmd, k->subs, &named))) {
         flag_transaction(c);  /* refused when queued, as Redis refuses it */
-        stat_rejected(s, k, NULL);
+        if (named)  /* its arity; an unknown one is no command, as in Redis */
+            stat_rejected(s, k, named);
         return;
     }
     if (!c->authed && !(k->flags & CF_NOAUTH)) {

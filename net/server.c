@@ -892,7 +892,7 @@ uint32_t net_line_clients(const struct server *s)
 
 uint64_t net_used_memory(const struct server *s)
 {
-    return eng_mem_total(s->eng) + s->client_mem + s->slowlog.bytes;
+    return eng_mem_total(s->eng) + s->client_mem + net_slowlog_memory(&s->slowlog);
 }
 
 /* Logs when used memory goes over --maxmemory, and when it is back under

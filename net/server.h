@@ -106,6 +106,8 @@ struct net_counters {
     uint64_t net_input_bytes, net_output_bytes;
     uint64_t mid_input_writes;   /* replies written before a long input was all run */
     uint64_t oom_refused;        /* writes refused over --maxmemory, both ports */
+    uint64_t error_replies;      /* errors replied to commands: errorstats' sum (errors also
+                                    counts the limits' last words before a close) */
 };
 
 /* INFO commandstats, per command and per subcommand (cmd.c numbers them):

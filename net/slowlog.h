@@ -11,7 +11,7 @@
  * address and name. Pure data: no clock, no I/O; the caller decides what is
  * slow and which arguments to hide (passwords).
  *
- * Memory is bounded by max_len entries of at most ~4.5 KiB each. One
+ * Memory is bounded by max_len entries of at most ~6 KiB each. One
  * allocation per entry, made only for a slow command. Errors: -1 when an
  * allocation fails; the log is then as it was (an entry that cannot be
  * kept is dropped, and its id is still used).
@@ -64,6 +64,11 @@ int net_slowlog_push(struct net_slowlog *l, const struct proto_arg *argv, size_t
 int net_slowlog_set_max(struct net_slowlog *l, uint32_t max_len);
 /* Empties the log; ids go on from where they were. */
 void net_slowlog_reset(struct net_slowlog *l);
+/* Bytes the log holds: its slots and its entries. */
+static inline uint64_t net_slowlog_memory(const struct net_slowlog *l)
+{
+    return l->bytes + (uint64_t)l->cap * sizeof(struct net_slowlog_entry);
+}
 static inline uint32_t net_slowlog_len(const struct net_slowlog *l)
 {
     return l->n;
