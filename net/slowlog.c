@@ -6,8 +6,10 @@
  * and name live in one block of its own, so a push is one malloc and a drop
  * one free. The slot array grows by doubling as entries come (a log asked
  * to hold a million holds what it has, not a million empty slots) and is
- * rebuilt in order when max_len shrinks. Invariants: n <= cap <= max_len;
- * start < cap when cap > 0; bytes is the sum of the live blocks.
+ * rebuilt smaller when max_len shrinks, if memory allows: a shrink drops
+ * entries first and never fails. Invariants: n <= max_len; n <= cap, and
+ * cap <= max_len but after a shrink that could not rebuild; start < cap
+ * when cap > 0; bytes is the sum of the live blocks.
  */
 #include "net/slowlog.h"
 
@@ -42,15 +44,12 @@ static void drop_oldest(struct net_slowlog *l)
     l->n--;
 }
 
-/* The slot array at capacity cap, entries in order from slot 0; the oldest
- * past cap are dropped, but only once the new array is had. */
+/* The slot array at capacity cap (>= n), entries in order from slot 0. */
 static int rebuild(struct net_slowlog *l, uint32_t cap)
 {
     struct net_slowlog_entry *e = NULL;
     if (cap && !(e = l->malloc_fn((size_t)cap * sizeof *e)))
         return -1;
-    while (l->n > cap)
-        drop_oldest(l);
     for (uint32_t i = 0; i < l->n; i++)
         e[i] = *slot(l, i);
     free(l->e);
@@ -76,14 +75,15 @@ void net_slowlog_reset(struct net_slowlog *l)
     l->start = 0;
 }
 
-int net_slowlog_set_max(struct net_slowlog *l, uint32_t max_len)
+void net_slowlog_set_max(struct net_slowlog *l, uint32_t max_len)
 {
     if (max_len > NET_SLOWLOG_MAX_LEN)
         max_len = NET_SLOWLOG_MAX_LEN;
-    if (max_len < l->cap && rebuild(l, max_len))
-        return -1;
+    while (l->n > max_len)
+        drop_oldest(l);
+    if (max_len < l->cap)
+        (void)rebuild(l, max_len);  /* without memory the bigger array stays */
     l->max_len = max_len;
-    return 0;
 }
 
 /* What an argument shows: its first len bytes, then tail. */
@@ -140,16 +140,16 @@ int net_slowlog_push(struct net_slowlog *l, const struct proto_arg *argv, size_t
     size_t alen = str_len_max(addr), nlen = str_len_max(name);
     bytes += alen + 1 + nlen + 1;
 
-    if (l->n == l->cap && l->cap < l->max_len) {
-        uint64_t cap = l->cap ? (uint64_t)l->cap * 2 : 8;
-        if (cap > l->max_len)
-            cap = l->max_len;
-        if (rebuild(l, (uint32_t)cap))
-            return -1;
-    }
     struct proto_arg *block = l->malloc_fn(bytes);
     if (!block)
         return -1;
+    if (l->n == l->cap && l->cap < l->max_len) {
+        uint64_t cap = l->cap ? (uint64_t)l->cap * 2 : 8;
+        if (rebuild(l, (uint32_t)(cap < l->max_len ? cap : l->max_len))) {
+            free(block);
+            return -1;
+        }
+    }
     char *w = (char *)(block + kept);
     for (size_t j = 0; j < kept; j++) {
         block[j].p = (const uint8_t *)w;
@@ -166,7 +166,7 @@ int net_slowlog_push(struct net_slowlog *l, const struct proto_arg *argv, size_t
     nm[nlen] = 0;
 
     if (l->n == l->max_len)
-        drop_oldest(l);  /* full at max_len: cap == max_len, so the slot is free now */
+        drop_oldest(l);  /* full at max_len (<= cap): the slot is free now */
     struct net_slowlog_entry *e = slot(l, l->n);
     *e = (struct net_slowlog_entry){
         .id = id, .unix_s = unix_s, .usec = usec, .argc = (uint32_t)kept,

@@ -59,9 +59,8 @@ void net_slowlog_free(struct net_slowlog *l);
 int net_slowlog_push(struct net_slowlog *l, const struct proto_arg *argv, size_t argc,
                      uint64_t redact, const char *note, int64_t unix_s, uint64_t usec,
                      const char *addr, const char *name);
-/* A new max_len: the oldest entries past it go at once. 0, or -1 on ENOMEM
- * (the log unchanged). */
-int net_slowlog_set_max(struct net_slowlog *l, uint32_t max_len);
+/* A new max_len: the oldest entries past it go at once. Cannot fail. */
+void net_slowlog_set_max(struct net_slowlog *l, uint32_t max_len);
 /* Empties the log; ids go on from where they were. */
 void net_slowlog_reset(struct net_slowlog *l);
 /* Bytes the log holds: its slots and its entries. */
