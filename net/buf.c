@@ -149,10 +149,8 @@ void net_reply_map(struct net_buf *b, size_t n, int resp)
         return;
     }
     uint8_t *o = net_buf_reserve(b, PROTO_INT_SIZE);
-    if (o) {
-        b->len += proto_enc_array(o, n);
-        o[0] = '%';
-    }
+    if (o)
+        b->len += proto_enc_map(o, n);
 }
 
 void net_reply_bulk_u64(struct net_buf *b, uint64_t v)

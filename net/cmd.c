@@ -68,6 +68,11 @@ int net_parse_u64(const uint8_t *p, size_t len, uint64_t *out)
     return NET_OK;
 }
 
+int net_parse_id(const uint8_t *p, size_t len, uint64_t *out)
+{
+    return net_parse_u64(p, len, out) || *out == 0 ? NET_EINVAL : NET_OK;
+}
+
 int net_parse_i64(const uint8_t *p, size_t len, int64_t *out)
 {
     bool neg = len > 0 && p[0] == '-';
@@ -138,8 +143,8 @@ int net_track_parse(const struct proto_arg *args, size_t nargs, struct eng_ix *i
     }
     /* 0 is refused here in the words every other command uses for it
      * (the engine, where 0 means "absent", says "must be at least 1"). */
-    if (net_parse_u64(args[0].p, args[0].len, &ix->short_id) || ix->short_id == 0) {
-        snprintf(err, errcap, "short_id: must be an integer 1..18446744073709551615");
+    if (net_parse_id(args[0].p, args[0].len, &ix->short_id)) {
+        snprintf(err, errcap, "short_id: " NET_ID_RULE);
         return NET_EINVAL;
     }
     char t[16];
@@ -188,8 +193,8 @@ int net_track_parse(const struct proto_arg *args, size_t nargs, struct eng_ix *i
             ix->session_len = vl;
             break;
         case F_USER:
-            if (net_parse_u64(v, vl, &ix->user) || ix->user == 0) {
-                snprintf(err, errcap, "user: must be an integer 1..18446744073709551615");
+            if (net_parse_id(v, vl, &ix->user)) {
+                snprintf(err, errcap, "user: " NET_ID_RULE);
                 return NET_EINVAL;
             }
             break;
@@ -357,7 +362,6 @@ static void errstat_count(struct server *s, const char *msg)
         msg = "ERR";
         n = 3;
     }
-    s->st.error_replies++;
     uint32_t i = 0;
     while (i < s->nerrstat && !(strncmp(s->errstat[i].code, msg, n) == 0 &&
                                 s->errstat[i].code[n] == 0))
@@ -418,20 +422,28 @@ static void reply_ok_n(struct server *s, struct conn *c, size_t n)
     s->dirty += n;
 }
 
+/* A command refused inside MULTI fails the transaction: EXEC aborts (Redis's
+ * flagTransaction). Outside MULTI it does nothing. */
+static void flag_transaction(struct conn *c)
+{
+    if (c->multi.active)
+        c->multi.dirty = true;
+}
+
 /* Redis's words for a command refused over maxmemory; redis-py and other
  * clients map them to their out-of-memory error. */
 #define OOM_MSG "OOM command not allowed when used memory > 'maxmemory'."
 
 /* Over --maxmemory, as Redis refuses its "denyoom" commands: the n writes
- * are each answered OOM and counted, and nothing is recorded. */
+ * are each answered OOM and counted, nothing is recorded, and a
+ * transaction being queued fails (queuing takes memory too). */
 static bool refuse_oom_n(struct server *s, struct conn *c, size_t n)
 {
-    if (!net_over_maxmemory(s))
+    if (!net_refuse_writes(s, n))
         return false;
-    s->st.oom_refused += n;
-    s->cur.rejected = true;
     for (size_t i = 0; i < n; i++)
         reply_error_raw(s, c, OOM_MSG);
+    flag_transaction(c);
     return true;
 }
 
@@ -458,14 +470,18 @@ static void record_single(struct server *s, struct conn *c, const struct eng_ix 
  * counts there without a lookup. */
 enum { SLOT_TRACK = 0 };
 
-/* Keeps a command that ran at least slowlog-log-slower-than in the slow log. */
+/* A run of nsec is for the slow log: callers check this first, so the
+ * entry's arguments are worked out only for a slow command. */
+static bool slowlog_wants(const struct server *s, uint64_t nsec)
+{
+    int64_t min = s->cfg.slowlog_slower_us;
+    return min >= 0 && nsec / 1000u >= (uint64_t)min;
+}
+
 static void slowlog_note(struct server *s, const struct conn *c, const struct proto_arg *argv,
                          size_t argc, uint64_t redact, const char *note, uint64_t nsec)
 {
-    int64_t min = s->cfg.slowlog_slower_us;
     uint64_t usec = nsec / 1000u;
-    if (min < 0 || usec < (uint64_t)min)
-        return;
     if (net_slowlog_push(&s->slowlog, argv, argc, redact, note, (int64_t)time(NULL), usec,
                          c->addr, c->name))
         net_warn("client %s: out of memory for a slow log entry (%llu us); not kept", c->addr,
@@ -523,10 +539,11 @@ static void batch_apply(struct server *s, struct conn *c)
         st->calls += total;
         st->nsec += dt;
         st->failed += s->st.errors - errors0;
-        char note[48] = "";
-        if (total > 1)
+        if (slowlog_wants(s, dt)) {
+            char note[48];
             snprintf(note, sizeof note, "(run of %zu TRACKs)", total);
-        slowlog_note(s, c, s->batch_argv, s->batch_argc, 0, total > 1 ? note : NULL, dt);
+            slowlog_note(s, c, s->batch_argv, s->batch_argc, 0, total > 1 ? note : NULL, dt);
+        }
     }
     s->nbatch = 0;
     s->scratch_used = 0;
@@ -657,8 +674,8 @@ static void run_sub(struct server *s, struct conn *c, const struct proto_cmd *cm
 static int parse_short_id(struct server *s, struct conn *c, const struct proto_arg *a,
                           uint64_t *id)
 {
-    if (net_parse_u64(a->p, a->len, id) || *id == 0) {
-        reply_err(s, c, "short_id: must be an integer 1..18446744073709551615");
+    if (net_parse_id(a->p, a->len, id)) {
+        reply_err(s, c, "short_id: " NET_ID_RULE);
         return -1;
     }
     return 0;
@@ -892,7 +909,6 @@ static void config_resetstat(struct server *s, struct conn *c, const struct prot
     memset(s->errstat, 0, sizeof s->errstat);
     s->nerrstat = 0;
     s->snap.max_fork_usec = 0;
-    s->cur.failed = false;  /* for this call's own count, kept as Redis keeps it */
     net_info("client %s: CONFIG RESETSTAT", c->addr);
     net_reply_ok(&c->out);
 }
@@ -980,14 +996,6 @@ static size_t arena_put(struct net_buf *a, const char *p, size_t len)
     return off;
 }
 
-/* A command refused inside MULTI fails the transaction: EXEC aborts (Redis's
- * flagTransaction). Outside MULTI it does nothing. */
-static void flag_transaction(struct conn *c)
-{
-    if (c->multi.active)
-        c->multi.dirty = true;
-}
-
 /* A new slot at the end of c's queue, for a command whose strings take
  * `extra` bytes of the arena; NULL (answered, transaction failed) past
  * --query-buffer-limit, counted with what it is about to add. */
@@ -1014,6 +1022,18 @@ static struct net_qitem *multi_push(struct server *s, struct conn *c, size_t ext
     return &m->items[m->n];
 }
 
+/* Queues the item multi_push gave, its strings in the arena: QUEUED, or
+ * the connection closes when the arena could not take them. */
+static void multi_commit(struct conn *c)
+{
+    if (c->multi.arena.failed) {
+        c->state = CONN_CLOSING;
+        return;
+    }
+    c->multi.n++;
+    net_reply_status(&c->out, "QUEUED");
+}
+
 static void queue_track(struct server *s, struct conn *c, const struct eng_ix *ix)
 {
     struct eng_err e = {.index = -1};
@@ -1034,26 +1054,20 @@ static void queue_track(struct server *s, struct conn *c, const struct eng_ix *i
     q->off_platform = arena_put(a, ix->platform, ix->platform_len);
     q->off_ip = arena_put(a, ix->ip, ix->ip_len);
     q->off_ua = arena_put(a, ix->ua, ix->ua_len);
-    if (a->failed) {
-        c->state = CONN_CLOSING;
-        return;
-    }
-    c->multi.n++;
-    net_reply_status(&c->out, "QUEUED");
+    multi_commit(c);
 }
 
 static void cmd_track(struct server *s, struct conn *c, const struct proto_cmd *cmd)
 {
     struct eng_ix ix;
     char err[NET_ERR_MAX];
-    s->cur.queued = c->multi.active;  /* runs at EXEC; an error now refuses it */
     if (net_track_parse(&cmd->argv[1], cmd->argc - 1, &ix, err, sizeof err)) {
         flag_transaction(c);
         reply_err(s, c, "%s", err);
         return;
     }
     if (refuse_oom(s, c)) {
-        flag_transaction(c);  /* queuing takes memory too, as in Redis */
+        s->cur.rejected = true;
     } else if (c->multi.active) {
         queue_track(s, c, &ix);
     } else {
@@ -1065,7 +1079,6 @@ static void cmd_boost(struct server *s, struct conn *c, const struct proto_cmd *
 {
     uint64_t id;
     int64_t boost;
-    s->cur.queued = c->multi.active;  /* runs at EXEC; an error now refuses it */
     if (parse_short_id(s, c, &cmd->argv[1], &id))
         goto bad;
     if (net_parse_i64(cmd->argv[2].p, cmd->argv[2].len, &boost) || boost < 0 ||
@@ -1073,8 +1086,10 @@ static void cmd_boost(struct server *s, struct conn *c, const struct proto_cmd *
         reply_err(s, c, "boost: must be an integer 0..%u", ENG_BOOST_MAX);
         goto bad;
     }
-    if (refuse_oom(s, c))
-        goto bad;
+    if (refuse_oom(s, c)) {
+        s->cur.rejected = true;
+        return;
+    }
     if (c->multi.active) {
         struct net_qitem *q = multi_push(s, c, 0);
         if (!q)
@@ -1082,8 +1097,7 @@ static void cmd_boost(struct server *s, struct conn *c, const struct proto_cmd *
         q->kind = NET_Q_BOOST;
         q->boost_id = id;
         q->boost = boost;
-        c->multi.n++;
-        net_reply_status(&c->out, "QUEUED");
+        multi_commit(c);
         return;
     }
     struct eng_err e = {.index = -1};
@@ -1228,8 +1242,7 @@ static void cmd_exec(struct server *s, struct conn *c, const struct proto_cmd *c
         others |= m->items[i].kind == NET_Q_CMD;
         writes |= m->items[i].kind != NET_Q_CMD;
     }
-    if (writes && net_over_maxmemory(s)) {  /* Redis's EXEC of "denyoom" commands */
-        s->st.oom_refused++;
+    if (writes && net_refuse_writes(s, 1)) {  /* Redis's EXEC of "denyoom" commands */
         reply_error_raw(s, c, "EXECABORT Transaction discarded because of: " OOM_MSG);
         s->cur.rejected = true;  /* EXEC itself was refused, as Redis counts it */
         multi_reset(m);
@@ -1392,8 +1405,8 @@ static void cmd_history(struct server *s, struct conn *c, const struct proto_cmd
     size_t n;
     if (is_user) {
         uint64_t user;
-        if (net_parse_u64(id->p, id->len, &user) || user == 0) {
-            reply_err(s, c, "user: must be an integer 1..18446744073709551615");
+        if (net_parse_id(id->p, id->len, &user)) {
+            reply_err(s, c, "user: " NET_ID_RULE);
             return;
         }
         n = eng_history_user(s->eng, user, s->hist, (size_t)limit);
@@ -1596,7 +1609,10 @@ static void info_text(struct server *s, struct net_buf *b, unsigned sections)
         infof(b, "commands_total:%llu\r\n", (unsigned long long)s->st.commands);
         infof(b, "total_commands_processed:%llu\r\n", (unsigned long long)s->st.commands);
         infof(b, "errors_total:%llu\r\n", (unsigned long long)s->st.errors);
-        infof(b, "total_error_replies:%llu\r\n", (unsigned long long)s->st.error_replies);
+        uint64_t replied = 0;  /* errorstats' sum: errors_total also counts a limit's last words */
+        for (uint32_t i = 0; i < s->nerrstat; i++)
+            replied += s->errstat[i].count;
+        infof(b, "total_error_replies:%llu\r\n", (unsigned long long)replied);
         infof(b, "protocol_errors:%llu\r\n", (unsigned long long)s->st.protocol_errors);
         infof(b, "cross_protocol_closed:%llu\r\n", (unsigned long long)s->st.cross_protocol_closed);
         infof(b, "auth_failures:%llu\r\n", (unsigned long long)s->st.auth_failures);
@@ -1755,20 +1771,19 @@ static void client_str_set(char *dst, const struct proto_arg *a)
 
 /* One line-protocol client, as Redis's CLIENT LIST writes it (the fields
  * that mean something here). */
-static void client_line(struct server *s, struct net_buf *b, const struct conn *t)
+static void client_line(struct server *s, struct net_buf *b, struct conn *t)
 {
     double now = ev_now(s->loop);
     const char *flags = t->multi.active ? "x" : t->state == CONN_ACTIVE ? "N" : "c";
     bool r = ev_is_active(&t->rio), w = ev_is_active(&t->wio);
-    char laddr[64];
-    net_conn_laddr(t, laddr, sizeof laddr);
+    const char *laddr = net_conn_laddr(t);
     /* Every field Redis 7.2 prints, in its order: client libraries parse
      * the line into a record and some require them all (redis-py's
      * client_info() reads tot-mem). Those without a meaning here are what
      * Redis shows for a client that has none: no subscriptions, no
      * redirect, user default. */
     size_t qbuf = net_buf_live(&t->in), qfree = t->in.cap - t->in.len;
-    size_t mmem = t->multi.cap * sizeof *t->multi.items + t->multi.arena.cap;
+    size_t mmem = (size_t)net_multi_memory(&t->multi);
     size_t tot = (size_t)net_conn_memory(t);
     infof(b, "id=%llu addr=%s laddr=%s fd=%d name=%s age=%lld idle=%lld flags=%s db=0 sub=0 "
           "psub=0 ssub=0 multi=%lld qbuf=%zu qbuf-free=%zu argv-mem=0 multi-mem=%zu rbs=%zu "
@@ -1808,7 +1823,7 @@ static void client_list(struct server *s, struct conn *c, const struct proto_cmd
             a += 2;
         } else if (arg_is(&cmd->argv[a], "id") && a + 1 < cmd->argc) {
             for (a++; a < cmd->argc; a++, nids++)
-                if (net_parse_u64(cmd->argv[a].p, cmd->argv[a].len, &ids[nids]) || ids[nids] == 0) {
+                if (net_parse_id(cmd->argv[a].p, cmd->argv[a].len, &ids[nids])) {
                     reply_err(s, c, "Invalid client ID");
                     return;
                 }
@@ -1818,7 +1833,7 @@ static void client_list(struct server *s, struct conn *c, const struct proto_cmd
         }
     }
     struct net_buf *b = tmp_begin(s);
-    const struct conn *t = s->conns;
+    struct conn *t = s->conns;
     while (t && t->next)
         t = t->next;
     for (; t && !none; t = t->prev) {  /* oldest first: ids ascending, as Redis lists them */
@@ -1849,7 +1864,7 @@ static void client_kill(struct server *s, struct conn *c, const struct proto_cmd
         for (size_t i = 2; i < cmd->argc; i += 2) {
             const struct proto_arg *v = &cmd->argv[i + 1];
             if (arg_is(&cmd->argv[i], "id")) {
-                if (net_parse_u64(v->p, v->len, &id) || id == 0) {
+                if (net_parse_id(v->p, v->len, &id)) {
                     reply_err(s, c, "client-id should be greater than 0");
                     return;
                 }
@@ -2222,6 +2237,7 @@ static void info_cmdstats(const struct server *s, struct net_buf *b)
 /* Arguments the slow log must not show: passwords (AUTH's, HELLO's after
  * AUTH, a CONFIG SET requirepass value), as Redis redacts them. Bit i is
  * argument i. */
+_Static_assert(NET_SLOWLOG_ARGC <= 64, "the slow log's redaction mask has a bit per argument");
 static uint64_t redacted_args(const struct command *k, const struct proto_cmd *cmd)
 {
     uint64_t mask = 0;
@@ -2254,7 +2270,9 @@ static void run_command(struct server *s, struct conn *c, const struct command *
 {
     const struct net_cur_cmd outer = s->cur;  /* EXEC's, while it runs a queued one */
     const int slot = stat_slot(k, sub);
-    s->cur = (struct net_cur_cmd){.slot = slot};
+    /* a write MULTI queues runs, and counts, at EXEC; an error now refuses it */
+    const bool queued = (k->flags & CF_QUEUE) && c->multi.active;
+    s->cur = (struct net_cur_cmd){0};
     c->last_cmd = k->name;
     const uint64_t t0 = net_mono_nsec();
     if (sub)
@@ -2263,13 +2281,14 @@ static void run_command(struct server *s, struct conn *c, const struct command *
         k->fn(s, c, cmd);
     const uint64_t dt = net_mono_nsec() - t0;
     struct net_cmdstat *st = &s->cmdstat[slot];
-    if (s->cur.rejected || (s->cur.queued && s->cur.failed)) {
+    if (s->cur.rejected || (queued && s->cur.failed)) {
         st->rejected++;
-    } else if (!s->cur.queued) {
+    } else if (!queued) {
         st->calls++;
         st->nsec += dt;
         st->failed += s->cur.failed;
-        slowlog_note(s, c, cmd->argv, cmd->argc, redacted_args(k, cmd), NULL, dt);
+        if (slowlog_wants(s, dt))
+            slowlog_note(s, c, cmd->argv, cmd->argc, redacted_args(k, cmd), NULL, dt);
     }
     s->cur = outer;
 }
@@ -2302,12 +2321,7 @@ static void queue_cmd(struct server *s, struct conn *c, uint32_t idx, const stru
         net_buf_append(&m->arena, &len, sizeof len);
         net_buf_append(&m->arena, cmd->argv[i].p, len);
     }
-    if (m->arena.failed) {
-        c->state = CONN_CLOSING;
-        return;
-    }
-    m->n++;
-    net_reply_status(&c->out, "QUEUED");
+    multi_commit(c);
 }
 
 static void run_queued(struct server *s, struct conn *c, const struct net_qitem *q)
@@ -2390,7 +2404,6 @@ static void dispatch(struct server *s, struct conn *c, const struct proto_cmd *c
             reply_err(s, c, "Command not allowed inside a transaction");
             stat_rejected(s, k, sub);
         } else if (refuse_oom(s, c)) {
-            c->multi.dirty = true;  /* queuing takes memory too, as in Redis */
             stat_rejected(s, k, sub);
         } else {
             queue_cmd(s, c, (uint32_t)(k - commands), cmd, sub);  /* counts when EXEC runs it */
@@ -2459,7 +2472,7 @@ void net_conn_process(struct server *s, struct conn *c)
                 s->cmdstat[SLOT_TRACK].calls++;  /* it ran, as far as it got */
                 s->cmdstat[SLOT_TRACK].failed++;
             } else {
-                if (s->nbatch == 0) {  /* the run's face in the slow log */
+                if (s->nbatch == 0 && s->cfg.slowlog_slower_us >= 0) {  /* its slow-log face */
                     size_t k = cmd->argc < NET_SLOWLOG_ARGC ? cmd->argc : NET_SLOWLOG_ARGC;
                     memcpy(s->batch_argv, cmd->argv, k * sizeof *cmd->argv);
                     s->batch_argc = cmd->argc;

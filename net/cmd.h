@@ -27,6 +27,10 @@ enum net_rc {
  * overflow. */
 int net_parse_u64(const uint8_t *p, size_t len, uint64_t *out);
 int net_parse_i64(const uint8_t *p, size_t len, int64_t *out);
+/* An id (short, user, client): net_parse_u64 of at least 1, as 0 means
+ * "none" to the engine. NET_ID_RULE is how errors word it. */
+int net_parse_id(const uint8_t *p, size_t len, uint64_t *out);
+#define NET_ID_RULE "must be an integer 1..18446744073709551615"
 
 /* TRACK's arguments after the command name: <short_id> <type> [field=value
  * ...] with fields session, user, ts, watch_ms, platform, ip, ua. Fills ix

@@ -354,6 +354,7 @@ size_t proto_enc_int(uint8_t *out, int64_t v)
 }
 
 size_t proto_enc_array(uint8_t *out, size_t n) { return enc_prefixed(out, '*', n); }
+size_t proto_enc_map(uint8_t *out, size_t n) { return enc_prefixed(out, '%', n); }
 size_t proto_enc_bulk_hdr(uint8_t *out, size_t len) { return enc_prefixed(out, '$', len); }
 
 size_t proto_enc_bulk(uint8_t *out, const void *p, size_t len)

@@ -62,6 +62,7 @@ int proto_parse(const uint8_t *buf, size_t len, uint8_t *scratch, size_t scratch
 size_t proto_enc_line(uint8_t *out, char prefix, const char *s, size_t len);
 size_t proto_enc_int(uint8_t *out, int64_t v);          /* ":v\r\n", PROTO_INT_SIZE */
 size_t proto_enc_array(uint8_t *out, size_t n);         /* "*n\r\n", PROTO_INT_SIZE */
+size_t proto_enc_map(uint8_t *out, size_t n);           /* "%n\r\n" (RESP3), PROTO_INT_SIZE */
 size_t proto_enc_bulk_hdr(uint8_t *out, size_t len);    /* "$len\r\n", PROTO_INT_SIZE */
 static inline size_t proto_bulk_size(size_t len) { return len + PROTO_INT_SIZE + 2; }
 /* "$len\r\n" + bytes + "\r\n", needs proto_bulk_size(len). */

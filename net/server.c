@@ -271,14 +271,16 @@ static void conn_stop_reading(struct server *s, struct conn *c)
     pending_add(s, c);  /* the flush closes it once the replies are out */
 }
 
-void net_conn_laddr(const struct conn *c, char *out, size_t cap)
+const char *net_conn_laddr(struct conn *c)
 {
+    if (c->laddr[0])
+        return c->laddr;
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
     if (getsockname(c->fd, (struct sockaddr *)&ss, &sl) != 0)
-        snprintf(out, cap, "?");
-    else
-        addr_text((struct sockaddr *)&ss, sl, out, cap);
+        return "?";  /* not kept: the next CLIENT LIST tries again */
+    addr_text((struct sockaddr *)&ss, sl, c->laddr, sizeof c->laddr);
+    return c->laddr;
 }
 
 void net_conn_kill(struct server *s, struct conn *c)
@@ -767,11 +769,15 @@ static uint64_t shared_memory(const struct server *s)
     return s->tmp.cap + NET_SCRATCH;
 }
 
+uint64_t net_multi_memory(const struct net_multi *m)
+{
+    return m->arena.cap + m->cap * sizeof *m->items + m->ixs_cap * sizeof *m->ixs;
+}
+
 uint64_t net_conn_memory(const struct conn *c)
 {
-    const struct net_multi *m = &c->multi;
-    return sizeof *c + c->in.cap + c->out.cap + m->arena.cap + m->cap * sizeof *m->items +
-           m->ixs_cap * sizeof *m->ixs + (c->is_http ? http_conn_memory(&c->http) : 0);
+    return sizeof *c + c->in.cap + c->out.cap + net_multi_memory(&c->multi) +
+           (c->is_http ? http_conn_memory(&c->http) : 0);
 }
 
 /* (Re)arms the --snapshot-interval timer from s->cfg; 0 = no timer. */
@@ -914,21 +920,25 @@ static void maxmemory_watch(struct server *s)
     }
     /* (a change of the limit is settled by net_server_reconfigure) */
     uint64_t margin = max / 16 > ((uint64_t)1 << 20) ? max / 16 : (uint64_t)1 << 20;
-    if (max == 0 || used > max || max - used < margin)
+    if (used > max || max - used < margin)  /* max != 0: a new limit clears the flag */
         return;
     s->mem_logged_over = false;
     net_warn("used memory %llu bytes is back under --maxmemory %llu: writes accepted",
              (unsigned long long)used, (unsigned long long)max);
 }
 
+bool net_refuse_writes(struct server *s, uint64_t n)
+{
+    if (!net_over_maxmemory(s))
+        return false;
+    s->st.oom_refused += n;
+    return true;
+}
+
 /* HTTP's write gate: refusals are counted with the line protocol's. */
 static bool http_over_memory(void *ud)
 {
-    struct server *s = ud;
-    if (!net_over_maxmemory(s))
-        return false;
-    s->st.oom_refused++;
-    return true;
+    return net_refuse_writes(ud, 1);
 }
 
 uint64_t net_rss_bytes(void)
@@ -993,7 +1003,6 @@ static void raise_fd_limit(struct server *s)
 int net_server_init(struct server *s, const struct net_config *cfg)
 {
     s->cfg = *cfg;
-    s->cur.slot = -1;
     net_slowlog_init(&s->slowlog, cfg->slowlog_max_len);
     s->lock_fd = -1;
     s->lfd = -1;
@@ -1138,9 +1147,7 @@ void net_server_reconfigure(struct server *s, const struct net_config *next)
     bool limit = next->maxmemory != s->cfg.maxmemory;
     s->cfg = *next;
     net_log_set_level((enum net_log_level)s->cfg.loglevel);
-    if (net_slowlog_set_max(&s->slowlog, s->cfg.slowlog_max_len))
-        net_warn("slowlog-max-len %u: out of memory rebuilding the log; it keeps %u entries",
-                 s->cfg.slowlog_max_len, s->slowlog.max_len);
+    net_slowlog_set_max(&s->slowlog, s->cfg.slowlog_max_len);
     if (timer)
         snap_timer_set(s);
     /* A new limit: say where the server stands against it, so the last

@@ -81,6 +81,7 @@ struct conn {
     struct net_buf in, out;
     struct net_multi multi;
     char addr[64];               /* "ip:port" for logs */
+    char laddr[64];              /* the server's end, "" until net_conn_laddr reads it */
     double created;              /* ev_now at accept */
     const char *last_cmd;        /* name of the last command dispatched ("" before one) */
     char name[NET_CLIENT_STR_MAX + 1];      /* CLIENT SETNAME; "" = none */
@@ -106,8 +107,6 @@ struct net_counters {
     uint64_t net_input_bytes, net_output_bytes;
     uint64_t mid_input_writes;   /* replies written before a long input was all run */
     uint64_t oom_refused;        /* writes refused over --maxmemory, both ports */
-    uint64_t error_replies;      /* errors replied to commands: errorstats' sum (errors also
-                                    counts the limits' last words before a close) */
 };
 
 /* INFO commandstats, per command and per subcommand (cmd.c numbers them):
@@ -128,12 +127,11 @@ struct net_errstat {
 };
 
 /* The command run_command is running (nested: EXEC runs queued ones):
- * what its replies did, for its commandstat. slot < 0: none. */
+ * what its replies did, for its commandstat. Outside one it is written
+ * and never read. */
 struct net_cur_cmd {
-    int slot;
     bool failed;                 /* it answered an error */
     bool rejected;               /* refused over --maxmemory before it ran */
-    bool queued;                 /* MULTI queued it: it runs, and counts, at EXEC */
 };
 
 enum net_snap_status { NET_SNAP_NONE = 0, NET_SNAP_OK, NET_SNAP_ERR };
@@ -220,7 +218,7 @@ struct server {
     size_t scratch_used;
     struct eng_ix batch[NET_BATCH];
     size_t nbatch;
-    struct proto_arg batch_argv[NET_SLOWLOG_ARGC + 1];  /* the batch's first TRACK, */
+    struct proto_arg batch_argv[NET_SLOWLOG_ARGC];      /* the batch's first TRACK, */
     size_t batch_argc;                                  /* for SLOWLOG (its argc in full) */
     struct net_buf tmp;                /* INFO text */
     struct eng_history_rec *hist;      /* cfg.history records */
@@ -254,8 +252,9 @@ void net_conn_write_now(struct server *s, struct conn *c);
  * that reads is not cut off; one still over does not read, and is counted,
  * logged and set CONN_CLOSING. Both ports' connections go through it. */
 void net_conn_limit_output(struct server *s, struct conn *c);
-/* The server's own address of c's socket, "ip:port" (CLIENT LIST laddr). */
-void net_conn_laddr(const struct conn *c, char *out, size_t cap);
+/* The server's own address of c's socket, "ip:port" (CLIENT LIST laddr):
+ * read once, on first use, as it never changes. */
+const char *net_conn_laddr(struct conn *c);
 /* Drops c's unsent replies and closes it: another connection (CLIENT KILL)
  * in the flush before the loop sleeps; the one whose input is being run
  * (a cross-protocol request) when net_conn_process returns, as its read
@@ -265,6 +264,8 @@ void net_conn_kill(struct server *s, struct conn *c);
  * connected_clients, the clients CLIENT LIST may show): the HTTP port's
  * connections count toward --maxclients only. */
 uint32_t net_line_clients(const struct server *s);
+/* Bytes a queued MULTI holds (CLIENT LIST's multi-mem). */
+uint64_t net_multi_memory(const struct net_multi *m);
 /* Bytes one connection holds: itself, its buffers, a queued MULTI, an HTTP
  * request's scratch (CLIENT LIST's tot-mem; summed into used memory). */
 uint64_t net_conn_memory(const struct conn *c);
@@ -277,6 +278,9 @@ static inline bool net_over_maxmemory(const struct server *s)
 {
     return s->cfg.maxmemory && net_used_memory(s) > s->cfg.maxmemory;
 }
+/* The gate of every write, both ports: true when over --maxmemory, with the
+ * n writes counted as refused (INFO oom_refused). */
+bool net_refuse_writes(struct server *s, uint64_t n);
 /* CONFIG SET: makes next (a copy of s->cfg changed only in settings
  * net_config_set_live accepts) the running configuration and applies it:
  * log level, the snapshot timer, the --maxmemory state. */

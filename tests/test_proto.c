@@ -440,6 +440,8 @@ START_TEST(encoders)
     ENC_EQ(out, n, ":9223372036854775807\r\n");
     n = proto_enc_array(out, 3);
     ENC_EQ(out, n, "*3\r\n");
+    n = proto_enc_map(out, 12);
+    ENC_EQ(out, n, "%12\r\n");
     n = proto_enc_bulk(out, "a\0b", 3);
     ck_assert_uint_eq(n, 9);
     ENC_EQ(out, n, "$3\r\na\0b\r\n");
