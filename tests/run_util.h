@@ -12,6 +12,7 @@
 #define SHORTSTAT_TESTS_RUN_UTIL_H
 
 #include <check.h>
+#include <dirent.h>
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -124,6 +125,19 @@ static inline void run_mkdtemp(char *out, size_t n, const char *name)
     int len = snprintf(out, n, "%s/shortstat-%s-XXXXXX", root && *root ? root : "/tmp", name);
     ck_assert_msg(len > 0 && (size_t)len < n, "temp path too long");
     ck_assert_ptr_nonnull(mkdtemp(out));
+}
+
+/* How many entries of dir have needle in their name (a snapshot's temp
+ * files: SNAP_FILE ".tmp." for one writer's, ".tmp." for any). */
+static inline int run_count_names(const char *dir, const char *needle)
+{
+    DIR *d = opendir(dir);
+    ck_assert_msg(d != NULL, "opendir %s", dir);
+    int n = 0;
+    for (struct dirent *de; (de = readdir(d));)
+        n += strstr(de->d_name, needle) != NULL;
+    closedir(d);
+    return n;
 }
 
 #endif

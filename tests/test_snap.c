@@ -10,7 +10,6 @@
  * exactly when the generator says.
  */
 #include <check.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -618,7 +617,11 @@ START_TEST(every_flipped_byte_behind_checksums)
     static struct world w;
     struct membuf m = small_snapshot(&w, NULL);
     uint8_t *c = malloc(m.len);
-    for (size_t i = 0; i < m.len - 24; i++) {  /* the footer's file_len and checksum are fixed */
+    /* The footer is END marker | raw_bytes | file_len | checksum (8 bytes
+     * each); fix_checksums rewrites the last two, so the loop stops there. */
+    const size_t raw_at = m.len - 24;
+    size_t raw_mismatch = 0;
+    for (size_t i = 0; i < m.len - 16; i++) {
         if (i >= 112 && i < 120)
             continue;  /* the header checksum itself */
         memcpy(c, m.p, m.len);
@@ -633,7 +636,20 @@ START_TEST(every_flipped_byte_behind_checksums)
         }
         ck_assert_msg(err.msg[0] != 0, "no reason given for byte %zu", i);
         ck_assert_msg(err.offset <= m.len, "offset %" PRIu64 " past the end", err.offset);
+        if (i >= raw_at) {
+            /* raw_bytes: off by one bit, it no longer matches the chunks'
+             * sum, unless it grew so large the header's counts check (which
+             * bounds raw_bytes by the file) refuses it first */
+            ck_assert_int_eq(rc, SNAP_ECORRUPT);
+            bool mismatch = strstr(err.msg, "footer raw size mismatch") != NULL;
+            ck_assert_msg(mismatch || strstr(err.msg, "header counts larger than the body"),
+                          "byte %zu (footer raw_bytes): %s", i, err.msg);
+            if (mismatch)
+                ck_assert_uint_eq(err.offset, raw_at);
+            raw_mismatch += mismatch;
+        }
     }
+    ck_assert_msg(raw_mismatch > 0, "no flip of the footer's raw_bytes hit its mismatch check");
     free(c);
     free(m.p);
 }
@@ -989,22 +1005,8 @@ END_TEST
 
 /* ---- files: save, load, crash safety -------------------------------------------------------- */
 
-static void tmpdir(char *out, size_t n)
-{
-    run_mkdtemp(out, n, "snaptest");
-}
-
-static int count_tmp(const char *dir)
-{
-    DIR *d = opendir(dir);
-    ck_assert_ptr_nonnull(d);
-    int n = 0;
-    struct dirent *de;
-    while ((de = readdir(d)))
-        n += strncmp(de->d_name, SNAP_FILE ".tmp.", strlen(SNAP_FILE ".tmp.")) == 0;
-    closedir(d);
-    return n;
-}
+/* A snapshot writer's temp files are SNAP_FILE ".tmp.<pid>". */
+#define SNAP_TMP SNAP_FILE ".tmp."
 
 static uint8_t *slurp(const char *path, size_t *len)
 {
@@ -1035,7 +1037,7 @@ START_TEST(save_and_load_files)
     struct eng *a;
     struct membuf m = small_snapshot(&w, &a);
     char dir[64], path[128];
-    tmpdir(dir, sizeof dir);
+    run_mkdtemp(dir, sizeof dir, "snaptest");
     snprintf(path, sizeof path, "%s/%s", dir, SNAP_FILE);
 
     struct eng *b = (struct eng *)1;
@@ -1045,7 +1047,7 @@ START_TEST(save_and_load_files)
 
     struct snap_stats st;
     ck_assert_int_eq(snap_save(a, dir, w.clk.now, &st, &err), SNAP_OK);
-    ck_assert_int_eq(count_tmp(dir), 0);
+    ck_assert_int_eq(run_count_names(dir, SNAP_TMP), 0);
     size_t len;
     uint8_t *file = slurp(path, &len);
     ck_assert_uint_eq(len, st.bytes);
@@ -1101,7 +1103,7 @@ START_TEST(failed_save_keeps_previous)
     struct eng *a = eng_create(&w.cfg);
     apply(&w, &r, a, 200, false);
     char dir[64], path[128];
-    tmpdir(dir, sizeof dir);
+    run_mkdtemp(dir, sizeof dir, "snaptest");
     snprintf(path, sizeof path, "%s/%s", dir, SNAP_FILE);
     ck_assert_int_eq(snap_save(a, dir, 1, NULL, NULL), SNAP_OK);
     size_t len0;
@@ -1121,7 +1123,7 @@ START_TEST(failed_save_keeps_previous)
     int status;
     ck_assert_int_eq(waitpid(pid, &status, 0), pid);
     ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d", status);
-    ck_assert_int_eq(count_tmp(dir), 0);
+    ck_assert_int_eq(run_count_names(dir, SNAP_TMP), 0);
     size_t len1;
     uint8_t *after = slurp(path, &len1);
     ck_assert(len0 == len1 && !memcmp(before, after, len0));
@@ -1138,7 +1140,7 @@ START_TEST(stale_temp_files_removed)
     struct eng *a;
     struct membuf m = small_snapshot(&w, &a);
     char dir[64], p[256];
-    tmpdir(dir, sizeof dir);
+    run_mkdtemp(dir, sizeof dir, "snaptest");
     pid_t dead = fork();
     if (dead == 0)
         _exit(0);
@@ -1151,9 +1153,9 @@ START_TEST(stale_temp_files_removed)
     spit(p, (const uint8_t *)"live", 4);
     snprintf(p, sizeof p, "%s/%s.tmp.notapid", dir, SNAP_FILE);
     spit(p, (const uint8_t *)"other", 5);
-    ck_assert_int_eq(count_tmp(dir), 4);
+    ck_assert_int_eq(run_count_names(dir, SNAP_TMP), 4);
     ck_assert_int_eq(snap_save(a, dir, 0, NULL, NULL), SNAP_OK);
-    ck_assert_int_eq(count_tmp(dir), 2);
+    ck_assert_int_eq(run_count_names(dir, SNAP_TMP), 2);
     snprintf(p, sizeof p, "%s/%s.tmp.1", dir, SNAP_FILE);
     ck_assert_int_eq(access(p, F_OK), 0);
     eng_destroy(a);
@@ -1171,7 +1173,7 @@ START_TEST(kill_9_during_saves)
     struct eng *a = eng_create(&w.cfg);
     apply(&w, &r, a, 6000, false);
     char dir[64], path[128];
-    tmpdir(dir, sizeof dir);
+    run_mkdtemp(dir, sizeof dir, "snaptest");
     snprintf(path, sizeof path, "%s/%s", dir, SNAP_FILE);
     ck_assert_int_eq(snap_save(a, dir, 0, NULL, NULL), SNAP_OK);
     int kills = 0;
@@ -1194,7 +1196,7 @@ START_TEST(kill_9_during_saves)
         struct snap_header h;
         ck_assert_msg(snap_verify(path, &h, &err) == SNAP_OK, "seed %" PRIu64 ", kill %d: %s",
                       seed, i, err.msg);
-        ck_assert_int_le(count_tmp(dir), 1);   /* at most the killed writer's */
+        ck_assert_int_le(run_count_names(dir, SNAP_TMP), 1);   /* at most the killed writer's */
     }
     ck_assert_int_eq(kills, 40);
     struct eng *b;
@@ -1202,7 +1204,7 @@ START_TEST(kill_9_during_saves)
     same_engines(&w, a, b, 64, true, seed);
     eng_destroy(b);
     ck_assert_int_eq(snap_save(a, dir, 0, NULL, NULL), SNAP_OK);
-    ck_assert_int_eq(count_tmp(dir), 0);
+    ck_assert_int_eq(run_count_names(dir, SNAP_TMP), 0);
     eng_destroy(a);
     run_rmtree(dir);
 }
@@ -1247,6 +1249,21 @@ static size_t count_lines(const char *s)
     size_t n = 0;
     for (; *s; s++)
         n += *s == '\n';
+    return n;
+}
+
+/* Rows of CSV text: its newlines outside double quotes (a quoted field may
+ * hold one; "" inside quotes flips twice, so it counts right). */
+static size_t count_csv_rows(const char *s)
+{
+    size_t n = 0;
+    bool inq = false;
+    for (; *s; s++) {
+        if (*s == '"')
+            inq = !inq;
+        else if (*s == '\n' && !inq)
+            n++;
+    }
     return n;
 }
 
@@ -1295,7 +1312,7 @@ START_TEST(tool_info_verify)
     struct eng *a;
     struct membuf m = small_snapshot(&w, &a);
     char dir[64], path[128], bad[128], trunc[128], missing[128], foreign[128];
-    tmpdir(dir, sizeof dir);
+    run_mkdtemp(dir, sizeof dir, "snaptest");
     snprintf(path, sizeof path, "%s/good.snap", dir);
     snprintf(bad, sizeof bad, "%s/bad.snap", dir);
     snprintf(trunc, sizeof trunc, "%s/trunc.snap", dir);
@@ -1392,7 +1409,7 @@ START_TEST(tool_dump)
     apply(&w, &rg, a, 600, false);
     struct membuf m = snapshot(a, w.clk.now);
     char dir[64], path[128];
-    tmpdir(dir, sizeof dir);
+    run_mkdtemp(dir, sizeof dir, "snaptest");
     snprintf(path, sizeof path, "%s/s.snap", dir);
     spit(path, m.p, m.len);
     struct eng_info info;
@@ -1475,15 +1492,7 @@ START_TEST(tool_dump)
     for (int i = 0; i < NUSER; i++)
         user_recs += eng_history_user(a, w.users[i], h, 64);
     /* a UA with a newline is quoted, so count records by parsing quotes */
-    size_t nrows = 0;
-    bool inq = false;
-    for (const char *p = r.out; *p; p++) {
-        if (*p == '"')
-            inq = !inq;
-        else if (*p == '\n' && !inq)
-            nrows++;
-    }
-    ck_assert_uint_eq(nrows, user_recs + 1);
+    ck_assert_uint_eq(count_csv_rows(r.out), user_recs + 1);
     ck_assert_ptr_nonnull(strstr(r.out, "\"quote\"\" comma, nl\n\""));
     run_free(&r);
 
@@ -1494,15 +1503,7 @@ START_TEST(tool_dump)
     ck_assert_int_eq(r.status, 0);
     ck_assert(strncmp(r.out, "session,last_seen_ms,ts,short_id,type,watch_ms,platform,user,ip,ua\n",
                       67) == 0);
-    nrows = 0;
-    inq = false;
-    for (const char *p = r.out; *p; p++) {
-        if (*p == '"')
-            inq = !inq;
-        else if (*p == '\n' && !inq)
-            nrows++;
-    }
-    ck_assert_uint_eq(nrows, info.records - user_recs + 1);
+    ck_assert_uint_eq(count_csv_rows(r.out), info.records - user_recs + 1);
     run_free(&r);
     r = TOOL("dump", path, "--what", "users", "--format", "json");
     ck_assert_int_eq(r.status, 0);
@@ -1533,7 +1534,7 @@ END_TEST
 START_TEST(dir_lock)
 {
     char dir[64], p[128], want[128];
-    tmpdir(dir, sizeof dir);
+    run_mkdtemp(dir, sizeof dir, "snaptest");
     int fd = -1, fd2 = -1;
     struct snap_err err = {0};
     ck_assert_int_eq(snap_lock_dir(dir, &fd, &err), SNAP_OK);
@@ -1581,7 +1582,7 @@ START_TEST(tool_restore)
     struct eng *a;
     struct membuf m = small_snapshot(&w, &a);
     char dir[64], src[128], src2[128], bad[128], data[128], dst[160], bak[160];
-    tmpdir(dir, sizeof dir);
+    run_mkdtemp(dir, sizeof dir, "snaptest");
     snprintf(src, sizeof src, "%s/one.snap", dir);
     snprintf(src2, sizeof src2, "%s/two.snap", dir);
     snprintf(bad, sizeof bad, "%s/bad.snap", dir);
@@ -1627,7 +1628,7 @@ START_TEST(tool_restore)
     got = slurp(dst, &len);
     ck_assert(len == m2.len && !memcmp(got, m2.p, len));
     free(got);
-    ck_assert_int_eq(count_tmp(data), 0);
+    ck_assert_int_eq(run_count_names(data, SNAP_TMP), 0);
 
     /* a directory in use (a running server holds its lock) is left alone */
     int lock = -1;
@@ -1643,7 +1644,7 @@ START_TEST(tool_restore)
     got = slurp(dst, &len);
     ck_assert(len == m2.len && !memcmp(got, m2.p, len));
     free(got);
-    ck_assert_int_eq(count_tmp(data), 0);
+    ck_assert_int_eq(run_count_names(data, SNAP_TMP), 0);
 
     /* a missing --dir is made, one level, as shortstatd makes it; made for
      * a snapshot that is then refused, it is removed again */
@@ -1746,7 +1747,7 @@ START_TEST(server_refuses_bad_snapshots)
     struct eng *a;
     struct membuf m = small_snapshot(&w, &a);
     char dir[64], path[128];
-    tmpdir(dir, sizeof dir);
+    run_mkdtemp(dir, sizeof dir, "snaptest");
     snprintf(path, sizeof path, "%s/%s", dir, SNAP_FILE);
     uint8_t *c = malloc(m.len);
     for (int k = 0; k < 4; k++) {
@@ -1798,7 +1799,7 @@ START_TEST(server_refuses_bad_snapshots)
     ck_assert_msg(snap_load(path, &w.cfg, &b, NULL, &se) == SNAP_OK, "%s", se.msg);
     same_engines(&w, a, b, 4, false, 0);
     eng_destroy(b);
-    ck_assert_int_eq(count_tmp(dir), 0);
+    ck_assert_int_eq(run_count_names(dir, SNAP_TMP), 0);
     free(c);
     eng_destroy(a);
     free(m.p);
@@ -1815,7 +1816,7 @@ START_TEST(server_refuses_locked_dir)
     struct eng *a;
     struct membuf m = small_snapshot(&w, &a);
     char dir[64], path[128];
-    tmpdir(dir, sizeof dir);
+    run_mkdtemp(dir, sizeof dir, "snaptest");
     snprintf(path, sizeof path, "%s/%s", dir, SNAP_FILE);
     spit(path, m.p, m.len);
     int lock = -1;
