@@ -647,7 +647,14 @@ static void snapshot_ok(struct server *s, uint64_t bytes, uint64_t raw_bytes, ui
     sn->last_error[0] = 0;
 }
 
-/* Returns the reason, as kept for INFO's last_snapshot_error. */
+/* What the log adds to a failed background snapshot. */
+static const char *retry_note(const struct server *s)
+{
+    return s->cfg.snapshot_interval_s ? " (retried at the next interval)" : "";
+}
+
+/* Counts a failed snapshot (one that ran, or one that could not start)
+ * and returns the reason, as kept for INFO's last_snapshot_error. */
 static const char *snapshot_failed(struct server *s, uint64_t ms, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static const char *snapshot_failed(struct server *s, uint64_t ms, const char *fmt, ...)
@@ -689,7 +696,7 @@ static void snapshot_done(struct server *s, int status)
     else
         why = snapshot_failed(s, ms, "child exited with status %d",
                               WIFEXITED(status) ? WEXITSTATUS(status) : -1);
-    net_error("snapshot to %s failed: %s (retried at the next interval)", s->cfg.dir, why);
+    net_error("snapshot to %s failed: %s%s", s->cfg.dir, why, retry_note(s));
 }
 
 static void child_cb(struct ev_loop *loop, ev_child *w, int revents)
@@ -708,7 +715,9 @@ int net_snapshot_start(struct server *s, char *err, size_t errcap)
     }
     int pfd[2];
     if (pipe2(pfd, O_CLOEXEC) < 0) {
-        snprintf(err, errcap, "snapshot: pipe: %s", strerror(errno));
+        const char *why = snapshot_failed(s, 0, "pipe: %s", strerror(errno));
+        snprintf(err, errcap, "snapshot: %s", why);
+        net_error("snapshot: %s", why);
         return -1;
     }
     int64_t now = net_now_ms(s);
@@ -723,14 +732,11 @@ int net_snapshot_start(struct server *s, char *err, size_t errcap)
     uint64_t t1 = net_mono_usec();
     close(pfd[1]);
     if (pid < 0) {
-        int e = errno;
+        const char *why = snapshot_failed(s, 0, "fork: %s", strerror(errno));
         net_prefault_pause(s->prefault, false);
         close(pfd[0]);
-        snprintf(err, errcap, "snapshot: fork: %s", strerror(e));
-        sn->last_status = NET_SNAP_ERR;
-        snprintf(sn->last_error, sizeof sn->last_error, "fork: %s", strerror(e));
-        sn->failed++;
-        net_error("snapshot: fork: %s", strerror(e));
+        snprintf(err, errcap, "snapshot: %s", why);
+        net_error("snapshot: %s%s", why, retry_note(s));
         return -1;
     }
     sn->in_progress = true;
@@ -755,8 +761,7 @@ static void snap_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     char err[256];
     if (s->snap.in_progress || s->dirty == 0)
         return;  /* nothing new to save, or a save still running */
-    if (net_snapshot_start(s, err, sizeof err))
-        net_warn("%s", err);
+    (void)net_snapshot_start(s, err, sizeof err);  /* a failure is logged there */
 }
 
 static void maxmemory_watch(struct server *s);
@@ -824,8 +829,7 @@ static void cron_cb(struct ev_loop *loop, ev_timer *w, int revents)
     if (s->snap.scheduled && !s->snap.in_progress && !s->shutting_down) {
         char err[256];
         s->snap.scheduled = false;
-        if (net_snapshot_start(s, err, sizeof err))
-            net_warn("scheduled snapshot: %s", err);
+        (void)net_snapshot_start(s, err, sizeof err);  /* a failure is logged there */
     }
 }
 

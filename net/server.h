@@ -239,7 +239,9 @@ void net_snapshot_stop(struct server *s, const char *why);
  * anything changed since the last good snapshot (or always): 0, or -1
  * (logged) when the save failed. */
 int net_final_snapshot(struct server *s, bool always);
-/* Fork a snapshot child; -1 with err when one runs already or fork fails. */
+/* Fork a snapshot child; -1 with err when one runs already, or when it
+ * could not start (pipe or fork failed: logged, and counted as a failed
+ * snapshot in INFO). */
 int net_snapshot_start(struct server *s, char *err, size_t errcap);
 int64_t net_now_ms(const struct server *s);
 

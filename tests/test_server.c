@@ -23,7 +23,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <stddef.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/resource.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -31,6 +34,9 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 
 #include "net/config.h"
 #include "net/proto.h"
@@ -45,6 +51,7 @@ struct srv {
     char dir[64];
     char log[96];
     rlim_t nofile;   /* 0: inherit; else the server's open-file limit */
+    unsigned deny;   /* DENY_*: system calls the server finds failing */
 };
 
 static const char *build_dir(void)
@@ -91,6 +98,55 @@ static bool log_has(const struct srv *s, const char *needle)
     return has;
 }
 
+/* System calls a spawned server finds failing (struct srv's deny). */
+enum { DENY_FORK = 1, DENY_PIPE = 2 };
+
+/* Makes the system calls in deny fail for this process and what it execs,
+ * through a seccomp filter. DENY_FORK: fork() fails with EAGAIN, as when a
+ * system is out of processes or of memory for the copy's page tables, while
+ * threads still start (clone without CLONE_VM is a fork; clone3 answers
+ * ENOSYS, so glibc falls back to clone, whose flags a filter can read; the
+ * sanitizers' own clones share memory). DENY_PIPE: pipe2() fails with
+ * EMFILE (libev wakes itself with eventfd, so only snapshots use pipe2).
+ * 0, or -1 where there is no such filter. */
+static int deny_syscalls(unsigned deny)
+{
+#if defined(__x86_64__) && defined(__NR_clone3)
+    struct sock_filter f[16];
+    unsigned short n = 0;
+    f[n++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+                                          offsetof(struct seccomp_data, arch));
+    f[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0);
+    f[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+    f[n++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+                                          offsetof(struct seccomp_data, nr));
+    if (deny & DENY_PIPE) {
+        f[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_pipe2, 0, 1);
+        f[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EMFILE);
+    }
+    if (deny & DENY_FORK) {  /* last: it loads clone's flags over the number */
+        f[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone3, 0, 1);
+        f[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS);
+        f[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_fork, 4, 0);
+        f[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_vfork, 3, 0);
+        f[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone, 0, 3);
+        f[n++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+                                              offsetof(struct seccomp_data, args[0]));
+        f[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, CLONE_VM, 1, 0);
+        f[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EAGAIN);
+    }
+    f[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+    struct sock_fprog prog = {n, f};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+        return -1;
+    return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0 ? 0 : -1;
+#else
+    (void)deny;
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
 /* Spawns shortstatd with args (NULL-terminated) and stderr to s->log. */
 static pid_t spawn(struct srv *s, const char *const *args)
 {
@@ -118,6 +174,10 @@ static pid_t spawn(struct srv *s, const char *const *args)
         if (fd >= 0) {
             dup2(fd, 2);
             dup2(fd, 1);
+        }
+        if (s->deny && deny_syscalls(s->deny) != 0) {
+            dprintf(2, "test: cannot install the seccomp filter: %s\n", strerror(errno));
+            _exit(126);
         }
         execv(bin, (char *const *)argv);
         _exit(127);
@@ -3458,12 +3518,89 @@ START_TEST(snapshot_child_killed)
     ck_assert(info_has(&c, "last_snapshot_status:err"));
     ck_assert(info_has(&c, "last_snapshot_error:child killed by signal 9"));
     ck_assert_int_eq(info_num(&c, "snapshots_failed"), 1);
-    ck_assert(log_has(&s, "failed: child killed by signal 9 (retried at the next interval)"));
+    ck_assert(log_has(&s, "failed: child killed by signal 9\n"));  /* no interval: no retry */
     EXPECT(&c, "+OK\r\n", "TRACK 1 view session=after");
     EXPECT(&c, "+Snapshot started\r\n", "SNAPSHOT");
     wait_snapshot_done(&c);
     ck_assert(info_has(&c, "last_snapshot_status:ok"));
     ck_assert(info_has(&c, "last_snapshot_error:\r\n"));
+    cli_close(&c);
+    srv_stop_ok(&s);
+}
+END_TEST
+
+/* How many lines of the server's log hold needle. */
+static int log_count(const struct srv *s, const char *needle)
+{
+    char *l = read_file(s->log, NULL);
+    int n = 0;
+    for (const char *p = l; p && (p = strstr(p, needle)); p += strlen(needle))
+        n++;
+    free(l);
+    return n;
+}
+
+/* A snapshot that cannot start, for want of a fork (the system is out of
+ * processes, or of memory for the copy's page tables) or of a pipe:
+ * SNAPSHOT and BGSAVE say why, it counts as a failed snapshot and is
+ * logged once, nothing is lost, the final save (no fork) still works, and
+ * the interval timer retries on its own. */
+START_TEST(snapshot_fork_fails)
+{
+    struct srv s;
+    memset(&s, 0, sizeof s);
+    s.deny = DENY_FORK;
+    srv_start_in(&s, NULL);
+    struct cli c;
+    cli_open(&c, s.port);
+    for (int i = 0; i < 50; i++)
+        EXPECT(&c, "+OK\r\n", "TRACK 7 view session=f%d watch_ms=1000", i);
+    const char *why = "fork: Resource temporarily unavailable";
+    char want[128];
+    snprintf(want, sizeof want, "-ERR snapshot: %s\r\n", why);
+    EXPECT(&c, want, "SNAPSHOT");
+    EXPECT(&c, want, "BGSAVE");
+    EXPECT(&c, want, "BGSAVE SCHEDULE");
+    ck_assert(info_has(&c, "snapshot_in_progress:0"));
+    ck_assert(info_has(&c, "last_snapshot_status:err"));
+    snprintf(want, sizeof want, "last_snapshot_error:%s", why);
+    ck_assert(info_has(&c, want));
+    ck_assert_int_eq(info_num(&c, "snapshots_failed"), 3);
+    ck_assert_int_eq(info_num(&c, "snapshots_total"), 3);
+    ck_assert_int_eq(info_num(&c, "last_snapshot_unix"), 0);
+    ck_assert_int_eq(log_count(&s, why), 3);  /* once each */
+    /* nothing was lost or stopped */
+    EXPECT(&c, "+OK\r\n", "TRACK 7 view session=f50 watch_ms=1000");
+    ck_assert_int_eq(info_num(&c, "interactions_total"), 51);
+    cli_close(&c);
+    int st = srv_term(&s);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %d", st);
+    ck_assert(log_has(&s, "final snapshot saved"));
+
+    /* the timer's attempts fail the same way, each logged with its retry */
+    const char *every_second[] = {"--snapshot-interval", "1", NULL};
+    srv_start_in(&s, every_second);
+    cli_open(&c, s.port);
+    ck_assert_int_eq(info_num(&c, "interactions_total"), 51);
+    EXPECT(&c, "+OK\r\n", "TRACK 7 view session=g watch_ms=1000");
+    snprintf(want, sizeof want, "snapshot: %s (retried at the next interval)", why);
+    for (int i = 0; i < 1000 && log_count(&s, want) < 2; i++)
+        sleep_ms(5);
+    ck_assert_int_ge(log_count(&s, want), 2);
+    ck_assert_int_ge(info_num(&c, "snapshots_failed"), 2);
+    cli_close(&c);
+    ck_assert_int_eq(srv_term(&s), 0);  /* exited 0: the final save works */
+
+    /* no pipe for the child's report: the same, with that reason */
+    s.deny = DENY_PIPE;
+    srv_start_in(&s, NULL);
+    cli_open(&c, s.port);
+    EXPECT(&c, "-ERR snapshot: pipe: Too many open files\r\n", "SNAPSHOT");
+    ck_assert(info_has(&c, "last_snapshot_error:pipe: Too many open files"));
+    ck_assert_int_eq(info_num(&c, "snapshots_failed"), 1);
+    ck_assert_int_eq(info_num(&c, "snapshots_total"), 1);
+    ck_assert_int_eq(log_count(&s, "snapshot: pipe: Too many open files"), 1);
+    ck_assert_int_eq(info_num(&c, "interactions_total"), 52);
     cli_close(&c);
     srv_stop_ok(&s);
 }
@@ -3864,6 +4001,7 @@ Suite *server_suite(void)
     tcase_add_test(tc, snapshot_cpulist);
     tcase_add_test(tc, shutdown_command);
     tcase_add_test(tc, snapshot_child_killed);
+    tcase_add_test(tc, snapshot_fork_fails);
     tcase_add_test(tc, prefault_on_and_off);
     tcase_add_test(tc, snapshot_interval);
     tcase_add_test(tc, corrupt_snapshot_refused);
