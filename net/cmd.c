@@ -870,7 +870,9 @@ static void config_set(struct server *s, struct conn *c, const struct proto_cmd 
         if (wo < sizeof what) {  /* logged only if every pair passes */
             char shown[72];
             int n = snprintf(what + wo, sizeof what - wo, " %s=%s", key,
-                             printable(shown, 64, v->p, v->len));
+                             strcmp(key, "requirepass") == 0
+                                 ? "(redacted)"
+                                 : printable(shown, 64, v->p, v->len));
             wo += n > 0 ? (size_t)n : 0;
         }
         if (strcmp(key, config_alias[CONFIG_POLICY]) == 0) {
@@ -891,6 +893,11 @@ static void config_set(struct server *s, struct conn *c, const struct proto_cmd 
             reply_err(s, c, "CONFIG SET failed: %s", why);
             return;
         }
+    }
+    char why[NET_ERR_MAX];
+    if (net_server_config_ok(s, &next, why, sizeof why)) {
+        reply_err(s, c, "CONFIG SET failed: %s", why);
+        return;
     }
     /* warn: a change of how the server runs is logged at any level, and
      * before what it causes (crossing --maxmemory) */
@@ -919,9 +926,9 @@ static const struct subcommand config_list[] = {
      "    Each setting whose name matches a glob pattern, and its value."},
     {"set", 4, -1, config_set,
      "SET <setting> <value> [<setting> <value> ...]\n"
-     "    Change settings that need no restart, all or none: loglevel,\n"
-     "    snapshot-interval, query-buffer-limit, client-output-limit, maxmemory,\n"
-     "    slowlog-log-slower-than, slowlog-max-len.\n"
+     "    Change settings that need no restart, all or none: maxclients,\n"
+     "    requirepass, loglevel, snapshot-interval, query-buffer-limit,\n"
+     "    client-output-limit, maxmemory, slowlog-log-slower-than, slowlog-max-len.\n"
      "    The change lasts until the server stops."},
     {"resetstat", 2, 2, config_resetstat,
      "RESETSTAT\n"
@@ -929,6 +936,14 @@ static const struct subcommand config_list[] = {
 };
 static const struct subtable config_subs = {"config", config_list,
                                            sizeof config_list / sizeof config_list[0]};
+
+/* Whether c may run commands: it passed AUTH, or connected while there was
+ * no password, or there is none now. As in Redis, a password set by
+ * CONFIG SET applies to connections made after it; "" opens every one. */
+static bool conn_authed(const struct server *s, const struct conn *c)
+{
+    return c->authed || !s->cfg.requirepass[0];
+}
 
 /* The password check of AUTH and HELLO ... AUTH: the only user is Redis's
  * "default" (user NULL: AUTH <password>). With no password set, or on a
@@ -2003,7 +2018,7 @@ static void cmd_hello(struct server *s, struct conn *c, const struct proto_cmd *
     }
     if (pw && !auth_check(s, c, user, pw))
         return;
-    if (!c->authed) {
+    if (!conn_authed(s, c)) {
         reply_error_raw(s, c, "NOAUTH HELLO must be called with the client already "
                         "authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option "
                         "can be used to authenticate the client and select the RESP protocol "
@@ -2393,7 +2408,7 @@ static void dispatch(struct server *s, struct conn *c, const struct proto_cmd *c
             stat_rejected(s, k, named);
         return;
     }
-    if (!c->authed && !(k->flags & CF_NOAUTH)) {
+    if (!conn_authed(s, c) && !(k->flags & CF_NOAUTH)) {
         reply_error_raw(s, c, "NOAUTH Authentication required.");
         stat_rejected(s, k, sub);
         return;
@@ -2462,7 +2477,7 @@ void net_conn_process(struct server *s, struct conn *c)
             continue;
         s->st.commands++;
         s->scratch_used += cmd->scratch_used;
-        if (is_track(&cmd->argv[0]) && c->authed && !c->multi.active && cmd->argc >= 3) {
+        if (is_track(&cmd->argv[0]) && conn_authed(s, c) && !c->multi.active && cmd->argc >= 3) {
             char err[NET_ERR_MAX];
             c->last_cmd = "track";
             struct eng_ix *ix = &s->batch[s->nbatch];

@@ -1569,7 +1569,7 @@ static void dispatch(struct http_conn *c)
         respond(c, 204, c->env->cors_origin ? cors : allow, flags | R_EMPTY);
         return;
     }
-    if (c->env->requirepass && (r < 0 || !routes[r].open)) {
+    if (c->env->requirepass && c->env->requirepass[0] && (r < 0 || !routes[r].open)) {
         bool given;
         if (!auth_ok(c, &given)) {
             if (given)

@@ -102,7 +102,8 @@ struct http_stats {
 struct http_env {
     struct eng *eng;                   /* required */
     struct http_stats *stats;          /* required */
-    const char *requirepass;           /* NULL: open; else Authorization: Bearer <pw> */
+    const char *requirepass;           /* NULL or "": open; else Authorization: Bearer <pw>;
+                                          read at every request, so it may change */
     bool trust_proxy;                  /* honour X-Forwarded-For */
     const char *cors_origin;           /* NULL: no CORS headers; e.g. "*" */
     size_t max_header_bytes;           /* 0: HTTP_MAX_HEADER_DEFAULT; capped at HTTP_MAX_HEADER_CAP */

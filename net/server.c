@@ -984,22 +984,37 @@ static void http_fill(void *ud, struct http_metrics *m)
 
 /* ---- init / run / destroy ---------------------------------------------------------------- */
 
-static void raise_fd_limit(struct server *s)
+/* Raises the open file limit toward what want clients need (up to the hard
+ * limit, as Redis does); returns how many clients it then allows, at most
+ * want, with the limit in *cur. FD_RESERVE covers the listeners, the
+ * snapshot's files and pipe, the log and what libev keeps. */
+#define FD_RESERVE 64
+static uint32_t fd_clients_room(uint32_t want, rlim_t *cur)
 {
     struct rlimit rl;
-    rlim_t need = (rlim_t)s->cfg.maxclients + 64;
+    rlim_t need = (rlim_t)want + FD_RESERVE;
+    *cur = 0;
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
-        return;
+        return want;
     if (rl.rlim_cur < need) {
-        rlim_t want = need < rl.rlim_max ? need : rl.rlim_max;
-        struct rlimit nl = {want, rl.rlim_max};
+        rlim_t to = need < rl.rlim_max ? need : rl.rlim_max;
+        struct rlimit nl = {to, rl.rlim_max};
         if (setrlimit(RLIMIT_NOFILE, &nl) == 0)
-            rl.rlim_cur = want;
+            rl.rlim_cur = to;
     }
-    if (rl.rlim_cur < need) {
-        uint32_t max = rl.rlim_cur > 96 ? (uint32_t)(rl.rlim_cur - 64) : 32;
+    *cur = rl.rlim_cur;
+    if (rl.rlim_cur >= need)
+        return want;
+    return rl.rlim_cur > FD_RESERVE + 32 ? (uint32_t)(rl.rlim_cur - FD_RESERVE) : 32;
+}
+
+static void raise_fd_limit(struct server *s)
+{
+    rlim_t cur;
+    uint32_t max = fd_clients_room(s->cfg.maxclients, &cur);
+    if (max < s->cfg.maxclients) {
         net_warn("open file limit %llu is too low for --maxclients %u; using maxclients %u",
-                 (unsigned long long)rl.rlim_cur, s->cfg.maxclients, max);
+                 (unsigned long long)cur, s->cfg.maxclients, max);
         s->cfg.maxclients = max;
     }
 }
@@ -1114,7 +1129,7 @@ int net_server_init(struct server *s, const struct net_config *cfg)
         if (listen_on(s, cfg->http_port, &s->hfd, &hp))
             return -1;
         s->http_env = (struct http_env){.eng = s->eng, .stats = &s->http_stats,
-                                        .requirepass = cfg->requirepass[0] ? cfg->requirepass : NULL,
+                                        .requirepass = s->cfg.requirepass,  /* CONFIG SET's too */
                                         .trust_proxy = cfg->trust_proxy,
                                         .fill_metrics = http_fill,
                                         .over_memory = http_over_memory, .ud = s};
@@ -1142,6 +1157,21 @@ int net_server_init(struct server *s, const struct net_config *cfg)
     snap_timer_set(s);
     s->client_mem = shared_memory(s);  /* no client yet */
     maxmemory_watch(s);  /* a snapshot loaded over the limit says so now */
+    return 0;
+}
+
+int net_server_config_ok(struct server *s, const struct net_config *next, char *err,
+                         size_t errcap)
+{
+    if (next->maxclients > s->cfg.maxclients) {
+        rlim_t cur;
+        uint32_t max = fd_clients_room(next->maxclients, &cur);
+        if (max < next->maxclients) {
+            snprintf(err, errcap, "maxclients: the open file limit %llu allows at most %u clients",
+                     (unsigned long long)cur, max);
+            return -1;
+        }
+    }
     return 0;
 }
 

@@ -71,7 +71,7 @@ struct conn {
     struct conn *wprev, *wnext;  /* server->pending: replies waiting for the flush */
     int fd;
     enum conn_state state;
-    bool authed;
+    bool authed;                 /* AUTH passed, or no password when it connected */
     uint8_t resp;                /* protocol version the client asked for: 2, or 3 after HELLO 3 */
     bool peer_eof;               /* the peer shut its write side: nothing left to linger for */
     bool pending;                /* on server->pending */
@@ -283,9 +283,13 @@ static inline bool net_over_maxmemory(const struct server *s)
 /* The gate of every write, both ports: true when over --maxmemory, with the
  * n writes counted as refused (INFO oom_refused). */
 bool net_refuse_writes(struct server *s, uint64_t n);
-/* CONFIG SET: makes next (a copy of s->cfg changed only in settings
- * net_config_set_live accepts) the running configuration and applies it:
- * log level, the snapshot timer, the --maxmemory state. */
+/* CONFIG SET, first: whether the server can run with next (a copy of
+ * s->cfg changed only in settings net_config_set_live accepts): 0, having
+ * raised the open file limit a larger maxclients needs, or -1 with err. */
+int net_server_config_ok(struct server *s, const struct net_config *next, char *err,
+                         size_t errcap);
+/* Then: makes next the running configuration and applies it: log level,
+ * the snapshot timer, the --maxmemory state. */
 void net_server_reconfigure(struct server *s, const struct net_config *next);
 /* The process's resident set size, from /proc (0 when unreadable). */
 uint64_t net_rss_bytes(void);

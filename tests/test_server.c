@@ -1784,18 +1784,20 @@ static int free_port(void)
     return ntohs(a.sin_port);
 }
 
-/* One HTTP request on its own connection, a POST when body is not NULL;
- * the whole response (read to EOF). */
-static char *http_req(int port, const char *path, const char *body)
+/* One HTTP request on its own connection, a POST when body is not NULL,
+ * with extra header lines hdrs ("" for none, each ending in CRLF); the
+ * whole response (read to EOF). */
+static char *http_send(int port, const char *path, const char *hdrs, const char *body)
 {
     int fd = tcp_connect(port);
     char req[1024];
     int n = body ? snprintf(req, sizeof req,
-                            "POST %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+                            "POST %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n%s"
                             "Content-Length: %zu\r\n\r\n%s",
-                            path, strlen(body), body)
+                            path, hdrs, strlen(body), body)
                  : snprintf(req, sizeof req,
-                            "GET %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", path);
+                            "GET %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n%s\r\n",
+                            path, hdrs);
     ck_assert_int_lt(n, (int)sizeof req);
     ck_assert_int_eq(send(fd, req, (size_t)n, MSG_NOSIGNAL), n);
     size_t len = 0, cap = 1 << 16;
@@ -1812,10 +1814,100 @@ static char *http_req(int port, const char *path, const char *body)
     return buf;
 }
 
+static char *http_req(int port, const char *path, const char *body)
+{
+    return http_send(port, path, "", body);
+}
+
 static char *http_once(int port, const char *path)
 {
     return http_req(port, path, NULL);
 }
+
+/* The status line's code of an HTTP response; frees it. */
+static int http_code(char *r)
+{
+    int code = strncmp(r, "HTTP/1.1 ", 9) == 0 ? atoi(r + 9) : -1;
+    free(r);
+    return code;
+}
+
+/* requirepass and maxclients changed by CONFIG SET, as Redis changes them:
+ * a new password binds the connections made after it, on both ports, the
+ * ones already in keep their access, "" opens every one; a lower
+ * maxclients refuses new clients only, a higher one needs file room. */
+START_TEST(config_set_auth_and_maxclients)
+{
+    struct srv s;
+    memset(&s, 0, sizeof s);
+    s.nofile = 128;  /* room for 64 clients */
+    char hp[16];
+    snprintf(hp, sizeof hp, "%d", free_port());
+    const char *args[] = {"--http-port", hp, "--maxclients", "10", NULL};
+    srv_start_in(&s, args);
+    int port = atoi(hp);
+    struct cli a, b, d;
+    cli_open(&a, s.port);
+    cli_open(&d, s.port);  /* made before the password, never AUTHs */
+    EXPECT(&a, "+OK\r\n", "TRACK 1 view session=a");
+    EXPECT(&a, "+OK\r\n", "CONFIG SET requirepass \"n3w pw\"");
+    ck_assert(log_has(&s, "CONFIG SET requirepass=(redacted)"));
+    ck_assert(!log_has(&s, "n3w pw"));
+    EXPECT(&a, "*2\r\n$11\r\nrequirepass\r\n$6\r\nn3w pw\r\n", "CONFIG GET requirepass");
+    expect_stat(&d, 1, "views", "1");  /* the connections already in keep access */
+    cli_open(&b, s.port);
+    EXPECT(&b, "-NOAUTH Authentication required.\r\n", "STATS 1");
+    EXPECT(&b, "-WRONGPASS invalid username-password pair or user is disabled.\r\n", "AUTH x");
+    EXPECT(&b, "+OK\r\n", "AUTH \"n3w pw\"");
+    expect_stat(&b, 1, "views", "1");
+    ck_assert_int_eq(http_code(http_once(port, "/api/explore/stats/1")), 401);
+    ck_assert_int_eq(http_code(http_send(port, "/api/explore/stats/1",
+                                         "Authorization: Bearer n3w pw\r\n", NULL)), 200);
+    ck_assert_int_eq(http_code(http_once(port, "/healthz")), 200);
+    /* a new password: b (authenticated) keeps access, new ones need it */
+    EXPECT(&b, "+OK\r\n", "CONFIG SET requirepass second");
+    expect_stat(&b, 1, "views", "1");
+    struct cli e;
+    cli_open(&e, s.port);
+    EXPECT(&e, "-WRONGPASS invalid username-password pair or user is disabled.\r\n",
+           "AUTH \"n3w pw\"");
+    EXPECT(&e, "-NOAUTH Authentication required.\r\n", "TRACK 1 view session=e");
+    ck_assert_int_eq(http_code(http_send(port, "/api/explore/stats/1",
+                                         "Authorization: Bearer n3w pw\r\n", NULL)), 401);
+    /* "" opens every connection, the unauthenticated e too */
+    EXPECT(&b, "+OK\r\n", "CONFIG SET requirepass \"\"");
+    EXPECT(&e, "+OK\r\n", "TRACK 1 view session=e");
+    EXPECT(&e, "-ERR AUTH called without any password configured (--requirepass)\r\n",
+           "AUTH second");
+    ck_assert_int_eq(http_code(http_once(port, "/api/explore/stats/1")), 200);
+
+    /* maxclients: 4 are connected (a, b, d, e); 4 refuses the next one */
+    EXPECT(&a, "+OK\r\n", "CONFIG SET maxclients 4");
+    ck_assert_int_eq(info_num(&a, "maxclients"), 4);
+    struct cli x;
+    cli_open(&x, s.port);
+    ck_assert_str_eq(cli_reply(&x), "-ERR max number of clients reached\r\n");
+    cli_close(&x);
+    EXPECT(&d, "+PONG\r\n", "PING");  /* the ones in stay */
+    /* past what the open file limit (128, hard) leaves room for: refused,
+     * and nothing changes, the good pair before it included */
+    EXPECT(&a, "-ERR CONFIG SET failed: maxclients: the open file limit 128 allows at most 64 "
+               "clients\r\n", "CONFIG SET loglevel debug maxclients 65");
+    EXPECT(&a, "*2\r\n$8\r\nloglevel\r\n$4\r\ninfo\r\n", "CONFIG GET loglevel");
+    ck_assert_int_eq(info_num(&a, "maxclients"), 4);
+    EXPECT(&a, "-ERR CONFIG SET failed: maxclients: must be an integer 1..1000000\r\n",
+           "CONFIG SET maxclients 0");
+    EXPECT(&a, "+OK\r\n", "CONFIG SET maxclients 64");
+    cli_open(&x, s.port);
+    EXPECT(&x, "+PONG\r\n", "PING");
+    cli_close(&x);
+    cli_close(&a);
+    cli_close(&b);
+    cli_close(&d);
+    cli_close(&e);
+    srv_stop_ok(&s);
+}
+END_TEST
 
 /* The HTTP port under the server's limits: /metrics counts what it says
  * it counts, --maxclients refuses in HTTP, --client-output-limit holds for
@@ -2546,9 +2638,9 @@ START_TEST(config_get)
            "+GET <pattern> [<pattern> ...]\r\n"
            "+    Each setting whose name matches a glob pattern, and its value.\r\n"
            "+SET <setting> <value> [<setting> <value> ...]\r\n"
-           "+    Change settings that need no restart, all or none: loglevel,\r\n"
-           "+    snapshot-interval, query-buffer-limit, client-output-limit, maxmemory,\r\n"
-           "+    slowlog-log-slower-than, slowlog-max-len.\r\n"
+           "+    Change settings that need no restart, all or none: maxclients,\r\n"
+           "+    requirepass, loglevel, snapshot-interval, query-buffer-limit,\r\n"
+           "+    client-output-limit, maxmemory, slowlog-log-slower-than, slowlog-max-len.\r\n"
            "+    The change lasts until the server stops.\r\n"
            "+RESETSTAT\r\n"
            "+    Zero the counters INFO stats, commandstats and errorstats show.\r\n"
@@ -3990,6 +4082,7 @@ Suite *server_suite(void)
     tcase_add_test(tc, shutdown_with_stuck_client);
     tcase_add_test(tc, startup_failures);
     tcase_add_test(tc, fd_limit_clamps_maxclients);
+    tcase_add_test(tc, config_set_auth_and_maxclients);
     tcase_add_test(tc, config_edge_errors);
     suite_add_tcase(su, tc);
     tc = tcase_create("snapshot");
