@@ -2218,12 +2218,29 @@ static int stat_slot(const struct command *k, const struct subcommand *sub)
     return (int)(k - commands);  /* not reached: every table is listed */
 }
 
-static void cmdstat_line(const struct server *s, struct net_buf *b, int slot, const char *name,
-                         const char *sub)
+/* Calls fn for each command and subcommand used since the start or the
+ * last CONFIG RESETSTAT, in the command table's order. */
+typedef void (*cmdstat_fn)(void *ud, const char *name, const char *sub,
+                           const struct net_cmdstat *st);
+static void cmdstat_walk(const struct server *s, cmdstat_fn fn, void *ud)
 {
-    const struct net_cmdstat *st = &s->cmdstat[slot];
-    if (!st->calls && !st->rejected && !st->failed)
-        return;
+    for (size_t i = 0; i < NCOMMANDS; i++) {
+        const struct command *k = &commands[i];
+        for (size_t j = 0; j <= (k->subs ? k->subs->n + 1 : 0); j++) {
+            /* j = 0: the command; then each subcommand, HELP last */
+            const struct subcommand *sub =
+                j == 0 ? NULL : j - 1 < k->subs->n ? &k->subs->subs[j - 1] : &help_sub;
+            const struct net_cmdstat *st = &s->cmdstat[stat_slot(k, sub)];
+            if (st->calls || st->rejected || st->failed)
+                fn(ud, k->name, sub ? sub->name : NULL, st);
+        }
+    }
+}
+
+static void cmdstat_line(void *ud, const char *name, const char *sub,
+                         const struct net_cmdstat *st)
+{
+    struct net_buf *b = ud;
     unsigned long long usec = st->nsec / 1000u;
     infof(b, "cmdstat_%s%s%s:calls=%llu,usec=%llu,usec_per_call=%.2f,rejected_calls=%llu,"
           "failed_calls=%llu\r\n", name, sub ? "|" : "", sub ? sub : "",
@@ -2236,16 +2253,27 @@ static void cmdstat_line(const struct server *s, struct net_buf *b, int slot, co
  * or the last CONFIG RESETSTAT, Redis 7's "parent|sub" names included. */
 static void info_cmdstats(const struct server *s, struct net_buf *b)
 {
-    for (size_t i = 0; i < NCOMMANDS; i++) {
-        const struct command *k = &commands[i];
-        cmdstat_line(s, b, (int)i, k->name, NULL);
-        if (!k->subs)
-            continue;
-        for (size_t j = 0; j <= k->subs->n; j++) {
-            const struct subcommand *sub = j < k->subs->n ? &k->subs->subs[j] : &help_sub;
-            cmdstat_line(s, b, stat_slot(k, sub), k->name, sub->name);
-        }
-    }
+    cmdstat_walk(s, cmdstat_line, b);
+}
+
+struct cmdstat_rows {
+    struct http_cmd_metric *out;
+    size_t n, cap;
+};
+
+static void cmdstat_row(void *ud, const char *name, const char *sub, const struct net_cmdstat *st)
+{
+    struct cmdstat_rows *r = ud;
+    if (r->n < r->cap)
+        r->out[r->n++] = (struct http_cmd_metric){name, sub, st->calls, st->nsec, st->rejected,
+                                                  st->failed};
+}
+
+size_t net_cmdstat_rows(const struct server *s, struct http_cmd_metric *out, size_t cap)
+{
+    struct cmdstat_rows r = {out, 0, cap};
+    cmdstat_walk(s, cmdstat_row, &r);
+    return r.n;
 }
 
 

@@ -1361,6 +1361,46 @@ static void prom_label(struct http_conn *c, const char *s)
     }
 }
 
+/* INFO commandstats and errorstats as counter families, labelled as
+ * redis_exporter labels Redis's: cmd="config|set", code="ERR". */
+static void prom_cmdstats(struct http_conn *c, const struct http_metrics *m)
+{
+    static const struct {
+        const char *name, *help;
+    } fam[] = {
+        {"shortstat_command_calls_total", "Line-protocol calls by command, failed ones included."},
+        {"shortstat_command_duration_seconds_total", "Time spent running each command."},
+        {"shortstat_command_rejected_calls_total",
+         "Calls refused before they ran (arity, NOAUTH, MULTI, --maxmemory)."},
+        {"shortstat_command_failed_calls_total", "Calls that ran and answered an error."},
+    };
+    for (size_t f = 0; f < sizeof fam / sizeof fam[0]; f++) {
+        prom_family(c, fam[f].name, "counter", fam[f].help);
+        for (size_t i = 0; i < m->ncmds; i++) {
+            const struct http_cmd_metric *k = &m->cmds[i];
+            buf_printf(c, &c->tmp, "%s{cmd=\"", fam[f].name);
+            prom_label(c, k->cmd);
+            if (k->sub) {
+                buf_putc(c, &c->tmp, '|');
+                prom_label(c, k->sub);
+            }
+            buf_puts(c, &c->tmp, "\"} ");
+            if (f == 1)
+                buf_printf(c, &c->tmp, "%.9f\n", (double)k->nsec / 1e9);
+            else
+                buf_printf(c, &c->tmp, "%" PRIu64 "\n",
+                           f == 0 ? k->calls : f == 2 ? k->rejected : k->failed);
+        }
+    }
+    prom_family(c, "shortstat_error_replies_total", "counter",
+                "Line-protocol error replies, by their first word.");
+    for (size_t i = 0; i < m->nerrs; i++) {
+        buf_puts(c, &c->tmp, "shortstat_error_replies_total{code=\"");
+        prom_label(c, m->errs[i].code);
+        buf_printf(c, &c->tmp, "\"} %" PRIu64 "\n", m->errs[i].count);
+    }
+}
+
 static void h_metrics(struct http_conn *c, unsigned flags)
 {
     struct http_metrics m;
@@ -1388,6 +1428,7 @@ static void h_metrics(struct http_conn *c, unsigned flags)
              m.commands_total);
     prom_u64(c, "shortstat_errors_total", "counter", "Line-protocol error replies.",
              m.errors_total);
+    prom_cmdstats(c, &m);
     prom_family(c, "shortstat_auth_failures_total", "counter",
                 "Wrong passwords, by protocol.");
     buf_printf(c, &c->tmp, "shortstat_auth_failures_total{protocol=\"resp\"} %" PRIu64 "\n",

@@ -58,6 +58,19 @@ enum http_snap_status { HTTP_SNAP_NONE = 0, HTTP_SNAP_OK, HTTP_SNAP_ERR };
 
 /* What /metrics and /healthz need from the server; filled on each scrape by
  * env->fill_metrics. Zero is a valid value for every field. */
+/* A line-protocol command's INFO commandstats, for /metrics: sub is NULL
+ * for a command, else the subcommand of cmd ("config", "set"). */
+struct http_cmd_metric {
+    const char *cmd, *sub;
+    uint64_t calls, nsec, rejected, failed;
+};
+
+/* Line-protocol error replies with one first word (INFO errorstats). */
+struct http_err_metric {
+    const char *code;
+    uint64_t count;
+};
+
 struct http_metrics {
     const char *version;               /* NULL: no shortstat_build_info */
     int64_t uptime_ms;
@@ -77,6 +90,10 @@ struct http_metrics {
     uint64_t changes_since_snapshot;   /* interactions and boosts not in it yet */
     uint64_t last_snapshot_duration_ms;
     uint64_t last_snapshot_bytes;
+    const struct http_cmd_metric *cmds;  /* the commands used; owned by the filler */
+    size_t ncmds;
+    const struct http_err_metric *errs;  /* likewise, by code */
+    size_t nerrs;
 };
 
 /* Request latency buckets, in seconds, for shortstat_http_request_duration_seconds. */

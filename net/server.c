@@ -980,6 +980,12 @@ static void http_fill(void *ud, struct http_metrics *m)
     m->changes_since_snapshot = s->dirty;
     m->last_snapshot_duration_ms = s->snap.last_duration_ms;
     m->last_snapshot_bytes = s->snap.last_bytes;
+    m->cmds = s->metric_cmds;
+    m->ncmds = net_cmdstat_rows(s, s->metric_cmds, NET_CMDSTAT_SLOTS);
+    for (uint32_t i = 0; i < s->nerrstat; i++)
+        s->metric_errs[i] = (struct http_err_metric){s->errstat[i].code, s->errstat[i].count};
+    m->errs = s->metric_errs;
+    m->nerrs = s->nerrstat;
 }
 
 /* ---- init / run / destroy ---------------------------------------------------------------- */

@@ -204,6 +204,8 @@ struct server {
     struct net_snapshot snap;
     struct net_ratelimit refuse_rl, auth_rl, xproto_rl;
     struct net_cmdstat cmdstat[NET_CMDSTAT_SLOTS];
+    struct http_cmd_metric metric_cmds[NET_CMDSTAT_SLOTS];  /* /metrics' view of the two */
+    struct http_err_metric metric_errs[NET_ERRSTAT_MAX];
     struct net_errstat errstat[NET_ERRSTAT_MAX];
     uint32_t nerrstat;
     struct net_cur_cmd cur;
@@ -297,5 +299,8 @@ uint64_t net_rss_bytes(void);
 /* cmd.c: run every complete command in c->in, appending replies to c->out. */
 void net_conn_process(struct server *s, struct conn *c);
 void net_multi_free(struct net_multi *m);
+/* cmd.c: the commandstats of the commands used (INFO's lines) into out,
+ * at most cap; how many. Names point into the command table. */
+size_t net_cmdstat_rows(const struct server *s, struct http_cmd_metric *out, size_t cap);
 
 #endif

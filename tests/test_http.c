@@ -1083,6 +1083,13 @@ START_TEST(metrics_format)
     F.m.last_snapshot_unix_ms = 1700000000000;
     F.m.last_snapshot_duration_ms = 1500;
     F.m.version = "0.1 \"x\"\\";
+    static const struct http_cmd_metric cmds[] = {{"track", NULL, 5, 2500000000u, 1, 0},
+                                                  {"config", "set", 2, 1500, 0, 1}};
+    static const struct http_err_metric errs[] = {{"ERR", 3}, {"NOAUTH", 1}};
+    F.m.cmds = cmds;
+    F.m.ncmds = 2;
+    F.m.errs = errs;
+    F.m.nerrs = 2;
     F.tick_ns = 300000;   /* 0.3 ms between clock reads */
     request(post("/api/explore/interaction",
                  "[{\"type\":\"view\",\"shortId\":1,\"sessionId\":\"a\"},"
@@ -1111,6 +1118,14 @@ START_TEST(metrics_format)
         "shortstat_snapshot_last_duration_seconds",
         "shortstat_http_interactions_total",
         "shortstat_build_info{version=\"0.1 \\\"x\\\"\\\\\"}",
+        "shortstat_command_calls_total{cmd=\"track\"}",
+        "shortstat_command_duration_seconds_total{cmd=\"track\"}",
+        "shortstat_command_rejected_calls_total{cmd=\"track\"}",
+        "shortstat_command_calls_total{cmd=\"config|set\"}",
+        "shortstat_command_duration_seconds_total{cmd=\"config|set\"}",
+        "shortstat_command_failed_calls_total{cmd=\"config|set\"}",
+        "shortstat_error_replies_total{code=\"ERR\"}",
+        "shortstat_error_replies_total{code=\"NOAUTH\"}",
     };
     enum { NW = sizeof want / sizeof want[0] };
     double got[NW][2] = {{0}};
@@ -1136,6 +1151,14 @@ START_TEST(metrics_format)
     ck_assert_double_eq(got[14][0], 10);
     ck_assert_double_eq(got[15][0], 1.5);
     ck_assert_double_eq(got[16][0], 3);
+    ck_assert_double_eq(got[18][0], 5);
+    ck_assert_double_eq(got[19][0], 2.5);
+    ck_assert_double_eq(got[20][0], 1);
+    ck_assert_double_eq(got[21][0], 2);
+    ck_assert_double_eq_tol(got[22][0], 1.5e-6, 1e-12);
+    ck_assert_double_eq(got[23][0], 1);
+    ck_assert_double_eq(got[24][0], 3);
+    ck_assert_double_eq(got[25][0], 1);
     ck_assert_msg(strstr(r.body, "\nshortstat_http_request_duration_seconds_sum 0.000600000\n"),
                   "%s", r.body);
 
@@ -1147,6 +1170,8 @@ START_TEST(metrics_format)
     prom_check(r.body, r.body_len, none, age, 1);
     ck_assert(none[0][1] == 0);
     ck_assert(!strstr(r.body, "shortstat_build_info{"));
+    ck_assert(!strstr(r.body, "shortstat_command_calls_total{"));  /* the family, no samples */
+    ck_assert(strstr(r.body, "# TYPE shortstat_command_calls_total counter\n"));
 
     /* HEAD: same headers, no body. */
     struct resp h;

@@ -2469,7 +2469,10 @@ static int run_server_args(const char *const *args, char **out)
 START_TEST(command_stats_and_slowlog)
 {
     struct srv s;
-    const char *args[] = {"--requirepass", "pw", "--slowlog-log-slower-than", "0", NULL};
+    char hp[16];
+    snprintf(hp, sizeof hp, "%d", free_port());
+    const char *args[] = {"--requirepass", "pw", "--slowlog-log-slower-than", "0",
+                          "--http-port", hp, NULL};
     srv_start(&s, args);
     struct cli a, b;
     cli_open(&a, s.port);
@@ -2536,6 +2539,18 @@ START_TEST(command_stats_and_slowlog)
                   "%s", r);
     ck_assert_int_eq(info_num(&a, "total_error_replies"), 15);
     ck_assert(!info_has(&a, "# Commandstats"));  /* not in INFO alone, as in Redis */
+    /* the same figures in /metrics, labelled as redis_exporter labels them */
+    char *m = http_once(atoi(hp), "/metrics");
+    ck_assert_msg(strstr(m, "\nshortstat_command_calls_total{cmd=\"track\"} 6\n") &&
+                      strstr(m, "\nshortstat_command_rejected_calls_total{cmd=\"track\"} 3\n") &&
+                      strstr(m, "\nshortstat_command_failed_calls_total{cmd=\"track\"} 2\n") &&
+                      strstr(m, "\nshortstat_command_calls_total{cmd=\"config|get\"} 1\n") &&
+                      strstr(m, "\nshortstat_command_duration_seconds_total{cmd=\"exec\"} 0.") &&
+                      strstr(m, "\nshortstat_error_replies_total{code=\"OOM\"} 3\n") &&
+                      strstr(m, "\nshortstat_error_replies_total{code=\"ERR\"} 9\n") &&
+                      !strstr(m, "{cmd=\"nosuch\"}"),
+                  "%s", m);
+    free(m);
     /* HELLO hides the user and password after AUTH, and only those */
     EXPECT_ERR(&b, "-WRONGPASS", "HELLO 2 SETNAME auth AUTH default hunter2 SETNAME nm");
     r = cmdf(&a, "INFO all");
@@ -2595,6 +2610,10 @@ START_TEST(command_stats_and_slowlog)
     ck_assert_int_eq(info_num(&a, "interactions_total"), 5);
     r = cmdf(&a, "INFO errorstats");
     ck_assert_str_eq(r, "$14\r\n# Errorstats\r\n\r\n");
+    m = http_once(atoi(hp), "/metrics");
+    ck_assert_msg(!strstr(m, "{cmd=\"track\"}") && !strstr(m, "shortstat_error_replies_total{"),
+                  "%s", m);
+    free(m);
     EXPECT(&a, ":2\r\n", "SLOWLOG LEN");
     ck_assert(log_has(&s, "CONFIG RESETSTAT"));
     cli_close(&a);
