@@ -2016,6 +2016,10 @@ static void cmd_hello(struct server *s, struct conn *c, const struct proto_cmd *
             }
         }
     }
+    /* the name before the password, as Redis checks it: a refused HELLO
+     * changes nothing, authentication included */
+    if (name && !client_str_ok(s, c, name, "client name"))
+        return;
     if (pw && !auth_check(s, c, user, pw))
         return;
     if (!conn_authed(s, c)) {
@@ -2025,11 +2029,8 @@ static void cmd_hello(struct server *s, struct conn *c, const struct proto_cmd *
                         "version at the same time");
         return;
     }
-    if (name) {
-        if (!client_str_ok(s, c, name, "client name"))
-            return;
+    if (name)
         client_str_set(c->name, name);
-    }
     c->resp = (uint8_t)proto;  /* the reply itself is in the version asked for */
     net_reply_map(&c->out, 7, c->resp);
     net_reply_bulk_str(&c->out, "server");

@@ -1628,6 +1628,10 @@ START_TEST(auth_required)
     EXPECT(&c, "-NOPROTO sorry, this protocol version is not supported.\r\n",
            "HELLO 4 AUTH default \"s3cret pass\"");
     EXPECT_ERR(&c, "-NOAUTH HELLO must be called with the client already authenticated", "HELLO");
+    /* a good password with a name HELLO refuses: nothing changes, so no login */
+    EXPECT_ERR(&c, "-ERR client name: at most 128",
+               "HELLO 3 AUTH default \"s3cret pass\" SETNAME \"bad name\"");
+    EXPECT(&c, "-NOAUTH Authentication required.\r\n", "STATS 1");
     EXPECT(&c, "-NOAUTH Authentication required.\r\n", "MULTI");
     static const char wrongpass[] = "-WRONGPASS invalid username-password pair or user is disabled.\r\n";
     EXPECT(&c, wrongpass, "AUTH wrong");
