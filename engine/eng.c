@@ -541,8 +541,13 @@ int eng_reserve_pc(struct eng *e, uint32_t n)
     return 0;
 }
 
+/* The shared list eng_stats fills first: growing it is invisible, so a
+ * failure after it leaves nothing to undo, while growing the short's own
+ * arrays first would leave a capacity the retry trusts without e->pc. */
 int eng_reserve_plat_slots(struct eng *e, struct shrt_cold *c, uint32_t n)
 {
+    if (eng_reserve_pc(e, n))
+        return -1;
     if (n <= c->plat_cap)
         return 0;
     uint32_t cap = (uint32_t)grow_cap(c->plat_cap, n, 2);
@@ -562,7 +567,7 @@ int eng_reserve_plat_slots(struct eng *e, struct shrt_cold *c, uint32_t n)
     c->plat_ids = ids;
     c->plat_shares = sh;
     c->plat_cap = cap;
-    return eng_reserve_pc(e, n);
+    return 0;
 }
 
 /* ---- entities ------------------------------------------------------------------ */

@@ -508,11 +508,15 @@ int eng_restore_short(struct eng *e, const struct eng_short_view *v, const uint6
                     e->rs_early ? "not the next of eng_restore_short_ids" : "duplicate id", id);
     if (v->count[ENG_T_SAVE] != nsavers)
         return fail(e, err, ENG_EINVAL, "short", "saves differ from its savers", id);
-    if (nviewers > v->count[ENG_T_IMPRESSION] + v->count[ENG_T_VIEW] ||
-        nviewers >= ((uint64_t)1 << 30) || nsavers >= ((uint64_t)1 << 30))
+    uint64_t seen = v->count[ENG_T_IMPRESSION] + v->count[ENG_T_VIEW];
+    if (seen < v->count[ENG_T_VIEW])  /* view_count is their sum: it must not wrap */
+        return fail(e, err, ENG_EINVAL, "short", "impressions and views past 2^64", id);
+    if (nviewers > seen || nviewers >= ((uint64_t)1 << 30) || nsavers >= ((uint64_t)1 << 30))
         return fail(e, err, ENG_EINVAL, "short", "more viewers than impressions and views", id);
     if (v->watch_n > v->count[ENG_T_VIEW])
         return fail(e, err, ENG_EINVAL, "short", "more watched views than views", id);
+    if (v->watch_n ? v->watch_sum / v->watch_n > ENG_WATCH_MAX : v->watch_sum != 0)
+        return fail(e, err, ENG_EINVAL, "short", "watch time past watch_ms's bound", id);
     if (v->boost > ENG_BOOST_MAX)
         return fail(e, err, ENG_EINVAL, "short", "boost must be 0..100", id);
     if (v->last_ts < 0 || v->last_ts > ENG_TS_MAX)
@@ -528,9 +532,9 @@ int eng_restore_short(struct eng *e, const struct eng_short_view *v, const uint6
                 return fail(e, err, ENG_EINVAL, "short", "platform listed twice", id);
         if (v->plat_shares[i] == 0)
             return fail(e, err, ENG_EINVAL, "short", "platform with no shares", id);
-        psum += v->plat_shares[i];
-        if (psum > v->count[ENG_T_SHARE])
+        if (v->plat_shares[i] > v->count[ENG_T_SHARE] - psum)  /* psum <= shares: no wrap */
             return fail(e, err, ENG_EINVAL, "short", "platform shares exceed shares", id);
+        psum += v->plat_shares[i];
     }
     uint32_t ix;
     if (e->rs_early) {
@@ -768,6 +772,8 @@ int eng_restore_ring(struct eng *e, const struct eng_ring_view *v, const struct 
     uint64_t key = v->is_user ? v->user : 0;
     const char *what = v->is_user ? "user" : "session";
     uint64_t h = 0;
+    if (v->last_seen_ms < 0 || v->last_seen_ms > ENG_TS_MAX)  /* the TTL check subtracts it */
+        return fail(e, err, ENG_EINVAL, what, "last_seen out of range", key);
     if (v->is_user) {
         if (v->user == 0)
             return fail(e, err, ENG_EINVAL, what, "id must be at least 1", 0);

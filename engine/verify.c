@@ -127,9 +127,12 @@ int eng_verify(const struct eng *e, struct eng_err *err)
         if (s->count[ENG_T_SAVE] != s->savers.n)
             BAD("short %llu: saves %llu but %u savers", (unsigned long long)e->sid[i],
                 (unsigned long long)s->count[ENG_T_SAVE], s->savers.n);
-        if (s->viewers.n > s->count[ENG_T_IMPRESSION] + s->count[ENG_T_VIEW])
-            BAD("short %llu: more viewers than impressions and views",
+        if (s->count[ENG_T_IMPRESSION] + s->count[ENG_T_VIEW] < s->count[ENG_T_VIEW] ||
+            s->viewers.n > s->count[ENG_T_IMPRESSION] + s->count[ENG_T_VIEW])
+            BAD("short %llu: more viewers than impressions and views, or their sum wraps",
                 (unsigned long long)e->sid[i]);
+        if (s->watch_n ? s->watch_sum / s->watch_n > ENG_WATCH_MAX : s->watch_sum != 0)
+            BAD("short %llu: watch time past watch_ms's bound", (unsigned long long)e->sid[i]);
         if (s->watch_n > s->count[ENG_T_VIEW])
             BAD("short %llu: more watched views than views", (unsigned long long)e->sid[i]);
         if (s->boost > ENG_BOOST_MAX)
@@ -145,10 +148,10 @@ int eng_verify(const struct eng *e, struct eng_err *err)
             for (uint32_t q = 0; q < p; q++)
                 if (c->plat_ids[q] == c->plat_ids[p])
                     BAD("short %llu: platform twice", (unsigned long long)e->sid[i]);
+            if (c->plat_shares[p] > s->count[ENG_T_SHARE] - psum)  /* no wrap */
+                BAD("short %llu: platform shares exceed shares", (unsigned long long)e->sid[i]);
             psum += c->plat_shares[p];
         }
-        if (psum > s->count[ENG_T_SHARE])
-            BAD("short %llu: platform shares exceed shares", (unsigned long long)e->sid[i]);
         if (s->cdirty != seen[i])
             BAD("short %llu: dirty bits not matching the lists", (unsigned long long)e->sid[i]);
         for (int m = 0; m < ENG_M_COUNT; m++)

@@ -800,6 +800,42 @@ START_TEST(test_enomem)
 }
 END_TEST
 
+/* A platform list that fails to grow at any of its allocations, then is
+ * retried on the same engine: the retry must grow what the failure did
+ * not (eng_stats fills a list as long as the short's). */
+START_TEST(test_enomem_retry_platforms)
+{
+    for (uint64_t nth = 1; nth <= 4; nth++) {
+        struct eng *e = mk_eng(&clk, 4, 0);
+        struct eng_err err;
+        char name[16];
+        for (int i = 0; i < 9; i++) {
+            snprintf(name, sizeof name, "p%d", i);
+            struct eng_ix ix = ix_of(ENG_T_SHARE, 1, NULL, 7);
+            ix.platform = name;
+            ix.platform_len = strlen(name);
+            if (i == 8) {  /* the ninth outgrows the 8 slots the first eight made */
+                eng_test_fail_alloc(e, nth);
+                int rc = eng_record(e, &ix, &err);
+                eng_test_fail_alloc(e, 0);
+                ck_assert_msg(rc == ENG_ENOMEM || rc == ENG_OK, "nth %llu: rc %d",
+                              (unsigned long long)nth, rc);
+                verify_ok(e);
+                if (rc == ENG_OK)
+                    continue;
+            }
+            ck_assert_int_eq(eng_record(e, &ix, &err), ENG_OK);
+        }
+        verify_ok(e);
+        struct eng_stats st;
+        eng_stats(e, 1, &st);
+        ck_assert_uint_eq(st.nplatforms, 9);
+        ck_assert_uint_eq(st.shares, 9);
+        eng_destroy(e);
+    }
+}
+END_TEST
+
 /* ---- walk -> restore round trip ----------------------------------------- */
 
 START_TEST(test_restore_roundtrip)
@@ -914,6 +950,12 @@ static int restore_case(struct eng *e, int i, struct eng_err *err)
     case 17: sv.plat_ids = pid; sv.plat_shares = psh; sv.nplat = 2; break;
     case 18: psh[0] = 0; sv.plat_ids = pid; sv.plat_shares = psh; sv.nplat = 1; break;
     case 19: pid[1] = 2; sv.plat_ids = pid; sv.plat_shares = psh; sv.nplat = 2; break;
+    case 20:  /* 2^63 + 2^63 wraps to 0: still more than 2^63 shares */
+        pid[1] = 2; psh[0] = psh[1] = (uint64_t)1 << 63; sv.count[ENG_T_SHARE] = (uint64_t)1 << 63;
+        sv.plat_ids = pid; sv.plat_shares = psh; sv.nplat = 2; break;
+    case 21: sv.watch_sum = 5; break;  /* watch time with no watched view */
+    case 22: sv.count[ENG_T_VIEW] = sv.watch_n = 1; sv.watch_sum = ENG_WATCH_MAX + 1ull; break;
+    case 23: sv.count[ENG_T_IMPRESSION] = UINT64_MAX; sv.count[ENG_T_VIEW] = 1; break;
     default: return -100;
     }
     return eng_restore_short(e, &sv, NULL, 0, NULL, 0, err);
@@ -930,6 +972,8 @@ START_TEST(test_restore_each_refusal)
         "short 7: last_ts out of range", "short 7: more watched views than views",
         "short 7: unknown platform id", "short 7: platform listed twice",
         "short 7: platform with no shares", "short 7: platform shares exceed shares",
+        "short 7: platform shares exceed shares", "short 7: watch time past watch_ms's bound",
+        "short 7: watch time past watch_ms's bound", "short 7: impressions and views past 2^64",
     };
     for (int i = 0; i < (int)(sizeof want / sizeof want[0]); i++) {
         struct tclock k = {.now = 1700000000000};
@@ -1035,6 +1079,25 @@ START_TEST(test_restore_rejects)
     empty.nrecs = 0;
     ck_assert_int_eq(eng_restore_ring(E, &empty, &rec, &err), ENG_EINVAL);
     ck_assert_str_eq(err.msg, "session 0: with no records");
+    eng_destroy(E);
+    /* a last_seen the TTL check could not subtract (now - INT64_MIN) */
+    static const int64_t bad_seen[] = {INT64_MIN, -1, ENG_TS_MAX + 1};
+    for (size_t i = 0; i < 3; i++) {
+        E = mk_eng(&clk, 0, 0);
+        ck_assert_int_eq(eng_restore_ctx(E, &c1, &err), 0);
+        ck_assert_int_eq(eng_restore_short(E, &s1, &one, 1, NULL, 0, &err), 0);
+        struct eng_ring_view seen = rv;
+        seen.last_seen_ms = bad_seen[i];
+        struct eng_rec_view good = rec;
+        good.ctx_id = 1;
+        ck_assert_int_eq(eng_restore_ring(E, &seen, &good, &err), ENG_EINVAL);
+        ck_assert_str_eq(err.msg, "session 0: last_seen out of range");
+        eng_destroy(E);
+    }
+    E = mk_eng(&clk, 0, 0);
+    struct eng_ring_view useen = {.is_user = true, .user = 5, .last_seen_ms = -1};
+    ck_assert_int_eq(eng_restore_ring(E, &useen, NULL, &err), ENG_EINVAL);
+    ck_assert_str_eq(err.msg, "user 5: last_seen out of range");
     eng_destroy(E);
     E = mk_eng(&clk, 0, 0);
     ck_assert_int_eq(eng_restore_ctx(E, &c1, &err), 0);
@@ -1454,6 +1517,7 @@ Suite *eng_suite(void)
     tcase_add_test(tc, test_restore_short_lookup);
     tcase_add_test(tc, test_restore_prefault);
     tcase_add_test(tc, test_restore_short_ids);
+    tcase_add_test(tc, test_enomem_retry_platforms);
     suite_add_tcase(s, tc);
     return s;
 }
