@@ -386,6 +386,8 @@ static int slab_place(struct eng *e, void **arr, uint32_t *cap, uint32_t *hi, ui
         uint64_t ncap = *cap ? *cap : 64;
         while (ncap <= id)
             ncap *= 2;
+        if (ncap > UINT32_MAX)  /* ids stay below ENG_NONE - 1: the capacity must fit */
+            ncap = UINT32_MAX;
         void *p = mem_realloc(&e->mem, MEM_OTHER, *arr, (size_t)*cap * esz, (size_t)ncap * esz);
         if (!p)
             return -1;
