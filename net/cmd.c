@@ -920,6 +920,26 @@ static void config_resetstat(struct server *s, struct conn *c, const struct prot
     net_reply_ok(&c->out);
 }
 
+/* CONFIG REWRITE, as Redis's: the running settings into the --config
+ * file, comments and layout kept (config.c). Refused without one. */
+static void config_rewrite(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+{
+    (void)cmd;
+    if (!s->cfg.config_file[0]) {
+        reply_err(s, c, "The server is running without a config file");
+        return;
+    }
+    char why[NET_ERR_MAX];
+    if (net_config_rewrite_file(s->cfg.config_file, &s->cfg, why, sizeof why)) {
+        net_warn("client %s: CONFIG REWRITE failed: %s", c->addr, why);
+        reply_err(s, c, "Rewriting config file: %s", why);
+        return;
+    }
+    net_warn("client %s: CONFIG REWRITE: %s holds the running settings", c->addr,
+             s->cfg.config_file);
+    net_reply_ok(&c->out);
+}
+
 static const struct subcommand config_list[] = {
     {"get", 3, -1, config_get,
      "GET <pattern> [<pattern> ...]\n"
@@ -929,7 +949,10 @@ static const struct subcommand config_list[] = {
      "    Change settings that need no restart, all or none: maxclients,\n"
      "    requirepass, loglevel, snapshot-interval, query-buffer-limit,\n"
      "    client-output-limit, maxmemory, slowlog-log-slower-than, slowlog-max-len.\n"
-     "    The change lasts until the server stops."},
+     "    The change lasts until the server stops, or CONFIG REWRITE saves it."},
+    {"rewrite", 2, 2, config_rewrite,
+     "REWRITE\n"
+     "    Write the running settings into the --config file, keeping its comments."},
     {"resetstat", 2, 2, config_resetstat,
      "RESETSTAT\n"
      "    Zero the counters INFO stats, commandstats and errorstats show."},

@@ -11,9 +11,13 @@
 #include "net/config.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "engine/eng.h"
 #include "net/log.h"
@@ -118,6 +122,9 @@ const char *net_config_usage(void)
            "SIZE is bytes, or a number with k, m or g (powers of 1024).\n"
            "Config file keys are the flag names without \"--\"; flags override the file.\n";
 }
+
+/* A config file line: the longest key, a space, the longest value quoted. */
+#define NET_CONFIG_LINE_MAX (64 + NET_CONFIG_VALUE_MAX + 8)
 
 static const struct setting *find_setting(const char *key)
 {
@@ -395,7 +402,7 @@ int net_config_load_file(struct net_config *c, const char *path, char *err, size
         snprintf(err, errcap, "config %s: %s", path, strerror(errno));
         return NET_CFG_EINVAL;
     }
-    char line[4096];
+    char line[NET_CONFIG_LINE_MAX];
     unsigned lineno = 0;
     int rc = NET_CFG_OK;
     while (fgets(line, sizeof line, f)) {
@@ -550,6 +557,225 @@ int net_config_parse(struct net_config *c, int argc, char *const argv[], char *e
         snprintf(err, errcap, "--http-port: %u is --port too; the two need their own ports",
                  c->http_port);
         return NET_CFG_EINVAL;
+    }
+    return NET_CFG_OK;
+}
+
+/* ---- CONFIG REWRITE --------------------------------------------------------------------- */
+
+/* Output of a size fixed beforehand (net_config_rewrite_bound): writing
+ * cannot fail, and a write past it is cut and flagged, never made. */
+struct text {
+    char *p;
+    size_t len, cap;
+    bool over;
+};
+
+static void text_put(struct text *t, const char *s, size_t n)
+{
+    if (n > t->cap - t->len) {
+        t->over = true;
+        n = t->cap - t->len;
+    }
+    memcpy(t->p + t->len, s, n);
+    t->len += n;
+}
+
+static void text_puts(struct text *t, const char *s)
+{
+    text_put(t, s, strlen(s));
+}
+
+/* "key value\n", at most NET_CONFIG_LINE_MAX bytes: the value quoted when
+ * the loader would not read it back bare (empty, or with a blank, a quote
+ * or a CR in it). -1 when no line can hold it (a newline). */
+static int put_setting(struct text *t, const struct net_config *c, size_t i, char *err,
+                       size_t errcap)
+{
+    char v[NET_CONFIG_VALUE_MAX];
+    net_config_value(c, i, v, sizeof v);
+    if (settings[i].kind == K_SIZE) {  /* as written by hand: 3g, not 3221225472 */
+        uint64_t b = *(const uint64_t *)(const void *)((const char *)c + settings[i].off);
+        static const char unit[] = "gmk";
+        for (int u = 0; b && u < 3; u++)
+            if (b % (1ull << (30 - 10 * u)) == 0) {
+                snprintf(v, sizeof v, "%llu%c", (unsigned long long)(b >> (30 - 10 * u)),
+                         unit[u]);
+                break;
+            }
+    }
+    if (strchr(v, '\n')) {
+        snprintf(err, errcap, "%s: the value holds a newline, which a config file cannot",
+                 settings[i].key);
+        return -1;
+    }
+    bool quote = !v[0] || strpbrk(v, " \t\r\"");
+    text_puts(t, settings[i].key);
+    text_puts(t, quote ? " \"" : " ");
+    text_puts(t, v);
+    text_puts(t, quote ? "\"\n" : "\n");
+    return 0;
+}
+
+size_t net_config_rewrite_bound(size_t oldlen)
+{
+    /* every old line kept or shortened (one newline added to a last line
+     * without one), each setting written once, the mark once */
+    return oldlen + 1 + NSETTINGS * NET_CONFIG_LINE_MAX + sizeof NET_CONFIG_REWRITE_MARK;
+}
+
+int net_config_rewrite(const char *old, size_t oldlen, const struct net_config *c, char *out,
+                       size_t cap, size_t *outlen, char *err, size_t errcap)
+{
+    struct text t = {out, 0, cap, false};
+    bool done[NSETTINGS] = {false}, marked = false;
+    const char *p = old, *end = old + oldlen;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *eol = nl ? nl : end;
+        const char *k = p, *ke;
+        if (p == old && eol - p >= 3 && memcmp(p, "\xef\xbb\xbf", 3) == 0)
+            k += 3;  /* a byte-order mark, as the loader skips it; a kept line keeps it */
+        while (k < eol && (*k == ' ' || *k == '\t'))
+            k++;
+        for (ke = k; ke < eol && *ke != ' ' && *ke != '\t' && *ke != '\r'; ke++)
+            ;
+        char key[64] = "";
+        if ((size_t)(ke - k) < sizeof key) {
+            memcpy(key, k, (size_t)(ke - k));
+            key[ke - k] = 0;
+        }
+        const struct setting *s = key[0] != '#' ? find_setting(key) : NULL;
+        size_t n = (size_t)(eol - p), ml = strlen(NET_CONFIG_REWRITE_MARK);
+        if (n >= ml && memcmp(p, NET_CONFIG_REWRITE_MARK, ml) == 0 &&
+            (n == ml || (n == ml + 1 && p[ml] == '\r')))
+            marked = true;  /* an earlier rewrite's: what it appended stays under it */
+        if (s) {
+            size_t i = (size_t)(s - settings);
+            if (!done[i] && put_setting(&t, c, i, err, errcap))
+                return NET_CFG_EINVAL;
+            done[i] = true;  /* a later line for it would win at load: dropped */
+        } else {
+            text_put(&t, p, n);
+            text_puts(&t, "\n");
+        }
+        p = nl ? nl + 1 : end;
+    }
+    struct net_config def;
+    net_config_defaults(&def);
+    char v[NET_CONFIG_VALUE_MAX], dv[NET_CONFIG_VALUE_MAX];
+    for (size_t i = 0; i < NSETTINGS; i++) {
+        if (done[i])
+            continue;
+        net_config_value(c, i, v, sizeof v);
+        net_config_value(&def, i, dv, sizeof dv);
+        if (strcmp(v, dv) == 0)
+            continue;
+        if (!marked)
+            text_puts(&t, NET_CONFIG_REWRITE_MARK "\n");
+        marked = true;
+        if (put_setting(&t, c, i, err, errcap))
+            return NET_CFG_EINVAL;
+    }
+    if (t.over) {
+        snprintf(err, errcap, "rewrite: needs more than the %zu bytes given", cap);
+        return NET_CFG_EINVAL;
+    }
+    *outlen = t.len;
+    return NET_CFG_OK;
+}
+
+/* The whole file at path into *buf (malloc'd), with room for its rewrite
+ * after it; a missing file is empty. */
+static int read_all(const char *path, char **buf, size_t *len, char *err, size_t errcap)
+{
+    FILE *f = fopen(path, "rb");
+    struct stat st;
+    if (!f && errno != ENOENT) {
+        snprintf(err, errcap, "%s: %s", path, strerror(errno));
+        return NET_CFG_EIO;
+    }
+    if (f && fstat(fileno(f), &st) != 0) {
+        snprintf(err, errcap, "%s: %s", path, strerror(errno));
+        fclose(f);
+        return NET_CFG_EIO;
+    }
+    size_t size = f && S_ISREG(st.st_mode) ? (size_t)st.st_size : 0;
+    char *b = malloc(size + 1 + net_config_rewrite_bound(size));
+    if (!b) {
+        snprintf(err, errcap, "%s: out of memory", path);
+        if (f)
+            fclose(f);
+        return NET_CFG_EIO;
+    }
+    size_t n = f ? fread(b, 1, size + 1, f) : 0;  /* + 1: a file that grew is an error */
+    bool bad = f && (ferror(f) || n != size || !S_ISREG(st.st_mode));
+    if (f)
+        fclose(f);
+    if (bad) {
+        snprintf(err, errcap, "%s: %s", path,
+                 !S_ISREG(st.st_mode) ? "not a regular file" : "changed or unreadable while read");
+        free(b);
+        return NET_CFG_EIO;
+    }
+    *buf = b;
+    *len = n;
+    return NET_CFG_OK;
+}
+
+int net_config_rewrite_file(const char *path, const struct net_config *c, char *err,
+                            size_t errcap)
+{
+    char *old = NULL;
+    size_t oldlen = 0, len = 0;
+    int rc = read_all(path, &old, &oldlen, err, errcap);
+    if (rc != NET_CFG_OK)
+        return rc;
+    char *text = old + oldlen + 1;  /* read_all made the room */
+    rc = net_config_rewrite(old, oldlen, c, text, net_config_rewrite_bound(oldlen), &len, err,
+                            errcap);
+    if (rc != NET_CFG_OK) {
+        free(old);
+        return rc;
+    }
+    char tmp[NET_PATH_MAX + 16], dir[NET_PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s.XXXXXX", path);
+    snprintf(dir, sizeof dir, "%s", path);
+    const char *step = NULL;
+    int e = 0, fd = mkstemp(tmp);
+    if (fd < 0) {
+        step = "create";
+        e = errno;
+    } else {
+        struct stat st;  /* the file keeps its mode (mkstemp makes 0600) */
+        mode_t mode = stat(path, &st) == 0 ? st.st_mode & 07777 : 0644;
+        if (fchmod(fd, mode) != 0)
+            step = "chmod", e = errno;
+        for (size_t off = 0; !step && off < len;) {
+            ssize_t w = write(fd, text + off, len - off);
+            if (w > 0)
+                off += (size_t)w;
+            else if (w == 0 || errno != EINTR)
+                step = "write", e = w == 0 ? EIO : errno;
+        }
+        if (!step && fsync(fd) != 0)
+            step = "fsync", e = errno;
+        if (close(fd) != 0 && !step)
+            step = "close", e = errno;
+        if (!step && rename(tmp, path) != 0)
+            step = "rename", e = errno;
+        if (step)
+            unlink(tmp);
+    }
+    free(old);
+    if (step) {
+        snprintf(err, errcap, "%s: %s: %s", path, step, strerror(e));
+        return NET_CFG_EIO;
+    }
+    int dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY);
+    if (dfd >= 0) {  /* the rename itself durable; the file is in place either way */
+        (void)fsync(dfd);
+        close(dfd);
     }
     return NET_CFG_OK;
 }

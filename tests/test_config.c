@@ -1,0 +1,281 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_config.c -- net/config.c's CONFIG REWRITE: the text it writes keeps
+ * what a person wrote (comments, order, unknown lines), holds the running
+ * values, and reads back to them; the file is replaced whole or not at all.
+ * The property test compares a rewrite of random settings over random old
+ * text with the settings themselves, through net_config_load_file (seed
+ * printed; SHORTSTAT_SEED=<n> replays it). The flags and the file loader
+ * are tested through shortstatd in test_server.c.
+ */
+#include <check.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "net/config.h"
+#include "tests/eng_util.h"
+#include "tests/run_util.h"
+
+/* The rewrite of old, NUL-terminated; malloc'd. */
+static char *rewrite_ok(const char *old, const struct net_config *c)
+{
+    size_t cap = net_config_rewrite_bound(strlen(old)), len = 0;
+    char *out = malloc(cap + 1), err[256] = "";
+    ck_assert_ptr_nonnull(out);
+    int rc = net_config_rewrite(old, strlen(old), c, out, cap, &len, err, sizeof err);
+    ck_assert_msg(rc == NET_CFG_OK, "rc %d: %s", rc, err);
+    ck_assert_uint_le(len, cap);
+    out[len] = 0;
+    ck_assert_uint_eq(strlen(out), len);
+    return out;
+}
+
+static void set_ok(struct net_config *c, const char *key, const char *val)
+{
+    char err[256];
+    ck_assert_msg(net_config_set(c, key, val, err, sizeof err) == NET_CFG_OK, "%s", err);
+}
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    ck_assert_int_eq(fclose(f), 0);
+}
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    ck_assert_msg(f != NULL, "%s: %s", path, strerror(errno));
+    size_t len;
+    char *b = run_read_back(f, &len);
+    fclose(f);
+    return b;
+}
+
+START_TEST(keeps_layout_and_sets_values)
+{
+    struct net_config c;
+    net_config_defaults(&c);
+    set_ok(&c, "port", "7000");
+    set_ok(&c, "maxmemory", "3g");
+    set_ok(&c, "requirepass", "two words");
+    set_ok(&c, "slowlog-max-len", "7");
+    set_ok(&c, "query-buffer-limit", "1000000");  /* no exact unit: bytes */
+    /* a byte-order mark (kept with its line), comments, a blank line, an
+     * underscore key, a repeated key (the last won at load), CRLF, no
+     * final newline */
+    char *out = rewrite_ok("\xef\xbb\xbf# mine\r\nport 1\n\n  session_ttl 100\n"
+                           "maxmemory 1g\n# between\nmaxmemory 2g\nhistory 8",
+                           &c);
+    ck_assert_str_eq(out, "\xef\xbb\xbf# mine\r\n"
+                          "port 7000\n"
+                          "\n"
+                          "session-ttl 86400\n"  /* in the file: written, even at its default */
+                          "maxmemory 3g\n"
+                          "# between\n"
+                          "history 64\n"
+                          NET_CONFIG_REWRITE_MARK "\n"
+                          "requirepass \"two words\"\n"
+                          "query-buffer-limit 1000000\n"
+                          "slowlog-max-len 7\n");
+    /* a second rewrite adds no second mark and moves nothing */
+    char *again = rewrite_ok(out, &c);
+    ck_assert_str_eq(again, out);
+    free(again);
+    free(out);
+    /* a setting line under a BOM is written anew, without it */
+    out = rewrite_ok("\xef\xbb\xbfport 1\n", &c);
+    ck_assert_str_eq(out, "port 7000\n" NET_CONFIG_REWRITE_MARK "\n"
+                          "requirepass \"two words\"\nquery-buffer-limit 1000000\n"
+                          "maxmemory 3g\nslowlog-max-len 7\n");
+    free(out);
+    /* defaults only, over nothing: nothing */
+    net_config_defaults(&c);
+    out = rewrite_ok("", &c);
+    ck_assert_str_eq(out, "");
+    free(out);
+}
+END_TEST
+
+START_TEST(values_that_need_quotes)
+{
+    struct net_config c;
+    net_config_defaults(&c);
+    set_ok(&c, "requirepass", "\"quoted\"");
+    char *out = rewrite_ok("requirepass old\n", &c);
+    ck_assert_str_eq(out, "requirepass \"\"quoted\"\"\n");
+    free(out);
+    set_ok(&c, "requirepass", "");
+    out = rewrite_ok("requirepass old\n", &c);
+    ck_assert_str_eq(out, "requirepass \"\"\n");  /* "" = none, written so it stays none */
+    free(out);
+    /* a newline cannot be in a config line: refused, naming the setting */
+    set_ok(&c, "requirepass", "a\nb");
+    char o[64], err[256] = "";
+    size_t len = 0;
+    ck_assert_int_eq(net_config_rewrite("", 0, &c, o, sizeof o, &len, err, sizeof err),
+                     NET_CFG_EINVAL);
+    ck_assert_str_eq(err, "requirepass: the value holds a newline, which a config file cannot");
+    /* a buffer under the bound: refused, nothing written past it */
+    set_ok(&c, "requirepass", "");
+    set_ok(&c, "bind", "a-rather-long-host-name.example.com");
+    char small[24];
+    memset(small, 'z', sizeof small);
+    ck_assert_int_eq(net_config_rewrite("# x\n", 4, &c, small, 16, &len, err, sizeof err),
+                     NET_CFG_EINVAL);
+    ck_assert_str_eq(err, "rewrite: needs more than the 16 bytes given");
+    for (size_t i = 16; i < sizeof small; i++)
+        ck_assert_int_eq(small[i], 'z');
+}
+END_TEST
+
+/* Random settings over random old text: what the rewrite writes reads back
+ * to exactly the settings, whatever the file held before. */
+START_TEST(reads_back_to_the_settings)
+{
+    static const struct {
+        const char *key;
+        const char *vals[4];
+    } pool[] = {
+        {"port", {"0", "1", "65535", "7878"}},
+        {"bind", {"::1", "0.0.0.0", "127.0.0.1", "localhost"}},
+        {"dir", {"./data", "/tmp/a b", "\"x", "d\ty"}},
+        {"history", {"1", "64", "1000", "7"}},
+        {"session_ttl", {"1", "86400", "3600", "99"}},
+        {"maxclients", {"1", "10000", "77", "1000000"}},
+        {"requirepass", {"", "p w", " lead", "trail "}},
+        {"loglevel", {"debug", "info", "warn", "verbose"}},
+        {"http-port", {"0", "7879", "8080", "1"}},
+        {"trust-proxy", {"yes", "no", "true", "0"}},
+        {"query-buffer-limit", {"1024", "256m", "1000000", "1g"}},
+        {"snapshot-cpulist", {"any", "0", "0-3,6", "1,3,5"}},
+        {"maxmemory", {"0", "1k", "1048577", "4g"}},
+        {"slowlog-log-slower-than", {"-1", "0", "10000", "5"}},
+        {"slowlog-max-len", {"0", "128", "1000000", "3"}},
+    };
+    enum { NPOOL = sizeof pool / sizeof pool[0] };
+    uint64_t seed = test_seed("config", 2026);
+    uint64_t rng = seed;
+    char dir[256], path[300];
+    run_mkdtemp(dir, sizeof dir, "config");
+    snprintf(path, sizeof path, "%s/s.conf", dir);
+    for (int iter = 0; iter < 300; iter++) {
+        struct net_config c;
+        net_config_defaults(&c);
+        char old[4096] = "";
+        size_t ol = 0;
+        for (int k = 0; k < 12; k++) {  /* the old file: comments, blanks, settings */
+            size_t p = trng_below(&rng, NPOOL);
+            const char *v = pool[p].vals[trng_below(&rng, 4)];
+            switch (trng_below(&rng, 4)) {
+            case 0:
+                ol += (size_t)snprintf(old + ol, sizeof old - ol, "# note %d\n", k);
+                break;
+            case 1:
+                ol += (size_t)snprintf(old + ol, sizeof old - ol, "\n");
+                break;
+            default:
+                ol += (size_t)snprintf(old + ol, sizeof old - ol, "%s \"%s\"\n", pool[p].key, v);
+            }
+        }
+        for (size_t p = 0; p < NPOOL; p++)  /* the running settings */
+            if (trng_below(&rng, 2))
+                set_ok(&c, pool[p].key, pool[p].vals[trng_below(&rng, 4)]);
+        char *out = rewrite_ok(old, &c);
+        write_file(path, out);
+        struct net_config back;
+        net_config_defaults(&back);
+        char err[256];
+        ck_assert_msg(net_config_load_file(&back, path, err, sizeof err) == NET_CFG_OK,
+                      "seed %llu iter %d: %s\n%s", (unsigned long long)seed, iter, err, out);
+        char a[NET_CONFIG_VALUE_MAX], b[NET_CONFIG_VALUE_MAX];
+        for (size_t i = 0; net_config_key(i); i++) {
+            net_config_value(&c, i, a, sizeof a);
+            net_config_value(&back, i, b, sizeof b);
+            ck_assert_msg(strcmp(a, b) == 0,
+                          "seed %llu iter %d: %s is '%s', read back '%s' (replay: "
+                          "SHORTSTAT_SEED=%llu)\n%s",
+                          (unsigned long long)seed, iter, net_config_key(i), a, b,
+                          (unsigned long long)seed, out);
+        }
+        /* every comment survives, in order */
+        const char *at = out;
+        for (const char *q = old; (q = strstr(q, "# note ")); q++) {
+            char note[16];
+            snprintf(note, sizeof note, "%.*s", (int)strcspn(q, "\n"), q);
+            at = strstr(at, note);
+            ck_assert_msg(at != NULL, "seed %llu iter %d: lost '%s'", (unsigned long long)seed,
+                          iter, note);
+        }
+        free(out);
+    }
+    run_rmtree(dir);
+}
+END_TEST
+
+/* The file is replaced whole, keeps its mode, and a failure leaves it. */
+START_TEST(file_replaced_atomically)
+{
+    char dir[256], path[300], err[256];
+    run_mkdtemp(dir, sizeof dir, "config");
+    snprintf(path, sizeof path, "%s/s.conf", dir);
+    struct net_config c;
+    net_config_defaults(&c);
+    set_ok(&c, "maxclients", "77");
+    write_file(path, "# keep\nmaxclients 5\n");
+    ck_assert_int_eq(chmod(path, 0640), 0);
+    ck_assert_int_eq(net_config_rewrite_file(path, &c, err, sizeof err), NET_CFG_OK);
+    char *got = slurp(path);
+    ck_assert_str_eq(got, "# keep\nmaxclients 77\n");
+    free(got);
+    struct stat st;
+    ck_assert_int_eq(stat(path, &st), 0);
+    ck_assert_uint_eq(st.st_mode & 07777, 0640);
+    ck_assert_int_eq(run_count_names(dir, "s.conf."), 0);  /* no temp file left */
+
+    /* no file yet: made, with what differs from the defaults */
+    unlink(path);
+    ck_assert_int_eq(net_config_rewrite_file(path, &c, err, sizeof err), NET_CFG_OK);
+    got = slurp(path);
+    ck_assert_str_eq(got, NET_CONFIG_REWRITE_MARK "\nmaxclients 77\n");
+    free(got);
+
+    /* a value no line can hold: refused, the file as it was */
+    set_ok(&c, "requirepass", "a\nb");
+    ck_assert_int_eq(net_config_rewrite_file(path, &c, err, sizeof err), NET_CFG_EINVAL);
+    got = slurp(path);
+    ck_assert_str_eq(got, NET_CONFIG_REWRITE_MARK "\nmaxclients 77\n");
+    free(got);
+
+    /* a directory that is gone: the system's reason, with the step */
+    char gone[320];
+    snprintf(gone, sizeof gone, "%s/nodir/s.conf", dir);
+    set_ok(&c, "requirepass", "");
+    ck_assert_int_eq(net_config_rewrite_file(gone, &c, err, sizeof err), NET_CFG_EIO);
+    ck_assert_msg(strstr(err, "/nodir/s.conf: create: No such file or directory"), "%s", err);
+    /* a path that is a directory: unreadable as a file, changed nothing */
+    ck_assert_int_eq(net_config_rewrite_file(dir, &c, err, sizeof err), NET_CFG_EIO);
+    ck_assert_msg(strstr(err, ": not a regular file"), "%s", err);
+    ck_assert_int_eq(run_count_names(dir, "s.conf"), 1);  /* s.conf only: no temp file */
+    run_rmtree(dir);
+}
+END_TEST
+
+extern Suite *config_suite(void);
+Suite *config_suite(void)
+{
+    Suite *s = suite_create("config");
+    TCase *tc = tcase_create("rewrite");
+    tcase_add_test(tc, keeps_layout_and_sets_values);
+    tcase_add_test(tc, values_that_need_quotes);
+    tcase_add_test(tc, reads_back_to_the_settings);
+    tcase_add_test(tc, file_replaced_atomically);
+    suite_add_tcase(s, tc);
+    return s;
+}
