@@ -359,7 +359,7 @@ enum snap_state { SS_WAIT, SS_CMD, SS_POLL_WAIT, SS_POLL, SS_DONE };
 
 struct chunk {
     uint64_t end;    /* conn->sent after this chunk */
-    double t;        /* stamp */
+    double t;        /* stamp: when it was written (paced runs charge each command's due time) */
 };
 
 struct conn {
@@ -462,7 +462,6 @@ static void pipe_send(struct loop *L, struct conn *c, double now)
         uint64_t room = cfg->pipeline - (c->sent - c->replies);
         if (room == 0)
             return;
-        double stamp = now;
         if (cfg->rate > 0) {
             /* command k of this connection falls due at t0 + k / rate: by
              * now, all those with k <= (now - t0) * rate */
@@ -472,7 +471,6 @@ static void pipe_send(struct loop *L, struct conn *c, double now)
             uint64_t allowed = (uint64_t)due - c->sent;
             if (allowed < room)
                 room = allowed;
-            stamp = L->t0 + (double)c->sent / L->rate_per_conn;
         }
         uint64_t k = c->hi - c->next;
         if (k > room)
@@ -484,7 +482,7 @@ static void pipe_send(struct loop *L, struct conn *c, double now)
             L->busy_since = now;
         c->sent += k;
         L->sent += k;
-        c->ring[c->rtail & c->rmask] = (struct chunk){.end = c->sent, .t = stamp};
+        c->ring[c->rtail & c->rmask] = (struct chunk){.end = c->sent, .t = now};
         c->rtail++;
         c->next += k;
         if (c->next == c->hi && cfg->cycle)
@@ -563,8 +561,18 @@ static void pipe_replies(struct loop *L, struct conn *c, double now)
     while (c->acct < c->replies) {
         struct chunk *ch = &c->ring[c->rhead & c->rmask];
         uint64_t upto = ch->end < c->replies ? ch->end : c->replies;
-        double lat = now - ch->t;
-        bench_hist_add(&L->res->lat, lat > 0 ? (uint64_t)(lat * 1e9) : 0, upto - c->acct);
+        if (L->cfg->rate > 0) {
+            /* paced: command j fell due at t0 + j / rate, and a write after a
+             * stall carries commands due over a span; each is charged from
+             * its own due time, not the write's first */
+            for (uint64_t j = c->acct; j < upto; j++) {
+                double lat = now - (L->t0 + (double)j / L->rate_per_conn);
+                bench_hist_add(&L->res->lat, lat > 0 ? (uint64_t)(lat * 1e9) : 0, 1);
+            }
+        } else {
+            double lat = now - ch->t;
+            bench_hist_add(&L->res->lat, lat > 0 ? (uint64_t)(lat * 1e9) : 0, upto - c->acct);
+        }
         c->acct = upto;
         if (c->acct == ch->end)
             c->rhead++;
