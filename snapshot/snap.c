@@ -1535,13 +1535,16 @@ static int get_session(struct snap_cur *c, char *out, size_t *len, const char *w
     return 0;
 }
 
-int snap_dec_platform(struct snap_cur *c, struct eng_platform_view *out)
+int snap_dec_platform(struct snap_cur *c, uint32_t *last, struct eng_platform_view *out)
 {
     uint64_t len;
     const uint8_t *p = NULL;
     if (get_u32v(c, &out->id, UINT32_MAX, "platform id") ||
         get_varint(c, &len, "platform length"))
         return SNAP_ECORRUPT;
+    if (out->id != *last + 1)  /* so no reader sizes a table by an arbitrary id */
+        return cbad(c, "platform id %" PRIu32 " after %" PRIu32, out->id, *last);
+    *last = out->id;
     if (len == 0 || len > ENG_PLATFORM_MAX)
         return cbad(c, "platform length %" PRIu64 " not in 1..%u", len, ENG_PLATFORM_MAX);
     if (get_bytes(c, len, &p, "platform name"))
@@ -1551,12 +1554,15 @@ int snap_dec_platform(struct snap_cur *c, struct eng_platform_view *out)
     return 0;
 }
 
-int snap_dec_ua(struct snap_cur *c, struct eng_ua_view *out)
+int snap_dec_ua(struct snap_cur *c, uint32_t *last, struct eng_ua_view *out)
 {
     uint64_t len;
     const uint8_t *p = NULL;
     if (get_u32v(c, &out->id, UINT32_MAX, "ua id") || get_varint(c, &len, "ua length"))
         return SNAP_ECORRUPT;
+    if (out->id != *last + 1)
+        return cbad(c, "ua id %" PRIu32 " after %" PRIu32, out->id, *last);
+    *last = out->id;
     if (out->id == 0 || len > ENG_UA_MAX)
         return cbad(c, "ua %" PRIu32 ": id 0 or length %" PRIu64 " over %u", out->id, len,
                     ENG_UA_MAX);
@@ -1686,8 +1692,10 @@ int snap_dec_ring(struct snap_cur *c, struct snap_scratch *s, bool is_user,
     if (get_ts(c, c->created_ms, &v->last_seen_ms, "last_seen") ||
         get_varint(c, &nctx, "context count"))
         return SNAP_ECORRUPT;
-    if (nctx > (uint64_t)(c->end - c->p))
-        return cbad(c, "%" PRIu64 " contexts past the end", nctx);
+    /* a ring lists the contexts its records use, so no more than it can
+     * hold records: checked before the scratch grows for them */
+    if (nctx > ENG_HISTORY_MAX || nctx > (uint64_t)(c->end - c->p))
+        return cbad(c, "%" PRIu64 " contexts", nctx);
     if (grow((void **)&s->ctx, &s->ctx_cap, nctx + 1, sizeof *s->ctx) ||
         grow((void **)&s->sess, &s->sess_cap, (nctx + 1) * ENG_SESSION_MAX, 1))
         return fail(c->err, SNAP_ENOMEM, c->chunk->offset, "contexts: out of memory");
@@ -1923,21 +1931,15 @@ static int rd_platforms_uas(struct rd *r)
             struct eng_err ee = {0};
             if (c->sec == SNAP_SEC_PLAT) {
                 struct eng_platform_view v;
-                if ((rc = snap_dec_platform(&cur, &v)))
+                if ((rc = snap_dec_platform(&cur, &last_plat, &v)))
                     return rc;
-                if (v.id != last_plat + 1)
-                    return cbad(&cur, "platform id %" PRIu32 " after %" PRIu32, v.id, last_plat);
-                last_plat = v.id;
                 if ((rc = eng_restore_platform(r->e, &v, &ee)))
                     return eng_fail(r, rc, &ee, c, "a platform");
                 r->got.platforms++;
             } else {
                 struct eng_ua_view v;
-                if ((rc = snap_dec_ua(&cur, &v)))
+                if ((rc = snap_dec_ua(&cur, &last_ua, &v)))
                     return rc;
-                if (v.id != last_ua + 1)
-                    return cbad(&cur, "ua id %" PRIu32 " after %" PRIu32, v.id, last_ua);
-                last_ua = v.id;
                 if ((rc = eng_restore_ua(r->e, &v, &ee)))
                     return eng_fail(r, rc, &ee, c, "a user agent");
                 r->got.uas++;

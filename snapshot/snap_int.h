@@ -116,8 +116,9 @@ struct snap_ring {
     struct eng_rec_view *recs;
 };
 
-int snap_dec_platform(struct snap_cur *c, struct eng_platform_view *out);
-int snap_dec_ua(struct snap_cur *c, struct eng_ua_view *out);
+/* last: the id before (0 at the first); ids must run 1, 2, 3, ... */
+int snap_dec_platform(struct snap_cur *c, uint32_t *last, struct eng_platform_view *out);
+int snap_dec_ua(struct snap_cur *c, uint32_t *last, struct eng_ua_view *out);
 /* prev_id: the previous short's id in this chunk (0 at chunk start). */
 int snap_dec_short(struct snap_cur *c, struct snap_scratch *s, uint64_t prev_id,
                    struct snap_short *out);

@@ -598,7 +598,7 @@ static int cmd_dump(const char *path, enum fmt fmt, enum what what)
         else
             fputs("user,last_seen_ms,ts,short_id,type,watch_ms,platform,session,ip,ua\n", d.o);
     }
-    uint32_t next_ctx = 1;
+    uint32_t next_ctx = 1, last_plat = 0, last_ua = 0;
     struct snap_chunk c;
     while (rc == 0 && (rc = rdr_next(&r, &c)) == 0) {
         bool want = c.sec == SNAP_SEC_PLAT ||
@@ -619,13 +619,14 @@ static int cmd_dump(const char *path, enum fmt fmt, enum what what)
             switch (c.sec) {
             case SNAP_SEC_PLAT: {
                 struct eng_platform_view v;
-                if (!(rc = snap_dec_platform(&cur, &v)) && strtab_put(&d.plat, v.id, v.name, v.len))
+                if (!(rc = snap_dec_platform(&cur, &last_plat, &v)) &&
+                    strtab_put(&d.plat, v.id, v.name, v.len))
                     rc = rdr_fail(&r, SNAP_ENOMEM, c.offset, "out of memory");
                 break;
             }
             case SNAP_SEC_UAGT: {
                 struct eng_ua_view v;
-                if (!(rc = snap_dec_ua(&cur, &v)) && strtab_put(&d.ua, v.id, v.ua, v.len))
+                if (!(rc = snap_dec_ua(&cur, &last_ua, &v)) && strtab_put(&d.ua, v.id, v.ua, v.len))
                     rc = rdr_fail(&r, SNAP_ENOMEM, c.offset, "out of memory");
                 break;
             }

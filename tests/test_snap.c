@@ -32,6 +32,7 @@
 #include "engine/eng.h"
 #include "engine/eng_test.h"
 #include "snapshot/snap.h"
+#include "snapshot/snap_int.h"
 #include "snapshot/snap_test.h"
 #include "tests/run_util.h"
 
@@ -785,6 +786,61 @@ START_TEST(structural_corruption_behind_valid_checksums)
     LZ4F_freeDecompressionContext(d);
     free(out);
     free(m.p);
+}
+END_TEST
+
+/* The item decoders on bytes no writer makes: refused before anything is
+ * sized by them. Platform and ua ids must run 1, 2, 3, ... (the dump tool
+ * sized its tables by whatever id came); a ring's context count is capped
+ * by the records a ring can hold (one bad count had the loader zero-fill
+ * ~240 bytes per byte of the chunk before reading the first context). */
+static struct snap_cur cur_over(const uint8_t *p, size_t n, const struct snap_chunk *ch,
+                                struct snap_err *err)
+{
+    return (struct snap_cur){.p = p, .start = p, .end = p + n, .chunk = ch, .err = err};
+}
+
+START_TEST(decoders_refuse_before_sizing)
+{
+    struct snap_err err = {0};
+    struct snap_chunk ch = {.sec = SNAP_SEC_PLAT, .nitems = 2, .raw_len = 6, .offset = 120};
+    static const uint8_t plat[] = {0x01, 0x01, 'a', 0x03, 0x01, 'b'};  /* ids 1, then 3 */
+    struct snap_cur c = cur_over(plat, sizeof plat, &ch, &err);
+    uint32_t last = 0;
+    struct eng_platform_view pv;
+    ck_assert_int_eq(snap_dec_platform(&c, &last, &pv), 0);
+    ck_assert_uint_eq(pv.id, 1);
+    ck_assert_int_eq(snap_dec_platform(&c, &last, &pv), SNAP_ECORRUPT);
+    ck_assert_msg(strstr(err.msg, "platform id 3 after 1"), "%s", err.msg);
+    static const uint8_t ua[] = {0x80, 0x80, 0x80, 0x80, 0x01, 0x01, 'u'};  /* id 2^28 */
+    ch.sec = SNAP_SEC_UAGT;
+    c = cur_over(ua, sizeof ua, &ch, &err);
+    last = 0;
+    struct eng_ua_view uv;
+    ck_assert_int_eq(snap_dec_ua(&c, &last, &uv), SNAP_ECORRUPT);
+    ck_assert_msg(strstr(err.msg, "ua id 268435456 after 0"), "%s", err.msg);
+
+    /* a user ring claiming 65,537 contexts, over enough bytes to hold them */
+    size_t n = 70000;
+    uint8_t *ring = calloc(1, n);
+    ck_assert_ptr_nonnull(ring);
+    memcpy(ring, (const uint8_t[]){0x01, 0x00, 0x81, 0x80, 0x04}, 5);  /* user 1, ts, 65537 */
+    ch = (struct snap_chunk){.sec = SNAP_SEC_USER, .nitems = 1, .raw_len = (uint32_t)n,
+                             .offset = 120};
+    c = cur_over(ring, n, &ch, &err);
+    struct snap_scratch sc;
+    memset(&sc, 0, sizeof sc);
+    struct snap_ring out;
+    uint32_t next_ctx = 1;
+    ck_assert_int_eq(snap_dec_ring(&c, &sc, true, &next_ctx, &out), SNAP_ECORRUPT);
+    ck_assert_msg(strstr(err.msg, "65537 contexts"), "%s", err.msg);
+    ck_assert_uint_eq(sc.ctx_cap, 0);  /* nothing grown for them */
+    memcpy(ring, (const uint8_t[]){0x01, 0x00, 0x02, 0x00, 0x00}, 5);  /* 2: then flags 0 */
+    c = cur_over(ring, n, &ch, &err);
+    ck_assert_int_eq(snap_dec_ring(&c, &sc, true, &next_ctx, &out), SNAP_ECORRUPT);
+    ck_assert_msg(strstr(err.msg, "context 1: bad flags 0"), "%s", err.msg);
+    snap_scratch_free(&sc);
+    free(ring);
 }
 END_TEST
 
@@ -1909,6 +1965,7 @@ Suite *snap_suite(void)
     tcase_add_test(t, strerror_names_every_code);
     t = tcase(s, "structure");
     tcase_add_test(t, structural_corruption_behind_valid_checksums);
+    tcase_add_test(t, decoders_refuse_before_sizing);
     t = tcase(s, "batches");
     tcase_add_test(t, load_in_batches_with_and_without_thread);
     tcase_add_test(t, duplicate_rings_refused);
