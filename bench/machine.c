@@ -80,12 +80,16 @@ static int fork_pause(double *out)
     return 0;
 }
 
-/* Lines per second with k chases interleaved over the cycle in `next`. */
-static double chase(const uint32_t *next, uint32_t nlines, unsigned k, uint64_t hops)
+/* Lines per second with k chases interleaved over the cycle in `next`,
+ * which visits the lines in the order `order` lists them. The chases start
+ * nlines / k apart along the cycle, so with at most that many hops each no
+ * chase walks lines another has just brought into the cache. */
+static double chase(const uint32_t *next, const uint32_t *order, uint32_t nlines, unsigned k,
+                    uint64_t hops)
 {
     uint32_t pos[64];
     for (unsigned j = 0; j < k; j++)
-        pos[j] = (uint32_t)((uint64_t)nlines * j / k);
+        pos[j] = order[(uint64_t)nlines * j / k];
     double t0 = now_s();
     for (uint64_t h = 0; h < hops; h++)
         for (unsigned j = 0; j < k; j++)
@@ -159,18 +163,19 @@ int bench_machine(size_t mb, uint64_t seed, struct bench_machine_res *r, char *m
     uint32_t *next = (uint32_t *)(void *)small;
     for (uint32_t i = 0; i < nlines; i++)
         next[(size_t)perm[i] * (LINE / sizeof(uint32_t))] = perm[(i + 1) % nlines];
-    free(perm);
 
+    /* hops per chase: at most nlines / k, the spacing of their starts */
     uint64_t hops = nlines / 2 < 2000000 ? nlines / 2 : 2000000;
-    r->miss_ns = 1e9 / chase(next, nlines, 1, hops);
+    r->miss_ns = 1e9 / chase(next, perm, nlines, 1, hops);
     static const unsigned ks[] = {4, 8, 16, 32};
     for (size_t i = 0; i < sizeof ks / sizeof ks[0]; i++) {
-        double rate = chase(next, nlines, ks[i], hops / ks[i] * 2);
+        double rate = chase(next, perm, nlines, ks[i], hops / ks[i] * 2);
         if (rate > r->lines_per_s) {
             r->lines_per_s = rate;
             r->best_k = ks[i];
         }
     }
+    free(perm);
 out:
     if (small)
         munmap(small, n);
