@@ -1739,6 +1739,43 @@ START_TEST(tool_restore)
     got = slurp(dst, &len);
     ck_assert(len == m2.len && !memcmp(got, m2.p, len));
     free(got);
+    /* FILE a directory: refused on reading it, nothing installed */
+    r = TOOL("restore", dir, "--dir", data);
+    ck_assert_msg(r.status == 1 && strstr(r.err, ": Is a directory"), "%s", r.err);
+    run_free(&r);
+    /* a DIR path too long for its files' names */
+    char longdir[4200];
+    memset(longdir, 'a', sizeof longdir - 1);
+    longdir[0] = '/';
+    longdir[sizeof longdir - 1] = 0;
+    r = TOOL("restore", src, "--dir", longdir);
+    ck_assert_msg(r.status == 1 && strstr(r.err, ": path too long"), "%s", r.err);
+    run_free(&r);
+    /* the previous file cannot be kept (a directory in its place): refused,
+     * no temp file left */
+    char odd[160], oddsnap[200];
+    snprintf(odd, sizeof odd, "%s/odd", dir);
+    snprintf(oddsnap, sizeof oddsnap, "%s/%s", odd, SNAP_FILE);
+    ck_assert_int_eq(mkdir(odd, 0755), 0);
+    ck_assert_int_eq(mkdir(oddsnap, 0755), 0);
+    r = TOOL("restore", src, "--dir", odd);
+    ck_assert_msg(r.status == 1 && strstr(r.err, "keep the previous snapshot as"), "%s", r.err);
+    run_free(&r);
+    ck_assert_int_eq(run_count_names(odd, SNAP_TMP), 0);
+    /* the report cannot be written (a full disk): exit 1, saying the
+     * snapshot was installed all the same */
+    if (access("/dev/full", W_OK) == 0) {
+        r = run_program_to("shortstat-snap",
+                           (const char *const[]){"restore", src, "--dir", data, NULL},
+                           "/dev/full");
+        ck_assert_msg(r.status == 1 && strstr(r.err, "writing the result (the snapshot is "
+                                                     "installed): No space left"),
+                      "exit %d: %s", r.status, r.err);
+        run_free(&r);
+        got = slurp(dst, &len);
+        ck_assert(len == m.len && !memcmp(got, m.p, len));
+        free(got);
+    }
     /* options may come before FILE */
     r = TOOL("dump", "--what", "users", src);
     ck_assert_msg(r.status == 0, "%s", r.err);
@@ -1748,6 +1785,62 @@ START_TEST(tool_restore)
     eng_destroy(a);
     free(m.p);
     free(m2.p);
+    run_rmtree(dir);
+}
+END_TEST
+
+/* Damage behind the checksums that only the tool's own walk finds: info
+ * names a chunk that runs past the file (its summary line), dump refuses
+ * it and a chunk with bytes after its last item, each with exit 1. */
+static void put32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+START_TEST(tool_structure_errors)
+{
+    static struct world w;
+    struct membuf m = small_snapshot(&w, NULL);
+    char dir[64], past[128], extra[128];
+    run_mkdtemp(dir, sizeof dir, "snaptest");
+    snprintf(past, sizeof past, "%s/past.snap", dir);
+    snprintf(extra, sizeof extra, "%s/extra.snap", dir);
+    uint8_t *c = malloc(m.len);
+    memcpy(c, m.p, m.len);
+    put32(c + 120 + 12, 1000000);  /* the first chunk's frame_len */
+    spit(past, c, m.len);
+    struct run r = TOOL("info", past);
+    ck_assert_msg(r.status == 1 && strstr(r.out, "\nstructure: ") &&
+                      strstr(r.out, " BAD at offset 120: chunk runs past the end of the file\n"),
+                  "exit %d: %s%s", r.status, r.out, r.err);
+    run_free(&r);
+    fix_checksums(c, m.len);  /* so that dump gets as far as its walk */
+    spit(past, c, m.len);
+    r = TOOL("dump", past);
+    ck_assert_msg(r.status == 1 && strstr(r.err, "at offset 120: chunk runs past the end of the "
+                                                 "file"),
+                  "exit %d: %s", r.status, r.err);
+    run_free(&r);
+
+    /* the shorts' chunk claiming one item fewer than it holds */
+    memcpy(c, m.p, m.len);
+    struct chunk_loc ch[16];
+    size_t nch = find_chunks(&m, ch, 16), k = 0;
+    while (k < nch && memcmp(m.p + ch[k].off, "SHRT", 4) != 0)
+        k++;
+    ck_assert_uint_lt(k, nch);
+    uint32_t items = (uint32_t)(get64(m.p + ch[k].off) >> 32);
+    ck_assert_uint_ge(items, 2);
+    put32(c + ch[k].off + 4, items - 1);
+    fix_checksums(c, m.len);
+    spit(extra, c, m.len);
+    r = TOOL("dump", extra);
+    ck_assert_msg(r.status == 1 && strstr(r.err, "bytes after the last item of a chunk"),
+                  "exit %d: %s", r.status, r.err);
+    run_free(&r);
+    free(c);
+    free(m.p);
     run_rmtree(dir);
 }
 END_TEST
@@ -1982,6 +2075,7 @@ Suite *snap_suite(void)
     tcase_add_test(t, tool_info_verify);
     tcase_add_test(t, tool_dump);
     tcase_add_test(t, tool_restore);
+    tcase_add_test(t, tool_structure_errors);
     t = tcase(s, "server");
     tcase_add_test(t, server_refuses_bad_snapshots);
     tcase_add_test(t, server_refuses_locked_dir);
