@@ -168,7 +168,7 @@ int net_track_parse(const struct proto_arg *args, size_t nargs, struct eng_ix *i
         const uint8_t *p = args[i].p;
         size_t len = args[i].len;
         const uint8_t *eq = memchr(p, '=', len);
-        if (!eq) {
+        if (!eq || eq == p) {  /* "=x" names no field: the argument is what is wrong */
             snprintf(err, errcap, "%s: expected field=value", printable(tmp, 40, p, len));
             return NET_EINVAL;
         }
@@ -2496,7 +2496,6 @@ void net_conn_process(struct server *s, struct conn *c)
 {
     struct net_buf *in = &c->in;
     struct proto_cmd *cmd = &s->cmd;
-    const uint64_t out_limit = s->cfg.client_output_limit;
 
     s->nbatch = 0;
     s->scratch_used = 0;
@@ -2552,7 +2551,8 @@ void net_conn_process(struct server *s, struct conn *c)
             dispatch(s, c, cmd);
             batch_max = batch_limit(s);  /* a SNAPSHOT in this input forks now */
         }
-        if (net_buf_live(&c->out) > out_limit && !c->out.failed) {
+        /* the limit in force now: a CONFIG SET earlier in this input counts */
+        if (net_buf_live(&c->out) > s->cfg.client_output_limit && !c->out.failed) {
             /* the batch's replies count too; its pointers stay valid (see below) */
             batch_apply(s, c);
             net_conn_limit_output(s, c);

@@ -450,8 +450,8 @@ int net_config_load_file(struct net_config *c, const char *path, char *err, size
             break;
         }
     }
-    if (rc == NET_CFG_OK && ferror(f)) {
-        snprintf(err, errcap, "config %s: read error", path);
+    if (rc == NET_CFG_OK && ferror(f)) {  /* a directory: EISDIR */
+        snprintf(err, errcap, "config %s: %s", path, strerror(errno));
         rc = NET_CFG_EINVAL;
     }
     fclose(f);

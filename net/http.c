@@ -744,6 +744,9 @@ static int ix_from_json(const json_t *o, struct eng_ix *ix, unsigned allow,
             case 'i': ix->ip = s; ix->ip_len = sl; has_ip = true; break;
             default:  ix->ua = s; ix->ua_len = sl; has_ua = true; break;
             }
+        } else if (!key[0]) {
+            snprintf(why, whycap, "body: a field with an empty name");
+            return -1;
         } else {
             snprintf(why, whycap, "%.64s: unknown field", key);
             return -1;

@@ -481,6 +481,7 @@ START_TEST(interaction_field_errors)
         {"{\"shortId\":1}", "type: missing", 0},
         {"{\"type\":\"view\"}", "shortId: missing", 0},
         {"{\"type\":\"view\",\"shortId\":1,\"ua\":\"x\"}", "ua: unknown field", 0},
+        {"{\"type\":\"view\",\"shortId\":1,\"\":\"x\"}", "body: a field with an empty name", 0},
         {"{\"type\":\"view\",\"shortId\":1,\"userId\":\"x\"}", "userId: must be an integer", 0},
         {"{\"type\":\"view\",\"shortId\":1,\"userId\":0}", "userId: must be an integer", 0},
         {"{\"type\":\"view\",\"shortId\":1,\"watchMs\":1e3}", "watchMs: must be an integer", 0},

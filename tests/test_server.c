@@ -1287,6 +1287,8 @@ START_TEST(command_errors)
     EXPECT_ERR(&c, "-ERR color: unknown field", "TRACK 1 view session=a color=red");
     EXPECT_ERR(&c, "-ERR session: repeated field", "TRACK 1 view session=a session=b");
     EXPECT_ERR(&c, "-ERR nonsense: expected field=value", "TRACK 1 view nonsense");
+    EXPECT_ERR(&c, "-ERR =x: expected field=value", "TRACK 1 view session=a =x");
+    EXPECT_ERR(&c, "-ERR syntax error: TOP <k> [BY <metric>]", "TOP 5 FOO score");
     EXPECT_ERR(&c, "-ERR user: must be an integer", "TRACK 1 view user=abc");
     EXPECT_ERR(&c, "-ERR user: must be an integer", "TRACK 1 view user=0");
     EXPECT_ERR(&c, "-ERR ts: must be an integer", "TRACK 1 view session=a ts=soon");
@@ -3160,6 +3162,19 @@ START_TEST(config_rewrite)
     EXPECT(&c, want, "CONFIG REWRITE");
     ck_assert(log_has(&s, "CONFIG REWRITE failed: "));
     ck_assert(access(sub, F_OK) != 0);
+    /* a file where its directory was: the file cannot even be read */
+    FILE *blocker = fopen(sub, "w");
+    ck_assert_ptr_nonnull(blocker);
+    fclose(blocker);
+    snprintf(want, sizeof want, "-ERR Rewriting config file: %s: Not a directory\r\n", conf);
+    EXPECT(&c, want, "CONFIG REWRITE");
+    unlink(sub);
+    ck_assert_int_eq(mkdir(sub, 0755), 0);
+    /* a value no config line can hold */
+    EXPECT(&c, "+OK\r\n", "CONFIG SET requirepass \"a\\nb\"");
+    EXPECT(&c, "-ERR Rewriting config file: requirepass: the value holds a newline, which a "
+               "config file cannot\r\n", "CONFIG REWRITE");
+    ck_assert(access(conf, F_OK) != 0);  /* nothing written */
     cli_close(&c);
     srv_stop_ok(&s);
 }
@@ -4096,6 +4111,14 @@ START_TEST(config_edge_errors)
         const char *args[] = {"--config", conf, NULL};
         ck_assert_int_eq(srv_run_to_exit(&s, args), 2);
         ck_assert_msg(log_has(&s, bad[i].msg), "case %zu: want '%s'", i, bad[i].msg);
+    }
+    /* A directory for a file: the system's reason */
+    {
+        const char *args[] = {"--config", s.dir, NULL};
+        ck_assert_int_eq(srv_run_to_exit(&s, args), 2);
+        char want[200];
+        snprintf(want, sizeof want, "config %s: Is a directory", s.dir);
+        ck_assert_msg(log_has(&s, want), "want '%s'", want);
     }
     /* A line longer than the reader's buffer (which holds the longest
      * value, a cpulist of every other CPU, quoted). */
