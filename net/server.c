@@ -441,8 +441,13 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                /* Level-triggered: without a pause this would spin. */
-                net_warn("accept: %s; pausing accepts for 100 ms", strerror(errno));
+                /* Level-triggered: without a pause this would spin. Logged
+                 * at most once a second: it lasts as long as the shortage */
+                int e = errno;
+                uint64_t more;
+                if (net_ratelimit_ok(&s->accept_rl, ev_now(loop), &more))
+                    net_warn("accept: %s; pausing accepts for 100 ms (%llu more pauses since "
+                             "the last such line)", strerror(e), (unsigned long long)more);
                 ev_io_stop(loop, w);
                 ev_timer_set(&s->accept_pause_w, 0.1, 0.);
                 ev_timer_start(loop, &s->accept_pause_w);

@@ -202,7 +202,7 @@ struct server {
     int exit_code;                     /* what net_server_run returns, if nothing fails later */
     struct net_counters st;
     struct net_snapshot snap;
-    struct net_ratelimit refuse_rl, auth_rl, xproto_rl;
+    struct net_ratelimit refuse_rl, auth_rl, xproto_rl, accept_rl;
     struct net_cmdstat cmdstat[NET_CMDSTAT_SLOTS];
     struct http_cmd_metric metric_cmds[NET_CMDSTAT_SLOTS];  /* /metrics' view of the two */
     struct http_err_metric metric_errs[NET_ERRSTAT_MAX];

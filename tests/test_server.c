@@ -99,7 +99,7 @@ static bool log_has(const struct srv *s, const char *needle)
 }
 
 /* System calls a spawned server finds failing (struct srv's deny). */
-enum { DENY_FORK = 1, DENY_PIPE = 2 };
+enum { DENY_FORK = 1, DENY_PIPE = 2, DENY_ACCEPT = 4 };
 
 /* Makes the system calls in deny fail for this process and what it execs,
  * through a seccomp filter. DENY_FORK: fork() fails with EAGAIN, as when a
@@ -108,6 +108,7 @@ enum { DENY_FORK = 1, DENY_PIPE = 2 };
  * ENOSYS, so glibc falls back to clone, whose flags a filter can read; the
  * sanitizers' own clones share memory). DENY_PIPE: pipe2() fails with
  * EMFILE (libev wakes itself with eventfd, so only snapshots use pipe2).
+ * DENY_ACCEPT: accept() fails with EMFILE, as when out of descriptors.
  * 0, or -1 where there is no such filter. */
 static int deny_syscalls(unsigned deny)
 {
@@ -122,6 +123,11 @@ static int deny_syscalls(unsigned deny)
                                           offsetof(struct seccomp_data, nr));
     if (deny & DENY_PIPE) {
         f[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_pipe2, 0, 1);
+        f[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EMFILE);
+    }
+    if (deny & DENY_ACCEPT) {  /* as when the process is out of file descriptors */
+        f[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_accept4, 1, 0);
+        f[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_accept, 0, 1);
         f[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EMFILE);
     }
     if (deny & DENY_FORK) {  /* last: it loads clone's flags over the number */
@@ -3801,6 +3807,25 @@ START_TEST(snapshot_fork_fails)
 }
 END_TEST
 
+/* Out of file descriptors at accept(): the server pauses accepting for
+ * 100 ms at a time instead of spinning, says so at most once a second, and
+ * stays up: a SIGTERM still saves and exits 0. */
+START_TEST(accept_fails_pauses)
+{
+    struct srv s;
+    memset(&s, 0, sizeof s);
+    s.deny = DENY_ACCEPT;
+    srv_start_in(&s, NULL);
+    int fd = tcp_connect(s.port);  /* the kernel completes it; the server cannot take it */
+    ck_assert(wait_log(&s, "accept: Too many open files; pausing accepts for 100 ms"));
+    sleep_ms(250);  /* two or three more pauses, inside the same second */
+    ck_assert_int_le(log_count(&s, "pausing accepts"), 2);
+    close(fd);
+    ck_assert_int_eq(srv_term(&s), 0);
+    srv_cleanup(&s);
+}
+END_TEST
+
 /* The engine's fresh memory is faulted in by the idle-priority thread
  * (INFO prefault_bytes grows), snapshots still work (their child has no
  * such thread), and --prefault no turns it off. */
@@ -4208,6 +4233,7 @@ Suite *server_suite(void)
     tcase_add_test(tc, shutdown_command);
     tcase_add_test(tc, snapshot_child_killed);
     tcase_add_test(tc, snapshot_fork_fails);
+    tcase_add_test(tc, accept_fails_pauses);
     tcase_add_test(tc, prefault_on_and_off);
     tcase_add_test(tc, snapshot_interval);
     tcase_add_test(tc, corrupt_snapshot_refused);
