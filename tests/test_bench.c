@@ -563,20 +563,29 @@ END_TEST
 /* The load client against the null server: every command answered and
  * timed once, flat out and paced. A paced run cannot finish before its
  * last command falls due, whatever the machine's speed. */
+/* A small workload of n TRACKs (100 shorts, 1000 sessions, 100 users) as
+ * a stream in the given framing; its configuration in *c. */
+static void small_stream(uint64_t n, enum bench_framing fr, struct bench_wl_cfg *c,
+                         struct bench_wl *w, struct bench_stream *st)
+{
+    char msg[256];
+    bench_wl_defaults(c);
+    c->n = n;
+    c->shorts = 100;
+    c->sessions = 1000;
+    c->users = 100;
+    ck_assert_int_eq(bench_wl_generate(c, w, msg, sizeof msg), BENCH_OK);
+    ck_assert_int_eq(bench_stream_build(w, BENCH_S_TRACK, fr, NULL, 64, st, msg, sizeof msg),
+                     BENCH_OK);
+}
+
 START_TEST(client_runs_flat_out_and_paced)
 {
     struct bench_wl_cfg c;
-    bench_wl_defaults(&c);
-    c.n = 20000;
-    c.shorts = 100;
-    c.sessions = 1000;
-    c.users = 100;
     struct bench_wl w;
-    char msg[256];
-    ck_assert_int_eq(bench_wl_generate(&c, &w, msg, sizeof msg), BENCH_OK);
     struct bench_stream st;
-    ck_assert_int_eq(bench_stream_build(&w, BENCH_S_TRACK, BENCH_RESP, NULL, 64, &st, msg,
-                                        sizeof msg), BENCH_OK);
+    char msg[256];
+    small_stream(20000, BENCH_RESP, &c, &w, &st);
     struct bench_proc p;
     ck_assert_int_eq(bench_sink_start(-1, &p, msg, sizeof msg), BENCH_OK);
     const double rates[] = {0, 100000};
@@ -605,11 +614,8 @@ START_TEST(client_runs_flat_out_and_paced)
      * later: at 200/s a connection, the null server's median is far under
      * the 5 ms between commands (it read 5.2 ms when sends lagged a step). */
     struct bench_wl w2;
-    c.n = 300;
-    ck_assert_int_eq(bench_wl_generate(&c, &w2, msg, sizeof msg), BENCH_OK);
     struct bench_stream st2;
-    ck_assert_int_eq(bench_stream_build(&w2, BENCH_S_TRACK, BENCH_RESP, NULL, 64, &st2, msg,
-                                        sizeof msg), BENCH_OK);
+    small_stream(300, BENCH_RESP, &c, &w2, &st2);
     struct bench_run_cfg rc = {.host = "127.0.0.1", .port = p.port, .label = "slow",
                                .stream = &st2, .conns = 3, .pipeline = 64, .rate = 600,
                                .timeout_s = 60};
@@ -668,17 +674,10 @@ static void *stall_serve(void *arg)
 START_TEST(paced_backlog_charged_per_command)
 {
     struct bench_wl_cfg c;
-    bench_wl_defaults(&c);
-    c.n = 2000;
-    c.shorts = 100;
-    c.sessions = 1000;
-    c.users = 100;
     struct bench_wl w;
-    char msg[256];
-    ck_assert_int_eq(bench_wl_generate(&c, &w, msg, sizeof msg), BENCH_OK);
     struct bench_stream st;
-    ck_assert_int_eq(bench_stream_build(&w, BENCH_S_TRACK, BENCH_INLINE, NULL, 64, &st, msg,
-                                        sizeof msg), BENCH_OK);
+    char msg[256];
+    small_stream(2000, BENCH_INLINE, &c, &w, &st);
     struct stall_srv sv = {.lfd = socket(AF_INET, SOCK_STREAM, 0), .stall_ms = 200};
     ck_assert_int_ge(sv.lfd, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
