@@ -135,6 +135,44 @@ START_TEST(values_that_need_quotes)
 }
 END_TEST
 
+/* What each accepted spelling means, as docs/operations.md gives it: the
+ * round trip below compares the config code with itself, so the meanings
+ * are pinned here. */
+START_TEST(values_mean_what_the_docs_say)
+{
+    static const struct {
+        const char *key, *val, *want;
+    } cases[] = {
+        {"trust-proxy", "yes", "yes"}, {"trust-proxy", "true", "yes"},
+        {"trust-proxy", "1", "yes"}, {"trust-proxy", "no", "no"},
+        {"trust-proxy", "false", "no"}, {"trust-proxy", "0", "no"},
+        {"loglevel", "verbose", "debug"}, {"loglevel", "notice", "info"},
+        {"loglevel", "warning", "warn"}, {"loglevel", "debug", "debug"},
+        {"query-buffer-limit", "1k", "1024"}, {"query-buffer-limit", "1kb", "1024"},
+        {"query-buffer-limit", "256m", "268435456"}, {"maxmemory", "4g", "4294967296"},
+        {"maxmemory", "4GB", "4294967296"}, {"snapshot-cpulist", "0,1,2,6", "0-2,6"},
+        {"snapshot-cpulist", "any", "any"}, {"slowlog-log-slower-than", "-1", "-1"},
+        {"session_ttl", "3600", "3600"}, {"requirepass", "", ""},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        struct net_config c;
+        net_config_defaults(&c);
+        set_ok(&c, cases[k].key, cases[k].val);
+        char key[32], v[NET_CONFIG_VALUE_MAX];
+        snprintf(key, sizeof key, "%s", cases[k].key);
+        for (char *q = key; *q; q++)
+            *q = *q == '_' ? '-' : *q;
+        size_t i = 0;
+        while (net_config_key(i) && strcmp(net_config_key(i), key) != 0)
+            i++;
+        ck_assert_ptr_nonnull(net_config_key(i));
+        net_config_value(&c, i, v, sizeof v);
+        ck_assert_msg(strcmp(v, cases[k].want) == 0, "%s %s: reads '%s', want '%s'",
+                      cases[k].key, cases[k].val, v, cases[k].want);
+    }
+}
+END_TEST
+
 /* Random settings over random old text: what the rewrite writes reads back
  * to exactly the settings, whatever the file held before. */
 START_TEST(reads_back_to_the_settings)
@@ -274,6 +312,7 @@ Suite *config_suite(void)
     TCase *tc = tcase_create("rewrite");
     tcase_add_test(tc, keeps_layout_and_sets_values);
     tcase_add_test(tc, values_that_need_quotes);
+    tcase_add_test(tc, values_mean_what_the_docs_say);
     tcase_add_test(tc, reads_back_to_the_settings);
     tcase_add_test(tc, file_replaced_atomically);
     suite_add_tcase(s, tc);

@@ -78,6 +78,56 @@ START_TEST(test_score_properties)
 }
 END_TEST
 
+/* The formula as docs/metrics.md writes it, written again from the page
+ * (not from score.c), so the two are checked against each other. */
+static double doc_score(const struct score_in *in)
+{
+    double E = (double)in->impressions + (double)in->views;
+    double L = (double)in->contacts + (double)in->whatsapps + (double)in->book_viewings;
+    double seen = fmax((double)in->impressions, (double)in->views);
+    double vtr = ((double)in->views + 20 * 0.35) / (seen + 20);
+    double avg = ((double)in->watch_sum + 10 * 6000.0) / ((double)in->watch_n + 10);
+    double watch = 1 - exp(-avg / 15000);
+    double save = fmin(1, ((double)in->saves + 50 * 0.03) / (E + 50) / 0.25);
+    double share = fmin(1, ((double)in->shares + 50 * 0.01) / (E + 50) / 0.10);
+    double lead = fmin(1, (L + 50 * 0.01) / (E + 50) / 0.10);
+    double skip = fmin(1, ((double)in->skips + 20 * 0.25) / (E + 20) / 0.75);
+    double q = 0.20 * vtr + 0.25 * watch + 0.20 * save + 0.15 * share + 0.20 * lead - 0.30 * skip;
+    q = fmin(1, fmax(0, q));
+    return 100 * (0.9 * q + 0.1 * (double)in->boost / 100);
+}
+
+/* Every term, prior, strength and weight as documented, over random
+ * inputs; and each lead kind counts, below the cap. */
+START_TEST(test_score_matches_the_documented_formula)
+{
+    uint64_t seed = test_seed("score-doc", 77), r = seed;
+    for (int i = 0; i < 200000; i++) {
+        struct score_in in;
+        random_in(&r, &in);
+        double got = score_compute(&in), want = doc_score(&in);
+        if (fabs(got - want) > 1e-9 * fmax(1, fabs(want)))
+            ck_abort_msg("case %d: score %.12f, the documented formula %.12f "
+                         "(SHORTSTAT_SEED=%llu)", i, got, want, (unsigned long long)seed);
+    }
+    /* a new short: its priors alone (0.20*0.35 + 0.25*(1-e^-0.4) + 0.20*0.12
+     * + 0.15*0.1 + 0.20*0.1 - 0.30/3, times 90) */
+    struct score_in none = {0};
+    ck_assert_double_eq_tol(score_compute(&none), 10.02780, 1e-5);
+    struct score_in base = {.impressions = 100, .views = 100};
+    double s = score_compute(&base);
+    struct score_in more = base;
+    more.book_viewings = 5;
+    ck_assert(score_compute(&more) > s);
+    more = base;
+    more.whatsapps = 5;
+    ck_assert(score_compute(&more) > s);
+    more = base;
+    more.contacts = 5;
+    ck_assert(score_compute(&more) > s);
+}
+END_TEST
+
 START_TEST(test_score_anchors)
 {
     struct score_in none = {0};
@@ -145,6 +195,7 @@ Suite *score_suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_score_properties);
     tcase_add_test(tc, test_score_anchors);
+    tcase_add_test(tc, test_score_matches_the_documented_formula);
     tcase_add_test(tc, test_score_through_engine);
     suite_add_tcase(s, tc);
     return s;
