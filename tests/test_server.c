@@ -99,7 +99,7 @@ static bool log_has(const struct srv *s, const char *needle)
 }
 
 /* System calls a spawned server finds failing (struct srv's deny). */
-enum { DENY_FORK = 1, DENY_PIPE = 2, DENY_ACCEPT = 4 };
+enum { DENY_FORK = 1, DENY_PIPE = 2, DENY_ACCEPT = 4, DENY_RENAME = 8 };
 
 /* Makes the system calls in deny fail for this process and what it execs,
  * through a seccomp filter. DENY_FORK: fork() fails with EAGAIN, as when a
@@ -109,11 +109,13 @@ enum { DENY_FORK = 1, DENY_PIPE = 2, DENY_ACCEPT = 4 };
  * sanitizers' own clones share memory). DENY_PIPE: pipe2() fails with
  * EMFILE (libev wakes itself with eventfd, so only snapshots use pipe2).
  * DENY_ACCEPT: accept() fails with EMFILE, as when out of descriptors.
+ * DENY_RENAME: every rename fails with EPERM (a file made immutable, a
+ * filesystem that refuses it).
  * 0, or -1 where there is no such filter. */
 static int deny_syscalls(unsigned deny)
 {
 #if defined(__x86_64__) && defined(__NR_clone3)
-    struct sock_filter f[16];
+    struct sock_filter f[24];
     unsigned short n = 0;
     f[n++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
                                           offsetof(struct seccomp_data, arch));
@@ -124,6 +126,12 @@ static int deny_syscalls(unsigned deny)
     if (deny & DENY_PIPE) {
         f[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_pipe2, 0, 1);
         f[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EMFILE);
+    }
+    if (deny & DENY_RENAME) {
+        f[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_rename, 2, 0);
+        f[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_renameat, 1, 0);
+        f[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_renameat2, 0, 1);
+        f[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM);
     }
     if (deny & DENY_ACCEPT) {  /* as when the process is out of file descriptors */
         f[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_accept4, 1, 0);
@@ -3185,7 +3193,27 @@ START_TEST(config_rewrite)
                "config file cannot\r\n", "CONFIG REWRITE");
     ck_assert(access(conf, F_OK) != 0);  /* nothing written */
     cli_close(&c);
-    srv_stop_ok(&s);
+    srv_term(&s);
+
+    /* the last step failing (the rename): the file as it was, no temp left */
+    f = fopen(conf, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("# x\nmaxclients 5\n", f);
+    fclose(f);
+    s.deny = DENY_RENAME;
+    srv_start_in(&s, args);
+    cli_open(&c, s.port);
+    EXPECT(&c, "+OK\r\n", "CONFIG SET maxclients 6");
+    snprintf(want, sizeof want,
+             "-ERR Rewriting config file: %s: rename: Operation not permitted\r\n", conf);
+    EXPECT(&c, want, "CONFIG REWRITE");
+    text = read_file(conf, NULL);
+    ck_assert_str_eq(text, "# x\nmaxclients 5\n");
+    free(text);
+    ck_assert_int_eq(run_count_names(sub, "shortstat.conf."), 0);
+    cli_close(&c);
+    srv_term(&s);  /* its final snapshot cannot be renamed into place either */
+    srv_cleanup(&s);
 }
 END_TEST
 
