@@ -51,6 +51,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -611,6 +612,14 @@ static void sort_u64(uint64_t *v, size_t n)
     for (size_t k = n; k > 1; k >>= 1)
         depth += 2;
     sort_depth(v, n, depth);
+}
+
+/* Loads that decoded rings on a second thread (snap_test.h). */
+static _Atomic uint64_t threaded_loads;
+
+uint64_t snap_test_threaded_loads(void)
+{
+    return atomic_load_explicit(&threaded_loads, memory_order_relaxed);
 }
 
 void snap_test_sort_u64(uint64_t *v, size_t n, unsigned depth)
@@ -2302,6 +2311,8 @@ static int rd_rings(struct rd *r)
         sync = false;
     }
     bool threaded = sync && cpus_usable() > 1 && pthread_create(&th, NULL, pdec_main, p) == 0;
+    if (threaded)
+        atomic_fetch_add_explicit(&threaded_loads, 1, memory_order_relaxed);
     int rc = SNAP_OK;
     for (bool last = false; !rc && !last;) {
         struct rbatch *b = &p->b[p->consumed % RB_NBUF];

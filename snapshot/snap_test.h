@@ -14,4 +14,8 @@
  * UINT32_MAX: the depth the snapshot code uses. */
 void snap_test_sort_u64(uint64_t *v, size_t n, unsigned depth);
 
+/* How many loads so far decoded rings on a second thread (it starts when
+ * the process may use more than one CPU). */
+uint64_t snap_test_threaded_loads(void);
+
 #endif

@@ -889,7 +889,11 @@ START_TEST(load_in_batches_with_and_without_thread)
     for (int pinned = 0; pinned < 2; pinned++) {
         if (pinned)
             ck_assert_int_eq(sched_setaffinity(0, sizeof one, &one), 0);
+        uint64_t threaded = snap_test_threaded_loads();
         struct eng *b = load(&w, &m, 8, seed);
+        /* the thread ran exactly when the process had a second CPU */
+        ck_assert_uint_eq(snap_test_threaded_loads() - threaded,
+                          !pinned && CPU_COUNT(&all) > 1 ? 1 : 0);
         same_engines(&w, a, b, 8, true, seed);
         static struct eng_history_rec ha[8], hb[8];
         for (int i = 0; i < NS; i += 7) {
