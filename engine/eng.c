@@ -123,13 +123,20 @@ static void err_ok(struct eng_err *err)
     }
 }
 
+/* Clamped to 0..ENG_TS_MAX: it is a record's default ts, which the packed
+ * record holds only in that range (a clock outside it spilled into the
+ * type bits), and last_seen, which the TTL check subtracts. */
 int64_t eng_clock_now(const struct eng *e)
 {
-    if (e->clock)
-        return e->clock(e->ud);
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    int64_t ms;
+    if (e->clock) {
+        ms = e->clock(e->ud);
+    } else {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    }
+    return ms < 0 ? 0 : ms > ENG_TS_MAX ? ENG_TS_MAX : ms;
 }
 
 /* Viewer fingerprints, domain-separated so a user id can never equal a

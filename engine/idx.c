@@ -205,8 +205,10 @@ int idx_check(const struct idx *t)
         n++;
     }
     if (t->old) {
-        if (t->mig > t->omask || t->on == 0)
-            return -1;  /* a finished move frees old */
+        /* a finished move frees old; deletes may empty it first (on == 0),
+         * and the next idx_migrate or idx_reserve frees it then */
+        if (t->mig > t->omask)
+            return -1;
         for (uint64_t i = t->mig; i <= t->omask; i++) {
             const struct idx_slot *s = &t->old[i];
             if (s->val == 0 || s->val == IDX_TOMB)

@@ -836,6 +836,55 @@ START_TEST(test_enomem_retry_platforms)
 }
 END_TEST
 
+/* A clock outside 0..ENG_TS_MAX: clamped, so a record's default ts never
+ * spills into its packed type bits (an impression read back as a
+ * book_viewing with a watch time). */
+START_TEST(test_clock_out_of_range_clamped)
+{
+    static const int64_t clocks[] = {-1, INT64_MIN, ENG_TS_MAX + 1, INT64_MAX};
+    for (size_t i = 0; i < 4; i++) {
+        struct tclock k = {.now = clocks[i]};
+        struct eng *e = mk_eng(&k, 4, 1000);
+        struct eng_ix x = ix_of(ENG_T_IMPRESSION, 1, "s", 0);
+        rec_ok(e, &x);
+        struct eng_history_rec h[4];
+        ck_assert_uint_eq(eng_history_session(e, "s", 1, h, 4), 1);
+        ck_assert_int_eq(h[0].type, ENG_T_IMPRESSION);
+        ck_assert(!h[0].has_watch);
+        ck_assert_int_eq(h[0].ts, clocks[i] < 0 ? 0 : ENG_TS_MAX);
+        verify_ok(e);
+        eng_destroy(e);
+    }
+}
+END_TEST
+
+/* Sessions evicted by recording (two slots an interaction) out of an index
+ * whose growth is still under way can empty its old table before the next
+ * migration frees it; eng_verify must take that as consistent. */
+START_TEST(test_verify_after_record_eviction)
+{
+    struct tclock k = {.now = 1000000};
+    struct eng *e = mk_eng(&k, 4, 1000);
+    char s[16];
+    for (int i = 0; i < 49; i++) {  /* the 49th outgrows the 64-slot index */
+        snprintf(s, sizeof s, "s%d", i);
+        struct eng_ix x = ix_of(ENG_T_IMPRESSION, 1, s, 0);
+        rec_ok(e, &x);
+    }
+    verify_ok(e);
+    k.now += 5000;
+    struct eng_ix u = ix_of(ENG_T_IMPRESSION, 1, NULL, 7);
+    for (int i = 0; i < 30; i++) {
+        rec_ok(e, &u);
+        verify_ok(e);
+    }
+    struct eng_info in;
+    eng_info(e, &in);
+    ck_assert_uint_eq(in.sessions_evicted, 49);
+    eng_destroy(e);
+}
+END_TEST
+
 /* ---- walk -> restore round trip ----------------------------------------- */
 
 START_TEST(test_restore_roundtrip)
@@ -1518,6 +1567,8 @@ Suite *eng_suite(void)
     tcase_add_test(tc, test_restore_prefault);
     tcase_add_test(tc, test_restore_short_ids);
     tcase_add_test(tc, test_enomem_retry_platforms);
+    tcase_add_test(tc, test_clock_out_of_range_clamped);
+    tcase_add_test(tc, test_verify_after_record_eviction);
     suite_add_tcase(s, tc);
     return s;
 }
