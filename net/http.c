@@ -432,9 +432,15 @@ static int on_url(http_parser *p, const char *at, size_t n)
     return keep_hdr(c, at, n);
 }
 
+/* Header callbacks: libhttp-parser also calls them for a chunked body's
+ * trailer fields, after the headers are done. Those are ignored: a
+ * trailer must not override X-Forwarded-For (which our proxy appends to
+ * the header), User-Agent or Authorization. */
 static int on_header_field(http_parser *p, const char *at, size_t n)
 {
     struct http_conn *c = p->data;
+    if (c->phase != PH_HEADERS)
+        return 0;
     if (c->in_value) {
         c->in_value = false;
         c->hname_len = 0;
@@ -454,6 +460,8 @@ static int on_header_field(http_parser *p, const char *at, size_t n)
 static int on_header_value(http_parser *p, const char *at, size_t n)
 {
     struct http_conn *c = p->data;
+    if (c->phase != PH_HEADERS)
+        return 0;
     if (!c->in_value) {
         static const char *const names[H_COUNT] = {
             NULL, "authorization", "user-agent", "x-forwarded-for", "expect",
@@ -1047,8 +1055,8 @@ static int query_next(const char **q, const char *end, const char *const *allowe
     }
     p->vlen = (size_t)vl;
     p->val[vl] = 0;
-    unsigned i = 0;
-    while (allowed[i] && strcmp(allowed[i], p->key) != 0)
+    unsigned i = 0;  /* a %00 in the key makes it no known one */
+    while (allowed[i] && (strlen(allowed[i]) != p->klen || strcmp(allowed[i], p->key) != 0))
         i++;
     if (!allowed[i]) {
         snprintf(why, whycap, "%.32s: unknown parameter", p->key);

@@ -581,6 +581,19 @@ START_TEST(save_share)
              "Content-Length: 13\r\n\r\n{\"userId\":42}");
     request(reqbuf, &r);
     check_error(&r, 400, "X-Forwarded-For: not an IP address", -1);
+    /* trailer fields of a chunked body are not headers: they cannot
+     * replace the address our proxy appended, nor the user agent */
+    snprintf(reqbuf, sizeof reqbuf,
+             "POST /api/explore/interaction HTTP/1.1\r\nX-Forwarded-For: 10.0.0.1\r\n"
+             "User-Agent: real\r\nTransfer-Encoding: chunked\r\n\r\n"
+             "2c\r\n{\"type\":\"skip\",\"shortId\":5,\"sessionId\":\"tr\"}\r\n"
+             "0\r\nX-Forwarded-For: 6.6.6.6\r\nUser-Agent: spoofed\r\n\r\n");
+    request(reqbuf, &r);
+    ck_assert_int_eq(r.status, 200);
+    request(get("/api/explore/history/session/tr"), &r);
+    ck_assert_msg(strstr(r.body, "\"ip\":\"10.0.0.1\"") && strstr(r.body, "\"userAgent\":\"real\""),
+                  "%s", r.body);
+    before++;
     F.env.trust_proxy = false;
     ck_assert_uint_eq(interactions(), before);
 }
@@ -749,6 +762,9 @@ START_TEST(top_queries)
     /* A key that does not decode, or not into a known key's room, is unknown. */
     request(get("/api/explore/top?k%zz=1"), &r);
     check_error(&r, 400, "k%zz: unknown parameter", -1);
+    request(get("/api/explore/top?k%00junk=3"), &r);  /* not k: a NUL ends no name */
+    ck_assert_int_eq(r.status, 400);
+    ck_assert_msg(strstr(r.body, ": unknown parameter"), "%s", r.body);
     request(get("/api/explore/top?averyveryverylongkey=1"), &r);
     check_error(&r, 400, "averyveryverylongkey: unknown parameter", -1);
     char longq[256] = "/api/explore/top?by=";
