@@ -235,6 +235,18 @@ static inline bool eng_sess_expired(const struct eng *e, const struct sess *s, i
     return now - s->last_seen > e->ttl;
 }
 double eng_metric_value(const struct eng *e, uint32_t ix, enum eng_metric m);
+/* What recording can never produce, for restore and eng_verify alike:
+ * impressions + views past 2^64 (view_count would wrap), or watch time
+ * over watch_n x ENG_WATCH_MAX (none without a watched view). */
+static inline bool eng_seen_wraps(const uint64_t *count)
+{
+    return count[ENG_T_IMPRESSION] + count[ENG_T_VIEW] < count[ENG_T_VIEW];
+}
+static inline bool eng_watch_bad(uint64_t sum, uint64_t n)
+{
+    uint64_t q = sum / ENG_WATCH_MAX;  /* sum > n * MAX without the product */
+    return q > n || (q == n && sum % ENG_WATCH_MAX != 0);
+}
 int eng_reserve_shorts(struct eng *e, uint64_t extra);
 int eng_reserve_sessions(struct eng *e, uint64_t extra);
 int eng_reserve_users(struct eng *e, uint64_t extra);

@@ -510,14 +510,14 @@ int eng_restore_short(struct eng *e, const struct eng_short_view *v, const uint6
                     e->rs_early ? "not the next of eng_restore_short_ids" : "duplicate id", id);
     if (v->count[ENG_T_SAVE] != nsavers)
         return fail(e, err, ENG_EINVAL, "short", "saves differ from its savers", id);
-    uint64_t seen = v->count[ENG_T_IMPRESSION] + v->count[ENG_T_VIEW];
-    if (seen < v->count[ENG_T_VIEW])  /* view_count is their sum: it must not wrap */
+    if (eng_seen_wraps(v->count))
         return fail(e, err, ENG_EINVAL, "short", "impressions and views past 2^64", id);
+    uint64_t seen = v->count[ENG_T_IMPRESSION] + v->count[ENG_T_VIEW];
     if (nviewers > seen || nviewers >= ((uint64_t)1 << 30) || nsavers >= ((uint64_t)1 << 30))
         return fail(e, err, ENG_EINVAL, "short", "more viewers than impressions and views", id);
     if (v->watch_n > v->count[ENG_T_VIEW])
         return fail(e, err, ENG_EINVAL, "short", "more watched views than views", id);
-    if (v->watch_n ? v->watch_sum / v->watch_n > ENG_WATCH_MAX : v->watch_sum != 0)
+    if (eng_watch_bad(v->watch_sum, v->watch_n))
         return fail(e, err, ENG_EINVAL, "short", "watch time past watch_ms's bound", id);
     if (v->boost > ENG_BOOST_MAX)
         return fail(e, err, ENG_EINVAL, "short", "boost must be 0..100", id);

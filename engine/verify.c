@@ -127,11 +127,11 @@ int eng_verify(const struct eng *e, struct eng_err *err)
         if (s->count[ENG_T_SAVE] != s->savers.n)
             BAD("short %llu: saves %llu but %u savers", (unsigned long long)e->sid[i],
                 (unsigned long long)s->count[ENG_T_SAVE], s->savers.n);
-        if (s->count[ENG_T_IMPRESSION] + s->count[ENG_T_VIEW] < s->count[ENG_T_VIEW] ||
+        if (eng_seen_wraps(s->count) ||
             s->viewers.n > s->count[ENG_T_IMPRESSION] + s->count[ENG_T_VIEW])
             BAD("short %llu: more viewers than impressions and views, or their sum wraps",
                 (unsigned long long)e->sid[i]);
-        if (s->watch_n ? s->watch_sum / s->watch_n > ENG_WATCH_MAX : s->watch_sum != 0)
+        if (eng_watch_bad(s->watch_sum, s->watch_n))
             BAD("short %llu: watch time past watch_ms's bound", (unsigned long long)e->sid[i]);
         if (s->watch_n > s->count[ENG_T_VIEW])
             BAD("short %llu: more watched views than views", (unsigned long long)e->sid[i]);

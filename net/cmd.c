@@ -353,9 +353,9 @@ size_t net_history_format(const struct eng_history_rec *r, char *out)
 
 /* ---- replies with accounting --------------------------------------------------- */
 
-/* INFO errorstats: one more error reply whose first word is its code. A
+/* INFO errorstats: n more error replies whose first word is its code. A
  * code past the table's room (there are far fewer) counts as the last. */
-static void errstat_count(struct server *s, const char *msg)
+static void errstat_count(struct server *s, const char *msg, uint64_t times)
 {
     size_t n = strcspn(msg, " ");
     if (!msg[n] || n > NET_ERRCODE_MAX) {  /* no code word: Redis counts it as ERR */
@@ -375,15 +375,22 @@ static void errstat_count(struct server *s, const char *msg)
             s->nerrstat++;
         }
     }
-    s->errstat[i].count++;
+    s->errstat[i].count += times;
+}
+
+/* The same error reply to n commands: counted once for all of them. */
+static void reply_error_n(struct server *s, struct conn *c, const char *msg, uint64_t n)
+{
+    s->st.errors += n;
+    errstat_count(s, msg, n);
+    s->cur.failed = true;  /* for the command running, if one is */
+    for (uint64_t i = 0; i < n; i++)
+        net_reply_error(&c->out, msg);
 }
 
 static void reply_error_raw(struct server *s, struct conn *c, const char *msg)
 {
-    s->st.errors++;
-    errstat_count(s, msg);
-    s->cur.failed = true;  /* for the command running, if one is */
-    net_reply_error(&c->out, msg);
+    reply_error_n(s, c, msg, 1);
 }
 
 static void reply_err(struct server *s, struct conn *c, const char *fmt, ...)
@@ -441,8 +448,7 @@ static bool refuse_oom_n(struct server *s, struct conn *c, size_t n)
 {
     if (!net_refuse_writes(s, n))
         return false;
-    for (size_t i = 0; i < n; i++)
-        reply_error_raw(s, c, OOM_MSG);
+    reply_error_n(s, c, OOM_MSG, n);
     flag_transaction(c);
     return true;
 }
@@ -870,7 +876,7 @@ static void config_set(struct server *s, struct conn *c, const struct proto_cmd 
         if (wo < sizeof what) {  /* logged only if every pair passes */
             char shown[72];
             int n = snprintf(what + wo, sizeof what - wo, " %s=%s", key,
-                             strcmp(key, "requirepass") == 0
+                             net_config_secret(key)
                                  ? "(redacted)"
                                  : printable(shown, 64, v->p, v->len));
             wo += n > 0 ? (size_t)n : 0;
@@ -2320,9 +2326,16 @@ static uint64_t redacted_args(const struct command *k, const struct proto_cmd *c
         }
     }
     if (strcmp(k->name, "config") == 0 && n > 2 && arg_is(&cmd->argv[1], "set"))
-        for (size_t i = 2; i + 1 < n; i += 2)
-            if (arg_is(&cmd->argv[i], "requirepass"))
+        for (size_t i = 2; i + 1 < n; i += 2) {
+            char key[64];
+            const struct proto_arg *a = &cmd->argv[i];
+            if (a->len >= sizeof key || memchr(a->p, 0, a->len))
+                continue;
+            memcpy(key, a->p, a->len);
+            key[a->len] = 0;
+            if (net_config_secret(key))
                 mask |= (uint64_t)1 << (i + 1);
+        }
     return mask;
 }
 

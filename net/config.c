@@ -10,6 +10,7 @@
  */
 #include "net/config.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -345,6 +346,18 @@ int net_config_set_live(struct net_config *c, const char *key, const char *val, 
     return net_config_set(c, key, val, err, errcap);
 }
 
+bool net_config_secret(const char *key)
+{
+    char low[64];
+    size_t n = strlen(key);
+    if (n >= sizeof low)
+        return false;
+    for (size_t i = 0; i <= n; i++)
+        low[i] = (char)tolower((unsigned char)key[i]);
+    const struct setting *s = find_setting(low);
+    return s && s->kind == K_PASS;
+}
+
 const char *net_config_key(size_t i)
 {
     return i < NSETTINGS ? settings[i].key : NULL;
@@ -595,7 +608,7 @@ static int put_setting(struct text *t, const struct net_config *c, size_t i, cha
     char v[NET_CONFIG_VALUE_MAX];
     net_config_value(c, i, v, sizeof v);
     if (settings[i].kind == K_SIZE) {  /* as written by hand: 3g, not 3221225472 */
-        uint64_t b = *(const uint64_t *)(const void *)((const char *)c + settings[i].off);
+        uint64_t b = strtoull(v, NULL, 10);
         static const char unit[] = "gmk";
         for (int u = 0; b && u < 3; u++)
             if (b % (1ull << (30 - 10 * u)) == 0) {
@@ -689,7 +702,7 @@ int net_config_rewrite(const char *old, size_t oldlen, const struct net_config *
  * after it; a missing file is empty. */
 static int read_all(const char *path, char **buf, size_t *len, char *err, size_t errcap)
 {
-    FILE *f = fopen(path, "rb");
+    FILE *f = fopen(path, "rbe");
     struct stat st;
     if (!f && errno != ENOENT) {
         snprintf(err, errcap, "%s: %s", path, strerror(errno));
@@ -742,7 +755,7 @@ int net_config_rewrite_file(const char *path, const struct net_config *c, char *
     snprintf(tmp, sizeof tmp, "%s.XXXXXX", path);
     snprintf(dir, sizeof dir, "%s", path);
     const char *step = NULL;
-    int e = 0, fd = mkstemp(tmp);
+    int e = 0, fd = mkostemp(tmp, O_CLOEXEC);  /* no snapshot child inherits it */
     if (fd < 0) {
         step = "create";
         e = errno;
@@ -772,7 +785,7 @@ int net_config_rewrite_file(const char *path, const struct net_config *c, char *
         snprintf(err, errcap, "%s: %s: %s", path, step, strerror(e));
         return NET_CFG_EIO;
     }
-    int dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY);
+    int dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd >= 0) {  /* the rename itself durable; the file is in place either way */
         (void)fsync(dfd);
         close(dfd);

@@ -77,6 +77,10 @@ const char *net_config_usage(void);
  * "". NET_CONFIG_VALUE_MAX always fits; a smaller cap cuts the value short
  * (a cpulist then ends "..."). */
 const char *net_config_key(size_t i);
+/* Whether key (any case; '_' for '-') names a setting whose value is a
+ * secret (requirepass): logs, the slow log and CONFIG SET's log line show
+ * it redacted. */
+bool net_config_secret(const char *key);
 void net_config_value(const struct net_config *c, size_t i, char *out, size_t cap);
 
 /* CONFIG REWRITE, as Redis's: the text of config file old (oldlen bytes,

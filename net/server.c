@@ -557,8 +557,8 @@ static void log_settings(const struct net_config *cfg)
     for (size_t i = 0; net_config_key(i) && o < sizeof line; i++) {
         const char *key = net_config_key(i);
         net_config_value(cfg, i, v, sizeof v);
-        if (strcmp(key, "requirepass") == 0)
-            snprintf(v, sizeof v, "%s", cfg->requirepass[0] ? "set" : "none");
+        if (net_config_secret(key))
+            snprintf(v, sizeof v, "%s", v[0] ? "set" : "none");
         int n = snprintf(line + o, sizeof line - o, " %s=%s", key, v);
         o += n > 0 ? (size_t)n : 0;
     }
@@ -711,6 +711,16 @@ static void child_cb(struct ev_loop *loop, ev_child *w, int revents)
     snapshot_done(s, w->rstatus);
 }
 
+/* A snapshot that could not start (step: "pipe", "fork"; e: its errno):
+ * counted and logged as a failed one, and said in err. */
+static int start_failed(struct server *s, const char *step, int e, char *err, size_t errcap)
+{
+    const char *why = snapshot_failed(s, 0, "%s: %s", step, strerror(e));
+    snprintf(err, errcap, "snapshot: %s", why);
+    net_error("snapshot: %s%s", why, retry_note(s));
+    return -1;
+}
+
 int net_snapshot_start(struct server *s, char *err, size_t errcap)
 {
     struct net_snapshot *sn = &s->snap;
@@ -719,16 +729,13 @@ int net_snapshot_start(struct server *s, char *err, size_t errcap)
         return -1;
     }
     int pfd[2];
-    if (pipe2(pfd, O_CLOEXEC) < 0) {
-        const char *why = snapshot_failed(s, 0, "pipe: %s", strerror(errno));
-        snprintf(err, errcap, "snapshot: %s", why);
-        net_error("snapshot: %s", why);
-        return -1;
-    }
+    if (pipe2(pfd, O_CLOEXEC) < 0)
+        return start_failed(s, "pipe", errno, err, errcap);
     int64_t now = net_now_ms(s);
     uint64_t t0 = net_mono_usec();
     net_prefault_pause(s->prefault, true);  /* until snapshot_done, or a failed fork */
     pid_t parent = getpid(), pid = fork();
+    int fork_errno = errno;
     if (pid == 0) {
         close(pfd[0]);
         s->prefault = NULL;  /* its thread is not in the child */
@@ -737,12 +744,9 @@ int net_snapshot_start(struct server *s, char *err, size_t errcap)
     uint64_t t1 = net_mono_usec();
     close(pfd[1]);
     if (pid < 0) {
-        const char *why = snapshot_failed(s, 0, "fork: %s", strerror(errno));
         net_prefault_pause(s->prefault, false);
         close(pfd[0]);
-        snprintf(err, errcap, "snapshot: %s", why);
-        net_error("snapshot: %s%s", why, retry_note(s));
-        return -1;
+        return start_failed(s, "fork", fork_errno, err, errcap);
     }
     sn->in_progress = true;
     sn->child = pid;

@@ -173,6 +173,21 @@ START_TEST(values_mean_what_the_docs_say)
 }
 END_TEST
 
+/* Which settings logs must redact: the password, however it is spelled. */
+START_TEST(secret_settings)
+{
+    ck_assert(net_config_secret("requirepass"));
+    ck_assert(net_config_secret("RequirePass"));
+    ck_assert(!net_config_secret("maxmemory"));
+    ck_assert(!net_config_secret("nosuch"));
+    ck_assert(!net_config_secret(""));
+    char longkey[100];
+    memset(longkey, 'r', sizeof longkey - 1);
+    longkey[sizeof longkey - 1] = 0;
+    ck_assert(!net_config_secret(longkey));
+}
+END_TEST
+
 /* Random settings over random old text: what the rewrite writes reads back
  * to exactly the settings, whatever the file held before. */
 START_TEST(reads_back_to_the_settings)
@@ -313,6 +328,7 @@ Suite *config_suite(void)
     tcase_add_test(tc, keeps_layout_and_sets_values);
     tcase_add_test(tc, values_that_need_quotes);
     tcase_add_test(tc, values_mean_what_the_docs_say);
+    tcase_add_test(tc, secret_settings);
     tcase_add_test(tc, reads_back_to_the_settings);
     tcase_add_test(tc, file_replaced_atomically);
     suite_add_tcase(s, tc);

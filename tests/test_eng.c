@@ -1005,6 +1005,8 @@ static int restore_case(struct eng *e, int i, struct eng_err *err)
     case 21: sv.watch_sum = 5; break;  /* watch time with no watched view */
     case 22: sv.count[ENG_T_VIEW] = sv.watch_n = 1; sv.watch_sum = ENG_WATCH_MAX + 1ull; break;
     case 23: sv.count[ENG_T_IMPRESSION] = UINT64_MAX; sv.count[ENG_T_VIEW] = 1; break;
+    case 24:  /* one ms over two views' bound: a floored average would pass it */
+        sv.count[ENG_T_VIEW] = sv.watch_n = 2; sv.watch_sum = 2ull * ENG_WATCH_MAX + 1; break;
     default: return -100;
     }
     return eng_restore_short(e, &sv, NULL, 0, NULL, 0, err);
@@ -1023,6 +1025,7 @@ START_TEST(test_restore_each_refusal)
         "short 7: platform with no shares", "short 7: platform shares exceed shares",
         "short 7: platform shares exceed shares", "short 7: watch time past watch_ms's bound",
         "short 7: watch time past watch_ms's bound", "short 7: impressions and views past 2^64",
+        "short 7: watch time past watch_ms's bound",
     };
     for (int i = 0; i < (int)(sizeof want / sizeof want[0]); i++) {
         struct tclock k = {.now = 1700000000000};

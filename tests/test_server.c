@@ -1873,7 +1873,7 @@ START_TEST(config_set_auth_and_maxclients)
     cli_open(&a, s.port);
     cli_open(&d, s.port);  /* made before the password, never AUTHs */
     EXPECT(&a, "+OK\r\n", "TRACK 1 view session=a");
-    EXPECT(&a, "+OK\r\n", "CONFIG SET requirepass \"n3w pw\"");
+    EXPECT(&a, "+OK\r\n", "CONFIG SET RequirePass \"n3w pw\"");  /* any case */
     ck_assert(log_has(&s, "CONFIG SET requirepass=(redacted)"));
     ck_assert(!log_has(&s, "n3w pw"));
     EXPECT(&a, "*2\r\n$11\r\nrequirepass\r\n$6\r\nn3w pw\r\n", "CONFIG GET requirepass");
