@@ -900,9 +900,9 @@ static void respond_eng_error(struct http_conn *c, int rc, const struct eng_err 
 /* Over the server's --maxmemory (asked right before the engine would run,
  * once the request has passed every check, as the line protocol does):
  * 507 and nothing recorded. */
-static bool refused_over_memory(struct http_conn *c, unsigned flags)
+static bool refused_over_memory(struct http_conn *c, size_t n, unsigned flags)
 {
-    if (!c->env->over_memory || !c->env->over_memory(c->env->ud))
+    if (!c->env->over_memory || !c->env->over_memory(c->env->ud, n))
         return false;
     respond_error(c, 507, "memory: used memory is over the server's --maxmemory; writes are "
                   "refused while it is", -1, NULL, flags);
@@ -949,7 +949,7 @@ static void h_interaction(struct http_conn *c, unsigned flags)
                 return;
             }
         }
-        if (refused_over_memory(c, flags)) {
+        if (refused_over_memory(c, n, flags)) {
             json_decref(j);
             return;
         }
@@ -962,7 +962,7 @@ static void h_interaction(struct http_conn *c, unsigned flags)
         struct eng_ix ix;
         if (ix_from_json(j, &ix, ALLOW_TYPE_SHORT, &def, why, sizeof why) < 0) {
             respond_error(c, 400, why, 0, NULL, flags);
-        } else if (!refused_over_memory(c, flags)) {
+        } else if (!refused_over_memory(c, 1, flags)) {
             int rc = eng_record(c->env->eng, &ix, &err);
             if (rc != ENG_OK)
                 respond_eng_error(c, rc, &err, 0, flags);
@@ -1002,7 +1002,7 @@ static void h_save_share(struct http_conn *c, enum eng_type type, const char *id
     struct eng_err err = {.index = -1};
     if (ix_from_json(j, &ix, 0, &def, why, sizeof why) < 0) {
         respond_error(c, 400, why, -1, NULL, flags);
-    } else if (!refused_over_memory(c, flags)) {
+    } else if (!refused_over_memory(c, 1, flags)) {
         ix.type = (int32_t)type;
         ix.short_id = sid;
         int rc = eng_record(c->env->eng, &ix, &err);

@@ -129,7 +129,7 @@ struct http_env {
     void (*fill_metrics)(void *ud, struct http_metrics *m); /* NULL: all zero */
     /* Asked before each write (interaction, save, share); true refuses it
      * with 507 and records nothing (the server's --maxmemory). NULL: never. */
-    bool (*over_memory)(void *ud);
+    bool (*over_memory)(void *ud, uint64_t n);
     /* NULL: realloc(). The module frees with free(); tests use it to fail
      * the Nth allocation. */
     void *(*realloc_fn)(void *ud, void *p, size_t n);

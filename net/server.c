@@ -948,10 +948,11 @@ bool net_refuse_writes(struct server *s, uint64_t n)
     return true;
 }
 
-/* HTTP's write gate: refusals are counted with the line protocol's. */
-static bool http_over_memory(void *ud)
+/* HTTP's write gate: its n refused interactions are counted with the
+ * line protocol's, a batch as many as it holds. */
+static bool http_over_memory(void *ud, uint64_t n)
 {
-    return net_refuse_writes(ud, 1);
+    return net_refuse_writes(ud, n);
 }
 
 uint64_t net_rss_bytes(void)

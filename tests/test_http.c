@@ -49,6 +49,7 @@ struct fx {
     uint64_t rng;
     long allocs, fail_at;    /* realloc_fn: fail the fail_at-th allocation (0: never) */
     bool over;               /* over_memory's answer */
+    uint64_t over_n;         /* writes it was asked about */
     long over_asked;         /* times it was asked */
 };
 
@@ -90,10 +91,11 @@ static void *fx_realloc(void *ud, void *p, size_t n)
     return realloc(p, n);
 }
 
-static bool fx_over_memory(void *ud)
+static bool fx_over_memory(void *ud, uint64_t n)
 {
     struct fx *f = ud;
     f->over_asked++;
+    f->over_n += n;
     return f->over;
 }
 
@@ -618,7 +620,8 @@ START_TEST(writes_refused_over_maxmemory)
     uint64_t before = interactions();
     static const char *const writes[][2] = {
         {"/api/explore/interaction", "{\"type\":\"view\",\"shortId\":5,\"userId\":3}"},
-        {"/api/explore/interaction", "[{\"type\":\"skip\",\"shortId\":6,\"userId\":3}]"},
+        {"/api/explore/interaction", "[{\"type\":\"skip\",\"shortId\":6,\"userId\":3},"
+                                     "{\"type\":\"skip\",\"shortId\":7,\"userId\":3}]"},
         {"/api/explore/save/5", "{\"userId\":3}"},
         {"/api/explore/share/5", "{\"userId\":3,\"platform\":\"x\"}"},
     };
@@ -627,6 +630,7 @@ START_TEST(writes_refused_over_maxmemory)
         check_error(&r, 507, "memory: used memory is over the server's --maxmemory", -1);
     }
     ck_assert_int_eq(F.over_asked, 5);
+    ck_assert_uint_eq(F.over_n, 1 + 1 + 2 + 1 + 1);  /* a batch counts each interaction */
     request(post("/api/explore/interaction", "{\"type\":\"nonsense\",\"shortId\":5}"), &r);
     check_error(&r, 400, "type: ", 0);
     request(post("/api/explore/save/x", "{}"), &r);
