@@ -1499,7 +1499,7 @@ static int apply(struct eng *e, const struct eng_ix *ixs, size_t n, struct plan 
         pf_items(e, &ixs[i], &pl[i]);
     for (size_t i = 0; i < n && i < PF_DEEP; i++)
         pf_deep(e, &ixs[i], &pl[i]);
-    int64_t now = eng_clock_now(e);
+    int64_t now = eng_now(e);
     struct undo_log ul = {ub, 0};
     for (size_t i = 0; i < n; i++) {
         if (i + PF_SLOTS < n)
@@ -1639,7 +1639,7 @@ void eng_tick(struct eng *e, uint32_t budget)
 {
     if (e->broken)
         return;
-    int64_t now = eng_clock_now(e);
+    int64_t now = eng_now(e);
     e->now = now;
     evict_step(e, budget, now);
     /* Inserts drive a growth in progress; this only finishes one that
@@ -1910,7 +1910,9 @@ size_t eng_history_session(struct eng *e, const char *session, size_t len,
     if (!eng_session_ok(session, len))
         return 0;
     uint32_t si = eng_sess_find(e, eng_fp_session(session, len), session, len);
-    if (si == ENG_NONE || eng_sess_expired(e, &e->ss[si], eng_clock_now(e)))
+    /* What one query found expired stays so: the time it judged by is kept. */
+    e->now = eng_now(e);
+    if (si == ENG_NONE || eng_sess_expired(e, &e->ss[si], e->now))
         return 0;
     return history(e, &e->ss[si].ring, out, limit);
 }

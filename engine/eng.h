@@ -83,7 +83,9 @@ typedef void (*eng_populate_fn)(void *ud, void *addr, size_t len);
 struct eng_config {
     uint32_t history;        /* ring size per session and per user; 0 = default 64 */
     int64_t session_ttl_ms;  /* idle sessions older than this are evicted; 0 = 24 h */
-    eng_clock_fn clock;      /* NULL = CLOCK_REALTIME; read clamped to 0..ENG_TS_MAX */
+    eng_clock_fn clock;      /* NULL = CLOCK_REALTIME; read clamped to 0..ENG_TS_MAX;
+                                a reading behind one already acted on counts as that
+                                one, so stepping the clock back revives no session */
     eng_random_fn random;    /* NULL = getrandom(), fallback /dev/urandom-free PRNG */
     eng_populate_fn populate; /* NULL = the engine's own touch faults pages in */
     void *ud;                /* passed to clock, random and populate */

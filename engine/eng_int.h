@@ -138,7 +138,7 @@ struct eng {
     eng_random_fn random;
     void *ud;
     uint64_t rng;                 /* fallback PRNG state */
-    int64_t now;                  /* clock at the last mutating call */
+    int64_t now;                  /* engine time: the latest clock reading acted on */
     bool broken;                  /* a restore failed: only eng_destroy is allowed */
     uint8_t restore_phase;
     /* restore scratch (persist.c): short id -> index + 1 by id while rings
@@ -219,6 +219,15 @@ struct eng {
 void eng_errf(struct eng_err *err, int32_t index, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 int64_t eng_clock_now(const struct eng *e);
+/* The engine's time: the clock, never earlier than the latest reading it
+ * acted on (e->now). A wall clock stepped back would otherwise revive sessions
+ * already idle past the TTL and stamp records older than those before them;
+ * as with Redis's stream ids, time stands still until the clock catches up. */
+static inline int64_t eng_now(const struct eng *e)
+{
+    int64_t c = eng_clock_now(e);
+    return c > e->now ? c : e->now;
+}
 uint64_t eng_fp_user(uint64_t user);
 uint64_t eng_fp_session(const char *s, size_t len);
 bool eng_session_ok(const char *s, size_t len);

@@ -4,7 +4,7 @@
  * engine's tables to snapshot/, and restores that rebuild them.
  *
  * Consistency of a walk: sessions idle past the TTL are skipped, judged by
- * e->now (the clock at the last mutating call), never by a fresh clock
+ * e->now (the engine's time, see eng_now), never by a fresh clock
  * read, so every walk over one unchanged engine -- counts, contexts, user
  * agents, rings -- agrees even if the clock moves between them (a snapshot
  * child walks for seconds). A context is walked only if some walked ring
@@ -776,6 +776,8 @@ int eng_restore_ring(struct eng *e, const struct eng_ring_view *v, const struct 
     uint64_t h = 0;
     if (v->last_seen_ms < 0 || v->last_seen_ms > ENG_TS_MAX)  /* the TTL check subtracts it */
         return fail(e, err, ENG_EINVAL, what, "last_seen out of range", key);
+    if (v->last_seen_ms > e->now)  /* engine time survives a restart (eng_now) */
+        e->now = v->last_seen_ms;
     if (v->is_user) {
         if (v->user == 0)
             return fail(e, err, ENG_EINVAL, what, "id must be at least 1", 0);
@@ -887,7 +889,7 @@ int eng_restore_finish(struct eng *e, const struct eng_totals *t, struct eng_err
     e->interactions = t->interactions;
     memcpy(e->by_type, t->by_type, sizeof(e->by_type));
     e->sessions_evicted = t->sessions_evicted;
-    e->now = eng_clock_now(e);
+    e->now = eng_now(e);
     e->evict_cur = 0;
     return ENG_OK;
 }

@@ -324,11 +324,13 @@ START_TEST(test_eviction)
     clk.now += 1000;  /* idle exactly the TTL: still alive */
     ck_assert_uint_eq(eng_history_session(E, "old", 3, h, 8), 1);
     clk.now += 1;     /* longer than the TTL: gone at once */
-    ck_assert_uint_eq(eng_history_session(E, "old", 3, h, 8), 0);
     struct eng_walk_counts wc;
-    eng_walk_counts(E, &wc);   /* walks judge by the last mutation's clock */
+    eng_walk_counts(E, &wc);   /* walks judge by the engine's time, not the clock */
     ck_assert_uint_eq(wc.sessions, 1);
-    eng_tick(E, 0);            /* now they see it expired too */
+    ck_assert_uint_eq(eng_history_session(E, "old", 3, h, 8), 0);
+    eng_walk_counts(E, &wc);   /* which that query moved on */
+    ck_assert_uint_eq(wc.sessions, 0);
+    eng_tick(E, 0);
     eng_walk_counts(E, &wc);
     ck_assert_uint_eq(wc.sessions, 0);
     ck_assert_uint_eq(wc.ctxs, 0);
@@ -855,6 +857,53 @@ START_TEST(test_clock_out_of_range_clamped)
         verify_ok(e);
         eng_destroy(e);
     }
+}
+END_TEST
+
+/* A wall clock stepped back (an NTP correction) neither revives a session
+ * already idle past the TTL nor stamps a record before the newest one: the
+ * engine's time stands still until the clock catches up. */
+START_TEST(test_clock_steps_back)
+{
+    struct tclock k = {.now = 1000000};
+    struct eng *e = mk_eng(&k, 4, 1000);
+    struct eng_ix a = ix_of(ENG_T_VIEW, 1, "a", 0);
+    rec_ok(e, &a);
+    struct eng_history_rec h[4];
+    k.now += 1001;                /* a query sees "a" gone ... */
+    ck_assert_uint_eq(eng_history_session(e, "a", 1, h, 4), 0);
+    k.now -= 5000;                /* ... and so does every later one */
+    ck_assert_uint_eq(eng_history_session(e, "a", 1, h, 4), 0);
+    struct eng_walk_counts wc;
+    eng_walk_counts(e, &wc);
+    ck_assert_uint_eq(wc.sessions, 0);
+    struct eng_ix b = ix_of(ENG_T_IMPRESSION, 1, "b", 0);
+    rec_ok(e, &b);                /* stamped with the engine's time, not the clock's */
+    rec_ok(e, &b);
+    ck_assert_uint_eq(eng_history_session(e, "b", 1, h, 4), 2);
+    ck_assert_int_eq(h[0].ts, 1001001);
+    ck_assert_int_eq(h[1].ts, 1001001);
+    rec_ok(e, &a);                /* "a" starts afresh: its old ring is gone */
+    ck_assert_uint_eq(eng_history_session(e, "a", 1, h, 4), 1);
+    struct eng_info in;
+    eng_info(e, &in);
+    ck_assert_uint_eq(in.sessions_evicted, 1);
+    k.now = 1001001 + 1000;       /* the clock catches up: "b" idles exactly the TTL */
+    ck_assert_uint_eq(eng_history_session(e, "b", 1, h, 4), 2);
+    k.now += 1;
+    ck_assert_uint_eq(eng_history_session(e, "b", 1, h, 4), 0);
+    verify_ok(e);
+    /* a restart with the clock behind resumes from the newest last_seen */
+    struct eng_ix u = ix_of(ENG_T_IMPRESSION, 1, NULL, 9);
+    rec_ok(e, &u);
+    k.now -= 700;
+    struct eng *r = clone_eng(e, &k, 4, 1000);
+    eng_destroy(e);
+    rec_ok(r, &u);
+    ck_assert_uint_eq(eng_history_user(r, 9, h, 4), 2);
+    ck_assert_int_eq(h[0].ts, 1002002);
+    ck_assert_int_eq(h[1].ts, 1002002);
+    eng_destroy(r);
 }
 END_TEST
 
@@ -1571,6 +1620,7 @@ Suite *eng_suite(void)
     tcase_add_test(tc, test_restore_short_ids);
     tcase_add_test(tc, test_enomem_retry_platforms);
     tcase_add_test(tc, test_clock_out_of_range_clamped);
+    tcase_add_test(tc, test_clock_steps_back);
     tcase_add_test(tc, test_verify_after_record_eviction);
     suite_add_tcase(s, tc);
     return s;

@@ -4,7 +4,7 @@
  * random interactions -- every type, guests, users and both, repeats,
  * platforms, ips, user agents, explicit and default timestamps, batches
  * (some with a bad element, which must apply nothing), boosts, clock jumps
- * that expire sessions -- through the engine and through a plain model
+ * that expire sessions and steps back that must not revive them -- through the engine and through a plain model
  * here: arrays indexed by pool position, bitmaps for viewer sets, linear
  * scans. After every step the touched short's stats and the touched
  * viewer's history are compared; at checkpoints (after a full eviction
@@ -93,6 +93,7 @@ struct m_sess {
 
 struct m_user {
     bool exists;
+    int64_t last_seen;
     struct m_ring ring;
 };
 
@@ -101,6 +102,7 @@ struct model {
     struct m_sess ss[N_SESS];
     struct m_user us[N_USERS];
     uint64_t interactions, by_type[ENG_T_COUNT], evicted;
+    int64_t time;  /* the engine's time at its last mutation: it never goes back */
 };
 
 static uint64_t short_ids[N_SHORTS], user_ids[N_USERS];
@@ -116,6 +118,12 @@ struct gen {
     int sh, sess, user, plat, ip, ua;
 };
 
+/* What the engine takes as now: the clock, or its time if the clock is behind. */
+static int64_t m_now(void)
+{
+    return clk.now > M->time ? clk.now : M->time;
+}
+
 static bool m_expired(const struct m_sess *s, int64_t now)
 {
     return now - s->last_seen > TTL;
@@ -124,7 +132,7 @@ static bool m_expired(const struct m_sess *s, int64_t now)
 static void m_apply(const struct gen *g)
 {
     const struct eng_ix *ix = &g->ix;
-    int64_t now = clk.now;
+    int64_t now = M->time = m_now();
     struct m_short *s = &M->sh[g->sh];
     s->exists = true;
     int vid = g->user >= 0 ? N_SESS + g->user : g->sess;
@@ -181,6 +189,7 @@ static void m_apply(const struct gen *g)
     }
     if (g->user >= 0) {
         M->us[g->user].exists = true;
+        M->us[g->user].last_seen = now;
         m_push(&M->us[g->user].ring, &r);
     }
 }
@@ -188,8 +197,9 @@ static void m_apply(const struct gen *g)
 /* What a full eviction sweep does to the model. */
 static void m_sweep(void)
 {
+    M->time = m_now();
     for (int i = 0; i < N_SESS; i++)
-        if (M->ss[i].exists && m_expired(&M->ss[i], clk.now)) {
+        if (M->ss[i].exists && m_expired(&M->ss[i], M->time)) {
             M->ss[i].exists = false;
             M->ss[i].ring.n = 0;
             M->evicted++;
@@ -314,7 +324,8 @@ static void cmp_sess(int i)
 {
     const struct m_sess *s = &M->ss[i];
     size_t n = eng_history_session(E, sess_ids[i], strlen(sess_ids[i]), H, HIST + 3);
-    cmp_ring(&s->ring, !s->exists || m_expired(s, clk.now), H, n, sess_ids[i]);
+    M->time = m_now();  /* the query keeps the time it judged by */
+    cmp_ring(&s->ring, !s->exists || m_expired(s, M->time), H, n, sess_ids[i]);
 }
 
 static void cmp_user(int i)
@@ -508,6 +519,7 @@ static void run(uint64_t seed, int steps)
     rng = seed;
     clk.now = 1700000000000;
     M = calloc(1, sizeof(*M));
+    M->time = clk.now;
     E = mk_eng(&clk, HIST, TTL);
     gen_pools();
     /* up to 64: longer than the batch pipeline's prefetch distances, so
@@ -520,13 +532,15 @@ static void run(uint64_t seed, int steps)
         clk.now += (int64_t)trng_below(&rng, 50);
         if (trng_below(&rng, 3000) == 0)
             clk.now += TTL + (int64_t)trng_below(&rng, TTL);  /* a quiet spell: sessions expire */
+        else if (trng_below(&rng, 5000) == 0)
+            clk.now -= 1 + (int64_t)trng_below(&rng, TTL);  /* the wall clock steps back */
         uint64_t what = trng_below(&rng, 1000);
         if (what >= 995) {
             /* jump to exactly TTL (or TTL + 1) after a session's last record,
              * query it, then record on it: the idle boundary */
             int i = (int)trng_below(&rng, 50);
             int64_t target = M->ss[i].last_seen + TTL + (int64_t)trng_below(&rng, 2);
-            if (!M->ss[i].exists || target < clk.now)
+            if (!M->ss[i].exists || target < m_now())
                 continue;
             clk.now = target;
             cmp_sess(i);
@@ -598,6 +612,14 @@ static void run(uint64_t seed, int steps)
                 struct eng *R = clone_eng(E, &clk, HIST, TTL);
                 eng_destroy(E);
                 E = R;
+                /* a restore resumes from the newest last_seen it holds */
+                M->time = clk.now;
+                for (int i = 0; i < N_SESS; i++)
+                    if (M->ss[i].exists && M->ss[i].last_seen > M->time)
+                        M->time = M->ss[i].last_seen;
+                for (int i = 0; i < N_USERS; i++)
+                    if (M->us[i].exists && M->us[i].last_seen > M->time)
+                        M->time = M->us[i].last_seen;
                 checkpoint();
             }
         }
