@@ -1565,6 +1565,23 @@ int eng_record_batch(struct eng *e, const struct eng_ix *ixs, size_t n, struct e
     return rc;
 }
 
+int eng_reserve(struct eng *e, uint64_t n, struct eng_err *err)
+{
+    err_ok(err);
+    int rc = check_usable(e, err);
+    if (rc)
+        return rc;
+    if (n > ENG_SHORTS_MAX - e->nsh) {
+        eng_errf(err, -1, "shorts: more than %llu", (unsigned long long)ENG_SHORTS_MAX);
+        return ENG_ELIMIT;
+    }
+    if (eng_reserve_shorts(e, n)) {
+        eng_errf(err, -1, "memory: out of memory");
+        return ENG_ENOMEM;
+    }
+    return ENG_OK;
+}
+
 int eng_set_boost(struct eng *e, uint64_t short_id, int64_t boost, struct eng_err *err)
 {
     err_ok(err);

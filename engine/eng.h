@@ -135,6 +135,11 @@ int eng_record(struct eng *e, const struct eng_ix *ix, struct eng_err *err);
 int eng_record_batch(struct eng *e, const struct eng_ix *ixs, size_t n, struct eng_err *err);
 
 int eng_set_boost(struct eng *e, uint64_t short_id, int64_t boost, struct eng_err *err);
+/* Room for n more shorts: after ENG_OK, creating up to n of them -- by
+ * recording or eng_set_boost -- cannot fail for memory or ENG_SHORTS_MAX,
+ * so a caller applying a batch and then boosts can promise both or neither.
+ * ENG_ENOMEM or ENG_ELIMIT otherwise; nothing a query sees changes. */
+int eng_reserve(struct eng *e, uint64_t n, struct eng_err *err);
 
 /* Cache hint: touch the hash slots ix will need. A server that parsed many
  * commands from one read prefetches them all, then records them, so the

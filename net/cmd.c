@@ -976,19 +976,23 @@ static bool conn_authed(const struct server *s, const struct conn *c)
 }
 
 /* The password check of AUTH and HELLO ... AUTH: the only user is Redis's
- * "default" (user NULL: AUTH <password>). With no password set, or on a
- * mismatch (Redis's WRONGPASS, counted and logged), it answers the error
+ * "default" (user NULL: AUTH <password>). With no password set, as in
+ * Redis, "default" takes any password (clients that always send
+ * HELLO 3 AUTH default <pw> connect) and AUTH <password> is an error. On an
+ * error or a mismatch (Redis's WRONGPASS, counted and logged) it answers
  * and returns false. */
 static bool auth_check(struct server *s, struct conn *c, const struct proto_arg *user,
                        const struct proto_arg *pw)
 {
-    if (!s->cfg.requirepass[0]) {
-        reply_err(s, c, "AUTH called without any password configured (--requirepass)");
-        return false;
-    }
     bool user_ok = !user || arg_is(user, "default");
     size_t n = strlen(s->cfg.requirepass);
     unsigned diff = pw->len != n;
+    if (!n && !user) {
+        reply_err(s, c, "AUTH called without any password configured (--requirepass)");
+        return false;
+    }
+    if (!n)
+        diff = 0;
     for (size_t i = 0; i < n; i++)  /* no early exit on the first differing byte */
         diff |= (unsigned)(s->cfg.requirepass[i] ^ (i < pw->len ? pw->p[i] : 0));
     if (diff || !user_ok) {
@@ -1213,8 +1217,9 @@ static void stat_writes(struct server *s, const struct net_multi *m, size_t from
 }
 
 /* Applies items [from, to) of the queue, TRACKs and BOOSTs only, as one
- * all-or-nothing engine batch (BOOSTs after it; they only fail for
- * memory). 0, or -1 with the reason in e and nothing applied. */
+ * all-or-nothing engine batch, BOOSTs after it: they can only fail for a
+ * new short's room, reserved first for every short the batch and they
+ * might create. 0, or -1 with the reason in e and nothing applied. */
 static int exec_writes(struct server *s, struct net_multi *m, size_t from, size_t to,
                        struct eng_err *e)
 {
@@ -1222,6 +1227,10 @@ static int exec_writes(struct server *s, struct net_multi *m, size_t from, size_
     const uint64_t t0 = net_mono_nsec();
     for (size_t i = from; i < to; i++)
         ntrack += m->items[i].kind == NET_Q_TRACK;
+    if (ntrack < to - from && eng_reserve(s->eng, to - from, e)) {
+        stat_writes(s, m, from, to, net_mono_nsec() - t0, W_FAILED);
+        return -1;
+    }
     if (ntrack > m->ixs_cap) {
         struct eng_ix *ixs = realloc(m->ixs, ntrack * sizeof *ixs);
         if (!ixs) {
@@ -1254,7 +1263,7 @@ static int exec_writes(struct server *s, struct net_multi *m, size_t from, size_
         const struct net_qitem *q = &m->items[i];
         struct eng_err be = {.index = -1};
         if (q->kind == NET_Q_BOOST && eng_set_boost(s->eng, q->boost_id, q->boost, &be))
-            net_warn("EXEC: BOOST %llu failed after the TRACKs applied: %s",
+            net_warn("EXEC: BOOST %llu failed despite its reservation: %s",
                      (unsigned long long)q->boost_id, be.msg);
     }
     s->dirty += to - from;

@@ -20,8 +20,9 @@
  *    a bulk argument at most PROTO_BULK_MAX bytes, a command at most
  *    PROTO_ARGC_MAX arguments;
  *  - a bare token (no quote inside) points into buf: no copy. A token that
- *    holds a '"' anywhere is unescaped into scratch. Quotes group characters
- *    within a token, so ua="a b" and "ua=a b" are the same token.
+ *    holds a '"' or '\'' anywhere is unescaped into scratch. Quotes group
+ *    characters within a token, so ua="a b", "ua=a b" and 'ua=a b' are the
+ *    same token.
  *
  * Re-parsing from the start on PROTO_MORE costs O(arguments) for RESP (bulk
  * payloads are skipped by length, not scanned) and one memchr of at most
@@ -64,32 +65,38 @@ static inline bool is_sep(uint8_t c)
 
 /* Byte classes for the inline tokenizer's inner loops: one load per byte. */
 enum { CL_BARE = 0, CL_SEP = 1, CL_QUOTE = 2 };
-static const uint8_t inline_class[256] = {[' '] = CL_SEP, ['\t'] = CL_SEP, ['\r'] = CL_SEP,
-                                          ['\v'] = CL_SEP, ['\f'] = CL_SEP, ['"'] = CL_QUOTE};
+static const uint8_t inline_class[256] = {[' '] = CL_SEP,  ['\t'] = CL_SEP, ['\r'] = CL_SEP,
+                                          ['\v'] = CL_SEP,  ['\f'] = CL_SEP, ['"'] = CL_QUOTE,
+                                          ['\''] = CL_QUOTE};
 
 /* Unescape one token that holds a quote, starting at line[*pos]; writes to
- * scratch[*used..cap). Returns 0, or PROTO_EBAD / PROTO_EFATAL with err set. */
+ * scratch[*used..cap). As in Redis's sdssplitargs, double quotes take the
+ * escapes below, single quotes only \' (any other byte, a backslash too, is
+ * itself). Returns 0, or PROTO_EBAD / PROTO_EFATAL with err set. */
 static int inline_quoted(const uint8_t *line, size_t n, size_t *pos, uint8_t *scratch,
                          size_t cap, size_t *used, struct proto_cmd *cmd)
 {
     size_t p = *pos, o = *used;
-    bool inq = false;
+    uint8_t inq = 0;  /* the open quote, or 0 */
 
     while (p < n) {
         uint8_t c = line[p];
         if (!inq) {
             if (is_sep(c))
                 break;
-            if (c == '"') {
-                inq = true;
+            if (c == '"' || c == '\'') {
+                inq = c;
                 p++;
                 continue;
             }
-        } else if (c == '"') {
-            inq = false;
+        } else if (c == inq) {
+            inq = 0;
             p++;
             continue;
-        } else if (c == '\\') {
+        } else if (inq == '\'' && c == '\\' && p + 1 < n && line[p + 1] == '\'') {
+            c = '\'';
+            p++;
+        } else if (inq == '"' && c == '\\') {
             if (p + 1 >= n)
                 break;  /* a trailing backslash cannot close the quote */
             uint8_t e = line[p + 1];
@@ -174,7 +181,7 @@ static int parse_inline(const uint8_t *buf, size_t len, uint8_t *scratch, size_t
         while (p < n && inline_class[buf[p]] == CL_BARE)
             p++;
         struct proto_arg *a = &cmd->argv[cmd->argc++];
-        if (p == n || buf[p] != '"') {
+        if (p == n || inline_class[buf[p]] != CL_QUOTE) {
             a->p = buf + start;
             a->len = p - start;
             continue;
@@ -369,7 +376,10 @@ size_t proto_enc_bulk(uint8_t *out, const void *p, size_t len)
 
 /* ---- quoting -------------------------------------------------------------- */
 
-static inline bool bare_ok(uint8_t c) { return c > 0x20 && c < 0x7f && c != '"' && c != '\\'; }
+static inline bool bare_ok(uint8_t c)
+{
+    return c > 0x20 && c < 0x7f && c != '"' && c != '\'' && c != '\\';
+}
 
 bool proto_needs_quote(const uint8_t *v, size_t len)
 {

@@ -860,6 +860,37 @@ START_TEST(test_clock_out_of_range_clamped)
 }
 END_TEST
 
+/* eng_reserve's promise, which EXEC's BOOSTs after a TRACK batch rely on:
+ * shorts created within the room need no allocation. */
+START_TEST(test_reserve)
+{
+    struct eng *e = mk_eng(&clk, 4, 1000);
+    struct eng_err err;
+    ck_assert_int_eq(eng_reserve(e, ENG_SHORTS_MAX + 1, &err), ENG_ELIMIT);
+    ck_assert_str_eq(err.msg, "shorts: more than 2147483648");
+    eng_test_fail_alloc(e, 1);
+    ck_assert_int_eq(eng_set_boost(e, 1, 5, &err), ENG_ENOMEM);  /* no room yet */
+    eng_test_fail_alloc(e, 1);
+    ck_assert_int_eq(eng_reserve(e, 10000, &err), ENG_ENOMEM);
+    ck_assert_str_eq(err.msg, "memory: out of memory");
+    eng_test_fail_alloc(e, 0);
+    ck_assert_int_eq(eng_reserve(e, 10000, &err), ENG_OK);
+    struct eng_ix ixs[3000];
+    for (int i = 0; i < 3000; i++)
+        ixs[i] = ix_of(ENG_T_IMPRESSION, 100 + (uint64_t)i, NULL, 1);
+    ck_assert_int_eq(eng_record_batch(e, ixs, 3000, &err), ENG_OK);
+    eng_test_fail_alloc(e, 1);  /* from here every allocation would fail */
+    for (uint64_t id = 10000; id < 17000; id++)  /* past what 3000 shorts had grown to */
+        REQUIRE(eng_set_boost(e, id, 7, &err) == ENG_OK);
+    eng_test_fail_alloc(e, 0);
+    struct eng_info in;
+    eng_info(e, &in);
+    ck_assert_uint_eq(in.shorts, 10000);
+    verify_ok(e);
+    eng_destroy(e);
+}
+END_TEST
+
 /* A wall clock stepped back (an NTP correction) neither revives a session
  * already idle past the TTL nor stamps a record before the newest one: the
  * engine's time stands still until the clock catches up. */
@@ -1621,6 +1652,7 @@ Suite *eng_suite(void)
     tcase_add_test(tc, test_enomem_retry_platforms);
     tcase_add_test(tc, test_clock_out_of_range_clamped);
     tcase_add_test(tc, test_clock_steps_back);
+    tcase_add_test(tc, test_reserve);
     tcase_add_test(tc, test_verify_after_record_eviction);
     suite_add_tcase(s, tc);
     return s;

@@ -113,6 +113,17 @@ START_TEST(inline_quotes)
     /* A quote may hold a NUL byte via \x00. */
     ck_assert_int_eq(PARSE("ECHO \"\\x00\"\n"), PROTO_OK);
     expect_arg(1, "\0", 1);
+
+    /* Single quotes, as in Redis: only \' is an escape; a double quote and
+     * a backslash are themselves, and each kind holds the other. */
+    ck_assert_int_eq(PARSE("ECHO 'a b' ua='x\\n\\'y\"z' '' \"it's\"\n"), PROTO_OK);
+    ck_assert_uint_eq(cmd.argc, 5);
+    ARG(1, "a b");
+    ARG(2, "ua=x\\n'y\"z");
+    ARG(3, "");
+    ARG(4, "it's");
+    ck_assert_int_eq(PARSE("ECHO 'a\\\\b'\n"), PROTO_OK);  /* \\ is two bytes here */
+    ARG(1, "a\\\\b");
 }
 END_TEST
 
@@ -136,6 +147,10 @@ START_TEST(inline_errors_keep_going)
     ck_assert_int_eq(PARSE("ECHO \"ab\\\n"), PROTO_EBAD);    /* trailing backslash */
     ck_assert_str_eq(cmd.err, "unbalanced quotes in request");
     ck_assert_int_eq(PARSE("ECHO a\"\n"), PROTO_EBAD);
+    ck_assert_int_eq(PARSE("ECHO 'it\n"), PROTO_EBAD);
+    ck_assert_str_eq(cmd.err, "unbalanced quotes in request");
+    ck_assert_int_eq(PARSE("ECHO 'ab\\'\n"), PROTO_EBAD);  /* escaped quote never closes */
+    ck_assert_int_eq(PARSE("ECHO O'Reilly\n"), PROTO_EBAD);
 }
 END_TEST
 
@@ -503,7 +518,7 @@ START_TEST(quote_round_trip)
             if (alphabet == 0)
                 v[i] = (uint8_t)r;                       /* any byte */
             else if (alphabet == 1)
-                v[i] = " \"\\\t\n\rax=("[r % 11];      /* the tricky ones */
+                v[i] = " \"'\\\t\n\rax=("[r % 12];     /* the tricky ones */
             else
                 v[i] = (uint8_t)(0x20 + r % 95);         /* printable */
         }

@@ -1382,7 +1382,14 @@ START_TEST(handshake_commands)
     EXPECT(&c, "-ERR Protocol version is not an integer or out of range\r\n", "HELLO two");
     EXPECT(&c, "-ERR Syntax error in HELLO option 'SETNAME'\r\n", "HELLO 2 SETNAME");
     EXPECT(&c, "-ERR Syntax error in HELLO option 'AUTH'\r\n", "HELLO 2 AUTH default");
-    EXPECT_ERR(&c, "-ERR AUTH called without any password configured", "HELLO 2 AUTH default x");
+    /* no password: "default" takes any (Redis's nopass default user) */
+    r = cmdf(&c, "HELLO 2 AUTH default x");
+    ck_assert_msg(strncmp(r, "*14\r\n$6\r\nserver\r\n", 17) == 0, "%s", r);
+    EXPECT(&c, "+OK\r\n", "AUTH default y");
+    EXPECT(&c, "-WRONGPASS invalid username-password pair or user is disabled.\r\n",
+           "AUTH alice y");
+    EXPECT(&c, "-WRONGPASS invalid username-password pair or user is disabled.\r\n",
+           "HELLO 2 AUTH alice x");
     EXPECT_ERR(&c, "-ERR client name: at most 128", "HELLO 2 SETNAME \"a b\"");
     EXPECT(&c, "$-1\r\n", "CLIENT GETNAME");  /* a refused HELLO sets nothing */
 
