@@ -1271,6 +1271,18 @@ static int exec_writes(struct server *s, struct net_multi *m, size_t from, size_
     return 0;
 }
 
+/* --client-output-limit inside EXEC, whose replies to a long queue of
+ * queries would otherwise pile up unchecked until it ends (a client that
+ * does not read: gigabytes). Past the limit the client is closing; as in
+ * Redis the transaction still runs whole, its replies dropped as made. */
+static void exec_limit_output(struct server *s, struct conn *c)
+{
+    if (c->state != CONN_CLOSING && net_buf_live(&c->out) > s->cfg.client_output_limit)
+        net_conn_limit_output(s, c);
+    if (c->state == CONN_CLOSING)
+        net_buf_consume(&c->out, net_buf_live(&c->out));
+}
+
 /* EXEC. The queue runs in order, no other client in between. Its writes
  * (TRACK, BOOST) between two other commands form one engine batch, all or
  * nothing: a transaction of writes alone is applied whole or answered
@@ -1322,6 +1334,7 @@ static void cmd_exec(struct server *s, struct conn *c, const struct proto_cmd *c
     /* Errors in the array are the queued commands', not EXEC's own. */
     const struct net_cur_cmd mine = s->cur;
     for (size_t i = 0; i < m->n; s->cur = mine) {
+        exec_limit_output(s, c);
         if (m->items[i].kind == NET_Q_CMD) {
             run_queued(s, c, &m->items[i++]);
             continue;
@@ -1349,6 +1362,7 @@ static void cmd_exec(struct server *s, struct conn *c, const struct proto_cmd *c
                 reply_err(s, c, "not applied: %s", why);
         }
     }
+    exec_limit_output(s, c);
     multi_reset(m);
 }
 

@@ -1766,6 +1766,53 @@ START_TEST(client_never_reads)
 }
 END_TEST
 
+/* EXEC checks the output limit as its queue runs: 400 queued TOPs (12 MB of
+ * replies) to a client that never reads close it near the 1 MiB limit, not
+ * after buffering them all; the transaction still runs whole, as in Redis. */
+START_TEST(exec_output_limit)
+{
+    struct srv s;
+    const char *args[] = {"--client-output-limit", "1m", NULL};
+    srv_start(&s, args);
+    struct cli good;
+    cli_open(&good, s.port);
+    size_t cap = 400 * 16 + 64;
+    char *buf = malloc(1000 * 40);
+    ck_assert_ptr_nonnull(buf);
+    size_t o = 0;
+    for (int i = 1; i <= 1000; i++)
+        o += (size_t)sprintf(buf + o, "TRACK %d view session=a\r\n", i);
+    cli_send(&good, buf, o);
+    for (int i = 0; i < 1000; i++)
+        ck_assert_str_eq(cli_reply(&good), "+OK\r\n");
+    ck_assert_uint_gt(strlen(cmdf(&good, "TOP 1000")), 16384);
+
+    int fd = tcp_connect(s.port);
+    int small = 4096;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    o = (size_t)sprintf(buf, "MULTI\r\n");
+    for (int i = 0; i < 400; i++)
+        o += (size_t)sprintf(buf + o, "TOP 1000\r\n");
+    o += (size_t)sprintf(buf + o, "TRACK 5000 view session=x\r\nEXEC\r\n");
+    ck_assert_uint_lt(o, cap);
+    ck_assert_int_eq(send(fd, buf, o, MSG_NOSIGNAL), (ssize_t)o);
+    free(buf);
+    ck_assert_int_eq(wait_info_ge(&good, "output_limit_disconnects", 1), 1);
+    expect_stat(&good, 5000, "views", "1");  /* queued after the cut: it ran */
+    close(fd);
+    char *log = read_file(s.log, NULL);
+    ck_assert_ptr_nonnull(log);
+    const char *at = strstr(log, "output buffer ");
+    ck_assert_ptr_nonnull(at);
+    unsigned long long held = strtoull(at + strlen("output buffer "), NULL, 10);
+    ck_assert_msg(held < (2u << 20), "closed holding %llu bytes of replies", held);
+    free(log);
+    cli_close(&good);
+    assert_alive(&s);
+    srv_stop_ok(&s);
+}
+END_TEST
+
 /* The output limit is for clients that do not read: one that sends a
  * pipeline whose replies pass the limit within one read of its input, and
  * reads them, gets them all. */
@@ -4240,6 +4287,7 @@ Suite *server_suite(void)
     tcase_add_test(tc, config_values_round_trip);
     tcase_add_test(tc, client_never_reads);
     tcase_add_test(tc, client_reads_past_output_limit);
+    tcase_add_test(tc, exec_output_limit);
     tcase_add_test(tc, http_port_limits_and_metrics);
     tcase_add_test(tc, maxmemory_and_config_set);
     tcase_add_test(tc, thousand_connections);
