@@ -2,8 +2,9 @@
 /*
  * cmd.c -- the command table, argument parsing, and the replies.
  *
- * Design. net_conn_process() parses every complete command in a
- * connection's input before returning to the loop. Runs of TRACK commands
+ * Design. net_conn_process() parses the complete commands in a
+ * connection's input for one turn (NET_TURN_USEC; the server parks what is
+ * left for the loop's next iteration, see server.c). Runs of TRACK commands
  * take a fast path: each is parsed into struct eng_ix (pointers into the
  * input buffer, or into the server's scratch for quoted tokens); the run is
  * applied in order when it reaches NET_BATCH (NET_BATCH_COW while a
@@ -2522,7 +2523,7 @@ static size_t batch_limit(const struct server *s)
     return s->snap.in_progress ? NET_BATCH_COW : NET_BATCH;
 }
 
-void net_conn_process(struct server *s, struct conn *c)
+bool net_conn_process(struct server *s, struct conn *c)
 {
     struct net_buf *in = &c->in;
     struct proto_cmd *cmd = &s->cmd;
@@ -2530,8 +2531,10 @@ void net_conn_process(struct server *s, struct conn *c)
     s->nbatch = 0;
     s->scratch_used = 0;
     size_t batch_max = batch_limit(s);
-    uint64_t flush_at = net_mono_usec() + NET_FLUSH_USEC;
-    uint32_t since_check = 0;
+    const uint64_t t0 = net_mono_usec(), turn_end = t0 + NET_TURN_USEC;
+    uint64_t flush_at = t0 + NET_FLUSH_USEC;
+    uint32_t since_check = 0;  /* the clock is read every batch_max TRACKs' worth */
+    bool more = false;
     while (c->state == CONN_ACTIVE && net_buf_live(in) > 0) {
         if (NET_SCRATCH - s->scratch_used < PROTO_SCRATCH_MIN)
             batch_apply(s, c);
@@ -2580,6 +2583,7 @@ void net_conn_process(struct server *s, struct conn *c)
             batch_apply(s, c);
             dispatch(s, c, cmd);
             batch_max = batch_limit(s);  /* a SNAPSHOT in this input forks now */
+            since_check += 15;           /* any other command may cost a TOP's 30 us */
         }
         /* the limit in force now: a CONFIG SET earlier in this input counts */
         if (net_buf_live(&c->out) > s->cfg.client_output_limit && !c->out.failed) {
@@ -2592,6 +2596,10 @@ void net_conn_process(struct server *s, struct conn *c)
         if (++since_check >= batch_max) {
             since_check = 0;
             uint64_t now = net_mono_usec();
+            if (now >= turn_end) {  /* the rest waits for the loop's next iteration */
+                more = net_buf_live(in) > 0;
+                break;
+            }
             if (now >= flush_at) {
                 /* The batch's pointers stay valid: writing only moves the
                  * output buffer's offset. */
@@ -2609,4 +2617,5 @@ void net_conn_process(struct server *s, struct conn *c)
     } else if (c->state != CONN_CLOSING) {
         net_conn_limit_output(s, c);
     }
+    return more && c->state == CONN_ACTIVE;
 }

@@ -10,13 +10,21 @@
  *               +--output or query limit, I/O error, no memory--> CLOSING -> freed
  *
  * Reads: one read(2) per readiness event into the connection's input buffer
- * (16 KiB, doubling up to 1 MiB while reads fill it), then cmd.c runs every
- * complete command in it. Replies are appended to the output buffer and the
+ * (16 KiB, doubling up to 1 MiB while reads fill it), then cmd.c runs the
+ * complete commands in it. Replies are appended to the output buffer and the
  * connection is put on the pending list; an ev_prepare watcher, which runs
  * once per loop iteration just before the loop sleeps, writes each pending
  * connection's replies with as few write(2) calls as the socket accepts. Only
  * a connection whose socket is full gets a write watcher. So a pipeline of
  * 100,000 commands costs a few reads and a few writes, not 200,000 syscalls.
+ *
+ * Fairness: a connection's input runs for one turn (NET_TURN_USEC) per
+ * iteration. Input left when the turn ends (a megabyte of TOPs is seconds
+ * of work) is parked: the connection stops reading, the same ev_prepare
+ * runs one more turn of each parked connection per iteration, and an
+ * ev_idle keeps the loop from sleeping while any is parked. Every other
+ * client is served between two turns; the parked one reads again once its
+ * input is run.
  *
  * Time: the engine's clock is ev_now(), the loop's cached wall time, so no
  * command makes a clock syscall.
@@ -124,30 +132,64 @@ static void addr_text(const struct sockaddr *sa, socklen_t len, char *out, size_
 
 /* ---- connections ----------------------------------------------------------------- */
 
+/* The work lists: a connection is on each at most once, in FIFO order.
+ * `off` says which of its links (wl: pending, pl: parked). */
+#define LINK(c, off) ((struct conn_link *)((char *)(c) + (off)))
+
+static void list_push(struct conn_list *l, struct conn *c, size_t off)
+{
+    struct conn_link *k = LINK(c, off);
+    if (k->on)
+        return;
+    *k = (struct conn_link){.prev = l->tail, .next = NULL, .on = true};
+    if (l->tail)
+        LINK(l->tail, off)->next = c;
+    else
+        l->head = c;
+    l->tail = c;
+    l->n++;
+}
+
+static void list_remove(struct conn_list *l, struct conn *c, size_t off)
+{
+    struct conn_link *k = LINK(c, off);
+    if (!k->on)
+        return;
+    if (k->prev)
+        LINK(k->prev, off)->next = k->next;
+    else
+        l->head = k->next;
+    if (k->next)
+        LINK(k->next, off)->prev = k->prev;
+    else
+        l->tail = k->prev;
+    *k = (struct conn_link){0};
+    l->n--;
+}
+
 static void pending_add(struct server *s, struct conn *c)
 {
-    if (c->pending)
-        return;
-    c->pending = true;
-    c->wprev = NULL;
-    c->wnext = s->pending;
-    if (s->pending)
-        s->pending->wprev = c;
-    s->pending = c;
+    list_push(&s->pending, c, offsetof(struct conn, wl));
 }
 
 static void pending_remove(struct server *s, struct conn *c)
 {
-    if (!c->pending)
-        return;
-    if (c->wprev)
-        c->wprev->wnext = c->wnext;
-    else
-        s->pending = c->wnext;
-    if (c->wnext)
-        c->wnext->wprev = c->wprev;
-    c->pending = false;
-    c->wprev = c->wnext = NULL;
+    list_remove(&s->pending, c, offsetof(struct conn, wl));
+}
+
+/* Its turn ended with input left: no reading until that input is run. */
+static void conn_park(struct server *s, struct conn *c)
+{
+    ev_io_stop(s->loop, &c->rio);
+    list_push(&s->parked, c, offsetof(struct conn, pl));
+    ev_idle_start(s->loop, &s->spin_w);
+}
+
+static void conn_unpark(struct server *s, struct conn *c)
+{
+    list_remove(&s->parked, c, offsetof(struct conn, pl));
+    if (!s->parked.n)
+        ev_idle_stop(s->loop, &s->spin_w);
 }
 
 static void conn_free(struct server *s, struct conn *c)
@@ -155,6 +197,7 @@ static void conn_free(struct server *s, struct conn *c)
     ev_io_stop(s->loop, &c->rio);
     ev_io_stop(s->loop, &c->wio);
     pending_remove(s, c);
+    conn_unpark(s, c);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -248,11 +291,13 @@ void net_conn_limit_output(struct server *s, struct conn *c)
     c->state = CONN_CLOSING;
 }
 
-/* CONN_LINGERING: discard input; the close comes at EOF, error or timeout. */
+/* CONN_LINGERING: discard input; the close comes at EOF, error or timeout.
+ * A few reads per event, like any client's turn: a peer that keeps sending
+ * must not hold the loop until LINGER_TIMEOUT, which cron checks. */
 static void linger_read(struct server *s, struct conn *c)
 {
     uint8_t sink[16384];
-    for (;;) {
+    for (int i = 0; i < 4; i++) {
         ssize_t n = read(c->fd, sink, sizeof sink);
         if (n > 0)
             continue;
@@ -295,6 +340,8 @@ static void write_cb(struct ev_loop *loop, ev_io *w, int revents)
     struct conn *c = w->data;
     conn_write(c->srv, c);
 }
+
+static void conn_after_input(struct server *s, struct conn *c, bool more);
 
 static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
@@ -353,10 +400,17 @@ static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
             c->state = CONN_CLOSING;
         if (c->state != CONN_CLOSING)
             net_conn_limit_output(s, c);
+        conn_after_input(s, c, false);
     } else {
-        net_conn_process(s, c);
+        conn_after_input(s, c, net_conn_process(s, c));
     }
+}
 
+/* After a turn of c's input: close, stop reading, park it, or have its
+ * replies written. */
+static void conn_after_input(struct server *s, struct conn *c, bool more)
+{
+    struct net_buf *in = &c->in;
     if (c->state == CONN_CLOSING) {
         conn_free(s, c);
         return;
@@ -369,9 +423,13 @@ static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
         net_reply_error(&c->out, "ERR Protocol error: query buffer limit exceeded");
         c->state = CONN_DRAINING;
     }
-    if (c->state != CONN_ACTIVE)
+    if (c->state != CONN_ACTIVE) {
         conn_stop_reading(s, c);
-    else if (net_buf_live(&c->out) > 0)
+        return;
+    }
+    if (more)
+        conn_park(s, c);
+    if (net_buf_live(&c->out) > 0)
         pending_add(s, c);
 }
 
@@ -488,12 +546,25 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
     }
 }
 
-/* Before the loop sleeps: write every pending reply. */
+/* Only there to keep the loop from sleeping while input is parked. */
+static void spin_cb(struct ev_loop *loop, ev_idle *w, int revents) {}
+
+/* Before the loop sleeps: one more turn for each parked connection (those
+ * parked again wait for the next iteration), then write every pending
+ * reply. */
 static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 {
     struct server *s = w->data;
-    while (s->pending) {
-        struct conn *c = s->pending;
+    for (uint32_t turns = s->parked.n; turns-- && s->parked.head;) {
+        struct conn *c = s->parked.head;
+        conn_unpark(s, c);
+        bool more = net_conn_process(s, c);
+        if (!more && c->state == CONN_ACTIVE)
+            ev_io_start(loop, &c->rio);  /* caught up: read again */
+        conn_after_input(s, c, more);
+    }
+    while (s->pending.head) {
+        struct conn *c = s->pending.head;
         pending_remove(s, c);
         conn_write(s, c);
     }
@@ -1163,6 +1234,7 @@ int net_server_init(struct server *s, const struct net_config *cfg)
     ev_prepare_init(&s->flush_w, flush_cb);
     s->flush_w.data = s;
     ev_prepare_start(loop, &s->flush_w);
+    ev_idle_init(&s->spin_w, spin_cb);
     ev_timer_init(&s->cron_w, cron_cb, CRON_INTERVAL, CRON_INTERVAL);
     s->cron_w.data = s;
     ev_timer_start(loop, &s->cron_w);

@@ -64,17 +64,27 @@ struct net_multi {
 
 #define NET_CLIENT_STR_MAX 128   /* CLIENT SETNAME / SETINFO values, bytes */
 
+/* A connection's place on one of the server's work lists (server.c). */
+struct conn_link {
+    struct conn *prev, *next;
+    bool on;
+};
+struct conn_list {
+    struct conn *head, *tail;
+    uint32_t n;
+};
+
 struct conn {
     ev_io rio, wio;              /* rio.data = wio.data = this */
     struct server *srv;
     struct conn *prev, *next;    /* server->conns */
-    struct conn *wprev, *wnext;  /* server->pending: replies waiting for the flush */
+    struct conn_link wl;         /* server->pending: replies waiting for the flush */
+    struct conn_link pl;         /* server->parked: input left over when its turn ended */
     int fd;
     enum conn_state state;
     bool authed;                 /* AUTH passed, or no password when it connected */
     uint8_t resp;                /* protocol version the client asked for: 2, or 3 after HELLO 3 */
     bool peer_eof;               /* the peer shut its write side: nothing left to linger for */
-    bool pending;                /* on server->pending */
     uint32_t read_size;          /* next read's size; doubles while reads fill it */
     double last_active;          /* ev_now of the last read */
     uint64_t id;
@@ -168,6 +178,9 @@ struct net_snapshot {
  * slow stretch (copy-on-write faults during a snapshot, a cold cache) then
  * delays replies by about this much, not by the whole input. */
 #define NET_FLUSH_USEC 1000u
+/* One connection's turn: input run for longer than this is parked and
+ * resumed on the loop's next iteration, after every other ready client. */
+#define NET_TURN_USEC 2000u
 #define NET_SCRATCH (4u * PROTO_SCRATCH_MIN)
 
 struct server {
@@ -186,13 +199,15 @@ struct server {
     struct http_env http_env;
     ev_timer accept_pause_w;           /* out of fds: retry accept later */
     ev_signal sigint_w, sigterm_w;
-    ev_prepare flush_w;                /* before the loop sleeps: write replies */
+    ev_prepare flush_w;                /* before the loop sleeps: parked input, then replies */
+    ev_idle spin_w;                    /* active while connections are parked: no sleeping */
     ev_timer cron_w;                   /* engine housekeeping, idle buffers */
     ev_timer snap_w;                   /* --snapshot-interval */
     ev_child child_w;                  /* the snapshot child */
     ev_timer deadline_w;               /* shutdown: give up flushing */
 
-    struct conn *conns, *pending;
+    struct conn *conns;
+    struct conn_list pending, parked;
     uint32_t nconns;
     uint64_t next_conn_id;
     double start_time;
@@ -296,8 +311,10 @@ void net_server_reconfigure(struct server *s, const struct net_config *next);
 /* The process's resident set size, from /proc (0 when unreadable). */
 uint64_t net_rss_bytes(void);
 
-/* cmd.c: run every complete command in c->in, appending replies to c->out. */
-void net_conn_process(struct server *s, struct conn *c);
+/* cmd.c: run the complete commands in c->in, appending replies to c->out,
+ * for one turn (NET_TURN_USEC): true when the turn ended with input left,
+ * for the server to park c until the next iteration of its loop. */
+bool net_conn_process(struct server *s, struct conn *c);
 void net_multi_free(struct net_multi *m);
 /* cmd.c: the commandstats of the commands used (INFO's lines) into out,
  * at most cap; how many. Names point into the command table. */
