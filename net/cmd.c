@@ -850,7 +850,9 @@ static void config_set(struct server *s, struct conn *c, const struct proto_cmd 
         return;
     }
     struct net_config next = s->cfg;
-    char keys[PAIRS_MAX][64], what[256] = "";  /* what: " key=value ..." for the log */
+    /* what: " key=value ..." for the log; room for every pair, each value
+     * shown in at most 72 bytes */
+    char keys[PAIRS_MAX][64], what[PAIRS_MAX * (1 + 64 + 1 + 72)] = "";
     size_t wo = 0;
     for (size_t i = 2; i < cmd->argc; i += 2) {
         const struct proto_arg *k = &cmd->argv[i], *v = &cmd->argv[i + 1];

@@ -113,15 +113,21 @@ void net_log(enum net_log_level lvl, const char *fmt, ...)
 {
     if (lvl < log_level)
         return;
-    char line[1024];
+    /* The longest line is the settings at start-up (a CPU list, paths); one
+     * past even that says it was cut, rather than ending mid-word. */
+    static const char cut[] = " ... (line truncated)";
+    char line[16384];
     size_t n = log_prefix(line, lvl);
     va_list ap;
     va_start(ap, fmt);
     int m = vsnprintf(line + n, sizeof line - n - 1, fmt, ap);
     va_end(ap);
     size_t len = n + (m < 0 ? 0 : (size_t)m);
-    if (len > sizeof line - 2)
-        len = sizeof line - 2;  /* truncated */
+    if (len > sizeof line - 2) {
+        len = sizeof line - sizeof cut;
+        memcpy(line + len, cut, sizeof cut - 1);
+        len += sizeof cut - 1;
+    }
     line[len++] = '\n';
     ssize_t w = write(STDERR_FILENO, line, len);
     (void)w;  /* nowhere to report a failing stderr */

@@ -2390,6 +2390,14 @@ START_TEST(maxmemory_and_config_set)
     EXPECT(&b, "*1\r\n+OK\r\n", "EXEC");
     EXPECT(&b, "*2\r\n$8\r\nloglevel\r\n$4\r\nwarn\r\n", "CONFIG GET loglevel");
     ck_assert(log_has(&s, "CONFIG SET loglevel=warn"));  /* logged at any level */
+    /* the log line names every pair, however long the values */
+    char zeros[60];
+    memset(zeros, '0', sizeof zeros - 1);
+    zeros[sizeof zeros - 1] = 0;
+    EXPECT(&b, "+OK\r\n",
+           "CONFIG SET query-buffer-limit %s256m client-output-limit %s64m maxmemory %s "
+           "loglevel warn slowlog-max-len 100", zeros, zeros, zeros);
+    ck_assert(log_has(&s, "loglevel=warn slowlog-max-len=100"));
     EXPECT(&b, "+OK\r\n", "CONFIG SET loglevel notice");    /* Redis's name for info */
     EXPECT(&b, "*2\r\n$8\r\nloglevel\r\n$4\r\ninfo\r\n", "CONFIG GET loglevel");
     /* snapshot-interval 0 stops the timer */
@@ -3153,14 +3161,21 @@ START_TEST(flags_and_config)
     ck_assert_ptr_nonnull(strstr(out, "shortstatd 0."));
     free(out);
 
-    /* "-v" as a flag's value is that value (a password), not --version */
+    /* "-v" as a flag's value is that value (a password), not --version;
+     * the start-up line names every setting, even after a long CPU list */
     struct srv v;
-    const char *pv[] = {"--requirepass", "-v", NULL};
+    char cpus[1024];
+    size_t co = 0;
+    for (int i = 0; i < 400; i += 2)
+        co += (size_t)snprintf(cpus + co, sizeof cpus - co, "%s%d", i ? "," : "", i);
+    const char *pv[] = {"--requirepass", "-v", "--snapshot-cpulist", cpus, NULL};
     srv_start(&v, pv);
     struct cli vc;
     cli_open(&vc, v.port);
     EXPECT(&vc, "+OK\r\n", "AUTH -v");
     cli_close(&vc);
+    ck_assert(log_has(&v, ",396,398 prefault=yes maxmemory=0"));
+    ck_assert(log_has(&v, "slowlog-max-len=128\n"));
     srv_stop_ok(&v);
 
     /* A config file; the command line wins over it. */
