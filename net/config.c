@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -739,9 +740,13 @@ static int read_all(const char *path, char **buf, size_t *len, char *err, size_t
 int net_config_rewrite_file(const char *path, const struct net_config *c, char *err,
                             size_t errcap)
 {
+    /* A symlinked file (a common /etc layout) is rewritten where it points,
+     * not replaced by a file of its own; messages name the path given. */
+    char real[PATH_MAX];
+    const char *where = realpath(path, real) ? real : path;  /* no file yet: made there */
     char *old = NULL;
     size_t oldlen = 0, len = 0;
-    int rc = read_all(path, &old, &oldlen, err, errcap);
+    int rc = read_all(where, &old, &oldlen, err, errcap);
     if (rc != NET_CFG_OK)
         return rc;
     char *text = old + oldlen + 1;  /* read_all made the room */
@@ -751,19 +756,22 @@ int net_config_rewrite_file(const char *path, const struct net_config *c, char *
         free(old);
         return rc;
     }
-    char tmp[NET_PATH_MAX + 16], dir[NET_PATH_MAX];
-    snprintf(tmp, sizeof tmp, "%s.XXXXXX", path);
-    snprintf(dir, sizeof dir, "%s", path);
+    char tmp[PATH_MAX + 16], dir[PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s.XXXXXX", where);
+    snprintf(dir, sizeof dir, "%s", where);
     const char *step = NULL;
     int e = 0, fd = mkostemp(tmp, O_CLOEXEC);  /* no snapshot child inherits it */
     if (fd < 0) {
         step = "create";
         e = errno;
     } else {
-        struct stat st;  /* the file keeps its mode (mkstemp makes 0600) */
-        mode_t mode = stat(path, &st) == 0 ? st.st_mode & 07777 : 0644;
-        if (fchmod(fd, mode) != 0)
+        struct stat st;  /* the file keeps its mode (mkstemp makes 0600) and owner */
+        bool had = stat(where, &st) == 0;
+        if (fchmod(fd, had ? st.st_mode & 07777 : 0644) != 0)
             step = "chmod", e = errno;
+        /* only root may give a file away: otherwise it is ours, as made */
+        if (!step && had && fchown(fd, st.st_uid, st.st_gid) != 0 && errno != EPERM)
+            step = "chown", e = errno;
         for (size_t off = 0; !step && off < len;) {
             ssize_t w = write(fd, text + off, len - off);
             if (w > 0)
@@ -775,7 +783,7 @@ int net_config_rewrite_file(const char *path, const struct net_config *c, char *
             step = "fsync", e = errno;
         if (close(fd) != 0 && !step)
             step = "close", e = errno;
-        if (!step && rename(tmp, path) != 0)
+        if (!step && rename(tmp, where) != 0)
             step = "rename", e = errno;
         if (step)
             unlink(tmp);

@@ -292,6 +292,27 @@ START_TEST(file_replaced_atomically)
     ck_assert_uint_eq(st.st_mode & 07777, 0640);
     ck_assert_int_eq(run_count_names(dir, "s.conf."), 0);  /* no temp file left */
 
+    /* a symlink: the file it points to is rewritten, the link stays; the
+     * owner is kept (root may give the file away; others make it theirs) */
+    char real[320], link[320];
+    snprintf(real, sizeof real, "%s/real.conf", dir);
+    snprintf(link, sizeof link, "%s/link.conf", dir);
+    write_file(real, "maxclients 5\n");
+    ck_assert_int_eq(symlink("real.conf", link), 0);
+    if (geteuid() == 0)
+        ck_assert_int_eq(chown(real, 65534, 65534), 0);
+    ck_assert_int_eq(net_config_rewrite_file(link, &c, err, sizeof err), NET_CFG_OK);
+    ck_assert_int_eq(lstat(link, &st), 0);
+    ck_assert(S_ISLNK(st.st_mode));
+    got = slurp(real);
+    ck_assert_str_eq(got, "maxclients 77\n");
+    free(got);
+    ck_assert_int_eq(stat(real, &st), 0);
+    ck_assert_uint_eq(st.st_uid, geteuid() == 0 ? 65534 : geteuid());
+    ck_assert_int_eq(run_count_names(dir, "real.conf."), 0);
+    unlink(link);
+    unlink(real);
+
     /* no file yet: made, with what differs from the defaults */
     unlink(path);
     ck_assert_int_eq(net_config_rewrite_file(path, &c, err, sizeof err), NET_CFG_OK);
