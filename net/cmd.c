@@ -1187,6 +1187,25 @@ static void cmd_discard(struct server *s, struct conn *c, const struct proto_cmd
     net_reply_ok(&c->out);
 }
 
+/* WATCH: Redis's optimistic lock is over keys, which shortstat does not
+ * have (a transaction's writes are applied all or nothing anyway), so
+ * WATCH says so rather than promise a check it would not make; inside
+ * MULTI it is Redis's error, which leaves the transaction going. UNWATCH
+ * has nothing to undo. */
+static void cmd_watch(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+{
+    if (c->multi.active)
+        reply_err(s, c, "WATCH inside MULTI is not allowed");
+    else
+        reply_err(s, c, "WATCH is not supported: there are no keys to watch (MULTI/EXEC applies "
+                        "its writes all or nothing)");
+}
+
+static void cmd_unwatch(struct server *s, struct conn *c, const struct proto_cmd *cmd)
+{
+    net_reply_ok(&c->out);
+}
+
 static inline const char *arena_str(const struct net_buf *a, size_t off)
 {
     return off == SIZE_MAX ? NULL : (const char *)a->p + off;
@@ -2139,6 +2158,8 @@ static const struct command commands[] = {
     CMD("multi", 1, 1, CF_INMULTI, 0, "noscript loading stale fast", cmd_multi),
     CMD("exec", 1, 1, CF_INMULTI, 0, "noscript loading stale", cmd_exec),
     CMD("discard", 1, 1, CF_INMULTI, 0, "noscript loading stale fast", cmd_discard),
+    CMD("watch", 2, -1, CF_INMULTI, 0, "noscript loading stale fast", cmd_watch),
+    CMD("unwatch", 1, 1, 0, 0, "noscript loading stale fast", cmd_unwatch),
     CMD("auth", 2, 3, CF_NOAUTH, 0, "noscript loading stale fast", cmd_auth),
     CMD("hello", 1, -1, CF_NOAUTH, 0, "noscript loading stale fast", cmd_hello),
     CMD("select", 2, 2, 0, 0, "loading stale fast", cmd_select),

@@ -507,8 +507,8 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
                     net_warn("accept: %s; pausing accepts for 100 ms (%llu more pauses since "
                              "the last such line)", strerror(e), (unsigned long long)more);
                 ev_io_stop(loop, w);
-                ev_timer_set(&s->accept_pause_w, 0.1, 0.);
-                ev_timer_start(loop, &s->accept_pause_w);
+                if (!ev_is_active(&s->accept_pause_w))  /* the other listener's pause: shared */
+                    ev_timer_start(loop, &s->accept_pause_w);
             } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
                 net_warn("accept: %s", strerror(errno));
             }

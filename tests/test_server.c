@@ -1255,6 +1255,16 @@ START_TEST(multi_exec_atomic)
     EXPECT(&a, "+OK\r\n", "MULTI");
     EXPECT(&a, "*0\r\n", "EXEC");
     expect_stat(&b, 1, "views", "1");
+    /* WATCH: no keys to watch, said plainly; inside MULTI Redis's error,
+     * which leaves the transaction going; UNWATCH has nothing to undo */
+    EXPECT_ERR(&a, "-ERR WATCH is not supported: there are no keys to watch", "WATCH 1");
+    EXPECT(&a, "+OK\r\n", "UNWATCH");
+    EXPECT(&a, "+OK\r\n", "MULTI");
+    EXPECT(&a, "-ERR WATCH inside MULTI is not allowed\r\n", "WATCH 1");
+    EXPECT(&a, "+QUEUED\r\n", "UNWATCH");
+    EXPECT(&a, "+QUEUED\r\n", "TRACK 1 view session=m5");
+    EXPECT(&a, "*2\r\n+OK\r\n+OK\r\n", "EXEC");
+    expect_stat(&b, 1, "views", "2");
 
     /* A large transaction of inline commands with quoted strings. */
     EXPECT(&a, "+OK\r\n", "MULTI");
