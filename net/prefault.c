@@ -19,6 +19,15 @@
  * engine faults pages in itself, as it would without it; a request that
  * finds the queue full is dropped for the same reason.
  *
+ * A step holds the process's mmap lock for reading, and the loop's own
+ * mmap/mremap/munmap and a snapshot's fork() wait for it. An idle-priority
+ * thread preempted mid-step by other busy processes held them for seconds
+ * (3.4 s with four busy loops on two CPUs). So where the kernel allows it
+ * (root, or CAP_SYS_NICE: leaving SCHED_IDLE is privileged), a step runs
+ * at normal priority, and only the wait for the next one is idle: the lock
+ * is then held for the step's own few milliseconds of work (60-140 ms at
+ * worst under those busy loops).
+ *
  * Invariants: the queue is a ring of Q_LEN ranges under `mu`; head/n count
  * it; `busy` is set while the thread works on a range it took, `stepping`
  * while one madvise of it runs (without the lock). It works a huge page at
@@ -61,16 +70,27 @@ struct net_prefault {
     uint32_t head, n;
     size_t page;
     bool busy, stepping, stop, paused;
+    bool ready, boost;  /* the thread has started; its steps run at normal priority */
     uint64_t bytes, dropped;
 };
+
+/* Idle or normal priority for this thread; false when the kernel refuses. */
+static bool set_idle(bool idle)
+{
+    struct sched_param sp = {0};
+    return pthread_setschedparam(pthread_self(), idle ? SCHED_IDLE : SCHED_OTHER, &sp) == 0;
+}
 
 static void *run(void *arg)
 {
     struct net_prefault *p = arg;
-    struct sched_param sp = {0};
-    (void)pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);  /* best effort */
+    /* best effort; a step boosts only if leaving SCHED_IDLE is allowed */
+    bool boost = set_idle(true) && set_idle(false) && set_idle(true);
     struct range cur = {NULL, 0};
     pthread_mutex_lock(&p->mu);
+    p->boost = boost;
+    p->ready = true;
+    pthread_cond_broadcast(&p->idle);  /* net_prefault_start waits for this */
     for (;;) {
         /* Paused, it takes nothing from the queue (a range it holds waits too). */
         while (!p->stop && (p->paused || (cur.len == 0 && p->n == 0))) {
@@ -98,7 +118,11 @@ static void *run(void *arg)
         p->busy = p->stepping = true;
         pthread_mutex_unlock(&p->mu);
         size_t k = cur.len < STEP ? cur.len : STEP;
+        if (boost)
+            set_idle(false);
         int err = madvise(cur.p, k, MADV_POPULATE_WRITE) ? errno : 0;
+        if (boost)
+            set_idle(true);
         pthread_mutex_lock(&p->mu);
         p->stepping = false;
         if (p->paused)
@@ -166,6 +190,10 @@ struct net_prefault *net_prefault_start(void)
         errno = rc;
         return NULL;
     }
+    pthread_mutex_lock(&p->mu);
+    while (!p->ready)
+        pthread_cond_wait(&p->idle, &p->mu);
+    pthread_mutex_unlock(&p->mu);
     return p;
 }
 
@@ -211,6 +239,11 @@ void net_prefault_pause(struct net_prefault *p, bool paused)
     while (p->stepping)
         pthread_cond_wait(&p->idle, &p->mu);
     pthread_mutex_unlock(&p->mu);
+}
+
+bool net_prefault_boosted(struct net_prefault *p)
+{
+    return p && p->boost;  /* written before net_prefault_start returned */
 }
 
 void net_prefault_stats(struct net_prefault *p, uint64_t *bytes, uint64_t *dropped)

@@ -26,6 +26,9 @@ void net_prefault_request(struct net_prefault *p, void *addr, size_t len);
  * populates or writes is one more copy-on-write fault, and populating a
  * range the engine had already touched would copy all of it. */
 void net_prefault_pause(struct net_prefault *p, bool paused);
+/* Whether its steps run at normal priority (leaving SCHED_IDLE needs root
+ * or CAP_SYS_NICE), so that a busy host cannot stall the loop behind one. */
+bool net_prefault_boosted(struct net_prefault *p);
 /* Bytes faulted in, requests dropped (queue full or range gone). */
 void net_prefault_stats(struct net_prefault *p, uint64_t *bytes, uint64_t *dropped);
 /* Waits until the queue is empty and the thread idle (tests; not while paused). */

@@ -1195,9 +1195,13 @@ int net_server_init(struct server *s, const struct net_config *cfg)
      * nothing to fault in ahead of it. The engine maps ahead only while it
      * has a hook, so the hook is attached only to a running thread. */
     if (cfg->prefault) {
-        if ((s->prefault = net_prefault_start()))
+        if ((s->prefault = net_prefault_start())) {
             eng_set_populate(s->eng, eng_populate);
-        else
+            if (!net_prefault_boosted(s->prefault))
+                net_info("--prefault: its steps run at idle priority (raising them needs root or "
+                         "CAP_SYS_NICE); on a host whose CPUs other processes keep busy, use "
+                         "--prefault no");
+        } else
             net_warn("--prefault: cannot start its thread: %s; the engine faults its own memory "
                      "in", strerror(errno));
     }

@@ -4,11 +4,15 @@
  * its contents changing, an unaligned start is rounded up to a page, a
  * range that is gone is counted as dropped, a NULL handle ignores requests,
  * pausing holds requests back and waits for the step in flight, a large
- * range does not hold up a small one queued after it, and stop joins with
- * requests still queued.
+ * range does not hold up a small one queued after it, stop joins with
+ * requests still queued, and steps run at normal priority exactly when the
+ * process may leave SCHED_IDLE.
  */
 #include <check.h>
 #include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <sys/wait.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -188,6 +192,50 @@ END_TEST
 
 /* Ranges are worked a huge page each in turn: a 2 MiB range queued after
  * a 256 MiB one is resident long before the large one is. */
+/* What the kernel lets this process do: leave SCHED_IDLE (a thread of its own). */
+static void *probe_leave_idle(void *arg)
+{
+    struct sched_param sp = {0};
+    *(bool *)arg = pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp) == 0 &&
+                   pthread_setschedparam(pthread_self(), SCHED_OTHER, &sp) == 0;
+    return NULL;
+}
+
+START_TEST(test_prefault_boost_when_allowed)
+{
+    struct net_prefault *p = start_or_skip();
+    if (!p)
+        return;
+    bool may = false;
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, probe_leave_idle, &may), 0);
+    pthread_join(th, NULL);
+    ck_assert_int_eq(net_prefault_boosted(p), may);
+    size_t len = (size_t)4 << 20;  /* boosted or not, steps still fault memory in */
+    char *m = map_fresh(len, true);
+    net_prefault_request(p, m, len);
+    net_prefault_drain(p);
+    ck_assert_uint_eq(resident_pages(m, len), len / (size_t)sysconf(_SC_PAGESIZE));
+    munmap(m, len);
+    net_prefault_stop(p);
+    ck_assert(!net_prefault_boosted(NULL));
+    if (geteuid() != 0)
+        return;
+    /* an unprivileged user may not leave SCHED_IDLE: steps stay idle */
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        if (setgid(65534) != 0 || setuid(65534) != 0)
+            _exit(3);
+        struct net_prefault *q = net_prefault_start();
+        _exit(!q ? 4 : net_prefault_boosted(q) ? 1 : 0);
+    }
+    int st;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "unprivileged child: status %d", st);
+}
+END_TEST
+
 START_TEST(test_prefault_round_robin)
 {
     struct net_prefault *p = start_or_skip();
@@ -223,6 +271,7 @@ Suite *prefault_suite(void)
     tcase_add_test(tc, test_prefault_pause);
     tcase_add_test(tc, test_prefault_pause_waits_for_step);
     tcase_add_test(tc, test_prefault_round_robin);
+    tcase_add_test(tc, test_prefault_boost_when_allowed);
     suite_add_tcase(s, tc);
     return s;
 }
