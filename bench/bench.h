@@ -142,6 +142,12 @@ void bench_hist_reset(struct bench_hist *h);
 unsigned bench_hist_index(uint64_t v);
 uint64_t bench_hist_bucket_high(unsigned idx);  /* largest value in bucket idx */
 void bench_hist_add(struct bench_hist *h, uint64_t v, uint64_t n);
+/* Replies, arrived at time now (s), to commands from..upto-1 of a
+ * connection paced at rate per second from t0: each is charged from its
+ * own due time, t0 + j / rate (a write after a stall carries commands that
+ * fell due over a span), never below 0. */
+void bench_hist_add_paced(struct bench_hist *h, double now, double t0, double rate,
+                          uint64_t from, uint64_t upto);
 void bench_hist_merge(struct bench_hist *dst, const struct bench_hist *src);
 /* Value at quantile q in [0,1]: the high end of its bucket, clamped to max. */
 uint64_t bench_hist_quantile(const struct bench_hist *h, double q);

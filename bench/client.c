@@ -562,13 +562,7 @@ static void pipe_replies(struct loop *L, struct conn *c, double now)
         struct chunk *ch = &c->ring[c->rhead & c->rmask];
         uint64_t upto = ch->end < c->replies ? ch->end : c->replies;
         if (L->cfg->rate > 0) {
-            /* paced: command j fell due at t0 + j / rate, and a write after a
-             * stall carries commands due over a span; each is charged from
-             * its own due time, not the write's first */
-            for (uint64_t j = c->acct; j < upto; j++) {
-                double lat = now - (L->t0 + (double)j / L->rate_per_conn);
-                bench_hist_add(&L->res->lat, lat > 0 ? (uint64_t)(lat * 1e9) : 0, 1);
-            }
+            bench_hist_add_paced(&L->res->lat, now, L->t0, L->rate_per_conn, c->acct, upto);
         } else {
             double lat = now - ch->t;
             bench_hist_add(&L->res->lat, lat > 0 ? (uint64_t)(lat * 1e9) : 0, upto - c->acct);

@@ -58,6 +58,15 @@ void bench_hist_add(struct bench_hist *h, uint64_t v, uint64_t n)
         h->max = v;
 }
 
+void bench_hist_add_paced(struct bench_hist *h, double now, double t0, double rate,
+                          uint64_t from, uint64_t upto)
+{
+    for (uint64_t j = from; j < upto; j++) {
+        double lat = now - (t0 + (double)j / rate);
+        bench_hist_add(h, lat > 0 ? (uint64_t)(lat * 1e9) : 0, 1);
+    }
+}
+
 void bench_hist_merge(struct bench_hist *dst, const struct bench_hist *src)
 {
     if (src->count == 0)

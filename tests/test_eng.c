@@ -1182,6 +1182,28 @@ START_TEST(test_restore_rejects)
     ck_assert_int_eq(eng_restore_short(E, &sv, vw, 1, NULL, 0, &err), ENG_EINVAL);
     ck_assert_str_eq(err.msg, "short 9: saves differ from its savers");
     eng_destroy(E);
+    E = mk_eng(&clk, 0, 0);
+    uint64_t zero = 0;
+    ck_assert_int_eq(eng_restore_short(E, &sv, vw, 1, &zero, 1, &err), ENG_EINVAL);
+    ck_assert_str_eq(err.msg, "short 9: zero or duplicate saver");
+    eng_destroy(E);
+    E = mk_eng(&clk, 0, 0);  /* a platform list longer than the platforms restored */
+    ck_assert_int_eq(eng_restore_platform(E, &pv, &err), 0);
+    uint32_t pids[2] = {1, 1};
+    uint64_t pshares[2] = {1, 1};
+    struct eng_short_view sp = {.short_id = 9, .plat_ids = pids, .plat_shares = pshares, .nplat = 2};
+    sp.count[ENG_T_SHARE] = 2;
+    ck_assert_int_eq(eng_restore_short(E, &sp, NULL, 0, NULL, 0, &err), ENG_EINVAL);
+    ck_assert_str_eq(err.msg, "short 9: more platforms than exist");
+    eng_destroy(E);
+    /* a user agent no context uses is refused at finish */
+    E = mk_eng(&clk, 0, 0);
+    struct eng_ua_view lone = {1, "ua", 2};
+    ck_assert_int_eq(eng_restore_ua(E, &lone, &err), 0);
+    struct eng_totals t0 = {0};
+    ck_assert_int_eq(eng_restore_finish(E, &t0, &err), ENG_EINVAL);
+    ck_assert_str_eq(err.msg, "ua 1: not used by any context");
+    eng_destroy(E);
 
     /* ring referencing an unknown short, and a good minimal restore */
     E = mk_eng(&clk, 0, 0);

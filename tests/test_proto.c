@@ -284,6 +284,7 @@ START_TEST(resp_errors)
         {"*1\r\n$00\r\n\r\n", "invalid bulk length"},
         {"*1\r\n$2\r\nabc\r\n", "bulk argument not followed by CRLF"},
         {"*1\r\n$2\r\nab\n\n", "bulk argument not followed by CRLF"},
+        {"*1\r\n$4\r\nPING\rX", "bulk argument not followed by CRLF"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         int rc = parse_str(cases[i].in, strlen(cases[i].in));

@@ -1499,6 +1499,7 @@ START_TEST(protocol_errors_close)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         expect_fatal(&s, cases[i].in, strlen(cases[i].in), cases[i].err);
+    ck_assert(log_has(&s, ": protocol error (invalid multibulk length), closing"));
 
     /* An inline line over 64 KiB. */
     size_t n = PROTO_INLINE_MAX + 10;
@@ -1672,6 +1673,9 @@ START_TEST(auth_required)
     static const char wrongpass[] = "-WRONGPASS invalid username-password pair or user is disabled.\r\n";
     EXPECT(&c, wrongpass, "AUTH wrong");
     EXPECT(&c, wrongpass, "AUTH \"s3cret pas\"");
+    EXPECT(&c, wrongpass, "AUTH \"s3cret passX\"");  /* the password and more */
+    ck_assert(log_has(&s, ": AUTH with a wrong password ("));
+    EXPECT(&c, wrongpass, "AUTH \"s3cret pass\\x00\"");
     EXPECT(&c, wrongpass, "AUTH admin \"s3cret pass\"");
     EXPECT(&c, wrongpass, "HELLO 2 AUTH default wrong");
     EXPECT(&c, "-NOAUTH Authentication required.\r\n", "STATS 1");
@@ -3530,6 +3534,12 @@ START_TEST(snapshot_command)
     wait_snapshot_done(&c);
     ck_assert(info_has(&c, "last_snapshot_status:ok"));
     ck_assert_int_eq(info_num(&c, "changes_since_last_snapshot"), 0);
+    /* a BOOST on its own is a change the next snapshot must carry */
+    EXPECT(&c, "+OK\r\n", "BOOST 1 50");
+    ck_assert_int_eq(info_num(&c, "changes_since_last_snapshot"), 1);
+    EXPECT(&c, "+Snapshot started\r\n", "SNAPSHOT");
+    wait_snapshot_done(&c);
+    ck_assert_int_eq(info_num(&c, "changes_since_last_snapshot"), 0);
 
     /* Redis's BGSAVE and LASTSAVE, for backup scripts written for Redis:
      * LASTSAVE is INFO's last_snapshot_unix, and moves when one succeeds */
@@ -3545,9 +3555,9 @@ START_TEST(snapshot_command)
     ck_assert_str_eq(cli_reply(&c), "+Background saving scheduled\r\n");
     ck_assert_msg(strstr(cli_reply(&c), "snapshot_scheduled:1\r\n"), "%s", c.last);
     /* the scheduled one follows when the first ends: two more in all */
-    wait_info_ge(&c, "snapshots_total", 5);
+    wait_info_ge(&c, "snapshots_total", 6);
     wait_snapshot_done(&c);
-    ck_assert_int_eq(info_num(&c, "snapshots_total"), 5);
+    ck_assert_int_eq(info_num(&c, "snapshots_total"), 6);
     ck_assert(info_has(&c, "snapshot_scheduled:0"));
     const char *ls = cmdf(&c, "LASTSAVE");
     ck_assert_msg(ls[0] == ':' && atoll(ls + 1) > last, "LASTSAVE %s, before %lld", ls, last);
