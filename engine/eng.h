@@ -53,9 +53,10 @@ enum eng_rc {
 #define ENG_BOOST_MAX       100u
 #define ENG_HISTORY_DEFAULT 64u
 #define ENG_HISTORY_MAX     65536u     /* largest ring a config may ask for */
-/* Distinct shorts an engine holds: a viewer set names its short in 32 bits
- * as index * 2 + 1 (engine/eng_int.h, eng_set_owner). */
-#define ENG_SHORTS_MAX      ((uint64_t)1 << 31)
+/* Distinct shorts an engine holds: its index has at most 2^31 slots, filled
+ * to 3/4 (engine/idx.c), which also keeps a viewer set's owner, index * 2
+ * + 1, within 32 bits (eng_int.h, eng_set_owner). */
+#define ENG_SHORTS_MAX      ((uint64_t)3 << 29)
 #define ENG_SESSION_TTL_DEFAULT_MS (24ll * 3600 * 1000)
 #define ENG_SID_LEN         34u        /* "g-" + 32 hex digits */
 #define ENG_IPSTR_MAX       46u        /* INET6_ADDRSTRLEN */
@@ -82,7 +83,7 @@ typedef void (*eng_populate_fn)(void *ud, void *addr, size_t len);
 
 struct eng_config {
     uint32_t history;        /* ring size per session and per user; 0 = default 64 */
-    int64_t session_ttl_ms;  /* idle sessions older than this are evicted; 0 = 24 h */
+    int64_t session_ttl_ms;  /* idle sessions older than this are evicted; 0 (or < 0) = 24 h */
     eng_clock_fn clock;      /* NULL = CLOCK_REALTIME; read clamped to 0..ENG_TS_MAX;
                                 a reading behind one already acted on counts as that
                                 one, so stepping the clock back revives no session */
@@ -167,7 +168,7 @@ struct eng_stats {
     size_t nplatforms;
 };
 
-/* Unknown shorts answer all zeros (and still return ENG_OK). */
+/* Unknown shorts answer all zeros. */
 void eng_stats(struct eng *e, uint64_t short_id, struct eng_stats *out);
 
 enum eng_metric {

@@ -2494,8 +2494,9 @@ static void dispatch(struct server *s, struct conn *c, const struct proto_cmd *c
                              printable(a, 128 - o, cmd->argv[i].p, cmd->argv[i].len));
             o += n > 0 ? (size_t)n : 0;
         }
+        char name[132];  /* cut at 128, as Redis's %.128s */
         reply_err(s, c, "unknown command '%s', with args beginning with: %s",
-                  printable(tmp, 64, cmd->argv[0].p, cmd->argv[0].len), args);
+                  printable(name, sizeof name, cmd->argv[0].p, cmd->argv[0].len), args);
         return;
     }
     /* The command's shape (arity, then its subcommand's name and arity) is

@@ -25,7 +25,7 @@
 #include "net/log.h"
 #include "net/slowlog.h"
 
-enum kind { K_STR, K_U32, K_I64, K_SIZE, K_PASS, K_LEVEL, K_BOOL, K_CPUS };
+enum kind { K_STR, K_U32, K_I64, K_SIZE, K_PASS, K_LEVEL, K_BOOL, K_CPUS, K_ORIGIN };
 
 struct setting {
     const char *key;
@@ -58,6 +58,9 @@ static const struct setting settings[] = {
      false},
     {"trust-proxy", K_BOOL, OFF(trust_proxy), 0, 0, 0,
      "take the HTTP client address from X-Forwarded-For (yes or no)", false},
+    {"http-cors-origin", K_ORIGIN, OFF(http_cors_origin),
+     sizeof(((struct net_config *)0)->http_cors_origin), 0, 0,
+     "origin browsers may call the HTTP port from (* for any); \"\" = no CORS", true},
     {"query-buffer-limit", K_SIZE, OFF(query_buffer_limit), 0, 1024, 1ll << 40,
      "bytes of unparsed input per client (k/m/g suffixes)", true},
     {"client-output-limit", K_SIZE, OFF(client_output_limit), 0, 1024, 1ll << 40,
@@ -109,6 +112,8 @@ const char *net_config_usage(void)
            "  --loglevel LEVEL          debug, info or warn (default info)\n"
            "  --http-port N             HTTP/JSON and /metrics port (default 7879; 0 = off)\n"
            "  --trust-proxy yes|no      HTTP client address from X-Forwarded-For (default no)\n"
+           "  --http-cors-origin ORIGIN let browsers on ORIGIN (or * for any) call the HTTP\n"
+           "                            port (default \"\": no CORS headers)\n"
            "  --query-buffer-limit SIZE unparsed input per client (default 256m)\n"
            "  --client-output-limit SIZE unread replies per client (default 64m)\n"
            "  --snapshot-cpulist LIST   pin the snapshot child to these CPUs, like 1 or 0-3,6\n"
@@ -246,6 +251,19 @@ int net_config_set(struct net_config *c, const char *key, const char *val, char 
         }
         strcpy(dst, val);
         return NET_CFG_OK;
+    case K_ORIGIN:  /* a header's value: "*", or scheme://host[:port]; "" = off */
+        for (const char *q = val; *q; q++)
+            if (*q <= ' ' || *q > '~' || *q == ',') {
+                snprintf(err, errcap, "%s: must be * or one origin like https://app.example.com",
+                         s->key);
+                return NET_CFG_EINVAL;
+            }
+        if (strlen(val) >= s->cap) {
+            snprintf(err, errcap, "%s: must be at most %zu characters", s->key, s->cap - 1);
+            return NET_CFG_EINVAL;
+        }
+        strcpy(dst, val);
+        return NET_CFG_OK;
     case K_PASS:  /* "" is no password, as Redis's requirepass "" */
         if (strlen(val) > NET_PASS_MAX) {
             snprintf(err, errcap, "%s: must be at most %u characters", s->key, NET_PASS_MAX);
@@ -376,6 +394,7 @@ void net_config_value(const struct net_config *c, size_t i, char *out, size_t ca
     switch (s->kind) {
     case K_STR:
     case K_PASS:
+    case K_ORIGIN:
         snprintf(out, cap, "%s", src);
         break;
     case K_LEVEL:

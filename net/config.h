@@ -33,6 +33,7 @@ struct net_config {
     uint32_t port;               /* 0: the kernel picks one (logged, in INFO) */
     uint32_t http_port;          /* HTTP/JSON + /metrics (net/http.c); 0 = off */
     bool trust_proxy;            /* HTTP: client address from X-Forwarded-For */
+    char http_cors_origin[256];  /* HTTP: Access-Control-Allow-Origin; "" = no CORS */
     bool prefault;               /* fault fresh engine memory in on a background thread */
     char dir[NET_PATH_MAX];
     uint32_t history;

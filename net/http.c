@@ -574,6 +574,13 @@ static bool is_head(const struct http_conn *c)
 
 /* Frames c->tmp as the body of a response with `status` into c->out.
  * extra: more header lines, each ending in \r\n, or NULL. */
+/* An origin is set (the server's http-cors-origin, which CONFIG SET may
+ * change or clear). */
+static bool cors_on(const struct http_conn *c)
+{
+    return c->env->cors_origin && c->env->cors_origin[0];
+}
+
 static void respond(struct http_conn *c, int status, const char *extra, unsigned flags)
 {
     struct http_buf *o = &c->out;
@@ -589,7 +596,7 @@ static void respond(struct http_conn *c, int status, const char *extra, unsigned
         buf_u64(c, o, c->tmp.len);
         buf_puts(c, o, "\r\n");
     }
-    if (c->env->cors_origin) {
+    if (cors_on(c)) {
         buf_puts(c, o, "Access-Control-Allow-Origin: ");
         buf_puts(c, o, c->env->cors_origin);
         buf_puts(c, o, "\r\n");
@@ -1618,7 +1625,7 @@ static void dispatch(struct http_conn *c)
             : "Allow: GET, HEAD, OPTIONS\r\nAccess-Control-Allow-Methods: GET, HEAD, OPTIONS\r\n"
               "Access-Control-Allow-Headers: Authorization\r\nAccess-Control-Max-Age: 86400\r\n";
         c->tmp.len = 0;
-        respond(c, 204, c->env->cors_origin ? cors : allow, flags | R_EMPTY);
+        respond(c, 204, cors_on(c) ? cors : allow, flags | R_EMPTY);
         return;
     }
     if (c->env->requirepass && c->env->requirepass[0] && (r < 0 || !routes[r].open)) {

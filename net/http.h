@@ -122,7 +122,7 @@ struct http_env {
     const char *requirepass;           /* NULL or "": open; else Authorization: Bearer <pw>;
                                           read at every request, so it may change */
     bool trust_proxy;                  /* honour X-Forwarded-For */
-    const char *cors_origin;           /* NULL: no CORS headers; e.g. "*" */
+    const char *cors_origin;           /* NULL or "": no CORS headers; e.g. "*" */
     size_t max_header_bytes;           /* 0: HTTP_MAX_HEADER_DEFAULT; capped at HTTP_MAX_HEADER_CAP */
     size_t max_body_bytes;             /* 0: HTTP_MAX_BODY_DEFAULT */
     int64_t (*clock_ns)(void *ud);     /* monotonic ns; NULL: CLOCK_MONOTONIC */

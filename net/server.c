@@ -1222,6 +1222,7 @@ int net_server_init(struct server *s, const struct net_config *cfg)
         s->http_env = (struct http_env){.eng = s->eng, .stats = &s->http_stats,
                                         .requirepass = s->cfg.requirepass,  /* CONFIG SET's too */
                                         .trust_proxy = cfg->trust_proxy,
+                                        .cors_origin = s->cfg.http_cors_origin,  /* and CONFIG SET's */
                                         .fill_metrics = http_fill,
                                         .over_memory = http_over_memory, .ud = s};
         ev_io_init(&s->haccept_w, accept_cb, s->hfd, EV_READ);

@@ -153,6 +153,8 @@ START_TEST(values_mean_what_the_docs_say)
         {"maxmemory", "4GB", "4294967296"}, {"snapshot-cpulist", "0,1,2,6", "0-2,6"},
         {"snapshot-cpulist", "any", "any"}, {"slowlog-log-slower-than", "-1", "-1"},
         {"session_ttl", "3600", "3600"}, {"requirepass", "", ""},
+        {"http-cors-origin", "*", "*"}, {"http-cors-origin", "", ""},
+        {"http-cors-origin", "https://app.example.com:8443", "https://app.example.com:8443"},
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         struct net_config c;
@@ -206,6 +208,7 @@ START_TEST(reads_back_to_the_settings)
         {"loglevel", {"debug", "info", "warn", "verbose"}},
         {"http-port", {"0", "7879", "8080", "1"}},
         {"trust-proxy", {"yes", "no", "true", "0"}},
+        {"http-cors-origin", {"", "*", "https://a.example", "http://x:1"}},
         {"query-buffer-limit", {"1024", "256m", "1000000", "1g"}},
         {"snapshot-cpulist", {"any", "0", "0-3,6", "1,3,5"}},
         {"maxmemory", {"0", "1k", "1048577", "4g"}},

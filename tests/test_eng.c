@@ -867,7 +867,7 @@ START_TEST(test_reserve)
     struct eng *e = mk_eng(&clk, 4, 1000);
     struct eng_err err;
     ck_assert_int_eq(eng_reserve(e, ENG_SHORTS_MAX + 1, &err), ENG_ELIMIT);
-    ck_assert_str_eq(err.msg, "shorts: more than 2147483648");
+    ck_assert_str_eq(err.msg, "shorts: more than 1610612736");
     eng_test_fail_alloc(e, 1);
     ck_assert_int_eq(eng_set_boost(e, 1, 5, &err), ENG_ENOMEM);  /* no room yet */
     eng_test_fail_alloc(e, 1);
@@ -1395,7 +1395,7 @@ START_TEST(test_restore_short_ids)
     eng_destroy(E);
     E = mk_eng(&clk, 0, 0);
     ck_assert_int_eq(eng_restore_short_ids(E, zero, ENG_SHORTS_MAX + 1, &err), ENG_ELIMIT);
-    ck_assert_str_eq(err.msg, "short ids 2147483649: beyond the engine's limits");
+    ck_assert_str_eq(err.msg, "short ids 1610612737: beyond the engine's limits");
     eng_destroy(E);
     E = mk_eng(&clk, 0, 0);
     struct eng_walk_counts many = {.shorts = ENG_SHORTS_MAX + 1};

@@ -1291,6 +1291,14 @@ START_TEST(command_errors)
     struct cli c;
     cli_open(&c, s.port);
     EXPECT(&c, "-ERR unknown command 'FLUSHALL', with args beginning with: \r\n", "FLUSHALL");
+    {  /* a long name is cut at 128 characters, as Redis's %.128s */
+        char name[201], want[300];
+        memset(name, 'x', 200);
+        name[200] = 0;
+        snprintf(want, sizeof want,
+                 "-ERR unknown command '%.128s...', with args beginning with: \r\n", name);
+        EXPECT(&c, want, "%s", name);
+    }
     EXPECT(&c, "-ERR wrong number of arguments for 'track' command\r\n", "TRACK 1");
     EXPECT(&c, "-ERR wrong number of arguments for 'stats' command\r\n", "STATS");
     EXPECT(&c, "-ERR wrong number of arguments for 'echo' command\r\n", "ECHO a b");
@@ -1459,9 +1467,9 @@ START_TEST(handshake_commands)
     ck_assert_msg(r[0] == '$' && strstr(r, idf) && strstr(r, " cmd=client "), "%s", r);
 
     /* An unknown command's name and arguments are cut short in the error. */
-    char longname[81];
-    memset(longname, 'x', 80);
-    longname[80] = 0;
+    char longname[201];
+    memset(longname, 'x', 200);
+    longname[200] = 0;
     r = cmdf(&c, "%s a", longname);
     ck_assert_msg(strstr(r, "xxx...', with args beginning with: 'a' \r\n"), "%s", r);
     cli_close(&c);
@@ -1681,7 +1689,7 @@ START_TEST(auth_required)
     EXPECT(&c, "-NOAUTH Authentication required.\r\n", "STATS 1");
     EXPECT(&c, "+OK\r\n", "AUTH \"s3cret pass\"");
     EXPECT(&c, "+OK\r\n", "TRACK 1 view session=a");
-    ck_assert_int_eq(info_num(&c, "auth_failures"), 4);
+    ck_assert_int_eq(info_num(&c, "auth_failures"), 6);
     cli_close(&c);
     /* HELLO 3 AUTH ...: the handshake go-redis, Lettuce and node-redis
      * open with; the reply is already RESP3 */
@@ -2182,6 +2190,27 @@ START_TEST(maxmemory_and_config_set)
     cli_open(&a, s.port);
     cli_open(&b, s.port);
     EXPECT(&a, "+OK\r\n", "TRACK 1 view session=m user=1 watch_ms=10");
+    /* http-cors-origin: set and cleared live; a value that is not one
+     * origin (a header injected after it) is refused */
+    const char *acao = "\r\nAccess-Control-Allow-Origin: https://app.example.com\r\n";
+    char *h = http_once(port, "/api/explore/stats/1");
+    ck_assert_msg(strstr(h, " 200 ") && !strstr(h, "Access-Control"), "%s", h);
+    free(h);
+    EXPECT(&b, "+OK\r\n", "CONFIG SET http-cors-origin https://app.example.com");
+    h = http_once(port, "/api/explore/stats/1");
+    ck_assert_msg(strstr(h, acao), "%s", h);
+    free(h);
+    EXPECT_ERR(&b, "-ERR CONFIG SET failed: http-cors-origin: must be * or one origin",
+               "CONFIG SET http-cors-origin \"https://a.example\\r\\nX-Evil: 1\"");
+    h = http_once(port, "/api/explore/stats/1");
+    ck_assert_msg(strstr(h, acao) && !strstr(h, "X-Evil"), "%s", h);
+    free(h);
+    EXPECT(&b, "*2\r\n$16\r\nhttp-cors-origin\r\n$23\r\nhttps://app.example.com\r\n",
+           "CONFIG GET http-cors-origin");
+    EXPECT(&b, "+OK\r\n", "CONFIG SET http-cors-origin \"\"");
+    h = http_once(port, "/api/explore/stats/1");
+    ck_assert_msg(!strstr(h, "Access-Control"), "%s", h);
+    free(h);
     EXPECT(&a, "+OK\r\n", "MULTI");
     EXPECT(&a, "+QUEUED\r\n", "TRACK 1 view session=m");
     EXPECT(&b, "+OK\r\n", "CONFIG SET maxmemory 1k");
@@ -2795,7 +2824,7 @@ START_TEST(config_get)
            "CONFIG GET save appendonly");
     EXPECT(&c, "*0\r\n", "CONFIG GET nosuch");
     const char *all = cmdf(&c, "CONFIG GET *");
-    ck_assert_msg(strncmp(all, "*42\r\n$4\r\nbind\r\n$9\r\n127.0.0.1\r\n$4\r\nport\r\n", 38) == 0,
+    ck_assert_msg(strncmp(all, "*44\r\n$4\r\nbind\r\n$9\r\n127.0.0.1\r\n$4\r\nport\r\n", 38) == 0,
                   "CONFIG GET *: %s", all);
     EXPECT(&c, "-ERR wrong number of arguments for 'config|get' command\r\n", "CONFIG GET");
     EXPECT(&c, "-ERR wrong number of arguments for 'config' command\r\n", "CONFIG");
@@ -3055,6 +3084,16 @@ START_TEST(client_commands)
 }
 END_TEST
 
+/* A setting's place in the table, by name. */
+static size_t key_index(const char *key)
+{
+    size_t i = 0;
+    while (net_config_key(i) && strcmp(net_config_key(i), key) != 0)
+        i++;
+    ck_assert_ptr_nonnull(net_config_key(i));
+    return i;
+}
+
 /* Every setting reads back as text its flag takes, and that text sets the
  * same value again: what CONFIG GET and the start-up log show can be
  * pasted into a config file. */
@@ -3064,7 +3103,8 @@ START_TEST(config_values_round_trip)
         {"bind", "::1"}, {"port", "1234"}, {"dir", "/var/lib/x y"}, {"history", "9"},
         {"session-ttl", "3600"}, {"snapshot-interval", "0"}, {"maxclients", "77"},
         {"requirepass", "p w"}, {"loglevel", "warn"}, {"http-port", "0"},
-        {"trust-proxy", "yes"}, {"query-buffer-limit", "2m"}, {"client-output-limit", "4096"},
+        {"trust-proxy", "yes"}, {"http-cors-origin", "*"}, {"query-buffer-limit", "2m"},
+        {"client-output-limit", "4096"},
         {"snapshot-cpulist", "3,0-1,7-9"}, {"prefault", "no"}, {"maxmemory", "3g"},
         {"slowlog-log-slower-than", "-1"}, {"slowlog-max-len", "0"},
     };
@@ -3087,18 +3127,18 @@ START_TEST(config_values_round_trip)
         net_config_value(&b, i, w, sizeof w);
         ck_assert_str_eq(v, w);
     }
-    net_config_value(&a, 13, v, sizeof v);
+    net_config_value(&a, key_index("snapshot-cpulist"), v, sizeof v);
     ck_assert_str_eq(v, "0-1,3,7-9");
-    net_config_value(&a, 11, v, sizeof v);
+    net_config_value(&a, key_index("query-buffer-limit"), v, sizeof v);
     ck_assert_str_eq(v, "2097152");
     /* too small a buffer: cut short, still terminated */
-    net_config_value(&a, 13, v, 6);
+    net_config_value(&a, key_index("snapshot-cpulist"), v, 6);
     ck_assert_str_eq(v, "0-...");
     /* the defaults read back as values the flags take: "any", "" */
     net_config_defaults(&b);
-    net_config_value(&b, 13, v, sizeof v);
+    net_config_value(&b, key_index("snapshot-cpulist"), v, sizeof v);
     ck_assert_str_eq(v, "any");
-    net_config_value(&b, 7, v, sizeof v);
+    net_config_value(&b, key_index("requirepass"), v, sizeof v);
     ck_assert_str_eq(v, "");
     net_config_value(&b, n, v, sizeof v);
     ck_assert_str_eq(v, "");
@@ -3108,7 +3148,7 @@ START_TEST(config_values_round_trip)
                       "default %s = '%s': %s", net_config_key(i), v, err);
     }
     ck_assert(a.requirepass[0] == 0);
-    net_config_value(&a, 13, v, sizeof v);
+    net_config_value(&a, key_index("snapshot-cpulist"), v, sizeof v);
     ck_assert_str_eq(v, "any");
     /* the longest cpulist, every other CPU, fits NET_CONFIG_VALUE_MAX whole */
     static char list[NET_CONFIG_VALUE_MAX];
@@ -3117,7 +3157,7 @@ START_TEST(config_values_round_trip)
         o += (size_t)snprintf(list + o, sizeof list - o, "%s%u", cpu ? "," : "", cpu);
     ck_assert_msg(net_config_set(&a, "snapshot-cpulist", list, err, sizeof err) == NET_CFG_OK, "%s",
                   err);
-    net_config_value(&a, 13, v, sizeof v);
+    net_config_value(&a, key_index("snapshot-cpulist"), v, sizeof v);
     ck_assert_str_eq(v, list);
 }
 END_TEST
@@ -3138,6 +3178,8 @@ START_TEST(flags_and_config)
         {{"--client-output-limit", "10"}, "--client-output-limit: must be a size"},
         {{"--http-port=70000"}, "--http-port: must be an integer 0..65535"},
         {{"--trust-proxy", "maybe"}, "--trust-proxy: must be yes or no"},
+        {{"--http-cors-origin", "https://a https://b"}, "--http-cors-origin: must be * or one"},
+        {{"--http-cors-origin", "https://a,https://b"}, "--http-cors-origin: must be * or one"},
         {{"--prefault", "sometimes"}, "--prefault: must be yes or no"},
         {{"--config", "/nonexistent/x.conf"}, "config /nonexistent/x.conf: No such file"},
         {{"--dir", ""}, "--dir: must be 1 to"},
