@@ -2620,7 +2620,12 @@ bool net_conn_process(struct server *s, struct conn *c)
         if (++since_check >= batch_max) {
             since_check = 0;
             uint64_t now = net_mono_usec();
-            if (now >= turn_end) {  /* the rest waits for the loop's next iteration */
+            if (now >= turn_end) {
+                /* The rest waits for the loop's next iteration, behind every
+                 * other client's turn: this turn's replies go out now. */
+                batch_apply(s, c);
+                if (net_buf_live(&c->out) > 0)
+                    net_conn_write_now(s, c);
                 more = net_buf_live(in) > 0;
                 break;
             }

@@ -549,12 +549,22 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 /* Only there to keep the loop from sleeping while input is parked. */
 static void spin_cb(struct ev_loop *loop, ev_idle *w, int revents) {}
 
-/* Before the loop sleeps: one more turn for each parked connection (those
- * parked again wait for the next iteration), then write every pending
- * reply. */
+static void flush_pending(struct server *s)
+{
+    while (s->pending.head) {
+        struct conn *c = s->pending.head;
+        pending_remove(s, c);
+        conn_write(s, c);
+    }
+}
+
+/* Before the loop sleeps: write every pending reply, then give each parked
+ * connection one more turn (those parked again wait for the next
+ * iteration) and write what those turns answered. */
 static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 {
     struct server *s = w->data;
+    flush_pending(s);
     for (uint32_t turns = s->parked.n; turns-- && s->parked.head;) {
         struct conn *c = s->parked.head;
         conn_unpark(s, c);
@@ -563,11 +573,7 @@ static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
             ev_io_start(loop, &c->rio);  /* caught up: read again */
         conn_after_input(s, c, more);
     }
-    while (s->pending.head) {
-        struct conn *c = s->pending.head;
-        pending_remove(s, c);
-        conn_write(s, c);
-    }
+    flush_pending(s);
     if (s->shutting_down && s->nconns == 0)
         ev_break(loop, EVBREAK_ALL);
 }
