@@ -1690,6 +1690,8 @@ static void info_text(struct server *s, struct net_buf *b, unsigned sections)
         infof(b, "prefault:%s\r\n", s->prefault ? "yes" : "no");
         infof(b, "prefault_bytes:%llu\r\n", (unsigned long long)pf_bytes);
         infof(b, "prefault_dropped:%llu\r\n", (unsigned long long)pf_dropped);
+        infof(b, "prefault_rescues:%llu\r\n",
+              (unsigned long long)net_prefault_rescues(s->prefault));
         sep = "\r\n";
     }
     if (sections & SEC_STATS) {

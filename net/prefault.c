@@ -22,11 +22,17 @@
  * A step holds the process's mmap lock for reading, and the loop's own
  * mmap/mremap/munmap and a snapshot's fork() wait for it. An idle-priority
  * thread preempted mid-step by other busy processes held them for seconds
- * (3.4 s with four busy loops on two CPUs). So where the kernel allows it
- * (root, or CAP_SYS_NICE: leaving SCHED_IDLE is privileged), a step runs
- * at normal priority, and only the wait for the next one is idle: the lock
- * is then held for the step's own few milliseconds of work (60-140 ms at
- * worst under those busy loops).
+ * (3.4 s with four busy loops on two CPUs). Running every step at normal
+ * priority bounded that (60-140 ms) but cost the loop ~5 % of its rate
+ * flat out, the steps now competing with it for its CPU. So a rescuer
+ * thread, at normal priority and asleep unless the thread is busy, raises
+ * a step to SCHED_OTHER only when the loop waits on it: the step has run
+ * RESCUE_MS and the loop thread is blocked in the kernel (state D: the mmap
+ * lock), or the loop waits in net_prefault_pause. A step starved by the
+ * loop itself, busy, is left alone. The thread drops back to SCHED_IDLE
+ * when the step ends. Under the four busy loops the longest mmap wait was
+ * then 61-72 ms. Leaving SCHED_IDLE needs root or CAP_SYS_NICE: without it
+ * there is no rescuer, and the server says so at start.
  *
  * Invariants: the queue is a ring of Q_LEN ranges under `mu`; head/n count
  * it; `busy` is set while the thread works on a range it took, `stepping`
@@ -40,11 +46,15 @@
 #include "net/prefault.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef MADV_POPULATE_WRITE
@@ -56,6 +66,8 @@
  * reading that long, so the loop's own mmap/mremap/munmap wait at most one
  * step for an idle-priority thread. */
 #define STEP ((size_t)2 << 20)
+/* A step this old is starved: a huge page's faults take a few ms here. */
+#define RESCUE_MS 20
 
 struct range {
     char *p;
@@ -63,16 +75,27 @@ struct range {
 };
 
 struct net_prefault {
-    pthread_t th;
+    pthread_t th, rescuer;
     pthread_mutex_t mu;
-    pthread_cond_t work, idle;
+    pthread_cond_t work, idle, step;  /* step: wakes the rescuer when one starts */
     struct range q[Q_LEN];
     uint32_t head, n;
     size_t page;
     bool busy, stepping, stop, paused;
-    bool ready, boost;  /* the thread has started; its steps run at normal priority */
-    uint64_t bytes, dropped;
+    bool ready, boost;   /* the thread has started; a starved step can be raised */
+    bool raised;         /* the step running was raised to SCHED_OTHER */
+    bool pausing;        /* net_prefault_pause waits for the step running */
+    pid_t loop_tid;      /* the thread that started this one: the loop */
+    uint64_t step_start; /* CLOCK_MONOTONIC ns, of the step running */
+    uint64_t bytes, dropped, rescues;
 };
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 /* Idle or normal priority for this thread; false when the kernel refuses. */
 static bool set_idle(bool idle)
@@ -84,7 +107,8 @@ static bool set_idle(bool idle)
 static void *run(void *arg)
 {
     struct net_prefault *p = arg;
-    /* best effort; a step boosts only if leaving SCHED_IDLE is allowed */
+    /* best effort; a starved step can be raised only if leaving SCHED_IDLE
+     * is allowed */
     bool boost = set_idle(true) && set_idle(false) && set_idle(true);
     struct range cur = {NULL, 0};
     pthread_mutex_lock(&p->mu);
@@ -115,16 +139,19 @@ static void *run(void *arg)
             p->head = (p->head + 1) % Q_LEN;
             p->n--;
         }
+        if (!p->busy)
+            pthread_cond_signal(&p->step);  /* the rescuer watches while busy */
         p->busy = p->stepping = true;
+        p->step_start = mono_ns();
         pthread_mutex_unlock(&p->mu);
         size_t k = cur.len < STEP ? cur.len : STEP;
-        if (boost)
-            set_idle(false);
         int err = madvise(cur.p, k, MADV_POPULATE_WRITE) ? errno : 0;
-        if (boost)
-            set_idle(true);
         pthread_mutex_lock(&p->mu);
         p->stepping = false;
+        if (p->raised) {
+            p->raised = false;
+            set_idle(true);
+        }
         if (p->paused)
             pthread_cond_broadcast(&p->idle);  /* net_prefault_pause waits for this */
         if (err) {
@@ -142,11 +169,68 @@ static void *run(void *arg)
     return NULL;
 }
 
+char net_prefault_thread_state(pid_t tid)
+{
+    char path[64], buf[256];
+    snprintf(path, sizeof path, "/proc/self/task/%ld/stat", (long)tid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return '?';
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return '?';
+    buf[n] = 0;
+    const char *paren = strrchr(buf, ')');  /* the name may hold spaces and ')' */
+    return paren && paren[1] == ' ' && paren[2] ? paren[2] : '?';
+}
+
+bool net_prefault_should_rescue(uint64_t age_ms, uint64_t rescue_ms, bool pausing,
+                                char loop_state)
+{
+    return pausing || (age_ms >= rescue_ms && loop_state == 'D');
+}
+
+/* The rescuer: asleep while the thread is idle; while it is busy, awake
+ * every RESCUE_MS (and at once when the loop pauses the thread) to look at
+ * the step running. Waking per step instead, and looking every 5 ms at a
+ * step the busy loop starved, cost the loop 5-10 % of its rate flat out.
+ * It raises the step under the lock, so the step cannot have ended. */
+static void *rescue(void *arg)
+{
+    struct net_prefault *p = arg;
+    pthread_mutex_lock(&p->mu);
+    while (!p->stop) {
+        if (!p->busy) {
+            pthread_cond_wait(&p->step, &p->mu);
+            continue;
+        }
+        uint64_t now = mono_ns(), age = (now - p->step_start) / 1000000u;
+        if (p->stepping && !p->raised &&
+            net_prefault_should_rescue(age, (uint64_t)RESCUE_MS, p->pausing,
+                                       age >= (uint64_t)RESCUE_MS
+                                           ? net_prefault_thread_state(p->loop_tid)
+                                           : 'S')) {
+            struct sched_param sp = {0};
+            if (pthread_setschedparam(p->th, SCHED_OTHER, &sp) == 0) {
+                p->raised = true;
+                p->rescues++;
+            }
+        }
+        uint64_t due = now + (uint64_t)RESCUE_MS * 1000000u;
+        struct timespec ts = {(time_t)(due / 1000000000u), (long)(due % 1000000000u)};
+        pthread_cond_timedwait(&p->step, &p->mu, &ts);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
 static void destroy(struct net_prefault *p)
 {
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->work);
     pthread_cond_destroy(&p->idle);
+    pthread_cond_destroy(&p->step);
     free(p);
 }
 
@@ -181,9 +265,15 @@ struct net_prefault *net_prefault_start(void)
     if (!p)
         return NULL;
     p->page = (size_t)sysconf(_SC_PAGESIZE);
+    p->loop_tid = gettid();
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->work, NULL);
     pthread_cond_init(&p->idle, NULL);
+    pthread_condattr_t ca;  /* the rescuer's deadlines are CLOCK_MONOTONIC */
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->step, &ca);
+    pthread_condattr_destroy(&ca);
     int rc = pthread_create(&p->th, NULL, run, p);
     if (rc) {
         destroy(p);
@@ -194,6 +284,8 @@ struct net_prefault *net_prefault_start(void)
     while (!p->ready)
         pthread_cond_wait(&p->idle, &p->mu);
     pthread_mutex_unlock(&p->mu);
+    if (p->boost && pthread_create(&p->rescuer, NULL, rescue, p) != 0)
+        p->boost = false;  /* no rescuer: steps stay idle, as without the privilege */
     return p;
 }
 
@@ -203,6 +295,12 @@ void net_prefault_stop(struct net_prefault *p)
         return;
     set_and_wake(p, &p->stop, true);
     pthread_join(p->th, NULL);
+    if (p->boost) {
+        pthread_mutex_lock(&p->mu);
+        pthread_cond_signal(&p->step);
+        pthread_mutex_unlock(&p->mu);
+        pthread_join(p->rescuer, NULL);
+    }
     destroy(p);
 }
 
@@ -236,14 +334,29 @@ void net_prefault_pause(struct net_prefault *p, bool paused)
     if (!paused)
         return;
     pthread_mutex_lock(&p->mu);
-    while (p->stepping)
-        pthread_cond_wait(&p->idle, &p->mu);
+    if (p->stepping) {
+        p->pausing = true;  /* the loop now waits on the step: the rescuer raises it */
+        pthread_cond_signal(&p->step);
+        while (p->stepping)
+            pthread_cond_wait(&p->idle, &p->mu);
+        p->pausing = false;
+    }
     pthread_mutex_unlock(&p->mu);
 }
 
 bool net_prefault_boosted(struct net_prefault *p)
 {
     return p && p->boost;  /* written before net_prefault_start returned */
+}
+
+uint64_t net_prefault_rescues(struct net_prefault *p)
+{
+    if (!p)
+        return 0;
+    pthread_mutex_lock(&p->mu);
+    uint64_t n = p->rescues;
+    pthread_mutex_unlock(&p->mu);
+    return n;
 }
 
 void net_prefault_stats(struct net_prefault *p, uint64_t *bytes, uint64_t *dropped)

@@ -192,6 +192,20 @@ END_TEST
 
 /* Ranges are worked a huge page each in turn: a 2 MiB range queued after
  * a 256 MiB one is resident long before the large one is. */
+/* The rescuer's rule: a step is raised only when the loop waits on it. */
+START_TEST(test_prefault_rescue_rule)
+{
+    ck_assert(net_prefault_should_rescue(0, 20, true, 'R'));    /* pausing: at once */
+    ck_assert(net_prefault_should_rescue(20, 20, false, 'D'));  /* blocked on the lock */
+    ck_assert(!net_prefault_should_rescue(19, 20, false, 'D')); /* not yet starved */
+    ck_assert(!net_prefault_should_rescue(500, 20, false, 'R')); /* the loop is busy */
+    ck_assert(!net_prefault_should_rescue(500, 20, false, 'S')); /* or asleep */
+    ck_assert(!net_prefault_should_rescue(500, 20, false, '?'));
+    ck_assert_int_eq(net_prefault_thread_state(gettid()), 'R');  /* reading its own */
+    ck_assert_int_eq(net_prefault_thread_state(-1), '?');
+}
+END_TEST
+
 /* What the kernel lets this process do: leave SCHED_IDLE (a thread of its own). */
 static void *probe_leave_idle(void *arg)
 {
@@ -211,6 +225,7 @@ START_TEST(test_prefault_boost_when_allowed)
     ck_assert_int_eq(pthread_create(&th, NULL, probe_leave_idle, &may), 0);
     pthread_join(th, NULL);
     ck_assert_int_eq(net_prefault_boosted(p), may);
+    ck_assert_uint_eq(net_prefault_rescues(p), 0);  /* nothing waited on it yet */
     size_t len = (size_t)4 << 20;  /* boosted or not, steps still fault memory in */
     char *m = map_fresh(len, true);
     net_prefault_request(p, m, len);
@@ -272,6 +287,7 @@ Suite *prefault_suite(void)
     tcase_add_test(tc, test_prefault_pause_waits_for_step);
     tcase_add_test(tc, test_prefault_round_robin);
     tcase_add_test(tc, test_prefault_boost_when_allowed);
+    tcase_add_test(tc, test_prefault_rescue_rule);
     suite_add_tcase(s, tc);
     return s;
 }
