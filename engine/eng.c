@@ -1565,6 +1565,11 @@ int eng_record_batch(struct eng *e, const struct eng_ix *ixs, size_t n, struct e
     return rc;
 }
 
+bool eng_short_known(const struct eng *e, uint64_t short_id)
+{
+    return short_id && idx_find(&e->sh_idx, short_id) != 0;
+}
+
 int eng_reserve(struct eng *e, uint64_t n, struct eng_err *err)
 {
     err_ok(err);

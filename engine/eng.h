@@ -141,6 +141,8 @@ int eng_set_boost(struct eng *e, uint64_t short_id, int64_t boost, struct eng_er
  * so a caller applying a batch and then boosts can promise both or neither.
  * ENG_ENOMEM or ENG_ELIMIT otherwise; nothing a query sees changes. */
 int eng_reserve(struct eng *e, uint64_t n, struct eng_err *err);
+/* Whether the engine holds this short (recorded or boosted before). */
+bool eng_short_known(const struct eng *e, uint64_t short_id);
 
 /* Cache hint: touch the hash slots ix will need. A server that parsed many
  * commands from one read prefetches them all, then records them, so the

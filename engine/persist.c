@@ -776,8 +776,6 @@ int eng_restore_ring(struct eng *e, const struct eng_ring_view *v, const struct 
     uint64_t h = 0;
     if (v->last_seen_ms < 0 || v->last_seen_ms > ENG_TS_MAX)  /* the TTL check subtracts it */
         return fail(e, err, ENG_EINVAL, what, "last_seen out of range", key);
-    if (v->last_seen_ms > e->now)  /* engine time survives a restart (eng_now) */
-        e->now = v->last_seen_ms;
     if (v->is_user) {
         if (v->user == 0)
             return fail(e, err, ENG_EINVAL, what, "id must be at least 1", 0);

@@ -1245,11 +1245,14 @@ static void stat_writes(struct server *s, const struct net_multi *m, size_t from
 static int exec_writes(struct server *s, struct net_multi *m, size_t from, size_t to,
                        struct eng_err *e)
 {
-    size_t ntrack = 0;
+    size_t ntrack = 0, fresh = 0;  /* fresh: writes to shorts not held yet */
     const uint64_t t0 = net_mono_nsec();
-    for (size_t i = from; i < to; i++)
-        ntrack += m->items[i].kind == NET_Q_TRACK;
-    if (ntrack < to - from && eng_reserve(s->eng, to - from, e)) {
+    for (size_t i = from; i < to; i++) {
+        const struct net_qitem *q = &m->items[i];
+        ntrack += q->kind == NET_Q_TRACK;
+        fresh += !eng_short_known(s->eng, q->kind == NET_Q_TRACK ? q->ix.short_id : q->boost_id);
+    }
+    if (ntrack < to - from && fresh && eng_reserve(s->eng, fresh, e)) {
         stat_writes(s, m, from, to, net_mono_nsec() - t0, W_FAILED);
         return -1;
     }

@@ -784,13 +784,14 @@ int net_config_rewrite_file(const char *path, const struct net_config *c, char *
         step = "create";
         e = errno;
     } else {
-        struct stat st;  /* the file keeps its mode (mkstemp makes 0600) and owner */
+        struct stat st;  /* the file keeps its owner and mode (mkstemp makes 0600) */
         bool had = stat(where, &st) == 0;
-        if (fchmod(fd, had ? st.st_mode & 07777 : 0644) != 0)
-            step = "chmod", e = errno;
-        /* only root may give a file away: otherwise it is ours, as made */
-        if (!step && had && fchown(fd, st.st_uid, st.st_gid) != 0 && errno != EPERM)
+        /* only root may give a file away: otherwise it is ours, as made;
+         * owner first, as chown may clear the setuid and setgid bits */
+        if (had && fchown(fd, st.st_uid, st.st_gid) != 0 && errno != EPERM)
             step = "chown", e = errno;
+        if (!step && fchmod(fd, had ? st.st_mode & 07777 : 0644) != 0)
+            step = "chmod", e = errno;
         for (size_t off = 0; !step && off < len;) {
             ssize_t w = write(fd, text + off, len - off);
             if (w > 0)

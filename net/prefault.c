@@ -31,7 +31,7 @@
  * lock), or the loop waits in net_prefault_pause. A step starved by the
  * loop itself, busy, is left alone. The thread drops back to SCHED_IDLE
  * when the step ends. Under the four busy loops the longest mmap wait was
- * then 61-72 ms. Leaving SCHED_IDLE needs root or CAP_SYS_NICE: without it
+ * then 61-172 ms. Leaving SCHED_IDLE needs root or CAP_SYS_NICE: without it
  * there is no rescuer, and the server says so at start.
  *
  * Invariants: the queue is a ring of Q_LEN ranges under `mu`; head/n count
@@ -85,6 +85,7 @@ struct net_prefault {
     bool ready, boost;   /* the thread has started; a starved step can be raised */
     bool raised;         /* the step running was raised to SCHED_OTHER */
     bool pausing;        /* net_prefault_pause waits for the step running */
+    bool watching;       /* the rescuer is awake for the steps (else it sleeps) */
     pid_t loop_tid;      /* the thread that started this one: the loop */
     uint64_t step_start; /* CLOCK_MONOTONIC ns, of the step running */
     uint64_t bytes, dropped, rescues;
@@ -139,8 +140,8 @@ static void *run(void *arg)
             p->head = (p->head + 1) % Q_LEN;
             p->n--;
         }
-        if (!p->busy)
-            pthread_cond_signal(&p->step);  /* the rescuer watches while busy */
+        if (!p->watching)
+            pthread_cond_signal(&p->step);  /* the rescuer watches while steps run */
         p->busy = p->stepping = true;
         p->step_start = mono_ns();
         pthread_mutex_unlock(&p->mu);
@@ -149,8 +150,13 @@ static void *run(void *arg)
         pthread_mutex_lock(&p->mu);
         p->stepping = false;
         if (p->raised) {
+            /* Back to idle without the lock: a SCHED_IDLE thread preempted
+             * while holding it would stall whoever waits for it. No step
+             * runs meanwhile, so the rescuer raises nothing. */
             p->raised = false;
+            pthread_mutex_unlock(&p->mu);
             set_idle(true);
+            pthread_mutex_lock(&p->mu);
         }
         if (p->paused)
             pthread_cond_broadcast(&p->idle);  /* net_prefault_pause waits for this */
@@ -201,16 +207,22 @@ static void *rescue(void *arg)
     struct net_prefault *p = arg;
     pthread_mutex_lock(&p->mu);
     while (!p->stop) {
-        if (!p->busy) {
+        if (!p->busy || (p->paused && !p->stepping)) {  /* no step to come soon */
+            p->watching = false;
             pthread_cond_wait(&p->step, &p->mu);
+            p->watching = true;
             continue;
         }
-        uint64_t now = mono_ns(), age = (now - p->step_start) / 1000000u;
-        if (p->stepping && !p->raised &&
-            net_prefault_should_rescue(age, (uint64_t)RESCUE_MS, p->pausing,
-                                       age >= (uint64_t)RESCUE_MS
-                                           ? net_prefault_thread_state(p->loop_tid)
-                                           : 'S')) {
+        uint64_t now = mono_ns(), start = p->step_start, age = (now - start) / 1000000u;
+        char loop = 'S';
+        if (p->stepping && !p->pausing && age >= (uint64_t)RESCUE_MS) {
+            pid_t tid = p->loop_tid;  /* /proc is read without the lock */
+            pthread_mutex_unlock(&p->mu);
+            loop = net_prefault_thread_state(tid);
+            pthread_mutex_lock(&p->mu);
+        }
+        if (p->stepping && p->step_start == start && !p->raised &&
+            net_prefault_should_rescue(age, (uint64_t)RESCUE_MS, p->pausing, loop)) {
             struct sched_param sp = {0};
             if (pthread_setschedparam(p->th, SCHED_OTHER, &sp) == 0) {
                 p->raised = true;

@@ -415,7 +415,9 @@ static void conn_after_input(struct server *s, struct conn *c, bool more)
         conn_free(s, c);
         return;
     }
-    if (c->state == CONN_ACTIVE && net_buf_live(in) > s->cfg.query_buffer_limit) {
+    /* Only input that does not parse yet counts: a parked connection's is
+     * commands waiting for their turn, and it reads nothing meanwhile. */
+    if (c->state == CONN_ACTIVE && !more && net_buf_live(in) > s->cfg.query_buffer_limit) {
         s->st.query_limit_disconnects++;
         s->st.errors++;
         net_warn("client %s: query buffer %zu bytes over --query-buffer-limit %llu, closing",
@@ -507,8 +509,11 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
                     net_warn("accept: %s; pausing accepts for 100 ms (%llu more pauses since "
                              "the last such line)", strerror(e), (unsigned long long)more);
                 ev_io_stop(loop, w);
-                if (!ev_is_active(&s->accept_pause_w))  /* the other listener's pause: shared */
+                if (!ev_is_active(&s->accept_pause_w)) {  /* the other listener's: shared */
+                    /* set again each time: a fired one-shot timer keeps no delay */
+                    ev_timer_set(&s->accept_pause_w, 0.1, 0.);
                     ev_timer_start(loop, &s->accept_pause_w);
+                }
             } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
                 net_warn("accept: %s", strerror(errno));
             }

@@ -93,7 +93,6 @@ struct m_sess {
 
 struct m_user {
     bool exists;
-    int64_t last_seen;
     struct m_ring ring;
 };
 
@@ -189,7 +188,6 @@ static void m_apply(const struct gen *g)
     }
     if (g->user >= 0) {
         M->us[g->user].exists = true;
-        M->us[g->user].last_seen = now;
         m_push(&M->us[g->user].ring, &r);
     }
 }
@@ -612,14 +610,7 @@ static void run(uint64_t seed, int steps)
                 struct eng *R = clone_eng(E, &clk, HIST, TTL);
                 eng_destroy(E);
                 E = R;
-                /* a restore resumes from the newest last_seen it holds */
-                M->time = clk.now;
-                for (int i = 0; i < N_SESS; i++)
-                    if (M->ss[i].exists && M->ss[i].last_seen > M->time)
-                        M->time = M->ss[i].last_seen;
-                for (int i = 0; i < N_USERS; i++)
-                    if (M->us[i].exists && M->us[i].last_seen > M->time)
-                        M->time = M->us[i].last_seen;
+                M->time = clk.now;  /* a restore starts from the clock */
                 checkpoint();
             }
         }

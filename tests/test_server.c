@@ -1796,7 +1796,10 @@ END_TEST
 START_TEST(long_input_takes_turns)
 {
     struct srv s;
-    srv_start(&s, NULL);
+    /* the smallest query buffer: input parked for a later turn is commands
+     * waiting, not a client over its limit */
+    const char *args[] = {"--query-buffer-limit", "1k", NULL};
+    srv_start(&s, args);
     struct cli b;
     cli_open(&b, s.port);
     size_t cap = 100000 * 32;
@@ -1831,6 +1834,7 @@ START_TEST(long_input_takes_turns)
             ck_abort_msg("TOP %d: %s", i, r ? r : "(closed)");
     }
     EXPECT(&a, "+PONG\r\n", "PING");
+    ck_assert_int_eq(info_num(&a, "query_limit_disconnects"), 0);
     cli_close(&a);
     cli_close(&b);
     srv_stop_ok(&s);
@@ -4035,6 +4039,21 @@ START_TEST(accept_fails_pauses)
     ck_assert(wait_log(&s, "accept: Too many open files; pausing accepts for 100 ms"));
     sleep_ms(250);  /* two or three more pauses, inside the same second */
     ck_assert_int_le(log_count(&s, "pausing accepts"), 2);
+    /* every pause lasts its 100 ms, the second one too (a fired one-shot
+     * timer restarted without its delay spun): the next line, a second or
+     * so after the first, counts about ten, never thousands */
+    const char *what = "pausing accepts for 100 ms (";
+    for (int i = 0; i < 300 && log_count(&s, what) < 2; i++)
+        sleep_ms(10);
+    char *log = read_file(s.log, NULL);
+    ck_assert_ptr_nonnull(log);
+    const char *last = NULL;
+    for (const char *q = strstr(log, what); q; q = strstr(q + 1, what))
+        last = q;
+    ck_assert_ptr_nonnull(last);
+    long long more = atoll(last + strlen(what));
+    ck_assert_msg(more >= 1 && more <= 30, "pauses between two log lines: %lld", more);
+    free(log);
     close(fd);
     ck_assert_int_eq(srv_term(&s), 0);
     srv_cleanup(&s);
