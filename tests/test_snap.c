@@ -864,6 +864,21 @@ START_TEST(decoders_refuse_before_sizing)
     c = cur_over(ring, n, &ch, &err);
     ck_assert_int_eq(snap_dec_ring(&c, &sc, true, &next_ctx, &out), SNAP_ECORRUPT);
     ck_assert_msg(strstr(err.msg, "context 1: bad flags 0"), "%s", err.msg);
+    /* a reference (flags REF|USER) to the id the next new context would get */
+    memcpy(ring, (const uint8_t[]){0x01, 0x00, 0x01, 0x03, 0x01}, 5);
+    c = cur_over(ring, n, &ch, &err);
+    ck_assert_int_eq(snap_dec_ring(&c, &sc, true, &next_ctx, &out), SNAP_ECORRUPT);
+    ck_assert_msg(strstr(err.msg, "context id 1 not defined yet"), "%s", err.msg);
+    /* a short whose viewer set lists one fingerprint twice (deltas 5, 0) */
+    static const uint8_t dup[] = {0x02, 0x00, 0x02, 0, 0, 0, 0, 0, 0, 0, 0x00, 0x00, 0x00,
+                                  0x00, 0x00, 0x02, 0x05, 0x00, 0x00};
+    ch = (struct snap_chunk){.sec = SNAP_SEC_SHRT, .nitems = 1, .raw_len = sizeof dup,
+                             .offset = 120};
+    c = cur_over(dup, sizeof dup, &ch, &err);
+    struct snap_short sh;
+    ck_assert_int_eq(snap_dec_short(&c, &sc, 0, &sh), SNAP_ECORRUPT);
+    ck_assert_msg(strstr(err.msg, "viewer set: fingerprints not strictly increasing"), "%s",
+                  err.msg);
     snap_scratch_free(&sc);
     free(ring);
 }
