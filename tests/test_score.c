@@ -151,6 +151,11 @@ START_TEST(test_score_anchors)
     struct score_in few = {.impressions = 10, .views = 10, .saves = 3};
     struct score_in many = {.impressions = 10000, .views = 10000, .saves = 3000};
     ck_assert(score_compute(&many) > score_compute(&few));
+    /* docs/metrics.md's example of one guest repeating shares and contacts */
+    struct score_in one = {.impressions = 1};
+    ck_assert_double_eq_tol(score_compute(&one), 10.052253, 5e-7);
+    struct score_in spam = {.impressions = 1, .shares = 30, .contacts = 30};
+    ck_assert_double_eq_tol(score_compute(&spam), 38.464017, 5e-7);
 }
 END_TEST
 
