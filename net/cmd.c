@@ -1679,8 +1679,10 @@ static void info_text(struct server *s, struct net_buf *b, unsigned sections)
     if (sections & SEC_MEMORY) {
         unsigned long long used = (unsigned long long)net_used_memory(s);
         infof(b, "%s# Memory\r\n", sep);
+        /* Redis's name first: redis-cli --stat takes the first line that
+         * starts with "used_memory" */
+        infof(b, "used_memory:%llu\r\n", used);
         infof(b, "used_memory_bytes:%llu\r\n", used);
-        infof(b, "used_memory:%llu\r\n", used);  /* Redis's name */
         infof(b, "used_memory_engine_bytes:%llu\r\n", (unsigned long long)ei.mem_total);
         infof(b, "used_memory_records_bytes:%llu\r\n", (unsigned long long)ei.mem_records);
         infof(b, "used_memory_viewers_bytes:%llu\r\n", (unsigned long long)ei.mem_viewers);

@@ -794,6 +794,9 @@ START_TEST(every_command_both_framings)
                             "last_snapshot_duration_ms:", "last_snapshot_bytes:", "last_fork_usec:"};
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
         ck_assert_msg(strstr(rep[0][sn + 1], fields[i]), "INFO lacks %s", fields[i]);
+    /* redis-cli --stat reads the first "used_memory" as Redis's field */
+    ck_assert_ptr_eq(strstr(rep[0][sn + 1], "used_memory"),
+                     strstr(rep[0][sn + 1], "\r\nused_memory:") + 2);
     ck_assert_ptr_nonnull(strstr(rep[0][sn + 2], "# Engine"));
     ck_assert_ptr_null(strstr(rep[0][sn + 2], "# Server"));
     /* several sections: their union, an unknown one adding nothing (Redis 7) */
