@@ -414,6 +414,8 @@ undo_new:
     return -1;
 }
 
+_Static_assert(ENG_SHORTS_MAX <= IDX_CAP_MAX / 4 * 3, "the short index must hold ENG_SHORTS_MAX");
+
 int eng_reserve_shorts(struct eng *e, uint64_t extra)
 {
     uint64_t want = (uint64_t)e->nsh + extra;

@@ -103,7 +103,7 @@ int idx_reserve(struct idx *t, struct mem *m, uint64_t extra)
     if (want * 4 <= cap * 3) {
         /* Optional and ahead of need: an allocation that may fail without
          * consequence, so it is not one of the counted (injectable) ones. */
-        if (want * 8 > cap * 5 && !t->next && m->populate && cap * 2 <= ((uint64_t)1 << 31) &&
+        if (want * 8 > cap * 5 && !t->next && m->populate && cap * 2 <= IDX_CAP_MAX &&
             mem_is_large((size_t)cap * 2 * sizeof(struct idx_slot))) {
             size_t bytes = (size_t)cap * 2 * sizeof(struct idx_slot);
             if ((t->next = mem_sys_calloc(bytes))) {
@@ -117,7 +117,7 @@ int idx_reserve(struct idx *t, struct mem *m, uint64_t extra)
     }
     while (want * 4 > cap * 3)
         cap *= 2;
-    if (cap > ((uint64_t)1 << 31))
+    if (cap > IDX_CAP_MAX)
         return -1;
     struct idx_slot *ns;
     if (t->next && (uint64_t)t->nmask + 1 == cap) {

@@ -66,6 +66,7 @@ struct idx_slot {
 
 /* Ids stay below 2^31 (the capacity limit), so id + 1 never reaches it. */
 #define IDX_TOMB UINT32_MAX
+#define IDX_CAP_MAX ((uint64_t)1 << 31)  /* slots of the largest table, filled to 3/4 */
 
 struct idx {
     struct idx_slot *slots;  /* the table inserts go to */

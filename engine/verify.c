@@ -344,6 +344,22 @@ int eng_test_break(struct eng *e, int what)
             }
         }
         return -1;
+    case 3:  /* impressions + views past 2^64 */
+        if (!e->nsh)
+            return -1;
+        e->sh[0].count[ENG_T_IMPRESSION] = UINT64_MAX;
+        e->sh[0].count[ENG_T_VIEW]++;
+        return 0;
+    case 4:  /* watch time with no watched view */
+        if (!e->nsh)
+            return -1;
+        e->sh[0].watch_sum++;
+        return 0;
+    case 5:  /* a platform's shares past the short's */
+        if (!e->nsh || !e->shc[0].nplat)
+            return -1;
+        e->shc[0].plat_shares[0] = e->sh[0].count[ENG_T_SHARE] + 1;
+        return 0;
     default:
         return -1;
     }

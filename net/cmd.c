@@ -989,13 +989,11 @@ static bool auth_check(struct server *s, struct conn *c, const struct proto_arg 
 {
     bool user_ok = !user || arg_is(user, "default");
     size_t n = strlen(s->cfg.requirepass);
-    unsigned diff = pw->len != n;
     if (!n && !user) {
         reply_err(s, c, "AUTH called without any password configured (--requirepass)");
         return false;
     }
-    if (!n)
-        diff = 0;
+    unsigned diff = n && pw->len != n;  /* no password: any matches */
     for (size_t i = 0; i < n; i++)  /* no early exit on the first differing byte */
         diff |= (unsigned)(s->cfg.requirepass[i] ^ (i < pw->len ? pw->p[i] : 0));
     if (diff || !user_ok) {
@@ -1247,12 +1245,13 @@ static int exec_writes(struct server *s, struct net_multi *m, size_t from, size_
 {
     size_t ntrack = 0, fresh = 0;  /* fresh: writes to shorts not held yet */
     const uint64_t t0 = net_mono_nsec();
-    for (size_t i = from; i < to; i++) {
+    for (size_t i = from; i < to; i++)
+        ntrack += m->items[i].kind == NET_Q_TRACK;
+    for (size_t i = from; ntrack < to - from && i < to; i++) {  /* only BOOSTs need it */
         const struct net_qitem *q = &m->items[i];
-        ntrack += q->kind == NET_Q_TRACK;
         fresh += !eng_short_known(s->eng, q->kind == NET_Q_TRACK ? q->ix.short_id : q->boost_id);
     }
-    if (ntrack < to - from && fresh && eng_reserve(s->eng, fresh, e)) {
+    if (fresh && eng_reserve(s->eng, fresh, e)) {
         stat_writes(s, m, from, to, net_mono_nsec() - t0, W_FAILED);
         return -1;
     }
@@ -1302,8 +1301,8 @@ static int exec_writes(struct server *s, struct net_multi *m, size_t from, size_
  * Redis the transaction still runs whole, its replies dropped as made. */
 static void exec_limit_output(struct server *s, struct conn *c)
 {
-    if (c->state != CONN_CLOSING && net_buf_live(&c->out) > s->cfg.client_output_limit)
-        net_conn_limit_output(s, c);
+    if (c->state != CONN_CLOSING)
+        net_conn_limit_output(s, c);  /* nothing while under the limit */
     if (c->state == CONN_CLOSING)
         net_buf_consume(&c->out, net_buf_live(&c->out));
 }
@@ -2554,6 +2553,9 @@ static size_t batch_limit(const struct server *s)
     return s->snap.in_progress ? NET_BATCH_COW : NET_BATCH;
 }
 
+/* A turn's end is always past a flush, so the flush writes its replies. */
+_Static_assert(NET_FLUSH_USEC <= NET_TURN_USEC, "a turn must end after a flush");
+
 bool net_conn_process(struct server *s, struct conn *c)
 {
     struct net_buf *in = &c->in;
@@ -2627,15 +2629,6 @@ bool net_conn_process(struct server *s, struct conn *c)
         if (++since_check >= batch_max) {
             since_check = 0;
             uint64_t now = net_mono_usec();
-            if (now >= turn_end) {
-                /* The rest waits for the loop's next iteration, behind every
-                 * other client's turn: this turn's replies go out now. */
-                batch_apply(s, c);
-                if (net_buf_live(&c->out) > 0)
-                    net_conn_write_now(s, c);
-                more = net_buf_live(in) > 0;
-                break;
-            }
             if (now >= flush_at) {
                 /* The batch's pointers stay valid: writing only moves the
                  * output buffer's offset. */
@@ -2643,6 +2636,10 @@ bool net_conn_process(struct server *s, struct conn *c)
                 if (net_buf_live(&c->out) > 0)
                     net_conn_write_now(s, c);
                 flush_at = now + NET_FLUSH_USEC;
+            }
+            if (now >= turn_end) {  /* its replies went out just above */
+                more = net_buf_live(in) > 0;  /* waits behind every other client */
+                break;
             }
         }
     }

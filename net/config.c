@@ -628,7 +628,8 @@ static int put_setting(struct text *t, const struct net_config *c, size_t i, cha
     char v[NET_CONFIG_VALUE_MAX];
     net_config_value(c, i, v, sizeof v);
     if (settings[i].kind == K_SIZE) {  /* as written by hand: 3g, not 3221225472 */
-        uint64_t b = strtoull(v, NULL, 10);
+        uint64_t b;
+        memcpy(&b, (const char *)c + settings[i].off, sizeof b);
         static const char unit[] = "gmk";
         for (int u = 0; b && u < 3; u++)
             if (b % (1ull << (30 - 10 * u)) == 0) {
@@ -678,7 +679,7 @@ int net_config_rewrite(const char *old, size_t oldlen, const struct net_config *
             memcpy(key, k, (size_t)(ke - k));
             key[ke - k] = 0;
         }
-        const struct setting *s = key[0] != '#' ? find_setting(key) : NULL;
+        const struct setting *s = find_setting(key);  /* no setting's key starts with '#' */
         size_t n = (size_t)(eol - p), ml = strlen(NET_CONFIG_REWRITE_MARK);
         if (n >= ml && memcmp(p, NET_CONFIG_REWRITE_MARK, ml) == 0 &&
             (n == ml || (n == ml + 1 && p[ml] == '\r')))
@@ -719,21 +720,23 @@ int net_config_rewrite(const char *old, size_t oldlen, const struct net_config *
 }
 
 /* The whole file at path into *buf (malloc'd), with room for its rewrite
- * after it; a missing file is empty. */
-static int read_all(const char *path, char **buf, size_t *len, char *err, size_t errcap)
+ * after it, and its stat in *st; a missing file is empty, st_mode 0. */
+static int read_all(const char *path, char **buf, size_t *len, struct stat *st, char *err,
+                    size_t errcap)
 {
     FILE *f = fopen(path, "rbe");
-    struct stat st;
+    memset(st, 0, sizeof *st);
     if (!f && errno != ENOENT) {
         snprintf(err, errcap, "%s: %s", path, strerror(errno));
         return NET_CFG_EIO;
     }
-    if (f && fstat(fileno(f), &st) != 0) {
-        snprintf(err, errcap, "%s: %s", path, strerror(errno));
+    if (f && (fstat(fileno(f), st) != 0 || !S_ISREG(st->st_mode))) {
+        snprintf(err, errcap, "%s: %s", path,
+                 S_ISREG(st->st_mode) || !st->st_mode ? strerror(errno) : "not a regular file");
         fclose(f);
         return NET_CFG_EIO;
     }
-    size_t size = f && S_ISREG(st.st_mode) ? (size_t)st.st_size : 0;
+    size_t size = f ? (size_t)st->st_size : 0;
     char *b = malloc(size + 1 + net_config_rewrite_bound(size));
     if (!b) {
         snprintf(err, errcap, "%s: out of memory", path);
@@ -742,12 +745,11 @@ static int read_all(const char *path, char **buf, size_t *len, char *err, size_t
         return NET_CFG_EIO;
     }
     size_t n = f ? fread(b, 1, size + 1, f) : 0;  /* + 1: a file that grew is an error */
-    bool bad = f && (ferror(f) || n != size || !S_ISREG(st.st_mode));
+    bool bad = f && (ferror(f) || n != size);
     if (f)
         fclose(f);
     if (bad) {
-        snprintf(err, errcap, "%s: %s", path,
-                 !S_ISREG(st.st_mode) ? "not a regular file" : "changed or unreadable while read");
+        snprintf(err, errcap, "%s: changed or unreadable while read", path);
         free(b);
         return NET_CFG_EIO;
     }
@@ -765,7 +767,8 @@ int net_config_rewrite_file(const char *path, const struct net_config *c, char *
     const char *where = realpath(path, real) ? real : path;  /* no file yet: made there */
     char *old = NULL;
     size_t oldlen = 0, len = 0;
-    int rc = read_all(where, &old, &oldlen, err, errcap);
+    struct stat st;  /* the file keeps its owner and mode (mkstemp makes 0600) */
+    int rc = read_all(where, &old, &oldlen, &st, err, errcap);
     if (rc != NET_CFG_OK)
         return rc;
     char *text = old + oldlen + 1;  /* read_all made the room */
@@ -784,8 +787,7 @@ int net_config_rewrite_file(const char *path, const struct net_config *c, char *
         step = "create";
         e = errno;
     } else {
-        struct stat st;  /* the file keeps its owner and mode (mkstemp makes 0600) */
-        bool had = stat(where, &st) == 0;
+        bool had = st.st_mode != 0;
         /* only root may give a file away: otherwise it is ours, as made;
          * owner first, as chown may clear the setuid and setgid bits */
         if (had && fchown(fd, st.st_uid, st.st_gid) != 0 && errno != EPERM)

@@ -572,14 +572,15 @@ static bool is_head(const struct http_conn *c)
     return c->url_len && c->parser.method == HTTP_HEAD;
 }
 
-/* Frames c->tmp as the body of a response with `status` into c->out.
- * extra: more header lines, each ending in \r\n, or NULL. */
 /* An origin is set (the server's http-cors-origin, which CONFIG SET may
  * change or clear). */
 static bool cors_on(const struct http_conn *c)
 {
     return c->env->cors_origin && c->env->cors_origin[0];
 }
+
+/* Frames c->tmp as the body of a response with `status` into c->out.
+ * extra: more header lines, each ending in \r\n, or NULL. */
 
 static void respond(struct http_conn *c, int status, const char *extra, unsigned flags)
 {
@@ -1062,10 +1063,11 @@ static int query_next(const char **q, const char *end, const char *const *allowe
     }
     p->vlen = (size_t)vl;
     p->val[vl] = 0;
-    unsigned i = 0;  /* a %00 in the key makes it no known one */
-    while (allowed[i] && (strlen(allowed[i]) != p->klen || strcmp(allowed[i], p->key) != 0))
-        i++;
-    if (!allowed[i]) {
+    unsigned i = 0;
+    if (strlen(p->key) == p->klen)  /* else a %00 in the key: no known one */
+        while (allowed[i] && strcmp(allowed[i], p->key) != 0)
+            i++;
+    if (strlen(p->key) != p->klen || !allowed[i]) {
         snprintf(why, whycap, "%.32s: unknown parameter", p->key);
         return -1;
     }
@@ -1385,12 +1387,18 @@ static void prom_cmdstats(struct http_conn *c, const struct http_metrics *m)
 {
     static const struct {
         const char *name, *help;
+        size_t off;    /* the field of struct http_cmd_metric */
+        bool seconds;  /* a count of ns, shown in seconds */
     } fam[] = {
-        {"shortstat_command_calls_total", "Line-protocol calls by command, failed ones included."},
-        {"shortstat_command_duration_seconds_total", "Time spent running each command."},
+        {"shortstat_command_calls_total", "Line-protocol calls by command, failed ones included.",
+         offsetof(struct http_cmd_metric, calls), false},
+        {"shortstat_command_duration_seconds_total", "Time spent running each command.",
+         offsetof(struct http_cmd_metric, nsec), true},
         {"shortstat_command_rejected_calls_total",
-         "Calls refused before they ran (arity, NOAUTH, MULTI, --maxmemory)."},
-        {"shortstat_command_failed_calls_total", "Calls that ran and answered an error."},
+         "Calls refused before they ran (arity, NOAUTH, MULTI, --maxmemory).",
+         offsetof(struct http_cmd_metric, rejected), false},
+        {"shortstat_command_failed_calls_total", "Calls that ran and answered an error.",
+         offsetof(struct http_cmd_metric, failed), false},
     };
     for (size_t f = 0; f < sizeof fam / sizeof fam[0]; f++) {
         prom_family(c, fam[f].name, "counter", fam[f].help);
@@ -1403,11 +1411,12 @@ static void prom_cmdstats(struct http_conn *c, const struct http_metrics *m)
                 prom_label(c, k->sub);
             }
             buf_puts(c, &c->tmp, "\"} ");
-            if (f == 1)
-                buf_printf(c, &c->tmp, "%.9f\n", (double)k->nsec / 1e9);
+            uint64_t v;
+            memcpy(&v, (const char *)k + fam[f].off, sizeof v);
+            if (fam[f].seconds)
+                buf_printf(c, &c->tmp, "%.9f\n", (double)v / 1e9);
             else
-                buf_printf(c, &c->tmp, "%" PRIu64 "\n",
-                           f == 0 ? k->calls : f == 2 ? k->rejected : k->failed);
+                buf_printf(c, &c->tmp, "%" PRIu64 "\n", v);
         }
     }
     prom_family(c, "shortstat_error_replies_total", "counter",

@@ -56,8 +56,6 @@ enum http_rc {
 /* Snapshot status as INFO's last_snapshot_status reports it. */
 enum http_snap_status { HTTP_SNAP_NONE = 0, HTTP_SNAP_OK, HTTP_SNAP_ERR };
 
-/* What /metrics and /healthz need from the server; filled on each scrape by
- * env->fill_metrics. Zero is a valid value for every field. */
 /* A line-protocol command's INFO commandstats, for /metrics: sub is NULL
  * for a command, else the subcommand of cmd ("config", "set"). */
 struct http_cmd_metric {
@@ -71,6 +69,8 @@ struct http_err_metric {
     uint64_t count;
 };
 
+/* What /metrics and /healthz need from the server; filled on each scrape by
+ * env->fill_metrics. Zero is a valid value for every field. */
 struct http_metrics {
     const char *version;               /* NULL: no shortstat_build_info */
     int64_t uptime_ms;

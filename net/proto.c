@@ -84,7 +84,7 @@ static int inline_quoted(const uint8_t *line, size_t n, size_t *pos, uint8_t *sc
         if (!inq) {
             if (is_sep(c))
                 break;
-            if (c == '"' || c == '\'') {
+            if (inline_class[c] == CL_QUOTE) {
                 inq = c;
                 p++;
                 continue;

@@ -431,6 +431,8 @@ static void conn_after_input(struct server *s, struct conn *c, bool more)
     }
     if (more)
         conn_park(s, c);
+    else
+        ev_io_start(s->loop, &c->rio);  /* a parked one caught up: reading again */
     if (net_buf_live(&c->out) > 0)
         pending_add(s, c);
 }
@@ -573,10 +575,7 @@ static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
     for (uint32_t turns = s->parked.n; turns-- && s->parked.head;) {
         struct conn *c = s->parked.head;
         conn_unpark(s, c);
-        bool more = net_conn_process(s, c);
-        if (!more && c->state == CONN_ACTIVE)
-            ev_io_start(loop, &c->rio);  /* caught up: read again */
-        conn_after_input(s, c, more);
+        conn_after_input(s, c, net_conn_process(s, c));
     }
     flush_pending(s);
     if (s->shutting_down && s->nconns == 0)

@@ -322,6 +322,8 @@ START_TEST(file_replaced_atomically)
     got = slurp(path);
     ck_assert_str_eq(got, NET_CONFIG_REWRITE_MARK "\nmaxclients 77\n");
     free(got);
+    ck_assert_int_eq(stat(path, &st), 0);
+    ck_assert_uint_eq(st.st_mode & 07777, 0644);  /* not mkstemp's 0600 */
 
     /* a value no line can hold: refused, the file as it was */
     set_ok(&c, "requirepass", "a\nb");
@@ -339,7 +341,12 @@ START_TEST(file_replaced_atomically)
     /* a path that is a directory: unreadable as a file, changed nothing */
     ck_assert_int_eq(net_config_rewrite_file(dir, &c, err, sizeof err), NET_CFG_EIO);
     ck_assert_msg(strstr(err, ": not a regular file"), "%s", err);
-    ck_assert_int_eq(run_count_names(dir, "s.conf"), 1);  /* s.conf only: no temp file */
+    ck_assert_int_eq(run_count_names(dir, "s.conf"), 1);  /* s.conf only */
+    char parent[256], tmpname[160];  /* nor a temp file beside the directory */
+    snprintf(parent, sizeof parent, "%s", dir);
+    *strrchr(parent, '/') = 0;
+    snprintf(tmpname, sizeof tmpname, "%s.", strrchr(dir, '/') + 1);
+    ck_assert_int_eq(run_count_names(parent, tmpname), 0);
     run_rmtree(dir);
 }
 END_TEST

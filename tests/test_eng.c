@@ -68,6 +68,23 @@ START_TEST(test_verify_catches)
         ck_assert_msg(strstr(err.msg, want[what]), "break %d: %s", what, err.msg);
         eng_destroy(e);
     }
+    /* what restore refuses, checked again by eng_verify over a live short */
+    static const char *const want_short[] = {
+        "short 7: more viewers than impressions and views, or their sum wraps",
+        "short 7: watch time past watch_ms's bound", "short 7: platform shares exceed shares"};
+    for (int what = 3; what < 6; what++) {
+        struct tclock k = {.now = 1700000000000};
+        struct eng *e = mk_eng(&k, 0, 0);
+        struct eng_ix ix = ix_of(ENG_T_SHARE, 7, "s1", 0);
+        ix_set(&ix.platform, &ix.platform_len, "x");
+        rec_ok(e, &ix);
+        struct eng_err err = {0};
+        ck_assert_int_eq(eng_verify(e, &err), 0);
+        ck_assert_int_eq(eng_test_break(e, what), 0);
+        ck_assert_int_eq(eng_verify(e, &err), ENG_EINVAL);
+        ck_assert_msg(strstr(err.msg, want_short[what - 3]), "break %d: %s", what, err.msg);
+        eng_destroy(e);
+    }
 }
 END_TEST
 
@@ -807,6 +824,7 @@ END_TEST
  * not (eng_stats fills a list as long as the short's). */
 START_TEST(test_enomem_retry_platforms)
 {
+    int refused = 0;  /* the ninth must allocate, so some nth fails it */
     for (uint64_t nth = 1; nth <= 4; nth++) {
         struct eng *e = mk_eng(&clk, 4, 0);
         struct eng_err err;
@@ -822,6 +840,7 @@ START_TEST(test_enomem_retry_platforms)
                 eng_test_fail_alloc(e, 0);
                 ck_assert_msg(rc == ENG_ENOMEM || rc == ENG_OK, "nth %llu: rc %d",
                               (unsigned long long)nth, rc);
+                refused += rc == ENG_ENOMEM;
                 verify_ok(e);
                 if (rc == ENG_OK)
                     continue;
@@ -835,6 +854,7 @@ START_TEST(test_enomem_retry_platforms)
         ck_assert_uint_eq(st.shares, 9);
         eng_destroy(e);
     }
+    ck_assert_int_ge(refused, 1);
 }
 END_TEST
 
@@ -881,9 +901,11 @@ START_TEST(test_reserve)
     ck_assert_int_eq(eng_record_batch(e, ixs, 3000, &err), ENG_OK);
     ck_assert(eng_short_known(e, 100) && eng_short_known(e, 3099));
     ck_assert(!eng_short_known(e, 3100) && !eng_short_known(e, 0));
-    eng_test_fail_alloc(e, 1);  /* from here every allocation would fail */
+    eng_test_fail_alloc(e, 1);  /* the next allocation would fail */
+    uint64_t allocs = eng_test_allocs(e);
     for (uint64_t id = 10000; id < 17000; id++)  /* past what 3000 shorts had grown to */
         REQUIRE(eng_set_boost(e, id, 7, &err) == ENG_OK);
+    ck_assert_uint_eq(eng_test_allocs(e), allocs);  /* none was needed */
     eng_test_fail_alloc(e, 0);
     struct eng_info in;
     eng_info(e, &in);

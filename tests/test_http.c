@@ -769,6 +769,7 @@ START_TEST(top_queries)
     request(get("/api/explore/top?k%00junk=3"), &r);  /* not k: a NUL ends no name */
     ck_assert_int_eq(r.status, 400);
     ck_assert_msg(strstr(r.body, ": unknown parameter"), "%s", r.body);
+    check_error(&r, 400, "k: unknown parameter", -1);  /* named as far as it prints */
     request(get("/api/explore/top?averyveryverylongkey=1"), &r);
     check_error(&r, 400, "averyveryverylongkey: unknown parameter", -1);
     char longq[256] = "/api/explore/top?by=";

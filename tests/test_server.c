@@ -98,6 +98,19 @@ static bool log_has(const struct srv *s, const char *needle)
     return has;
 }
 
+/* The number right after the log's last `needle` (asserted present). */
+static long long log_num_after(const struct srv *s, const char *needle)
+{
+    char *l = read_file(s->log, NULL);
+    const char *last = NULL;
+    for (const char *q = l ? strstr(l, needle) : NULL; q; q = strstr(q + 1, needle))
+        last = q;
+    ck_assert_msg(last, "the log never says '%s'", needle);
+    long long v = atoll(last + strlen(needle));
+    free(l);
+    return v;
+}
+
 /* System calls a spawned server finds failing (struct srv's deny). */
 enum { DENY_FORK = 1, DENY_PIPE = 2, DENY_ACCEPT = 4, DENY_RENAME = 8 };
 
@@ -1882,13 +1895,8 @@ START_TEST(exec_output_limit)
     ck_assert_int_eq(wait_info_ge(&good, "output_limit_disconnects", 1), 1);
     expect_stat(&good, 5000, "views", "1");  /* queued after the cut: it ran */
     close(fd);
-    char *log = read_file(s.log, NULL);
-    ck_assert_ptr_nonnull(log);
-    const char *at = strstr(log, "output buffer ");
-    ck_assert_ptr_nonnull(at);
-    unsigned long long held = strtoull(at + strlen("output buffer "), NULL, 10);
-    ck_assert_msg(held < (2u << 20), "closed holding %llu bytes of replies", held);
-    free(log);
+    long long held = log_num_after(&s, "output buffer ");
+    ck_assert_msg(held < (2 << 20), "closed holding %lld bytes of replies", held);
     cli_close(&good);
     assert_alive(&s);
     srv_stop_ok(&s);
@@ -4052,15 +4060,8 @@ START_TEST(accept_fails_pauses)
     const char *what = "pausing accepts for 100 ms (";
     for (int i = 0; i < 300 && log_count(&s, what) < 2; i++)
         sleep_ms(10);
-    char *log = read_file(s.log, NULL);
-    ck_assert_ptr_nonnull(log);
-    const char *last = NULL;
-    for (const char *q = strstr(log, what); q; q = strstr(q + 1, what))
-        last = q;
-    ck_assert_ptr_nonnull(last);
-    long long more = atoll(last + strlen(what));
+    long long more = log_num_after(&s, what);
     ck_assert_msg(more >= 1 && more <= 30, "pauses between two log lines: %lld", more);
-    free(log);
     close(fd);
     ck_assert_int_eq(srv_term(&s), 0);
     srv_cleanup(&s);

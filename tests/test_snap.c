@@ -591,6 +591,12 @@ static void put64(uint8_t *p, uint64_t v)
         p[i] = (uint8_t)(v >> (8 * i));
 }
 
+static void put32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
 static uint64_t get64(const uint8_t *p)
 {
     uint64_t v = 0;
@@ -683,7 +689,7 @@ START_TEST(foreign_newer_and_bad_parameters)
     ck_assert_msg(strstr(err.msg, "history"), "msg: %s", err.msg);
 
     memcpy(c, m.p, m.len);
-    c[16] = 0x01, c[17] = 0x00, c[18] = 0x01, c[19] = 0x00;   /* history 65537 */
+    put32(c + 16, 65537);          /* history */
     fix_checksums(c, m.len);
     ck_assert_int_eq(try_read(&w.cfg, c, m.len, &err), SNAP_EPARAM);
     ck_assert_msg(strstr(err.msg, "history: 65537 not in 1..65536"), "msg: %s", err.msg);
@@ -699,9 +705,7 @@ START_TEST(foreign_newer_and_bad_parameters)
     ck_assert_msg(strstr(err.msg, "session_ttl_ms: 0 not positive"), "msg: %s", err.msg);
 
     memcpy(c, m.p, m.len);         /* a chunk claiming more items than bytes */
-    uint32_t raw = (uint32_t)get64(c + 120 + 8);
-    for (int i = 0; i < 4; i++)
-        c[120 + 4 + i] = (uint8_t)((raw + 1) >> (8 * i));
+    put32(c + 120 + 4, (uint32_t)get64(c + 120 + 8) + 1);  /* nitems = raw_len + 1 */
     fix_checksums(c, m.len);
     ck_assert_int_eq(try_read(&w.cfg, c, m.len, &err), SNAP_ECORRUPT);
     ck_assert_msg(strstr(err.msg, "chunk: bad sizes"), "msg: %s", err.msg);
@@ -754,8 +758,7 @@ static size_t reframe(const struct membuf *m, const struct chunk_loc *c, const u
     memcpy(out, m->p, c->off + 16);
     size_t fl = LZ4F_compressFrame(out + c->off + 16, cap, raw, c->raw_len, &prefs);
     ck_assert(!LZ4F_isError(fl));
-    for (int i = 0; i < 4; i++)
-        out[c->off + 12 + i] = (uint8_t)(fl >> (8 * i));
+    put32(out + c->off + 12, (uint32_t)fl);
     size_t rest = m->len - (c->off + 16 + c->frame_len);
     memcpy(out + c->off + 16 + fl, m->p + c->off + 16 + c->frame_len, rest);
     size_t len = c->off + 16 + fl + rest;
@@ -1845,11 +1848,6 @@ END_TEST
 /* Damage behind the checksums that only the tool's own walk finds: info
  * names a chunk that runs past the file (its summary line), dump refuses
  * it and a chunk with bytes after its last item, each with exit 1. */
-static void put32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
 
 START_TEST(tool_structure_errors)
 {
