@@ -445,9 +445,10 @@ int net_config_load_file(struct net_config *c, const char *path, char *err, size
             rc = NET_CFG_EINVAL;
             break;
         }
-        char *s = trim(line);
-        if (lineno == 1 && (uint8_t)s[0] == 0xef && (uint8_t)s[1] == 0xbb && (uint8_t)s[2] == 0xbf)
-            s = trim(s + 3);  /* a UTF-8 byte-order mark some editors write */
+        /* A UTF-8 byte-order mark some editors write: only as the file's
+         * first bytes, where CONFIG REWRITE looks for it too. */
+        bool bom = lineno == 1 && strncmp(line, "\xef\xbb\xbf", 3) == 0;
+        char *s = trim(line + (bom ? 3 : 0));
         if (!*s || *s == '#')
             continue;
         char *key = s;

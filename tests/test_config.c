@@ -48,6 +48,13 @@ static void write_file(const char *path, const char *text)
     ck_assert_int_eq(fclose(f), 0);
 }
 
+/* A fresh directory, and the path of a config file in it. */
+static void conf_tmp(char dir[256], char path[300])
+{
+    run_mkdtemp(dir, 256, "config");
+    snprintf(path, 300, "%s/s.conf", dir);
+}
+
 static char *slurp(const char *path)
 {
     FILE *f = fopen(path, "rb");
@@ -219,25 +226,28 @@ START_TEST(reads_back_to_the_settings)
     uint64_t seed = test_seed("config", 2026);
     uint64_t rng = seed;
     char dir[256], path[300];
-    run_mkdtemp(dir, sizeof dir, "config");
-    snprintf(path, sizeof path, "%s/s.conf", dir);
+    conf_tmp(dir, path);
     for (int iter = 0; iter < 300; iter++) {
         struct net_config c;
         net_config_defaults(&c);
         char old[4096] = "";
         size_t ol = 0;
+        if (trng_below(&rng, 4) == 0)  /* the loader and the rewrite both skip it */
+            ol += (size_t)snprintf(old, sizeof old, "\xef\xbb\xbf");
         for (int k = 0; k < 12; k++) {  /* the old file: comments, blanks, settings */
             size_t p = trng_below(&rng, NPOOL);
             const char *v = pool[p].vals[trng_below(&rng, 4)];
+            const char *indent = trng_below(&rng, 4) ? "" : " \t";
             switch (trng_below(&rng, 4)) {
             case 0:
-                ol += (size_t)snprintf(old + ol, sizeof old - ol, "# note %d\n", k);
+                ol += (size_t)snprintf(old + ol, sizeof old - ol, "%s# note %d\n", indent, k);
                 break;
             case 1:
                 ol += (size_t)snprintf(old + ol, sizeof old - ol, "\n");
                 break;
             default:
-                ol += (size_t)snprintf(old + ol, sizeof old - ol, "%s \"%s\"\n", pool[p].key, v);
+                ol += (size_t)snprintf(old + ol, sizeof old - ol, "%s%s \"%s\"\n", indent,
+                                       pool[p].key, v);
             }
         }
         for (size_t p = 0; p < NPOOL; p++)  /* the running settings */
@@ -275,12 +285,40 @@ START_TEST(reads_back_to_the_settings)
 }
 END_TEST
 
+/* A byte-order mark is the file's first bytes or not one at all, for the
+ * loader as for the rewrite (which keeps a line it does not read as a
+ * setting): after blanks it is part of an unknown key. */
+START_TEST(bom_only_at_the_start)
+{
+    char dir[256], path[300], err[256];
+    conf_tmp(dir, path);
+    struct net_config c;
+    net_config_defaults(&c);
+    write_file(path, "\xef\xbb\xbf \thistory 9\n");
+    ck_assert_int_eq(net_config_load_file(&c, path, err, sizeof err), NET_CFG_OK);
+    ck_assert_uint_eq(c.history, 9);
+    write_file(path, "  \xef\xbb\xbfhistory 10\n");
+    ck_assert_int_eq(net_config_load_file(&c, path, err, sizeof err), NET_CFG_EINVAL);
+    ck_assert_msg(strstr(err, "line 1: \xef\xbb\xbfhistory: unknown setting"), "%s", err);
+    ck_assert_uint_eq(c.history, 9);
+    write_file(path, "history 11\n\xef\xbb\xbfhistory 12\n");
+    ck_assert_int_eq(net_config_load_file(&c, path, err, sizeof err), NET_CFG_EINVAL);
+    ck_assert_msg(strstr(err, "line 2: \xef\xbb\xbfhistory: unknown setting"), "%s", err);
+    /* the rewrite agrees: it keeps the line and writes the setting anew */
+    net_config_defaults(&c);
+    set_ok(&c, "history", "5");
+    char *out = rewrite_ok("  \xef\xbb\xbfhistory 10\n", &c);
+    ck_assert_str_eq(out, "  \xef\xbb\xbfhistory 10\n" NET_CONFIG_REWRITE_MARK "\nhistory 5\n");
+    free(out);
+    run_rmtree(dir);
+}
+END_TEST
+
 /* The file is replaced whole, keeps its mode, and a failure leaves it. */
 START_TEST(file_replaced_atomically)
 {
     char dir[256], path[300], err[256];
-    run_mkdtemp(dir, sizeof dir, "config");
-    snprintf(path, sizeof path, "%s/s.conf", dir);
+    conf_tmp(dir, path);
     struct net_config c;
     net_config_defaults(&c);
     set_ok(&c, "maxclients", "77");
@@ -361,6 +399,7 @@ Suite *config_suite(void)
     tcase_add_test(tc, values_mean_what_the_docs_say);
     tcase_add_test(tc, secret_settings);
     tcase_add_test(tc, reads_back_to_the_settings);
+    tcase_add_test(tc, bom_only_at_the_start);
     tcase_add_test(tc, file_replaced_atomically);
     suite_add_tcase(s, tc);
     return s;
