@@ -646,6 +646,14 @@ static const struct {
     {"ts", "ts"},            {"platform", "platform"},  {"ip", "ip"},
 };
 
+static bool field_known(const char *key)
+{
+    for (size_t i = 0; i < sizeof field_names / sizeof field_names[0]; i++)
+        if (strcmp(key, field_names[i].json) == 0)
+            return true;
+    return false;
+}
+
 /* The engine names fields as TRACK does; say them as the JSON body does. */
 static void map_eng_msg(const char *msg, char *out, size_t cap)
 {
@@ -687,8 +695,9 @@ static bool json_id(const json_t *v, uint64_t *out)
     return false;
 }
 
-/* Fills ix from one JSON object. Unknown fields are errors, as in TRACK;
- * null means absent. Returns 0 or -1 with "<field>: <why>" in why. */
+/* Fills ix from one JSON object. Unknown fields are errors, as in TRACK
+ * (also when null: a misspelt field is reported whatever its value); null
+ * means absent. Returns 0 or -1 with "<field>: <why>" in why. */
 static int ix_from_json(const json_t *o, struct eng_ix *ix, unsigned allow,
                         const struct ix_defaults *def, char *why, size_t whycap)
 {
@@ -703,7 +712,7 @@ static int ix_from_json(const json_t *o, struct eng_ix *ix, unsigned allow,
     const char *key;
     json_t *v;
     json_object_foreach((json_t *)o, key, v) {
-        if (json_is_null(v))
+        if (json_is_null(v) && field_known(key))
             continue;
         bool is_str = json_is_string(v);
         const char *s = is_str ? json_string_value(v) : NULL;
@@ -880,12 +889,40 @@ static bool grow_ixs(struct http_conn *c, size_t n)
     return true;
 }
 
-static void respond_recorded(struct http_conn *c, size_t n, unsigned flags)
+/* A guest's interaction: the original service minted a session for an
+ * interaction that named no viewer, and clients rely on it. Such an
+ * interaction gets a session minted as POST /api/explore/session does,
+ * one per request (every element of a batch that names no viewer shares
+ * it), and the answer returns it for the client to send from then on.
+ * Minting changes nothing in the engine, so a request refused later
+ * leaves nothing behind. */
+struct guest {
+    char sid[ENG_SID_LEN + 1];
+    bool minted;
+};
+
+static void guest_fill(struct http_conn *c, struct guest *g, struct eng_ix *ix)
+{
+    if (ix->session || ix->user)
+        return;
+    if (!g->minted)
+        eng_session_new(c->env->eng, g->sid);
+    g->minted = true;
+    ix->session = g->sid;
+    ix->session_len = ENG_SID_LEN;
+}
+
+static void respond_recorded(struct http_conn *c, size_t n, const struct guest *g,
+                             unsigned flags)
 {
     c->env->stats->interactions_total += n;
     c->tmp.len = 0;
     buf_puts(c, &c->tmp, "{\"ok\":true,\"recorded\":");
     buf_u64(c, &c->tmp, n);
+    if (g->minted) {
+        buf_puts(c, &c->tmp, ",\"sessionId\":");
+        jw_cstr(c, &c->tmp, g->sid);
+    }
     buf_putc(c, &c->tmp, '}');
     respond(c, 200, NULL, flags);
 }
@@ -898,10 +935,7 @@ static void respond_eng_error(struct http_conn *c, int rc, const struct eng_err 
         respond_error(c, 500, "engine: out of memory", -1, NULL, flags);
         return;
     }
-    if (strncmp(err->msg, "viewer: ", 8) == 0)   /* its text names TRACK's fields */
-        snprintf(msg, sizeof msg, "viewer: sessionId or userId is required");
-    else
-        map_eng_msg(err->msg, msg, sizeof msg);
+    map_eng_msg(err->msg, msg, sizeof msg);
     respond_error(c, 400, msg, index, NULL, flags);
 }
 
@@ -933,6 +967,7 @@ static void h_interaction(struct http_conn *c, unsigned flags)
         return;
     }
     struct eng_err err = {.index = -1};
+    struct guest g = {.minted = false};
     if (json_is_array(j)) {
         size_t n = json_array_size(j);
         if (!grow_ixs(c, n ? n : 1)) {
@@ -956,6 +991,7 @@ static void h_interaction(struct http_conn *c, unsigned flags)
                 json_decref(j);
                 return;
             }
+            guest_fill(c, &g, &c->ixs[i]);
         }
         if (refused_over_memory(c, n, flags)) {
             json_decref(j);
@@ -965,17 +1001,18 @@ static void h_interaction(struct http_conn *c, unsigned flags)
         if (rc != ENG_OK)
             respond_eng_error(c, rc, &err, err.index >= 0 ? err.index : 0, flags);
         else
-            respond_recorded(c, n, flags);
+            respond_recorded(c, n, &g, flags);
     } else if (json_is_object(j)) {
         struct eng_ix ix;
         if (ix_from_json(j, &ix, ALLOW_TYPE_SHORT, &def, why, sizeof why) < 0) {
             respond_error(c, 400, why, 0, NULL, flags);
         } else if (!refused_over_memory(c, 1, flags)) {
+            guest_fill(c, &g, &ix);
             int rc = eng_record(c->env->eng, &ix, &err);
             if (rc != ENG_OK)
                 respond_eng_error(c, rc, &err, 0, flags);
             else
-                respond_recorded(c, 1, flags);
+                respond_recorded(c, 1, &g, flags);
         }
     } else {
         respond_error(c, 400, "body: must be a JSON object or array", -1, NULL, flags);
@@ -1008,16 +1045,18 @@ static void h_save_share(struct http_conn *c, enum eng_type type, const char *id
     }
     struct eng_ix ix;
     struct eng_err err = {.index = -1};
+    struct guest g = {.minted = false};
     if (ix_from_json(j, &ix, 0, &def, why, sizeof why) < 0) {
         respond_error(c, 400, why, -1, NULL, flags);
     } else if (!refused_over_memory(c, 1, flags)) {
         ix.type = (int32_t)type;
         ix.short_id = sid;
+        guest_fill(c, &g, &ix);
         int rc = eng_record(c->env->eng, &ix, &err);
         if (rc != ENG_OK)
             respond_eng_error(c, rc, &err, -1, flags);
         else
-            respond_recorded(c, 1, flags);
+            respond_recorded(c, 1, &g, flags);
     }
     json_decref(j);
 }
@@ -1512,8 +1551,9 @@ static void h_metrics(struct http_conn *c, unsigned flags)
              "Of the engine's bytes, history ring storage.", ei.mem_records);
     prom_u64(c, "shortstat_engine_viewer_memory_bytes", "gauge",
              "Of the engine's bytes, viewer and saver sets.", ei.mem_viewers);
-    prom_u64(c, "shortstat_shorts", "gauge", "Shorts with any interaction.", ei.shorts);
-    prom_u64(c, "shortstat_sessions", "gauge", "Live sessions.", ei.sessions);
+    prom_u64(c, "shortstat_shorts", "gauge", "Shorts known (recorded or boosted).", ei.shorts);
+    prom_u64(c, "shortstat_sessions", "gauge",
+             "Sessions held, expired ones not yet reclaimed included.", ei.sessions);
     prom_u64(c, "shortstat_users", "gauge", "Users with history.", ei.users);
     prom_u64(c, "shortstat_history_records", "gauge", "History records retained.", ei.records);
     prom_u64(c, "shortstat_viewer_pairs", "gauge", "Distinct (short, viewer) pairs held.",

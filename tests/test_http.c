@@ -280,6 +280,13 @@ static uint64_t interactions(void)
     return i.interactions;
 }
 
+static uint64_t sessions(void)
+{
+    struct eng_info i;
+    eng_info(F.eng, &i);
+    return i.sessions;
+}
+
 static int64_t jint(const json_t *o, const char *k)
 {
     json_t *v = json_object_get(o, k);
@@ -452,8 +459,11 @@ START_TEST(interaction_batch_fails_in_middle)
     request(post("/api/explore/interaction",
                  "[{\"type\":\"view\",\"shortId\":1,\"sessionId\":\"m\"}, 3]"), &r);
     check_error(&r, 400, "body: each interaction must be a JSON object", 1);
+    /* a guest's element ahead of the bad one mints nothing that stays */
+    uint64_t nsess = sessions();
     request(post("/api/explore/interaction", "[{\"type\":\"view\",\"shortId\":1}, 3]"), &r);
-    check_error(&r, 400, "viewer: sessionId or userId is required", 0);
+    check_error(&r, 400, "body: each interaction must be a JSON object", 1);
+    ck_assert_uint_eq(sessions(), nsess);
 
     struct eng_stats s;
     for (uint64_t id = 1; id <= 4; id++) {
@@ -501,7 +511,7 @@ START_TEST(interaction_field_errors)
         {"{\"type\":\"view\",\"shortId\":1,\"sessionId\":\"0123456789012345678901234567890123"
          "456789012345678901234567890123456789\"}", "sessionId: ", 0},
         {"{\"type\":\"view\",\"shortId\":1,\"sessionId\":\"a b\"}", "sessionId: ", 0},
-        {"{\"type\":\"view\",\"shortId\":1}", "viewer: sessionId or userId is required", 0},
+        {"{\"type\":\"view\",\"shortId\":1,\"userId\":1,\"colour\":null}", "colour: unknown field", 0},
         {"{\"type\":\"share\",\"shortId\":1,\"userId\":1,\"platform\":\"Bad!\"}", "platform: ", 0},
         {"{\"type\":\"view\",\"shortId\":1,\"userId\":1,\"platform\":\"x\"}", "platform: ", 0},
         /* Not JSON, or the wrong JSON. */
@@ -570,8 +580,6 @@ START_TEST(save_share)
     request(post("/api/explore/save/12/x", "{\"userId\":42}"), &r);
     check_error(&r, 404, "path: ", -1);
     /* the engine's own refusals, said the JSON way; an empty body is {} */
-    request(post("/api/explore/save/12", ""), &r);
-    check_error(&r, 400, "viewer: sessionId or userId is required", -1);
     request(post("/api/explore/share/12", "{\"userId\":1,\"platform\":\"Bad!\"}"), &r);
     check_error(&r, 400, "platform: must be", -1);
     request(post("/api/explore/save/12", "{\"sessionId\":\"bad/id\"}"), &r);
@@ -678,6 +686,82 @@ START_TEST(session_new)
     request(get("/api/explore/session"), &r);
     check_error(&r, 405, "method: GET not allowed here", -1);
     ck_assert(has_header(&r, "Allow: POST, OPTIONS"));
+}
+END_TEST
+
+/* The minted guest session of an answer, checked for form, into out; ""
+ * when the answer carries none. */
+static void minted_session(const struct resp *r, char out[ENG_SID_LEN + 1])
+{
+    ck_assert_msg(r->status == 200, "%d: %s", r->status, r->body);
+    json_t *j = body_json(r);
+    const char *sid = json_string_value(json_object_get(j, "sessionId"));
+    out[0] = 0;
+    if (sid) {
+        ck_assert_uint_eq(strlen(sid), ENG_SID_LEN);
+        ck_assert(strncmp(sid, "g-", 2) == 0 && strspn(sid + 2, "0123456789abcdef") == 32);
+        memcpy(out, sid, ENG_SID_LEN + 1);
+    }
+    json_decref(j);
+}
+
+static size_t session_records(const char *sid)
+{
+    struct eng_history_rec h[8];
+    return eng_history_session(F.eng, sid, strlen(sid), h, 8);
+}
+
+/* An interaction naming no viewer is a guest's: it gets a session minted,
+ * one per request, returned for the client to send from then on. */
+START_TEST(guest_gets_a_session)
+{
+    struct resp r;
+    char a[ENG_SID_LEN + 1], b[ENG_SID_LEN + 1];
+    request(post("/api/explore/interaction", "{\"type\":\"view\",\"shortId\":7}"), &r);
+    minted_session(&r, a);
+    ck_assert_msg(a[0] && strstr(r.body, "\"recorded\":1,\"sessionId\":\""), "%s", r.body);
+    ck_assert_uint_eq(session_records(a), 1);
+    /* a batch: the elements without a viewer share one new session */
+    request(post("/api/explore/interaction",
+                 "[{\"type\":\"view\",\"shortId\":8},{\"type\":\"impression\",\"shortId\":8},"
+                 " {\"type\":\"view\",\"shortId\":8,\"userId\":3}]"), &r);
+    minted_session(&r, b);
+    ck_assert(b[0] && strcmp(a, b) != 0);
+    ck_assert_uint_eq(session_records(b), 2);
+    struct eng_stats st;
+    eng_stats(F.eng, 8, &st);
+    ck_assert_uint_eq(st.unique_viewers, 2);  /* the guest and user 3 */
+    /* the client sends it back: the same viewer, no new session */
+    uint64_t n = sessions();
+    char body[160];
+    snprintf(body, sizeof body, "{\"type\":\"view\",\"shortId\":8,\"sessionId\":\"%s\"}", b);
+    request(post("/api/explore/interaction", body), &r);
+    minted_session(&r, a);
+    ck_assert_str_eq(r.body, "{\"ok\":true,\"recorded\":1}");
+    ck_assert_uint_eq(sessions(), n);
+    eng_stats(F.eng, 8, &st);
+    ck_assert_uint_eq(st.unique_viewers, 2);
+    /* save and share, with an empty body */
+    request(post("/api/explore/save/12", ""), &r);
+    minted_session(&r, a);
+    ck_assert(a[0]);
+    request(post("/api/explore/share/12", "{\"platform\":\"x\"}"), &r);
+    minted_session(&r, b);
+    ck_assert(b[0] && strcmp(a, b) != 0);
+    eng_stats(F.eng, 12, &st);
+    ck_assert_uint_eq(st.saves, 1);
+    ck_assert_uint_eq(st.shares, 1);
+    /* refused: nothing recorded, no session left behind */
+    n = sessions();
+    uint64_t before = interactions();
+    request(post("/api/explore/interaction",
+                 "[{\"type\":\"view\",\"shortId\":9},{\"type\":\"skip\",\"shortId\":9,"
+                 "\"watchMs\":5}]"), &r);
+    check_error(&r, 400, "watchMs: only allowed on view", 1);
+    request(post("/api/explore/share/12", "{\"platform\":\"Bad!\"}"), &r);
+    check_error(&r, 400, "platform: must be", -1);
+    ck_assert_uint_eq(sessions(), n);
+    ck_assert_uint_eq(interactions(), before);
 }
 END_TEST
 
@@ -2070,6 +2154,7 @@ Suite *http_suite(void)
     tcase_add_test(tc, save_share);
     tcase_add_test(tc, writes_refused_over_maxmemory);
     tcase_add_test(tc, session_new);
+    tcase_add_test(tc, guest_gets_a_session);
     tcase_add_test(tc, stats_queries);
     tcase_add_test(tc, top_queries);
     tcase_add_test(tc, history_queries);
