@@ -1487,7 +1487,7 @@ static void cmd_history(struct server *s, struct conn *c, const struct proto_cmd
     uint64_t limit = 20;
     if (cmd->argc == 4 &&
         (net_parse_u64(cmd->argv[3].p, cmd->argv[3].len, &limit) || limit == 0)) {
-        reply_err(s, c, "limit: must be a positive integer");
+        reply_err(s, c, "limit: " NET_ID_RULE);
         return;
     }
     if (limit > s->cfg.history)

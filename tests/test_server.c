@@ -1368,8 +1368,10 @@ START_TEST(command_errors)
     EXPECT_ERR(&c, "-ERR syntax error", "TOP 5 score");
     EXPECT_ERR(&c, "-ERR syntax error", "TOP 5 BY");
     EXPECT_ERR(&c, "-ERR syntax error", "HISTORY DEVICE x");
-    EXPECT_ERR(&c, "-ERR limit: must be a positive integer", "HISTORY SESSION s 0");
-    EXPECT_ERR(&c, "-ERR limit: must be a positive integer", "HISTORY SESSION s x");
+    EXPECT_ERR(&c, "-ERR limit: must be an integer 1..18446744073709551615", "HISTORY SESSION s 0");
+    EXPECT_ERR(&c, "-ERR limit: must be an integer 1..18446744073709551615", "HISTORY SESSION s x");
+    EXPECT_ERR(&c, "-ERR limit: must be an integer 1..18446744073709551615",
+               "HISTORY SESSION s 18446744073709551616");
     EXPECT(&c, "-ERR session: must be 1 to 64 characters of A-Z a-z 0-9 . _ : -\r\n",
            "HISTORY SESSION bad/id");
     EXPECT_ERR(&c, "-ERR session: must be 1 to 64", "HISTORY SESSION \"\"");
