@@ -870,8 +870,10 @@ static json_t *parse_body(struct http_conn *c, const char *empty, char *why, siz
         *status = 500;
     }
     else if (!j)
-        snprintf(why, whycap, "body: invalid JSON at line %d column %d: %.120s", je.line,
-                 je.column, je.text);
+        /* jansson reads numbers as int64: say what to do about a larger id */
+        snprintf(why, whycap, "body: invalid JSON at line %d column %d: %.120s%s", je.line,
+                 je.column, je.text, strstr(je.text, "too big integer")
+                     ? " (send an id above 9223372036854775807 as a string)" : "");
     return j;
 }
 

@@ -529,8 +529,14 @@ START_TEST(interaction_field_errors)
         check_error(&r, 400, cases[i].err, cases[i].index);
     }
     ck_assert_uint_eq(interactions(), 0);
-    /* A long id as a string: past 2^53, where JavaScript numbers end. */
+    /* An id past int64 as a JSON number: the parser refuses the body, and
+     * the error says what to send instead. */
     struct resp r;
+    request(post("/api/explore/interaction",
+                 "{\"type\":\"view\",\"shortId\":18446744073709551615,\"userId\":1}"), &r);
+    check_error(&r, 400, "body: invalid JSON at line 1 column ", -1);
+    ck_assert_msg(strstr(r.body, "(send an id above 9223372036854775807 as a string)"), "%s", r.body);
+    /* A long id as a string: past 2^53, where JavaScript numbers end. */
     request(post("/api/explore/interaction",
                  "{\"type\":\"view\",\"shortId\":\"18446744073709551615\",\"sessionId\":\"z\"}"), &r);
     ck_assert_int_eq(r.status, 200);
