@@ -1172,6 +1172,10 @@ int net_server_init(struct server *s, const struct net_config *cfg)
     struct stat sb;
     if (stat(path, &sb) == 0)
         net_info("loading snapshot %s (%.1f MB)", path, (double)sb.st_size / 1e6);
+    if (lstat(path, &sb) == 0 && S_ISLNK(sb.st_mode))
+        net_warn("%s is a symbolic link: the first snapshot replaces the link with a file, and "
+                 "its target keeps the old state; to keep snapshots elsewhere, point --dir there",
+                 path);
     uint64_t t0 = net_mono_usec();
     int rc = snap_load(path, &ec, &s->eng, &h, &se);
     if (rc == SNAP_ENOENT) {

@@ -2109,6 +2109,19 @@ START_TEST(server_refuses_bad_snapshots)
     struct stat lsb;
     ck_assert(lstat(path, &lsb) == 0 && S_ISLNK(lsb.st_mode));
     unlink(path);
+    /* a link to a good file loads, with a warning that a snapshot will
+     * replace the link */
+    char real[160];
+    snprintf(real, sizeof real, "%s.real", dir);
+    spit(real, m.p, m.len);
+    ck_assert_int_eq(symlink(real, path), 0);
+    lrc = run_server(dir, true, &lerr);
+    ck_assert_msg(lrc == 0 && strstr(lerr, "loaded snapshot") &&
+                  strstr(lerr, "is a symbolic link: the first snapshot replaces the link"),
+                  "shortstatd on a link to a good file: exit %d: %s", lrc, lerr);
+    free(lerr);
+    unlink(path);
+    unlink(real);
     /* a good file loads; SIGTERM writes a final snapshot holding the same data */
     spit(path, m.p, m.len);
     char *err = NULL;
