@@ -414,6 +414,7 @@ static inline size_t idmap_slot(uint64_t k) { return (size_t)((k * 0x9E3779B97F4
 
 static int idmap_init(struct idmap *m, size_t n)
 {
+    memset(m, 0, sizeof *m);  /* a map grown in idmap_put is a fresh one: no dense array */
     size_t cap = 16;
     while (cap < n * 2)
         cap *= 2;
@@ -2535,10 +2536,13 @@ static int check_image(const uint8_t *buf, size_t len, struct snap_header *h, st
     const uint64_t rec = h->counts.records;
     const uint64_t most[9] = {raw, raw, raw, raw, raw, raw, raw / 3, raw * 8 + rec, raw * 8 + rec};
     for (int i = 0; i < 9; i++)
-        if (c[i] > most[i] || (i == 5 && c[4] + c[5] > raw))
+        if (c[i] > most[i])
             return fail(err, SNAP_ECORRUPT, 40 + 8 * (uint64_t)i, "header says %" PRIu64
                         " %s: more than a body of %" PRIu64 " bytes can hold", c[i],
                         count_names[i], raw);
+    if (c[4] + c[5] > raw)  /* each <= raw: no wrap */
+        return fail(err, SNAP_ECORRUPT, 72, "header says %" PRIu64 " sessions and %" PRIu64
+                    " users: more than a body of %" PRIu64 " bytes can hold", c[4], c[5], raw);
     return SNAP_OK;
 }
 
