@@ -451,6 +451,12 @@ int net_config_load_file(struct net_config *c, const char *path, char *err, size
         char *s = trim(line + (bom ? 3 : 0));
         if (!*s || *s == '#')
             continue;
+        if (strncmp(s, "\xef\xbb\xbf", 3) == 0) {  /* invisible: "unknown setting" would baffle */
+            snprintf(err, errcap, "config %s line %u: a UTF-8 byte-order mark not at the start "
+                     "of the file", path, lineno);
+            rc = NET_CFG_EINVAL;
+            break;
+        }
         char *key = s;
         while (*s && *s != ' ' && *s != '\t')
             s++;

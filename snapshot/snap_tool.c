@@ -751,11 +751,10 @@ static int cmd_restore(const char *path, const char *dir)
             rmdir(dir);
         return EXIT_BAD;
     }
-    /* With the lock held no server or restore writes here, so a temp file
-     * is a dead writer's; one under this pid (reused since) would make the
-     * exclusive create below fail. */
+    /* With the lock held no server or restore writes here: a temp file is
+     * a dead writer's, and one under this pid (reused since) would make the
+     * exclusive create below fail. snap_remove_stale takes both. */
     snap_remove_stale(dir);
-    unlink(tmp);
     int status = copy_file(path, tmp);
     struct snap_header h;
     if (status == 0 && (rc = snap_verify(tmp, &h, &err))) {
