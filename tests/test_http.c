@@ -28,6 +28,7 @@
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <signal.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "engine/eng.h"
@@ -1844,14 +1845,17 @@ END_TEST
 
 /* ---- TCP tests (curl, raw sockets) against a running shortstatd ----------------------------
  *
- * They start $SHORTSTAT_BUILD/shortstatd on ephemeral ports with a temp dir,
- * and drive it with curl, raw sockets and redis-cli.
+ * They start $SHORTSTAT_BUILD/shortstatd with a temp dir, its line protocol
+ * on a port the kernel picks (--port 0, read from its log) and HTTP on one
+ * picked free, and drive it with curl, raw sockets and redis-cli. The
+ * server's log is kept beside the dir for the failure messages.
  */
 
 struct tcp_srv {
     pid_t pid;
     uint16_t port, http_port;
     char dir[64];
+    char log[72];
 };
 
 static struct tcp_srv T;
@@ -1878,41 +1882,95 @@ static int tcp_connect(uint16_t port)
         close(fd);
         return -1;
     }
-    struct timeval tv = {.tv_sec = 10};
+    struct timeval tv = {.tv_sec = 30};  /* a hung server fails the test, not the run */
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     return fd;
 }
 
+/* The server's log so far (malloc'd; "" before it has one). */
+static char *tcp_log(void)
+{
+    FILE *f = fopen(T.log, "rb");
+    if (!f)
+        return strdup("");
+    char *l = run_read_back(f, NULL);
+    fclose(f);
+    return l;
+}
+
+static long long tcp_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Starts the server and waits (up to 30 s: a sanitizer build on a loaded
+ * machine takes seconds) until its log says it listens on both ports. The
+ * HTTP port, picked free but released for the server to bind, may be taken
+ * first (by anything, the server's own --port 0 too): a server that exits
+ * for that is started again on another. */
 static void tcp_start(void)
 {
     const char *build = getenv("SHORTSTAT_BUILD");
     char bin[512];
     snprintf(bin, sizeof bin, "%s/shortstatd", build ? build : SHORTSTAT_BUILD);
     run_mkdtemp(T.dir, sizeof T.dir, "http");
-    T.port = free_port();
-    T.http_port = free_port();
-    char port[16], hport[16];
-    snprintf(port, sizeof port, "%u", T.port);
-    snprintf(hport, sizeof hport, "%u", T.http_port);
-    T.pid = fork();
-    ck_assert_int_ge(T.pid, 0);
-    if (T.pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);  /* a failed test, even with CK_FORK=no */
-        int devnull = open("/dev/null", O_WRONLY);
-        dup2(devnull, 2);
-        execl(bin, bin, "--bind", "127.0.0.1", "--port", port, "--http-port", hport, "--dir",
-              T.dir, (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 500; i++) {   /* up to 5 s to start listening */
-        int fd = tcp_connect(T.http_port);
-        if (fd >= 0) {
-            close(fd);
+    snprintf(T.log, sizeof T.log, "%s.log", T.dir);
+    for (int attempt = 1;; attempt++) {
+        T.http_port = free_port();
+        char hport[16], up[64], taken[96];
+        snprintf(hport, sizeof hport, "%u", T.http_port);
+        snprintf(up, sizeof up, "listening on 127.0.0.1:%u\n", T.http_port);
+        snprintf(taken, sizeof taken, "cannot listen on 127.0.0.1 port %u: Address already in use",
+                 T.http_port);
+        unlink(T.log);
+        int log = open(T.log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        ck_assert_int_ge(log, 0);
+        fflush(NULL);
+        T.pid = fork();
+        ck_assert_int_ge(T.pid, 0);
+        if (T.pid == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL);  /* a failed test, even with CK_FORK=no */
+            dup2(log, 1);
+            dup2(log, 2);
+            execl(bin, bin, "--bind", "127.0.0.1", "--port", "0", "--http-port", hport, "--dir",
+                  T.dir, (char *)NULL);
+            _exit(127);
+        }
+        close(log);
+        /* The line protocol listens first: its line is the log's first. */
+        bool exited = false;
+        char *l = NULL;
+        for (long long end = tcp_mono_ms() + 30000;; usleep(5000)) {
+            free(l);
+            l = tcp_log();
+            if (strstr(l, up))
+                break;
+            int st;
+            if (waitpid(T.pid, &st, WNOHANG) == T.pid) {
+                exited = true;
+                free(l);
+                l = tcp_log();  /* what it said before it went */
+                break;
+            }
+            if (tcp_mono_ms() >= end)
+                break;
+        }
+        const char *p = strstr(l, "listening on 127.0.0.1:");
+        if (!exited && strstr(l, up) && p && p < strstr(l, up)) {
+            T.port = (uint16_t)atoi(p + strlen("listening on 127.0.0.1:"));
+            free(l);
             return;
         }
-        usleep(10000);
+        if (!exited || !strstr(l, taken) || attempt == 10) {
+            if (!exited)
+                kill(T.pid, SIGKILL);
+            ck_abort_msg("shortstatd did not listen on --http-port %u (attempt %d, %s); log:\n%s",
+                         T.http_port, attempt, exited ? "exited" : "still running", l);
+        }
+        free(l);
     }
-    ck_abort_msg("shortstatd did not listen on --http-port %u", T.http_port);
 }
 
 static void tcp_stop(void)
@@ -1920,8 +1978,12 @@ static void tcp_stop(void)
     int st;
     kill(T.pid, SIGTERM);
     ck_assert_int_eq(waitpid(T.pid, &st, 0), T.pid);
-    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "shortstatd exit status %d", st);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        char *l = tcp_log();
+        ck_abort_msg("shortstatd exit status %d; log:\n%s", st, l);
+    }
     run_rmtree(T.dir);
+    unlink(T.log);
 }
 
 /* Runs a shell command; returns its stdout (malloc'd). */
