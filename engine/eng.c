@@ -159,21 +159,23 @@ uint64_t eng_fp_session(const char *s, size_t len)
     return XXH3_64bits(b, 1 + len);
 }
 
-/* Character classes: bit 1 session id, bit 2 platform name. */
+/* Character classes: bit 1 session id, bit 2 platform name as stored (lower
+ * case), bit 3 platform name as given (either case: WhatsApp is whatsapp). */
 #define CC_SESS 1u
 #define CC_PLAT 2u
+#define CC_PLAT_IN 4u
 static const uint8_t char_class[256] = {
-    ['-'] = CC_SESS, ['.'] = CC_SESS, [':'] = CC_SESS, ['_'] = CC_SESS | CC_PLAT,
-    ['0'] = 3, ['1'] = 3, ['2'] = 3, ['3'] = 3, ['4'] = 3, ['5'] = 3, ['6'] = 3, ['7'] = 3,
-    ['8'] = 3, ['9'] = 3,
-    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1,
-    ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1,
-    ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1,
-    ['Y'] = 1, ['Z'] = 1,
-    ['a'] = 3, ['b'] = 3, ['c'] = 3, ['d'] = 3, ['e'] = 3, ['f'] = 3, ['g'] = 3, ['h'] = 3,
-    ['i'] = 3, ['j'] = 3, ['k'] = 3, ['l'] = 3, ['m'] = 3, ['n'] = 3, ['o'] = 3, ['p'] = 3,
-    ['q'] = 3, ['r'] = 3, ['s'] = 3, ['t'] = 3, ['u'] = 3, ['v'] = 3, ['w'] = 3, ['x'] = 3,
-    ['y'] = 3, ['z'] = 3,
+    ['-'] = CC_SESS, ['.'] = CC_SESS, [':'] = CC_SESS, ['_'] = 7,
+    ['0'] = 7, ['1'] = 7, ['2'] = 7, ['3'] = 7, ['4'] = 7, ['5'] = 7, ['6'] = 7, ['7'] = 7,
+    ['8'] = 7, ['9'] = 7,
+    ['A'] = 5, ['B'] = 5, ['C'] = 5, ['D'] = 5, ['E'] = 5, ['F'] = 5, ['G'] = 5, ['H'] = 5,
+    ['I'] = 5, ['J'] = 5, ['K'] = 5, ['L'] = 5, ['M'] = 5, ['N'] = 5, ['O'] = 5, ['P'] = 5,
+    ['Q'] = 5, ['R'] = 5, ['S'] = 5, ['T'] = 5, ['U'] = 5, ['V'] = 5, ['W'] = 5, ['X'] = 5,
+    ['Y'] = 5, ['Z'] = 5,
+    ['a'] = 7, ['b'] = 7, ['c'] = 7, ['d'] = 7, ['e'] = 7, ['f'] = 7, ['g'] = 7, ['h'] = 7,
+    ['i'] = 7, ['j'] = 7, ['k'] = 7, ['l'] = 7, ['m'] = 7, ['n'] = 7, ['o'] = 7, ['p'] = 7,
+    ['q'] = 7, ['r'] = 7, ['s'] = 7, ['t'] = 7, ['u'] = 7, ['v'] = 7, ['w'] = 7, ['x'] = 7,
+    ['y'] = 7, ['z'] = 7,
 };
 
 static bool chars_ok(const char *s, size_t len, uint8_t cls)
@@ -229,6 +231,19 @@ int eng_session_check(const char *s, size_t len, struct eng_err *err)
 bool eng_platform_ok(const char *s, size_t len)
 {
     return s && len >= 1 && len <= ENG_PLATFORM_MAX && chars_ok(s, len, CC_PLAT);
+}
+
+static bool platform_input_ok(const char *s, size_t len)
+{
+    return s && len >= 1 && len <= ENG_PLATFORM_MAX && chars_ok(s, len, CC_PLAT_IN);
+}
+
+/* A platform name in lower case, the one spelling it is stored under;
+ * len <= ENG_PLATFORM_MAX. */
+static void plat_fold(const char *s, size_t len, char out[ENG_PLATFORM_MAX])
+{
+    for (size_t i = 0; i < len; i++)
+        out[i] = (char)(s[i] >= 'A' && s[i] <= 'Z' ? s[i] + ('a' - 'A') : s[i]);
 }
 
 uint64_t eng_hash_bytes(const void *p, size_t len)
@@ -776,8 +791,14 @@ void eng_ring_release(struct eng *e, struct ring *r, bool is_user)
     ring_clear(r);
 }
 
-uint32_t eng_plat_find(const struct eng *e, const char *s, size_t len, uint64_t *hout)
+uint32_t eng_plat_find(const struct eng *e, const char *given, size_t len, uint64_t *hout)
 {
+    char s[ENG_PLATFORM_MAX];
+    if (len > ENG_PLATFORM_MAX) {  /* no such name is stored */
+        *hout = 0;
+        return 0;
+    }
+    plat_fold(given, len, s);
     uint64_t h = eng_hash_bytes(s, len);
     *hout = h;
     struct idx_walk w = idx_walk_start(&e->pl_idx, h);
@@ -793,7 +814,7 @@ uint32_t eng_plat_new(struct eng *e, uint64_t h, const char *s, size_t len)
 {
     uint32_t id = ++e->npl;
     memset(&e->pl[id], 0, sizeof(e->pl[id]));
-    memcpy(e->pl[id].name, s, len);
+    plat_fold(s, len, e->pl[id].name);
     e->pl[id].len = (uint8_t)len;
     idx_put(&e->pl_idx, h, id);
     return id;
@@ -881,8 +902,8 @@ static int validate(const struct eng *e, const struct eng_ix *ix, struct plan *p
             eng_errf(err, index, "platform: only allowed on share");
             return ENG_EINVAL;
         }
-        if (!eng_platform_ok(ix->platform, ix->platform_len)) {
-            eng_errf(err, index, "platform: must be 1 to %u characters of a-z 0-9 _",
+        if (!platform_input_ok(ix->platform, ix->platform_len)) {
+            eng_errf(err, index, "platform: must be 1 to %u characters of A-Z a-z 0-9 _",
                      ENG_PLATFORM_MAX);
             return ENG_EINVAL;
         }

@@ -296,6 +296,7 @@ uint64_t eng_ctx_sig_of(const struct eng *e, uint32_t id);
 void eng_ctx_destroy(struct eng *e, uint32_t id);
 void eng_ua_init(struct eng *e, uint32_t id, uint64_t h, char *s, size_t len);
 void eng_ua_free_slot(struct eng *e, uint32_t id);
+/* A platform by name, given in either case (stored and hashed in lower case). */
 uint32_t eng_plat_find(const struct eng *e, const char *s, size_t len, uint64_t *hout);
 uint32_t eng_plat_new(struct eng *e, uint64_t h, const char *s, size_t len);
 uint32_t eng_ua_find(const struct eng *e, uint64_t h, const char *s, size_t len);

@@ -207,7 +207,8 @@ END_TEST
 
 START_TEST(test_platforms)
 {
-    const char *names[] = {"whatsapp", "facebook", "whatsapp", "x_2", "facebook", "whatsapp"};
+    /* a name is read in lower case: WhatsApp and WHATSAPP are whatsapp */
+    const char *names[] = {"whatsapp", "Facebook", "WhatsApp", "x_2", "facebook", "WHATSAPP"};
     for (size_t i = 0; i < 6; i++) {
         struct eng_ix ix = ix_of(ENG_T_SHARE, 4, "s", 0);
         ix_set(&ix.platform, &ix.platform_len, names[i]);
@@ -229,7 +230,9 @@ START_TEST(test_platforms)
     ck_assert_uint_eq(eng_history_session(E, "s", 1, h, 2), 2);
     ck_assert_ptr_null(h[0].platform);
     ck_assert_int_eq((int)h[1].platform_len, 8);
-    ck_assert_int_eq(memcmp(h[1].platform, "whatsapp", 8), 0);
+    ck_assert_int_eq(memcmp(h[1].platform, "whatsapp", 8), 0);  /* as stored */
+    struct eng_err ee = {0};
+    ck_assert_msg(eng_verify(E, &ee) == 0, "%s", ee.msg);
 }
 END_TEST
 
@@ -521,10 +524,10 @@ static void m_plat_empty(struct eng_ix *ix)
     ix->type = ENG_T_SHARE;
     ix_set(&ix->platform, &ix->platform_len, "");
 }
-static void m_plat_upper(struct eng_ix *ix)
+static void m_plat_punct(struct eng_ix *ix)
 {
     ix->type = ENG_T_SHARE;
-    ix_set(&ix->platform, &ix->platform_len, "WhatsApp");
+    ix_set(&ix->platform, &ix->platform_len, "copy-link");
 }
 static void m_plat_long(struct eng_ix *ix)
 {
@@ -556,9 +559,9 @@ static const struct bad_case bad_cases[] = {
     {"watch_ms: must be 0..86400000", ENG_EINVAL, m_watch_neg},
     {"watch_ms: must be 0..86400000", ENG_EINVAL, m_watch_big},
     {"platform: only allowed on share", ENG_EINVAL, m_plat_type},
-    {"platform: must be 1 to 32 characters of a-z 0-9 _", ENG_EINVAL, m_plat_empty},
-    {"platform: must be 1 to 32 characters of a-z 0-9 _", ENG_EINVAL, m_plat_upper},
-    {"platform: must be 1 to 32 characters of a-z 0-9 _", ENG_EINVAL, m_plat_long},
+    {"platform: must be 1 to 32 characters of A-Z a-z 0-9 _", ENG_EINVAL, m_plat_empty},
+    {"platform: must be 1 to 32 characters of A-Z a-z 0-9 _", ENG_EINVAL, m_plat_punct},
+    {"platform: must be 1 to 32 characters of A-Z a-z 0-9 _", ENG_EINVAL, m_plat_long},
     {"ip: not an IPv4 or IPv6 address", ENG_EINVAL, m_ip_bad},
     {"ip: not an IPv4 or IPv6 address", ENG_EINVAL, m_ip_empty},
     {"ip: not an IPv4 or IPv6 address", ENG_EINVAL, m_ip_nul},
@@ -646,7 +649,8 @@ START_TEST(test_charsets)
         ix.session = sid;
         ix.session_len = 3;
         REQUIRE((eng_validate(E, &ix, NULL) == 0) == sess_ok);
-        bool plat_ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
+        bool plat_ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                       c == '_';
         ix.session = "s";
         ix.session_len = 1;
         ix.platform = sid;
@@ -1068,7 +1072,8 @@ static int restore_case(struct eng *e, int i, struct eng_err *err)
     struct eng_platform_view p1 = {1, "wa", 2}, p2 = {2, "tg", 2};
     struct eng_ua_view ua = {3, "ua/1", 4};
     if (i < 3) {  /* the platforms themselves */
-        static const struct eng_platform_view bad[] = {{2, "x", 1}, {1, "Bad!", 4}, {1, "", 0}};
+        /* stored names are lower case: recording folds WhatsApp to whatsapp */
+        static const struct eng_platform_view bad[] = {{2, "x", 1}, {1, "WhatsApp", 8}, {1, "", 0}};
         return eng_restore_platform(e, &bad[i], err);
     }
     if (eng_restore_platform(e, &p1, err) || eng_restore_platform(e, &p2, err))

@@ -16,6 +16,7 @@
  * SHORTSTAT_SEED replays.
  */
 #include <check.h>
+#include <ctype.h>
 #include <math.h>
 #include <string.h>
 
@@ -115,6 +116,7 @@ static uint64_t rng;
 struct gen {
     struct eng_ix ix;
     int sh, sess, user, plat, ip, ua;
+    char plat_as_sent[ENG_PLATFORM_MAX + 1];  /* the platform in a random case */
 };
 
 /* What the engine takes as now: the clock, or its time if the clock is behind. */
@@ -474,7 +476,12 @@ static void gen_one(struct gen *g)
     g->plat = -1;
     if (t == ENG_T_SHARE && trng_below(&rng, 10) < 6) {
         g->plat = (int)trng_below(&rng, N_PLAT);
-        ix_set(&ix->platform, &ix->platform_len, PLATFORMS[g->plat]);
+        /* sent in any case, stored (and modelled) in lower case */
+        const char *name = PLATFORMS[g->plat];
+        size_t n = strlen(name);
+        for (size_t k = 0; k <= n; k++)
+            g->plat_as_sent[k] = trng_below(&rng, 4) ? name[k] : (char)toupper((unsigned char)name[k]);
+        ix_set(&ix->platform, &ix->platform_len, g->plat_as_sent);
     }
     g->ip = -1;
     if (trng_below(&rng, 2)) {

@@ -557,13 +557,16 @@ START_TEST(save_share)
     ck_assert_int_eq(r.status, 200);
     request(post("/api/explore/share/12", "{\"userId\":7,\"platform\":\"telegram\"}"), &r);
     ck_assert_int_eq(r.status, 200);
+    /* an app's spelling: the same platform, in lower case */
+    request(post("/api/explore/share/12", "{\"userId\":7,\"platform\":\"WhatsApp\"}"), &r);
+    ck_assert_int_eq(r.status, 200);
 
     struct eng_stats s;
     eng_stats(F.eng, 12, &s);
     ck_assert_uint_eq(s.saves, 1);
-    ck_assert_uint_eq(s.shares, 2);
+    ck_assert_uint_eq(s.shares, 3);
     request(get("/api/explore/stats/12"), &r);
-    ck_assert_msg(strstr(r.body, "\"sharesByPlatform\":{\"whatsapp\":1,\"telegram\":1}}"), "%s",
+    ck_assert_msg(strstr(r.body, "\"sharesByPlatform\":{\"whatsapp\":2,\"telegram\":1}}"), "%s",
                   r.body);
 
     uint64_t before = interactions();
