@@ -1913,6 +1913,16 @@ static long long tcp_mono_ms(void)
  * HTTP port, picked free but released for the server to bind, may be taken
  * first (by anything, the server's own --port 0 too): a server that exits
  * for that is started again on another. */
+/* The HTTP port's "listening on" line in the log l: the one after the line
+ * protocol's, which is first (with --port 0 it may have drawn the same
+ * number, and then HTTP's bind fails). */
+static const char *http_up(const char *l, const char *up)
+{
+    const char *p = strstr(l, "listening on 127.0.0.1:");
+    const char *nl = p ? strchr(p, '\n') : NULL;
+    return nl ? strstr(nl + 1, up) : NULL;
+}
+
 static void tcp_start(void)
 {
     const char *build = getenv("SHORTSTAT_BUILD");
@@ -1948,7 +1958,7 @@ static void tcp_start(void)
         for (long long end = tcp_mono_ms() + 30000;; usleep(5000)) {
             free(l);
             l = tcp_log();
-            if (strstr(l, up))
+            if (http_up(l, up))
                 break;
             int st;
             if (waitpid(T.pid, &st, WNOHANG) == T.pid) {
@@ -1961,14 +1971,16 @@ static void tcp_start(void)
                 break;
         }
         const char *p = strstr(l, "listening on 127.0.0.1:");
-        if (!exited && strstr(l, up) && p && p < strstr(l, up)) {
+        if (!exited && http_up(l, up)) {
             T.port = (uint16_t)atoi(p + strlen("listening on 127.0.0.1:"));
             free(l);
             return;
         }
         if (!exited || !strstr(l, taken) || attempt == 10) {
-            if (!exited)
+            if (!exited) {
                 kill(T.pid, SIGKILL);
+                waitpid(T.pid, NULL, 0);
+            }
             ck_abort_msg("shortstatd did not listen on --http-port %u (attempt %d, %s); log:\n%s",
                          T.http_port, attempt, exited ? "exited" : "still running", l);
         }
@@ -1978,9 +1990,18 @@ static void tcp_start(void)
 
 static void tcp_stop(void)
 {
-    int st;
+    int st = 0;
     kill(T.pid, SIGTERM);
-    ck_assert_int_eq(waitpid(T.pid, &st, 0), T.pid);
+    pid_t got = 0;
+    for (long long end = tcp_mono_ms() + 30000;
+         (got = waitpid(T.pid, &st, WNOHANG)) == 0 && tcp_mono_ms() < end;)
+        usleep(5000);
+    if (got == 0) {  /* SIGTERM did not end it: that is the failure, not a hang */
+        kill(T.pid, SIGKILL);
+        waitpid(T.pid, NULL, 0);
+        char *l = tcp_log();
+        ck_abort_msg("shortstatd still running 30 s after SIGTERM; log:\n%s", l);
+    }
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
         char *l = tcp_log();
         ck_abort_msg("shortstatd exit status %d; log:\n%s", st, l);
