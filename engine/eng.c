@@ -228,14 +228,14 @@ int eng_session_check(const char *s, size_t len, struct eng_err *err)
     return ENG_EINVAL;
 }
 
-bool eng_platform_ok(const char *s, size_t len)
+static bool plat_name_ok(const char *s, size_t len, uint8_t cls)
 {
-    return s && len >= 1 && len <= ENG_PLATFORM_MAX && chars_ok(s, len, CC_PLAT);
+    return s && len >= 1 && len <= ENG_PLATFORM_MAX && chars_ok(s, len, cls);
 }
 
-static bool platform_input_ok(const char *s, size_t len)
+bool eng_platform_ok(const char *s, size_t len)
 {
-    return s && len >= 1 && len <= ENG_PLATFORM_MAX && chars_ok(s, len, CC_PLAT_IN);
+    return plat_name_ok(s, len, CC_PLAT);
 }
 
 /* A platform name in lower case, the one spelling it is stored under;
@@ -902,7 +902,7 @@ static int validate(const struct eng *e, const struct eng_ix *ix, struct plan *p
             eng_errf(err, index, "platform: only allowed on share");
             return ENG_EINVAL;
         }
-        if (!platform_input_ok(ix->platform, ix->platform_len)) {
+        if (!plat_name_ok(ix->platform, ix->platform_len, CC_PLAT_IN)) {
             eng_errf(err, index, "platform: must be 1 to %u characters of A-Z a-z 0-9 _",
                      ENG_PLATFORM_MAX);
             return ENG_EINVAL;

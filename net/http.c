@@ -581,7 +581,6 @@ static bool cors_on(const struct http_conn *c)
 
 /* Frames c->tmp as the body of a response with `status` into c->out.
  * extra: more header lines, each ending in \r\n, or NULL. */
-
 static void respond(struct http_conn *c, int status, const char *extra, unsigned flags)
 {
     struct http_buf *o = &c->out;
@@ -1104,11 +1103,11 @@ static int query_next(const char **q, const char *end, const char *const *allowe
     }
     p->vlen = (size_t)vl;
     p->val[vl] = 0;
+    bool nul = strlen(p->key) != p->klen;  /* a %00 in the key: no known one */
     unsigned i = 0;
-    if (strlen(p->key) == p->klen)  /* else a %00 in the key: no known one */
-        while (allowed[i] && strcmp(allowed[i], p->key) != 0)
-            i++;
-    if (strlen(p->key) != p->klen || !allowed[i]) {
+    while (!nul && allowed[i] && strcmp(allowed[i], p->key) != 0)
+        i++;
+    if (nul || !allowed[i]) {
         snprintf(why, whycap, "%.32s: unknown parameter", p->key);
         return -1;
     }

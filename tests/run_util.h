@@ -6,19 +6,27 @@
  * of a command line. Output goes to anonymous temporary files, so a
  * program that writes much to both streams cannot block on a full pipe.
  * run_rmtree removes the scratch directory a test gave them, whatever they
- * left in it (a data directory keeps its lock file).
+ * left in it (a data directory keeps its lock file). For tests that run a
+ * server: the monotonic clock for their deadlines, a free loopback port,
+ * and a bounded wait for a process to exit.
  */
 #ifndef SHORTSTAT_TESTS_RUN_UTIL_H
 #define SHORTSTAT_TESTS_RUN_UTIL_H
 
+#include <arpa/inet.h>
 #include <check.h>
 #include <dirent.h>
 #include <ftw.h>
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef SHORTSTAT_BUILD
@@ -138,6 +146,43 @@ static inline int run_count_names(const char *dir, const char *needle)
         n += strstr(de->d_name, needle) != NULL;
     closedir(d);
     return n;
+}
+
+/* Milliseconds on the monotonic clock, for the deadlines of waits. */
+static inline long long run_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A loopback port free now (bound, read back, released): another process
+ * may take it before the caller binds it. */
+static inline uint16_t run_free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t l = sizeof a;
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &l), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+/* Reaps pid if it exits within ms (polled): true with its wait status in
+ * *st, false while it still runs. A wait in wall-clock time, so that a
+ * process that never exits fails a test rather than hanging it. */
+static inline bool run_reap(pid_t pid, long long ms, int *st)
+{
+    for (long long end = run_mono_ms() + ms;; usleep(5000)) {
+        pid_t got = waitpid(pid, st, WNOHANG);
+        ck_assert_msg(got >= 0, "waitpid %ld: not a child of the test", (long)pid);
+        if (got == pid)
+            return true;
+        if (run_mono_ms() >= end)
+            return false;
+    }
 }
 
 #endif

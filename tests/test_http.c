@@ -1863,18 +1863,6 @@ struct tcp_srv {
 
 static struct tcp_srv T;
 
-static uint16_t free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    ck_assert_int_ge(fd, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    socklen_t al = sizeof a;
-    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &al), 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 static int tcp_connect(uint16_t port)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -1901,13 +1889,6 @@ static char *tcp_log(void)
     return l;
 }
 
-static long long tcp_mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Starts the server and waits (up to 30 s: a sanitizer build on a loaded
  * machine takes seconds) until its log says it listens on both ports. The
  * HTTP port, picked free but released for the server to bind, may be taken
@@ -1931,7 +1912,7 @@ static void tcp_start(void)
     run_mkdtemp(T.dir, sizeof T.dir, "http");
     snprintf(T.log, sizeof T.log, "%s.log", T.dir);
     for (int attempt = 1;; attempt++) {
-        T.http_port = free_port();
+        T.http_port = run_free_port();
         char hport[16], up[64], taken[96];
         snprintf(hport, sizeof hport, "%u", T.http_port);
         snprintf(up, sizeof up, "listening on 127.0.0.1:%u\n", T.http_port);
@@ -1955,7 +1936,7 @@ static void tcp_start(void)
         /* The line protocol listens first: its line is the log's first. */
         bool exited = false;
         char *l = NULL;
-        for (long long end = tcp_mono_ms() + 30000;; usleep(5000)) {
+        for (long long end = run_mono_ms() + 30000;; usleep(5000)) {
             free(l);
             l = tcp_log();
             if (http_up(l, up))
@@ -1967,7 +1948,7 @@ static void tcp_start(void)
                 l = tcp_log();  /* what it said before it went */
                 break;
             }
-            if (tcp_mono_ms() >= end)
+            if (run_mono_ms() >= end)
                 break;
         }
         const char *p = strstr(l, "listening on 127.0.0.1:");
@@ -1992,11 +1973,7 @@ static void tcp_stop(void)
 {
     int st = 0;
     kill(T.pid, SIGTERM);
-    pid_t got = 0;
-    for (long long end = tcp_mono_ms() + 30000;
-         (got = waitpid(T.pid, &st, WNOHANG)) == 0 && tcp_mono_ms() < end;)
-        usleep(5000);
-    if (got == 0) {  /* SIGTERM did not end it: that is the failure, not a hang */
+    if (!run_reap(T.pid, 30000, &st)) {  /* SIGTERM did not end it: that is the failure, not a hang */
         kill(T.pid, SIGKILL);
         waitpid(T.pid, NULL, 0);
         char *l = tcp_log();

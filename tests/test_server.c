@@ -71,13 +71,6 @@ static void sleep_ms(int ms)
  * milliseconds alone, and a bound counted in polls says nothing of time. */
 #define WAIT_MS 30000
 
-/* Milliseconds on the monotonic clock, for the deadlines of waits. */
-static long long mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static char *read_file(const char *path, size_t *len)
 {
@@ -229,7 +222,7 @@ static pid_t spawn(struct srv *s, const char *const *args)
  * exit. */
 static int await_port(struct srv *s)
 {
-    for (long long end = mono_ms() + WAIT_MS; mono_ms() < end;) {
+    for (long long end = run_mono_ms() + WAIT_MS; run_mono_ms() < end;) {
         char *l = read_file(s->log, NULL);
         char *p = l ? strstr(l, "listening on ") : NULL;
         if (p) {
@@ -292,18 +285,6 @@ static void srv_start(struct srv *s, const char *const *extra)
     srv_start_in(s, extra);
 }
 
-/* A loopback port free now (bound, read back, released). */
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    ck_assert_int_ge(fd, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t l = sizeof a;
-    ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &l), 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
 
 /* srv_start_in with the HTTP port on too; returns that port. --http-port
  * has no "any free port" (0 is off), so the test picks one free now, which
@@ -314,7 +295,7 @@ static int srv_start_http(struct srv *s, const char *const *extra)
 {
     for (int attempt = 1;; attempt++) {
         char hp[16], taken[96], up[64];
-        int port = free_port();
+        int port = run_free_port();
         snprintf(hp, sizeof hp, "%d", port);
         const char *args[26] = {"--http-port", hp};
         int n = 2;
@@ -333,7 +314,7 @@ static int srv_start_http(struct srv *s, const char *const *extra)
             continue;
         }
         if (launched) {
-            for (long long end = mono_ms() + WAIT_MS; !log_has(s, up) && mono_ms() < end;) {
+            for (long long end = run_mono_ms() + WAIT_MS; !log_has(s, up) && run_mono_ms() < end;) {
                 int st;
                 if (waitpid(s->pid, &st, WNOHANG) == s->pid) {
                     s->pid = 0;
@@ -360,18 +341,13 @@ static int srv_start_http(struct srv *s, const char *const *extra)
 static int wait_exit(struct srv *s)
 {
     int st = 0;
-    pid_t got = 0;
-    for (long long end = mono_ms() + WAIT_MS;
-         (got = waitpid(s->pid, &st, WNOHANG)) == 0 && mono_ms() < end;)
-        sleep_ms(5);
-    if (got == 0) {
+    if (!run_reap(s->pid, WAIT_MS, &st)) {
         kill(s->pid, SIGKILL);
         waitpid(s->pid, NULL, 0);
         s->pid = 0;
         char *l = read_file(s->log, NULL);
         ck_abort_msg("shortstatd did not exit within %d ms; log:\n%s", WAIT_MS, l ? l : "(none)");
     }
-    ck_assert_int_eq(got, s->pid);
     s->pid = 0;
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
@@ -390,7 +366,7 @@ static int srv_run_to_exit(struct srv *s, const char *const *args)
 /* Waits up to WAIT_MS for a line of the server's log to hold needle. */
 static bool wait_log(const struct srv *s, const char *needle)
 {
-    for (long long end = mono_ms() + WAIT_MS; !log_has(s, needle) && mono_ms() < end;)
+    for (long long end = run_mono_ms() + WAIT_MS; !log_has(s, needle) && run_mono_ms() < end;)
         sleep_ms(5);
     return log_has(s, needle);
 }
@@ -410,14 +386,9 @@ static int srv_term(struct srv *s)
     if (s->pid <= 0)
         return st;
     kill(s->pid, SIGTERM);
-    /* up to WAIT_MS: ASan exit with leak check */
-    for (long long end = mono_ms() + WAIT_MS; waitpid(s->pid, &st, WNOHANG) != s->pid;) {
-        if (mono_ms() >= end) {
-            kill(s->pid, SIGKILL);
-            waitpid(s->pid, &st, 0);
-            break;
-        }
-        sleep_ms(10);
+    if (!run_reap(s->pid, WAIT_MS, &st)) {  /* WAIT_MS: ASan's exit checks for leaks */
+        kill(s->pid, SIGKILL);
+        waitpid(s->pid, &st, 0);
     }
     s->pid = 0;
     return st;
@@ -647,8 +618,8 @@ static bool info_has(struct cli *c, const char *line)
 
 static void wait_snapshot_done(struct cli *c)
 {
-    for (long long end = mono_ms() + WAIT_MS;
-         info_num(c, "snapshot_in_progress") != 0 && mono_ms() < end;)
+    for (long long end = run_mono_ms() + WAIT_MS;
+         info_num(c, "snapshot_in_progress") != 0 && run_mono_ms() < end;)
         sleep_ms(10);
     ck_assert_int_eq(info_num(c, "snapshot_in_progress"), 0);
 }
@@ -658,7 +629,7 @@ static void wait_snapshot_done(struct cli *c)
 static long long wait_info_ge(struct cli *c, const char *key, long long min)
 {
     long long v = info_num(c, key);
-    for (long long end = mono_ms() + WAIT_MS; v < min && mono_ms() < end;) {
+    for (long long end = run_mono_ms() + WAIT_MS; v < min && run_mono_ms() < end;) {
         sleep_ms(10);
         v = info_num(c, key);
     }
@@ -1749,8 +1720,8 @@ START_TEST(maxclients_refused)
     ck_assert_int_eq(info_num(&c[0], "connected_clients"), 3);
     cli_close(&c[2]);
     /* A slot freed is a slot usable (the close is seen after a round trip). */
-    for (long long end = mono_ms() + WAIT_MS;
-         info_num(&c[0], "connected_clients") != 2 && mono_ms() < end;)
+    for (long long end = run_mono_ms() + WAIT_MS;
+         info_num(&c[0], "connected_clients") != 2 && run_mono_ms() < end;)
         sleep_ms(5);
     cli_open(&c[2], s.port);
     EXPECT(&c[2], "+PONG\r\n", "PING");
@@ -2199,12 +2170,12 @@ START_TEST(http_port_limits_and_metrics)
     /* at --maxclients the HTTP port answers in HTTP; the scrape's connection
      * counts until the server has seen it close, so wait for its slot */
     struct cli c2;
-    for (long long end = mono_ms() + WAIT_MS;;) {
+    for (long long end = run_mono_ms() + WAIT_MS;;) {
         cli_open(&c2, s.port);
         const char *r = cmdf(&c2, "PING");
         if (strcmp(r, "+PONG\r\n") == 0)
             break;
-        ck_assert_msg(strstr(r, "max number of clients") && mono_ms() < end, "PING: %s", r);
+        ck_assert_msg(strstr(r, "max number of clients") && run_mono_ms() < end, "PING: %s", r);
         cli_close(&c2);
         sleep_ms(10);
     }
@@ -2217,9 +2188,9 @@ START_TEST(http_port_limits_and_metrics)
     free(m);
     cli_close(&c2);
     /* the 503 is counted with the other responses, once the slot is free */
-    for (long long end = mono_ms() + WAIT_MS;; sleep_ms(10)) {
+    for (long long end = run_mono_ms() + WAIT_MS;; sleep_ms(10)) {
         m = http_once(port, "/metrics");
-        if (strncmp(m, "HTTP/1.1 200 ", 13) == 0 || mono_ms() >= end)
+        if (strncmp(m, "HTTP/1.1 200 ", 13) == 0 || run_mono_ms() >= end)
             break;
         free(m);
     }
@@ -2234,8 +2205,8 @@ START_TEST(http_port_limits_and_metrics)
      * the scrapes above close yet, and would answer 503 and close) */
     int fd = -1;
     char ans[16] = "";
-    for (long long end = mono_ms() + WAIT_MS; fd < 0;) {
-        ck_assert_msg(mono_ms() < end, "no free slot on the HTTP port; the last answer began '%s'",
+    for (long long end = run_mono_ms() + WAIT_MS; fd < 0;) {
+        ck_assert_msg(run_mono_ms() < end, "no free slot on the HTTP port; the last answer began '%s'",
                       ans);
         fd = tcp_connect(port);
         static const char hz[] = "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n";
@@ -2747,7 +2718,7 @@ static int run_server_args(const char *const *args, char **out)
  * --maxmemory, before AUTH). */
 START_TEST(command_stats_and_slowlog)
 {
-    long long t_start = mono_ms();  /* bounds what any command can have taken */
+    long long t_start = run_mono_ms();  /* bounds what any command can have taken */
     struct srv s;
     memset(&s, 0, sizeof s);
     const char *args[] = {"--requirepass", "pw", "--slowlog-log-slower-than", "0", NULL};
@@ -2839,9 +2810,9 @@ START_TEST(command_stats_and_slowlog)
     double secs = strtod(es, &ee);
     ck_assert_msg(whole > 0 && es[whole] == '.' && strspn(es + whole + 1, "0123456789") == 9 &&
                       ee == es + whole + 10 && *ee == '\n' && secs >= 0 &&
-                      secs <= (double)(mono_ms() - t_start) / 1e3,
+                      secs <= (double)(run_mono_ms() - t_start) / 1e3,
                   "EXEC duration '%.*s' (the test has run %lld ms)", (int)strcspn(es, "\n"), es,
-                  mono_ms() - t_start);
+                  run_mono_ms() - t_start);
     free(m);
     /* HELLO hides the user and password after AUTH, and only those */
     EXPECT_ERR(&b, "-WRONGPASS", "HELLO 2 SETNAME auth AUTH default hunter2 SETNAME nm");
@@ -3146,7 +3117,7 @@ START_TEST(client_commands)
     }
     cli_send(&d, pipe, pl);  /* ~16 MB of replies: well past the socket's buffers */
     char omem[32] = "0";
-    for (long long end = mono_ms() + WAIT_MS; !strcmp(omem, "0") && mono_ms() < end;) {
+    for (long long end = run_mono_ms() + WAIT_MS; !strcmp(omem, "0") && run_mono_ms() < end;) {
         r = cmdf(&c, "CLIENT LIST ID %lld", id_d);
         ck_assert(client_field(strchr(r, '\n') + 1, id_d, "omem", omem, sizeof omem));
         sleep_ms(2);
@@ -3926,8 +3897,8 @@ static pid_t stopped_snapshot_child(const struct srv *s, struct cli *c)
         if (child && kill(child, SIGSTOP) == 0) {
             /* stopped, or finished first (a zombie, or already reaped) */
             char st = proc_state(child);
-            for (long long end = mono_ms() + WAIT_MS;
-                 st != 'T' && st != 'Z' && st != 0 && mono_ms() < end; st = proc_state(child))
+            for (long long end = run_mono_ms() + WAIT_MS;
+                 st != 'T' && st != 'Z' && st != 0 && run_mono_ms() < end; st = proc_state(child))
                 usleep(1000);
             if (st != 'T')
                 child = 0;  /* it finished first: try again */
@@ -3984,7 +3955,7 @@ START_TEST(snapshot_child_dies_with_server)
     s.pid = 0;
     kill(child, SIGCONT);
     char st = proc_state(child);
-    for (long long end = mono_ms() + WAIT_MS; st != 0 && st != 'Z' && mono_ms() < end;
+    for (long long end = run_mono_ms() + WAIT_MS; st != 0 && st != 'Z' && run_mono_ms() < end;
          st = proc_state(child))
         usleep(10000);
     if (st != 0 && st != 'Z')
@@ -4119,7 +4090,7 @@ START_TEST(snapshot_fork_fails)
     ck_assert_int_eq(info_num(&c, "interactions_total"), 51);
     EXPECT(&c, "+OK\r\n", "TRACK 7 view session=g watch_ms=1000");
     snprintf(want, sizeof want, "snapshot: %s (retried at the next interval)", why);
-    for (long long end = mono_ms() + WAIT_MS; log_count(&s, want) < 2 && mono_ms() < end;)
+    for (long long end = run_mono_ms() + WAIT_MS; log_count(&s, want) < 2 && run_mono_ms() < end;)
         sleep_ms(5);
     ck_assert_int_ge(log_count(&s, want), 2);
     ck_assert_int_ge(info_num(&c, "snapshots_failed"), 2);
@@ -4150,7 +4121,7 @@ START_TEST(accept_fails_pauses)
     memset(&s, 0, sizeof s);
     s.deny = DENY_ACCEPT;
     srv_start_in(&s, NULL);
-    long long t0 = mono_ms();  /* no pause can come before the connection */
+    long long t0 = run_mono_ms();  /* no pause can come before the connection */
     int fd = tcp_connect(s.port);  /* the kernel completes it; the server cannot take it */
     ck_assert(wait_log(&s, "accept: Too many open files; pausing accepts for 100 ms"));
     sleep_ms(250);  /* two or three more pauses, inside the same second */
@@ -4158,13 +4129,13 @@ START_TEST(accept_fails_pauses)
      * does unless the machine is loaded, one more for each further second
      * (a line for every pause would be ten a second) */
     int lines = log_count(&s, "pausing accepts");
-    long long took = mono_ms() - t0;
+    long long took = run_mono_ms() - t0;
     ck_assert_msg(lines <= 2 + took / 1000, "%d lines in %lld ms", lines, took);
     /* every pause lasts its 100 ms, the second one too (a fired one-shot
      * timer restarted without its delay spun): the next line, a second or
      * so after the first, counts about ten, never thousands */
     const char *what = "pausing accepts for 100 ms (";
-    for (long long end = mono_ms() + WAIT_MS; log_count(&s, what) < 2 && mono_ms() < end;)
+    for (long long end = run_mono_ms() + WAIT_MS; log_count(&s, what) < 2 && run_mono_ms() < end;)
         sleep_ms(10);
     ck_assert_int_ge(log_count(&s, what), 2);
     long long more = log_num_after(&s, what);
@@ -4237,8 +4208,8 @@ START_TEST(snapshot_interval)
     cli_open(&c, s.port);
     EXPECT(&c, "+OK\r\n", "TRACK 4 save session=i");
     ck_assert_int_eq(info_num(&c, "snapshot_interval_s"), 1);
-    for (long long end = mono_ms() + WAIT_MS;
-         !info_has(&c, "last_snapshot_status:ok") && mono_ms() < end;)
+    for (long long end = run_mono_ms() + WAIT_MS;
+         !info_has(&c, "last_snapshot_status:ok") && run_mono_ms() < end;)
         sleep_ms(20);
     ck_assert(info_has(&c, "last_snapshot_status:ok"));
     cli_close(&c);
@@ -4379,25 +4350,23 @@ START_TEST(shutdown_with_stuck_client)
     cli_open(&c, s.port);
     ck_assert_int_gt(wait_info_ge(&c, "pending_output_bytes", 1), 0);
     cli_close(&c);
-    long long t0 = mono_ms();
+    long long t0 = run_mono_ms();
     kill(s.pid, SIGTERM);
     /* the second SIGTERM as soon as the first is seen handled (before
      * that, the two could merge into one pending signal): the wait, which
      * began after t0, has most of its 3 s to run */
     for (long long end = t0 + WAIT_MS; !log_has(&s, "received SIGTERM: shutting down");) {
-        ck_assert_msg(mono_ms() < end, "the first SIGTERM never logged");
+        ck_assert_msg(run_mono_ms() < end, "the first SIGTERM never logged");
         sleep_ms(1);
     }
     kill(s.pid, SIGTERM);
-    long long late = mono_ms() - t0;
+    long long late = run_mono_ms() - t0;
     /* bounded: a server that never ends the wait fails here, with its log */
     int st = 0;
-    pid_t got = 0;
-    while ((got = waitpid(s.pid, &st, WNOHANG)) == 0 && mono_ms() < t0 + FLUSH_MS + WAIT_MS)
-        sleep_ms(5);
-    long long took = mono_ms() - t0;
+    bool exited = run_reap(s.pid, t0 + FLUSH_MS + WAIT_MS - run_mono_ms(), &st);
+    long long took = run_mono_ms() - t0;
     char *l = read_file(s.log, NULL);
-    if (got == 0) {
+    if (!exited) {
         kill(s.pid, SIGKILL);
         waitpid(s.pid, NULL, 0);
         s.pid = 0;
