@@ -258,12 +258,38 @@ enum {
     PH_RINGS, PH_FILL, PH_DONE
 };
 
-static int fail(struct eng *e, struct eng_err *err, int rc, const char *what, const char *why,
-                uint64_t id)
+/* Every restore error breaks the engine. Messages name the item when it
+ * has a name ("short 42: ...", "session s-1: ..."), else only what failed. */
+static int fail(struct eng *e, struct eng_err *err, int rc, const char *what, const char *why)
+{
+    e->broken = true;
+    eng_errf(err, -1, "%s: %s", what, why);
+    return rc;
+}
+
+static int fail_id(struct eng *e, struct eng_err *err, int rc, const char *what, const char *why,
+                   uint64_t id)
 {
     e->broken = true;
     eng_errf(err, -1, "%s %llu: %s", what, (unsigned long long)id, why);
     return rc;
+}
+
+/* A session by its id, when that is well-formed enough to print. */
+static int fail_sess(struct eng *e, struct eng_err *err, const char *s, size_t len, const char *why)
+{
+    if (!s || !eng_session_ok(s, len))
+        return fail(e, err, ENG_EINVAL, "session", why);
+    e->broken = true;
+    eng_errf(err, -1, "session %.*s: %s", (int)len, s, why);
+    return ENG_EINVAL;
+}
+
+static int fail_ring(struct eng *e, struct eng_err *err, const struct eng_ring_view *v,
+                     const char *why)
+{
+    return v->is_user ? fail_id(e, err, ENG_EINVAL, "user", why, v->user)
+                      : fail_sess(e, err, v->session, v->session_len, why);
 }
 
 static int enter(struct eng *e, uint8_t phase, struct eng_err *err)
@@ -298,7 +324,7 @@ int eng_restore_reserve(struct eng *e, const struct eng_walk_counts *c, struct e
         return rc;
     if (c->shorts > ENG_SHORTS_MAX || c->sessions >= ENG_NONE || c->users >= ENG_NONE ||
         c->ctxs >= ENG_NONE || c->uas >= ENG_NONE || c->platforms > ENG_PLATFORMS_MAX)
-        return fail(e, err, ENG_ELIMIT, "counts", "beyond the engine's limits", 0);
+        return fail(e, err, ENG_ELIMIT, "counts", "beyond the engine's limits");
     /* Context and user agent ids start at 1 (slot 0 is "none"), so their
      * slabs need one slot more than the count for the highest id to fit
      * without slab_place growing them by doubling at the end of a load. */
@@ -308,7 +334,7 @@ int eng_restore_reserve(struct eng *e, const struct eng_walk_counts *c, struct e
         (c->ctxs && eng_reserve_ctxs(e, c->ctxs + 1)) ||
         (c->uas && eng_reserve_uas(e, c->uas + 1)) ||
         (c->platforms && eng_reserve_platforms(e, c->platforms)))
-        return fail(e, err, ENG_ENOMEM, "memory", "out of memory", 0);
+        return fail(e, err, ENG_ENOMEM, "memory", "out of memory");
     return ENG_OK;
 }
 
@@ -363,16 +389,16 @@ int eng_restore_platform(struct eng *e, const struct eng_platform_view *v, struc
     if (rc)
         return rc;
     if (v->id != e->npl + 1)
-        return fail(e, err, ENG_EINVAL, "platform", "ids must run 1, 2, 3, ...", v->id);
+        return fail_id(e, err, ENG_EINVAL, "platform", "ids must run 1, 2, 3, ...", v->id);
     if (!eng_platform_ok(v->name, v->len))
-        return fail(e, err, ENG_EINVAL, "platform", "bad name", v->id);
+        return fail_id(e, err, ENG_EINVAL, "platform", "bad name", v->id);
     uint64_t h;
     if (eng_plat_find(e, v->name, v->len, &h))
-        return fail(e, err, ENG_EINVAL, "platform", "duplicate name", v->id);
+        return fail_id(e, err, ENG_EINVAL, "platform", "duplicate name", v->id);
     if (e->npl >= ENG_PLATFORMS_MAX)
-        return fail(e, err, ENG_ELIMIT, "platform", "too many distinct platforms", v->id);
+        return fail_id(e, err, ENG_ELIMIT, "platform", "too many distinct platforms", v->id);
     if (eng_reserve_platforms(e, 1))
-        return fail(e, err, ENG_ENOMEM, "memory", "out of memory", 0);
+        return fail(e, err, ENG_ENOMEM, "memory", "out of memory");
     eng_plat_new(e, h, v->name, v->len);
     return ENG_OK;
 }
@@ -410,19 +436,19 @@ int eng_restore_ua(struct eng *e, const struct eng_ua_view *v, struct eng_err *e
     if (rc)
         return rc;
     if (v->id == 0 || v->id >= ENG_NONE - 1)
-        return fail(e, err, ENG_EINVAL, "ua", "bad id", v->id);
+        return fail_id(e, err, ENG_EINVAL, "ua", "bad id", v->id);
     if (!v->ua || v->len == 0 || v->len > ENG_UA_MAX)
-        return fail(e, err, ENG_EINVAL, "ua", "length must be 1..512", v->id);
+        return fail_id(e, err, ENG_EINVAL, "ua", "length must be 1..512", v->id);
     if (v->id < e->ua_hi && e->ua[v->id].s)
-        return fail(e, err, ENG_EINVAL, "ua", "duplicate id", v->id);
+        return fail_id(e, err, ENG_EINVAL, "ua", "duplicate id", v->id);
     uint64_t h = eng_hash_bytes(v->ua, v->len);
     if (eng_ua_find(e, h, v->ua, v->len))
-        return fail(e, err, ENG_EINVAL, "ua", "duplicate string", v->id);
+        return fail_id(e, err, ENG_EINVAL, "ua", "duplicate string", v->id);
     char *copy = mem_alloc(&e->mem, MEM_OTHER, v->len + 1);
     if (!copy || slab_place(e, (void **)&e->ua, &e->ua_cap, &e->ua_hi, v->id, sizeof(struct ua)) ||
         idx_reserve(&e->ua_idx, &e->mem, 1)) {
         mem_free(&e->mem, MEM_OTHER, copy, v->len + 1);
-        return fail(e, err, ENG_ENOMEM, "memory", "out of memory", 0);
+        return fail(e, err, ENG_ENOMEM, "memory", "out of memory");
     }
     memcpy(copy, v->ua, v->len);
     copy[v->len] = 0;
@@ -436,20 +462,20 @@ int eng_restore_ctx(struct eng *e, const struct eng_ctx_view *v, struct eng_err 
     if (rc)
         return rc;
     if (v->id == 0 || v->id >= ENG_NONE - 1)
-        return fail(e, err, ENG_EINVAL, "context", "bad id", v->id);
+        return fail_id(e, err, ENG_EINVAL, "context", "bad id", v->id);
     if (v->id < e->cx_hi && e->cx[v->id].fam != CX_FREE)
-        return fail(e, err, ENG_EINVAL, "context", "duplicate id", v->id);
+        return fail_id(e, err, ENG_EINVAL, "context", "duplicate id", v->id);
     if (v->session && !eng_session_ok(v->session, v->session_len))
-        return fail(e, err, ENG_EINVAL, "context", "bad session", v->id);
+        return fail_id(e, err, ENG_EINVAL, "context", "bad session", v->id);
     if (!v->session && v->user == 0)
-        return fail(e, err, ENG_EINVAL, "context", "needs a session or a user", v->id);
+        return fail_id(e, err, ENG_EINVAL, "context", "needs a session or a user", v->id);
     if (v->ip_family != 0 && v->ip_family != 4 && v->ip_family != 6)
-        return fail(e, err, ENG_EINVAL, "context", "ip family must be 0, 4 or 6", v->id);
+        return fail_id(e, err, ENG_EINVAL, "context", "ip family must be 0, 4 or 6", v->id);
     if (v->ua_id && (v->ua_id >= e->ua_hi || !e->ua[v->ua_id].s))
-        return fail(e, err, ENG_EINVAL, "context", "unknown ua id", v->id);
+        return fail_id(e, err, ENG_EINVAL, "context", "unknown ua id", v->id);
     uint32_t old_hi = e->cx_hi;
     if (slab_place(e, (void **)&e->cx, &e->cx_cap, &e->cx_hi, v->id, sizeof(struct ctx)))
-        return fail(e, err, ENG_ENOMEM, "memory", "out of memory", 0);
+        return fail(e, err, ENG_ENOMEM, "memory", "out of memory");
     for (uint32_t i = old_hi; i < v->id; i++)
         e->cx[i].fam = CX_FREE;
     struct ctx *c = &e->cx[v->id];
@@ -476,21 +502,21 @@ int eng_restore_short_ids(struct eng *e, const uint64_t *ids, size_t n, struct e
     if (rc)
         return rc;
     if (e->rs_early)
-        return fail(e, err, ENG_EINVAL, "short ids", "given twice", 0);
+        return fail(e, err, ENG_EINVAL, "short ids", "given twice");
     if (n > ENG_SHORTS_MAX)
-        return fail(e, err, ENG_ELIMIT, "short ids", "beyond the engine's limits", n);
+        return fail_id(e, err, ENG_ELIMIT, "short ids", "beyond the engine's limits", n);
     if (eng_reserve_shorts(e, n))
-        return fail(e, err, ENG_ENOMEM, "memory", "out of memory", 0);
+        return fail(e, err, ENG_ENOMEM, "memory", "out of memory");
     for (size_t i = 0; i < n; i++) {
         if (ids[i] == 0)
-            return fail(e, err, ENG_EINVAL, "short", "id must be at least 1", 0);
+            return fail_id(e, err, ENG_EINVAL, "short", "id must be at least 1", 0);
         if (idx_find(&e->sh_idx, ids[i]))
-            return fail(e, err, ENG_EINVAL, "short", "duplicate id", ids[i]);
+            return fail_id(e, err, ENG_EINVAL, "short", "duplicate id", ids[i]);
         eng_short_new(e, ids[i]);
     }
     e->rs_early = true;
     if (short_map_build(e))
-        return fail(e, err, ENG_ENOMEM, "memory", "out of memory", 0);
+        return fail(e, err, ENG_ENOMEM, "memory", "out of memory");
     return ENG_OK;
 }
 
@@ -503,39 +529,39 @@ int eng_restore_short(struct eng *e, const struct eng_short_view *v, const uint6
         return rc;
     uint64_t id = v->short_id;
     if (id == 0)
-        return fail(e, err, ENG_EINVAL, "short", "id must be at least 1", id);
+        return fail_id(e, err, ENG_EINVAL, "short", "id must be at least 1", id);
     if (e->rs_early ? e->rs_filled >= e->nsh || e->sid[e->rs_filled] != id
                     : idx_find(&e->sh_idx, id) != 0)
-        return fail(e, err, ENG_EINVAL, "short",
+        return fail_id(e, err, ENG_EINVAL, "short",
                     e->rs_early ? "not the next of eng_restore_short_ids" : "duplicate id", id);
     if (v->count[ENG_T_SAVE] != nsavers)
-        return fail(e, err, ENG_EINVAL, "short", "saves differ from its savers", id);
+        return fail_id(e, err, ENG_EINVAL, "short", "saves differ from its savers", id);
     if (eng_seen_wraps(v->count))
-        return fail(e, err, ENG_EINVAL, "short", "impressions and views past 2^64", id);
+        return fail_id(e, err, ENG_EINVAL, "short", "impressions and views past 2^64", id);
     uint64_t seen = v->count[ENG_T_IMPRESSION] + v->count[ENG_T_VIEW];
     if (nviewers > seen || nviewers >= ((uint64_t)1 << 30) || nsavers >= ((uint64_t)1 << 30))
-        return fail(e, err, ENG_EINVAL, "short", "more viewers than impressions and views", id);
+        return fail_id(e, err, ENG_EINVAL, "short", "more viewers than impressions and views", id);
     if (v->watch_n > v->count[ENG_T_VIEW])
-        return fail(e, err, ENG_EINVAL, "short", "more watched views than views", id);
+        return fail_id(e, err, ENG_EINVAL, "short", "more watched views than views", id);
     if (eng_watch_bad(v->watch_sum, v->watch_n))
-        return fail(e, err, ENG_EINVAL, "short", "watch time past watch_ms's bound", id);
+        return fail_id(e, err, ENG_EINVAL, "short", "watch time past watch_ms's bound", id);
     if (v->boost > ENG_BOOST_MAX)
-        return fail(e, err, ENG_EINVAL, "short", "boost must be 0..100", id);
+        return fail_id(e, err, ENG_EINVAL, "short", "boost must be 0..100", id);
     if (v->last_ts < 0 || v->last_ts > ENG_TS_MAX)
-        return fail(e, err, ENG_EINVAL, "short", "last_ts out of range", id);
+        return fail_id(e, err, ENG_EINVAL, "short", "last_ts out of range", id);
     if (v->nplat > e->npl)
-        return fail(e, err, ENG_EINVAL, "short", "more platforms than exist", id);
+        return fail_id(e, err, ENG_EINVAL, "short", "more platforms than exist", id);
     uint64_t psum = 0;
     for (size_t i = 0; i < v->nplat; i++) {
         if (v->plat_ids[i] == 0 || v->plat_ids[i] > e->npl)
-            return fail(e, err, ENG_EINVAL, "short", "unknown platform id", id);
+            return fail_id(e, err, ENG_EINVAL, "short", "unknown platform id", id);
         for (size_t j = 0; j < i; j++)
             if (v->plat_ids[j] == v->plat_ids[i])
-                return fail(e, err, ENG_EINVAL, "short", "platform listed twice", id);
+                return fail_id(e, err, ENG_EINVAL, "short", "platform listed twice", id);
         if (v->plat_shares[i] == 0)
-            return fail(e, err, ENG_EINVAL, "short", "platform with no shares", id);
+            return fail_id(e, err, ENG_EINVAL, "short", "platform with no shares", id);
         if (v->plat_shares[i] > v->count[ENG_T_SHARE] - psum)  /* psum <= shares: no wrap */
-            return fail(e, err, ENG_EINVAL, "short", "platform shares exceed shares", id);
+            return fail_id(e, err, ENG_EINVAL, "short", "platform shares exceed shares", id);
         psum += v->plat_shares[i];
     }
     uint32_t ix;
@@ -543,7 +569,7 @@ int eng_restore_short(struct eng *e, const struct eng_short_view *v, const uint6
         ix = e->rs_filled;   /* created empty by eng_restore_short_ids */
     } else {
         if (eng_reserve_shorts(e, 1))
-            return fail(e, err, ENG_ENOMEM, "memory", "out of memory", 0);
+            return fail(e, err, ENG_ENOMEM, "memory", "out of memory");
         ix = eng_short_new(e, id);
     }
     struct shrt *s = &e->sh[ix];
@@ -556,13 +582,13 @@ int eng_restore_short(struct eng *e, const struct eng_short_view *v, const uint6
     if (vset_reserve(&s->viewers, &e->vh, eng_set_owner(ix, false), (uint32_t)nviewers) ||
         vset_reserve(&s->savers, &e->vh, eng_set_owner(ix, true), (uint32_t)nsavers) ||
         (v->nplat && eng_reserve_plat_slots(e, c, (uint32_t)v->nplat)))
-        return fail(e, err, ENG_ENOMEM, "memory", "out of memory", 0);
+        return fail(e, err, ENG_ENOMEM, "memory", "out of memory");
     for (size_t i = 0; i < nviewers; i++)
         if (viewers[i] == 0 || !vset_add(&s->viewers, viewers[i]))
-            return fail(e, err, ENG_EINVAL, "short", "zero or duplicate viewer", id);
+            return fail_id(e, err, ENG_EINVAL, "short", "zero or duplicate viewer", id);
     for (size_t i = 0; i < nsavers; i++)
         if (savers[i] == 0 || !vset_add(&s->savers, savers[i]))
-            return fail(e, err, ENG_EINVAL, "short", "zero or duplicate saver", id);
+            return fail_id(e, err, ENG_EINVAL, "short", "zero or duplicate saver", id);
     for (size_t i = 0; i < v->nplat; i++) {
         c->plat_ids[i] = v->plat_ids[i];
         c->plat_shares[i] = v->plat_shares[i];
@@ -724,7 +750,7 @@ static int index_build(struct eng *e, bool users, struct eng_err *err)
     if (n == 0)
         return ENG_OK;
     if (idx_reserve(t, &e->mem, n))
-        return fail(e, err, ENG_ENOMEM, "memory", "out of memory", 0);
+        return fail(e, err, ENG_ENOMEM, "memory", "out of memory");
     /* Counting sort by home slot, in buckets of a few slots' worth. */
     uint32_t cap = t->mask + 1, shift = 0;
     while ((cap >> shift) > 65536)
@@ -733,7 +759,7 @@ static int index_build(struct eng *e, bool users, struct eng_err *err)
     size_t bytes = (size_t)ncnt * sizeof(uint32_t) + (size_t)n * (sizeof(uint64_t) + sizeof(uint32_t));
     uint32_t *cnt = mem_alloc(&e->mem, MEM_OTHER, bytes);
     if (!cnt)
-        return fail(e, err, ENG_ENOMEM, "memory", "out of memory", 0);
+        return fail(e, err, ENG_ENOMEM, "memory", "out of memory");
     uint64_t *keys = (uint64_t *)(cnt + ncnt), key;
     uint32_t *ids = (uint32_t *)(keys + n);
     memset(cnt, 0, (size_t)ncnt * sizeof(uint32_t));
@@ -753,8 +779,9 @@ static int index_build(struct eng *e, bool users, struct eng_err *err)
         struct idx_walk w = idx_walk_start(t, keys[k]);
         for (uint32_t v; rc == ENG_OK && (v = idx_walk_next(t, keys[k], &w));)
             if (same_entry(e, users, ids[k], v - 1))
-                rc = fail(e, err, ENG_EINVAL, users ? "user" : "session", "duplicate",
-                          users ? keys[k] : 0);
+                rc = users ? fail_id(e, err, ENG_EINVAL, "user", "duplicate", keys[k])
+                           : fail_sess(e, err, eng_sess_id(e, &e->ss[ids[k]]), e->ss[ids[k]].slen,
+                                       "duplicate");
         if (rc == ENG_OK)
             idx_put(t, keys[k], ids[k]);  /* the run just walked is in cache */
     }
@@ -770,21 +797,19 @@ int eng_restore_ring(struct eng *e, const struct eng_ring_view *v, const struct 
     if (rc)
         return rc;
     if (first && short_map_build(e))
-        return fail(e, err, ENG_ENOMEM, "memory", "out of memory", 0);
-    uint64_t key = v->is_user ? v->user : 0;
-    const char *what = v->is_user ? "user" : "session";
+        return fail(e, err, ENG_ENOMEM, "memory", "out of memory");
     uint64_t h = 0;
     if (v->last_seen_ms < 0 || v->last_seen_ms > ENG_TS_MAX)  /* the TTL check subtracts it */
-        return fail(e, err, ENG_EINVAL, what, "last_seen out of range", key);
+        return fail_ring(e, err, v, "last_seen out of range");
     if (v->is_user) {
         if (v->user == 0)
-            return fail(e, err, ENG_EINVAL, what, "id must be at least 1", 0);
+            return fail_id(e, err, ENG_EINVAL, "user", "id must be at least 1", 0);
         /* duplicates are found when finish indexes the users */
     } else {
         if (!eng_session_ok(v->session, v->session_len))
-            return fail(e, err, ENG_EINVAL, what, "bad id", 0);
+            return fail(e, err, ENG_EINVAL, "session", "bad id");
         if (v->nrecs == 0)  /* a session's id lives in its records' context */
-            return fail(e, err, ENG_EINVAL, what, "with no records", 0);
+            return fail_ring(e, err, v, "with no records");
         h = eng_fp_session(v->session, v->session_len);
         /* duplicates are found when finish indexes the sessions */
     }
@@ -796,35 +821,35 @@ int eng_restore_ring(struct eng *e, const struct eng_ring_view *v, const struct 
      * the engine broken, as every restore error does). */
     for (size_t i = 0; i < skip; i++)
         if (check_rec(e, v, &recs[i], &six, &why))
-            return fail(e, err, ENG_EINVAL, what, why, key);
+            return fail_ring(e, err, v, why);
     uint32_t keep = (uint32_t)(v->nrecs - skip);
     struct ring *r;
     uint32_t *last_ctx;
     uint64_t *sig;
     if (v->is_user) {
         if (eng_reserve_users(e, 1))
-            return fail(e, err, ENG_ENOMEM, "memory", "out of memory", 0);
+            return fail(e, err, ENG_ENOMEM, "memory", "out of memory");
         struct user *u = &e->us[user_place(e, v->user, v->last_seen_ms)];
         r = &u->ring;
         last_ctx = &u->last_ctx;
         sig = &u->sig;
     } else {
         if (eng_reserve_sessions(e, 1))
-            return fail(e, err, ENG_ENOMEM, "memory", "out of memory", 0);
+            return fail(e, err, ENG_ENOMEM, "memory", "out of memory");
         struct sess *ss = &e->ss[sess_place(e, h, v->session_len, v->last_seen_ms)];
         r = &ss->ring;
         last_ctx = &ss->last_ctx;
         sig = &ss->sig;
     }
     if (keep && ring_reserve(r, &e->mem, keep, e->history))
-        return fail(e, err, ENG_ENOMEM, "memory", "out of memory", 0);
+        return fail(e, err, ENG_ENOMEM, "memory", "out of memory");
     for (size_t i = 0; i < skip; i++)
         if (recs[i].ctx_id)
             e->cx[recs[i].ctx_id].flags |= CX_DROPPED;
     for (size_t i = skip; i < v->nrecs; i++) {
         const struct eng_rec_view *rv = &recs[i];
         if (check_rec(e, v, rv, &six, &why))
-            return fail(e, err, ENG_EINVAL, what, why, key);
+            return fail_ring(e, err, v, why);
         struct rec rec = rec_make(rv->ts, six, rv->ctx_id, rv->type, rv->has_watch, rv->watch_ms,
                                   (uint16_t)rv->platform_id);
         struct rec old;
@@ -849,24 +874,24 @@ int eng_restore_finish(struct eng *e, const struct eng_totals *t, struct eng_err
         return rc;
     short_map_free(e);
     if (e->rs_early && e->rs_filled != e->nsh)
-        return fail(e, err, ENG_EINVAL, "short", "restored without its data", e->sid[e->rs_filled]);
+        return fail_id(e, err, ENG_EINVAL, "short", "restored without its data", e->sid[e->rs_filled]);
     if ((rc = index_build(e, false, err)) || (rc = index_build(e, true, err)))
         return rc;
     uint64_t sum = 0;
     for (int i = 0; i < ENG_T_COUNT; i++)
         sum += t->by_type[i];
     if (sum != t->interactions)
-        return fail(e, err, ENG_EINVAL, "totals", "by-type counts do not add up", sum);
+        return fail_id(e, err, ENG_EINVAL, "totals", "by-type counts do not add up", sum);
     for (uint32_t id = 1; id < e->ua_hi; id++)
         if (e->ua[id].s && e->ua[id].refs == 0)
-            return fail(e, err, ENG_EINVAL, "ua", "not used by any context", id);
+            return fail_id(e, err, ENG_EINVAL, "ua", "not used by any context", id);
     for (uint32_t id = 1; id < e->cx_hi; id++) {
         struct ctx *c = &e->cx[id];
         if (c->fam == CX_FREE)
             continue;
         if (c->rs == 0 && c->ru == 0) {
             if (!(c->flags & CX_DROPPED))
-                return fail(e, err, ENG_EINVAL, "context", "not used by any record", id);
+                return fail_id(e, err, ENG_EINVAL, "context", "not used by any record", id);
             eng_ctx_destroy(e, id);
         }
         c->flags = 0;

@@ -1246,7 +1246,7 @@ START_TEST(test_restore_rejects)
     struct eng_ring_view rv = {.session = "s", .session_len = 1, .last_seen_ms = clk.now, .nrecs = 1};
     struct eng_rec_view rec = {.ts = 5, .short_id = 5, .ctx_id = 1, .type = ENG_T_VIEW};
     ck_assert_int_eq(eng_restore_ring(E, &rv, &rec, &err), ENG_EINVAL);
-    ck_assert_str_eq(err.msg, "session 0: record of an unknown short");
+    ck_assert_str_eq(err.msg, "session s: record of an unknown short");
     eng_destroy(E);
     E = mk_eng(&clk, 0, 0);
     ck_assert_int_eq(eng_restore_ctx(E, &c1, &err), 0);
@@ -1254,7 +1254,7 @@ START_TEST(test_restore_rejects)
     rec.short_id = 4;
     rec.ctx_id = 0;
     ck_assert_int_eq(eng_restore_ring(E, &rv, &rec, &err), ENG_EINVAL);
-    ck_assert_str_eq(err.msg, "session 0: session record without a context");
+    ck_assert_str_eq(err.msg, "session s: session record without a context");
     eng_destroy(E);
     E = mk_eng(&clk, 0, 0);
     ck_assert_int_eq(eng_restore_ctx(E, &c1, &err), 0);
@@ -1262,7 +1262,15 @@ START_TEST(test_restore_rejects)
     struct eng_ring_view empty = rv;
     empty.nrecs = 0;
     ck_assert_int_eq(eng_restore_ring(E, &empty, &rec, &err), ENG_EINVAL);
-    ck_assert_str_eq(err.msg, "session 0: with no records");
+    ck_assert_str_eq(err.msg, "session s: with no records");
+    eng_destroy(E);
+    /* an id that is not one is not printed */
+    E = mk_eng(&clk, 0, 0);
+    struct eng_ring_view badid = rv;
+    badid.session = "bad id!";
+    badid.session_len = 7;
+    ck_assert_int_eq(eng_restore_ring(E, &badid, &rec, &err), ENG_EINVAL);
+    ck_assert_str_eq(err.msg, "session: bad id");
     eng_destroy(E);
     /* a last_seen the TTL check could not subtract (now - INT64_MIN) */
     static const int64_t bad_seen[] = {INT64_MIN, -1, ENG_TS_MAX + 1};
@@ -1275,7 +1283,7 @@ START_TEST(test_restore_rejects)
         struct eng_rec_view good = rec;
         good.ctx_id = 1;
         ck_assert_int_eq(eng_restore_ring(E, &seen, &good, &err), ENG_EINVAL);
-        ck_assert_str_eq(err.msg, "session 0: last_seen out of range");
+        ck_assert_str_eq(err.msg, "session s: last_seen out of range");
         eng_destroy(E);
     }
     E = mk_eng(&clk, 0, 0);
@@ -1358,7 +1366,7 @@ START_TEST(test_restore_short_lookup)
             eng_restore_ring_prefetch(E, &ov, NULL);
             if (k) {
                 ck_assert_int_eq(eng_restore_ring(E, &rt, &r1, &err), ENG_EINVAL);
-                ck_assert_str_eq(err.msg, "session 0: record of an unknown short");
+                ck_assert_str_eq(err.msg, "session t: record of an unknown short");
                 continue;
             }
             ck_assert_int_eq(eng_restore_ring(E, &rt, &r1, &err), 0);
@@ -1430,12 +1438,12 @@ START_TEST(test_restore_short_ids)
     E = mk_eng(&clk, 0, 0);
     struct eng_walk_counts many = {.shorts = ENG_SHORTS_MAX + 1};
     ck_assert_int_eq(eng_restore_reserve(E, &many, &err), ENG_ELIMIT);
-    ck_assert_str_eq(err.msg, "counts 0: beyond the engine's limits");
+    ck_assert_str_eq(err.msg, "counts: beyond the engine's limits");
     eng_destroy(E);
     E = mk_eng(&clk, 0, 0);
     ck_assert_int_eq(eng_restore_short_ids(E, ids, 2, &err), 0);
     ck_assert_int_eq(eng_restore_short_ids(E, ids, 2, &err), ENG_EINVAL);
-    ck_assert_str_eq(err.msg, "short ids 0: given twice");
+    ck_assert_str_eq(err.msg, "short ids: given twice");
     /* out of creation order, or twice */
     for (int k = 0; k < 2; k++) {
         eng_destroy(E);

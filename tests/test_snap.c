@@ -1146,7 +1146,7 @@ START_TEST(duplicate_rings_refused)
         t.by_type[ENG_T_SKIP] = 2;
         if (dup) {
             ck_assert_int_eq(eng_restore_finish(e, &t, &err), ENG_EINVAL);
-            ck_assert_str_eq(err.msg, "session 0: duplicate");
+            ck_assert_str_eq(err.msg, "session ses-a: duplicate");
         } else {
             ck_assert_int_eq(eng_restore_finish(e, &t, &err), 0);
             struct eng_history_rec h[2];
