@@ -565,6 +565,25 @@ int eng_reserve_pc(struct eng *e, uint32_t n)
     return 0;
 }
 
+const char *eng_plats_bad(const struct eng *e, const uint32_t *ids, const uint64_t *shares,
+                          uint32_t n, uint64_t total)
+{
+    uint64_t sum = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        if (ids[i] == 0 || ids[i] > e->npl)
+            return "unknown platform id";
+        for (uint32_t j = 0; j < i; j++)  /* a short has a few platforms: quadratic is fine */
+            if (ids[j] == ids[i])
+                return "platform listed twice";
+        if (shares[i] == 0)
+            return "platform with no shares";
+        if (shares[i] > total - sum)  /* sum <= total: no wrap */
+            return "platform shares exceed shares";
+        sum += shares[i];
+    }
+    return NULL;
+}
+
 /* The shared list eng_stats fills first: growing it is invisible, so a
  * failure after it leaves nothing to undo, while growing the short's own
  * arrays first would leave a capacity the retry trusts without e->pc. */

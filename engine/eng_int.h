@@ -256,6 +256,11 @@ static inline bool eng_watch_bad(uint64_t sum, uint64_t n)
     uint64_t q = sum / ENG_WATCH_MAX;  /* sum > n * MAX without the product */
     return q > n || (q == n && sum % ENG_WATCH_MAX != 0);
 }
+/* A short's platform list as restore takes it and recording keeps it: ids
+ * known and distinct, each with shares, adding up to no more than the
+ * short's shares. NULL when it holds, else what is wrong. */
+const char *eng_plats_bad(const struct eng *e, const uint32_t *ids, const uint64_t *shares,
+                          uint32_t n, uint64_t total);
 int eng_reserve_shorts(struct eng *e, uint64_t extra);
 int eng_reserve_sessions(struct eng *e, uint64_t extra);
 int eng_reserve_users(struct eng *e, uint64_t extra);

@@ -16,7 +16,7 @@ uint64_t eng_test_allocs(const struct eng *e);
 /* Breaks one invariant on purpose, so a test can see eng_verify catch it
  * (0: a short's save count, 1: the records total, 2: a context's refcount,
  * 3: impressions + views wrap, 4: watch time with no watched view, 5: a
- * platform's shares past the short's);
+ * platform's shares past the short's, 6: a platform with no shares);
  * -1 when the engine has nothing to break that way. Destroy e afterwards. */
 int eng_test_break(struct eng *e, int what);
 

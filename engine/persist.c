@@ -551,19 +551,10 @@ int eng_restore_short(struct eng *e, const struct eng_short_view *v, const uint6
         return fail_id(e, err, ENG_EINVAL, "short", "last_ts out of range", id);
     if (v->nplat > e->npl)
         return fail_id(e, err, ENG_EINVAL, "short", "more platforms than exist", id);
-    uint64_t psum = 0;
-    for (size_t i = 0; i < v->nplat; i++) {
-        if (v->plat_ids[i] == 0 || v->plat_ids[i] > e->npl)
-            return fail_id(e, err, ENG_EINVAL, "short", "unknown platform id", id);
-        for (size_t j = 0; j < i; j++)
-            if (v->plat_ids[j] == v->plat_ids[i])
-                return fail_id(e, err, ENG_EINVAL, "short", "platform listed twice", id);
-        if (v->plat_shares[i] == 0)
-            return fail_id(e, err, ENG_EINVAL, "short", "platform with no shares", id);
-        if (v->plat_shares[i] > v->count[ENG_T_SHARE] - psum)  /* psum <= shares: no wrap */
-            return fail_id(e, err, ENG_EINVAL, "short", "platform shares exceed shares", id);
-        psum += v->plat_shares[i];
-    }
+    const char *why = eng_plats_bad(e, v->plat_ids, v->plat_shares, v->nplat,
+                                    v->count[ENG_T_SHARE]);
+    if (why)
+        return fail_id(e, err, ENG_EINVAL, "short", why, id);
     uint32_t ix;
     if (e->rs_early) {
         ix = e->rs_filled;   /* created empty by eng_restore_short_ids */

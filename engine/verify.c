@@ -141,17 +141,10 @@ int eng_verify(const struct eng *e, struct eng_err *err)
             BAD("short %llu: batch scratch left set", (unsigned long long)e->sid[i]);
         if (c->nplat > c->plat_cap || c->nplat > e->pc_cap)
             BAD("short %llu: platform list over capacity", (unsigned long long)e->sid[i]);
-        uint64_t psum = 0;
-        for (uint32_t p = 0; p < c->nplat; p++) {
-            if (c->plat_ids[p] == 0 || c->plat_ids[p] > e->npl)
-                BAD("short %llu: bad platform id", (unsigned long long)e->sid[i]);
-            for (uint32_t q = 0; q < p; q++)
-                if (c->plat_ids[q] == c->plat_ids[p])
-                    BAD("short %llu: platform twice", (unsigned long long)e->sid[i]);
-            if (c->plat_shares[p] > s->count[ENG_T_SHARE] - psum)  /* no wrap */
-                BAD("short %llu: platform shares exceed shares", (unsigned long long)e->sid[i]);
-            psum += c->plat_shares[p];
-        }
+        const char *why = eng_plats_bad(e, c->plat_ids, c->plat_shares, c->nplat,
+                                        s->count[ENG_T_SHARE]);
+        if (why)
+            BAD("short %llu: %s", (unsigned long long)e->sid[i], why);
         if (s->cdirty != seen[i])
             BAD("short %llu: dirty bits not matching the lists", (unsigned long long)e->sid[i]);
         for (int m = 0; m < ENG_M_COUNT; m++)
@@ -359,6 +352,11 @@ int eng_test_break(struct eng *e, int what)
         if (!e->nsh || !e->shc[0].nplat)
             return -1;
         e->shc[0].plat_shares[0] = e->sh[0].count[ENG_T_SHARE] + 1;
+        return 0;
+    case 6:  /* a platform listed with no shares */
+        if (!e->nsh || !e->shc[0].nplat)
+            return -1;
+        e->shc[0].plat_shares[0] = 0;
         return 0;
     default:
         return -1;
