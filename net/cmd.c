@@ -1236,6 +1236,41 @@ static void stat_writes(struct server *s, const struct net_multi *m, size_t from
     }
 }
 
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* The shorts items [from, to) write to that the engine does not hold yet,
+ * each counted once however many items name it. Without memory to sort
+ * them, every such item counts: an upper bound, as good for reserving. */
+static size_t exec_fresh_shorts(const struct server *s, const struct net_multi *m, size_t from,
+                                size_t to)
+{
+    uint64_t *ids = malloc((to - from) * sizeof *ids);
+    size_t n = 0;
+    for (size_t i = from; i < to; i++) {
+        const struct net_qitem *q = &m->items[i];
+        uint64_t id = q->kind == NET_Q_TRACK ? q->ix.short_id : q->boost_id;
+        if (eng_short_known(s->eng, id))
+            continue;
+        if (ids)
+            ids[n] = id;
+        n++;
+    }
+    if (!ids || n < 2) {
+        free(ids);
+        return n;
+    }
+    qsort(ids, n, sizeof *ids, cmp_u64);
+    size_t distinct = 1;
+    for (size_t i = 1; i < n; i++)
+        distinct += ids[i] != ids[i - 1];
+    free(ids);
+    return distinct;
+}
+
 /* Applies items [from, to) of the queue, TRACKs and BOOSTs only, as one
  * all-or-nothing engine batch, BOOSTs after it: they can only fail for a
  * new short's room, reserved first for every short the batch and they
@@ -1243,14 +1278,12 @@ static void stat_writes(struct server *s, const struct net_multi *m, size_t from
 static int exec_writes(struct server *s, struct net_multi *m, size_t from, size_t to,
                        struct eng_err *e)
 {
-    size_t ntrack = 0, fresh = 0;  /* fresh: writes to shorts not held yet */
+    size_t ntrack = 0, fresh = 0;
     const uint64_t t0 = net_mono_nsec();
     for (size_t i = from; i < to; i++)
         ntrack += m->items[i].kind == NET_Q_TRACK;
-    for (size_t i = from; ntrack < to - from && i < to; i++) {  /* only BOOSTs need it */
-        const struct net_qitem *q = &m->items[i];
-        fresh += !eng_short_known(s->eng, q->kind == NET_Q_TRACK ? q->ix.short_id : q->boost_id);
-    }
+    if (ntrack < to - from)  /* only BOOSTs need it */
+        fresh = exec_fresh_shorts(s, m, from, to);
     if (fresh && eng_reserve(s->eng, fresh, e)) {
         stat_writes(s, m, from, to, net_mono_nsec() - t0, W_FAILED);
         return -1;

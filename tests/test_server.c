@@ -1365,6 +1365,53 @@ START_TEST(multi_exec_atomic)
 }
 END_TEST
 
+/* EXEC reserves room for the new shorts its BOOSTs may create before it
+ * applies anything. A short named by many queued writes is one short: a
+ * transaction of 20,000 TRACKs and a BOOST to one new short must not
+ * reserve 20,001 (about 4 MB of tables). */
+START_TEST(exec_reserves_each_new_short_once)
+{
+    struct srv s;
+    srv_start(&s, NULL);
+    struct cli a;
+    cli_open(&a, s.port);
+    enum { N = 20000 };
+    char *buf = malloc((size_t)N * 40 + 64);
+    ck_assert_ptr_nonnull(buf);
+    long long before = 0;
+    /* the first transaction, without a BOOST, sizes the engine's batch
+     * scratch; the second adds one short and the reservation */
+    for (int boost = 0; boost < 2; boost++) {
+        char *o = buf;
+        unsigned id = boost ? 77 : 78;
+        o += sprintf(o, "MULTI\r\n");
+        for (int i = 0; i < N; i++)
+            o += sprintf(o, "TRACK %u skip session=one\r\n", id);
+        if (boost)
+            o += sprintf(o, "BOOST %u 5\r\n", id);
+        o += sprintf(o, "EXEC\r\n");
+        before = info_num(&a, "used_memory_engine_bytes");
+        cli_send(&a, buf, (size_t)(o - buf));
+        for (int i = 0; i < N + 1 + boost; i++) {
+            const char *x = cli_reply(&a);
+            ck_assert_msg(x && strcmp(x, i ? "+QUEUED\r\n" : "+OK\r\n") == 0, "%d: %s", i,
+                          x ? x : "EOF");
+        }
+        const char *r = cli_reply(&a);
+        char want[32];
+        snprintf(want, sizeof want, "*%d\r\n+OK\r\n", N + boost);
+        ck_assert_msg(r && strncmp(r, want, strlen(want)) == 0, "%.40s", r ? r : "EOF");
+        expect_stat(&a, id, "skips", "20000");
+    }
+    free(buf);
+    expect_stat(&a, 77, "boost", "5");
+    long long grew = info_num(&a, "used_memory_engine_bytes") - before;
+    ck_assert_msg(grew < 256 * 1024, "the engine grew by %lld bytes", grew);
+    cli_close(&a);
+    srv_stop_ok(&s);
+}
+END_TEST
+
 /* ---- error paths --------------------------------------------------------------------------------- */
 
 START_TEST(command_errors)
@@ -4548,6 +4595,7 @@ Suite *server_suite(void)
     tcase_add_test(tc, pipeline_writes_mid_input);
     tcase_add_test(tc, split_at_every_byte);
     tcase_add_test(tc, multi_exec_atomic);
+    tcase_add_test(tc, exec_reserves_each_new_short_once);
     suite_add_tcase(su, tc);
     tc = tcase_create("errors");
     tcase_set_timeout(tc, 120);
