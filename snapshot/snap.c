@@ -1308,12 +1308,12 @@ int snap_parse_header(const uint8_t *buf, size_t len, struct snap_header *h,
     if (len < 8 && memcmp(buf, SNAP_MAGIC, len) == 0)
         return fail(err, SNAP_ECORRUPT, len, "truncated header (%zu bytes)", len);
     if (len < 8 || memcmp(buf, SNAP_MAGIC, 8) != 0)
-        return fail(err, SNAP_EFOREIGN, 0, "bad magic: not a shortstat snapshot");
+        return fail(err, SNAP_EFOREIGN, 0, "the file does not begin with SHSTSNAP");
     if (len < 12)
         return fail(err, SNAP_ECORRUPT, len, "truncated header (%zu bytes)", len);
     uint32_t version = (uint32_t)get_le(buf + 8, 4);
     if (version > SNAP_VERSION)
-        return fail(err, SNAP_EVERSION, 8, "written by a newer shortstat (format v%" PRIu32 " > %u)",
+        return fail(err, SNAP_EVERSION, 8, "format v%" PRIu32 ", this build reads up to v%u",
                     version, SNAP_VERSION);
     if (version == 0)
         return fail(err, SNAP_ECORRUPT, 8, "format version 0");

@@ -715,12 +715,13 @@ START_TEST(foreign_newer_and_bad_parameters)
     ck_assert_int_eq(try_read(&w.cfg, c, m.len, &err), SNAP_EFOREIGN);
     ck_assert_int_eq(snap_peek(c, m.len, NULL, &err), SNAP_EFOREIGN);
     ck_assert_int_eq(try_read(&w.cfg, (const uint8_t *)"hello", 5, &err), SNAP_EFOREIGN);
+    ck_assert_str_eq(err.msg, "the file does not begin with SHSTSNAP");
 
     memcpy(c, m.p, m.len);
     c[8] = 2;   /* format v2, with every checksum made right */
     fix_checksums(c, m.len);
     ck_assert_int_eq(try_read(&w.cfg, c, m.len, &err), SNAP_EVERSION);
-    ck_assert_msg(strstr(err.msg, "newer shortstat (format v2 > 1)"), "msg: %s", err.msg);
+    ck_assert_str_eq(err.msg, "format v2, this build reads up to v1");
     ck_assert_uint_eq(err.offset, 8);
 
     memcpy(c, m.p, m.len);
