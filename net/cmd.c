@@ -958,7 +958,8 @@ static const struct subcommand config_list[] = {
      "SET <setting> <value> [<setting> <value> ...]\n"
      "    Change settings that need no restart, all or none: maxclients,\n"
      "    requirepass, loglevel, snapshot-interval, query-buffer-limit,\n"
-     "    client-output-limit, maxmemory, slowlog-log-slower-than, slowlog-max-len.\n"
+     "    client-output-limit, maxmemory, slowlog-log-slower-than, slowlog-max-len,\n"
+     "    http-cors-origin.\n"
      "    The change lasts until the server stops, or CONFIG REWRITE saves it."},
     {"rewrite", 2, 2, config_rewrite,
      "REWRITE\n"

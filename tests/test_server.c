@@ -2963,13 +2963,14 @@ START_TEST(config_get)
     EXPECT(&c, "-ERR wrong number of arguments for 'config' command\r\n", "CONFIG");
     EXPECT(&c, "-ERR unknown subcommand 'nosuch'. Try CONFIG HELP.\r\n", "CONFIG nosuch");
     EXPECT(&c,
-           "*14\r\n+CONFIG <subcommand> [<arg> ...]. Subcommands are:\r\n"
+           "*15\r\n+CONFIG <subcommand> [<arg> ...]. Subcommands are:\r\n"
            "+GET <pattern> [<pattern> ...]\r\n"
            "+    Each setting whose name matches a glob pattern, and its value.\r\n"
            "+SET <setting> <value> [<setting> <value> ...]\r\n"
            "+    Change settings that need no restart, all or none: maxclients,\r\n"
            "+    requirepass, loglevel, snapshot-interval, query-buffer-limit,\r\n"
-           "+    client-output-limit, maxmemory, slowlog-log-slower-than, slowlog-max-len.\r\n"
+           "+    client-output-limit, maxmemory, slowlog-log-slower-than, slowlog-max-len,\r\n"
+           "+    http-cors-origin.\r\n"
            "+    The change lasts until the server stops, or CONFIG REWRITE saves it.\r\n"
            "+REWRITE\r\n"
            "+    Write the running settings into the --config file, keeping its comments.\r\n"
@@ -3230,6 +3231,40 @@ static size_t key_index(const char *key)
 /* Every setting reads back as text its flag takes, and that text sets the
  * same value again: what CONFIG GET and the start-up log show can be
  * pasted into a config file. */
+/* CONFIG HELP names every setting CONFIG SET takes, so the two cannot
+ * drift apart: each setting is set to its default on a server of its own. */
+START_TEST(config_help_names_live_settings)
+{
+    struct srv s;
+    srv_start(&s, NULL);
+    struct cli c;
+    cli_open(&c, s.port);
+    char *help = strdup(cmdf(&c, "CONFIG HELP"));
+    ck_assert_ptr_nonnull(help);
+    struct net_config def;
+    net_config_defaults(&def);
+    size_t live = 0;
+    for (size_t i = 0; net_config_key(i); i++) {
+        char v[NET_CONFIG_VALUE_MAX], pat[64];
+        net_config_value(&def, i, v, sizeof v);
+        const char *r = cmdf(&c, "CONFIG SET %s \"%s\"", net_config_key(i), v);
+        if (strcmp(r, "+OK\r\n") != 0)
+            continue;
+        live++;
+        bool named = false;
+        for (const char *e = ",.\r"; *e && !named; e++) {
+            snprintf(pat, sizeof pat, " %s%c", net_config_key(i), *e);
+            named = strstr(help, pat) != NULL;
+        }
+        ck_assert_msg(named, "CONFIG HELP does not name %s: %s", net_config_key(i), help);
+    }
+    ck_assert_uint_eq(live, 10);
+    free(help);
+    cli_close(&c);
+    srv_stop_ok(&s);
+}
+END_TEST
+
 START_TEST(config_values_round_trip)
 {
     static const char *const vals[][2] = {
@@ -4607,6 +4642,7 @@ Suite *server_suite(void)
     tcase_add_test(tc, maxclients_refused);
     tcase_add_test(tc, auth_required);
     tcase_add_test(tc, config_get);
+    tcase_add_test(tc, config_help_names_live_settings);
     tcase_add_test(tc, command_stats_and_slowlog);
     tcase_add_test(tc, client_commands);
     tcase_add_test(tc, config_values_round_trip);
