@@ -104,14 +104,19 @@ int eng_metric_parse(const char *s, size_t len)
 
 /* ---- small helpers ---------------------------------------------------------------- */
 
-void eng_errf(struct eng_err *err, int32_t index, const char *fmt, ...)
+void eng_verrf(struct eng_err *err, int32_t index, const char *fmt, va_list ap)
 {
     if (!err)
         return;
     err->index = index;
+    vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+}
+
+void eng_errf(struct eng_err *err, int32_t index, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+    eng_verrf(err, index, fmt, ap);
     va_end(ap);
 }
 

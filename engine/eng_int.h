@@ -27,6 +27,7 @@
 #ifndef SHORTSTAT_ENG_INT_H
 #define SHORTSTAT_ENG_INT_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -218,6 +219,8 @@ struct eng {
 
 void eng_errf(struct eng_err *err, int32_t index, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+void eng_verrf(struct eng_err *err, int32_t index, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
 int64_t eng_clock_now(const struct eng *e);
 /* The engine's time: the clock, never earlier than the latest reading it
  * acted on (e->now). A wall clock stepped back would otherwise revive sessions

@@ -260,19 +260,27 @@ enum {
 
 /* Every restore error breaks the engine. Messages name the item when it
  * has a name ("short 42: ...", "session s-1: ..."), else only what failed. */
-static int fail(struct eng *e, struct eng_err *err, int rc, const char *what, const char *why)
+static int failf(struct eng *e, struct eng_err *err, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int failf(struct eng *e, struct eng_err *err, int rc, const char *fmt, ...)
 {
     e->broken = true;
-    eng_errf(err, -1, "%s: %s", what, why);
+    va_list ap;
+    va_start(ap, fmt);
+    eng_verrf(err, -1, fmt, ap);
+    va_end(ap);
     return rc;
+}
+
+static int fail(struct eng *e, struct eng_err *err, int rc, const char *what, const char *why)
+{
+    return failf(e, err, rc, "%s: %s", what, why);
 }
 
 static int fail_id(struct eng *e, struct eng_err *err, int rc, const char *what, const char *why,
                    uint64_t id)
 {
-    e->broken = true;
-    eng_errf(err, -1, "%s %llu: %s", what, (unsigned long long)id, why);
-    return rc;
+    return failf(e, err, rc, "%s %llu: %s", what, (unsigned long long)id, why);
 }
 
 /* A session by its id, when that is well-formed enough to print. */
@@ -280,9 +288,7 @@ static int fail_sess(struct eng *e, struct eng_err *err, const char *s, size_t l
 {
     if (!s || !eng_session_ok(s, len))
         return fail(e, err, ENG_EINVAL, "session", why);
-    e->broken = true;
-    eng_errf(err, -1, "session %.*s: %s", (int)len, s, why);
-    return ENG_EINVAL;
+    return failf(e, err, ENG_EINVAL, "session %.*s: %s", (int)len, s, why);
 }
 
 static int fail_ring(struct eng *e, struct eng_err *err, const struct eng_ring_view *v,
@@ -504,7 +510,8 @@ int eng_restore_short_ids(struct eng *e, const uint64_t *ids, size_t n, struct e
     if (e->rs_early)
         return fail(e, err, ENG_EINVAL, "short ids", "given twice");
     if (n > ENG_SHORTS_MAX)
-        return fail_id(e, err, ENG_ELIMIT, "short ids", "beyond the engine's limits", n);
+        return failf(e, err, ENG_ELIMIT, "short ids: %zu, more than the engine holds (%llu)", n,
+                     (unsigned long long)ENG_SHORTS_MAX);
     if (eng_reserve_shorts(e, n))
         return fail(e, err, ENG_ENOMEM, "memory", "out of memory");
     for (size_t i = 0; i < n; i++) {

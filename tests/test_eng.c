@@ -1434,7 +1434,7 @@ START_TEST(test_restore_short_ids)
     eng_destroy(E);
     E = mk_eng(&clk, 0, 0);
     ck_assert_int_eq(eng_restore_short_ids(E, zero, ENG_SHORTS_MAX + 1, &err), ENG_ELIMIT);
-    ck_assert_str_eq(err.msg, "short ids 1610612737: beyond the engine's limits");
+    ck_assert_str_eq(err.msg, "short ids: 1610612737, more than the engine holds (1610612736)");
     eng_destroy(E);
     E = mk_eng(&clk, 0, 0);
     struct eng_walk_counts many = {.shorts = ENG_SHORTS_MAX + 1};
