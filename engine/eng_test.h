@@ -11,6 +11,10 @@
 
 /* The nth engine allocation from now fails (1 = the next); 0 disables. */
 void eng_test_fail_alloc(struct eng *e, uint64_t nth);
+/* The same, and every allocation after it fails too until
+ * eng_test_fail_alloc(e, 0): memory that stays short, so a caller's retry
+ * fails as well (net/cmd.c retries a TRACK its batch could not apply). */
+void eng_test_fail_allocs_from(struct eng *e, uint64_t nth);
 /* Allocations the engine has attempted so far. */
 uint64_t eng_test_allocs(const struct eng *e);
 /* Breaks one invariant on purpose, so a test can see eng_verify catch it

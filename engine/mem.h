@@ -38,7 +38,9 @@
  * the engine's thread. The engine never waits for the hook.
  *
  * Failure injection: when fail_at != 0, the allocation whose running number
- * equals fail_at returns NULL (once). A failed realloc leaves the old block.
+ * equals fail_at returns NULL (once; with fail_after, so does every one
+ * after it, as when memory stays short and a retry fails too). A failed
+ * realloc leaves the old block.
  * Each call that may allocate counts once; a pool call that needs a new
  * chunk counts once more (so the chunk's failure is injectable too).
  */
@@ -66,6 +68,7 @@ struct mem {
     uint64_t bytes[MEM_NCAT];
     uint64_t nallocs;   /* allocations attempted so far */
     uint64_t fail_at;   /* 0 = never fail */
+    bool fail_after;    /* and every allocation after fail_at fails too */
     struct pool pool;   /* small blocks; released by mem_destroy */
     /* eng_config.populate; with it, mem_map_ahead maps the next region
      * one region early (spare) and hands it over, so the hook has the whole
@@ -146,7 +149,8 @@ static inline void mem_fresh(const struct mem *m, void *p, size_t from, size_t t
 static inline bool mem_injected_failure(struct mem *m)
 {
     m->nallocs++;
-    return m->fail_at != 0 && m->nallocs == m->fail_at;
+    return m->fail_at != 0 && m->nallocs >= m->fail_at &&
+           (m->nallocs == m->fail_at || m->fail_after);
 }
 
 static inline void *mem_alloc(struct mem *m, enum mem_cat c, size_t n)

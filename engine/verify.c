@@ -311,6 +311,13 @@ out:
 void eng_test_fail_alloc(struct eng *e, uint64_t nth)
 {
     e->mem.fail_at = nth ? e->mem.nallocs + nth : 0;
+    e->mem.fail_after = false;
+}
+
+void eng_test_fail_allocs_from(struct eng *e, uint64_t nth)
+{
+    eng_test_fail_alloc(e, nth);
+    e->mem.fail_after = nth != 0;
 }
 
 uint64_t eng_test_allocs(const struct eng *e)

@@ -781,25 +781,32 @@ static int op_top(struct eng *e)
     return n < 0 ? n : 0;
 }
 
+/* Each allocation fails in turn, alone and then with every one after it
+ * (memory that stays short: an undo that allocated would fail too). */
 static void enomem_case(op_fn op, bool allocates)
 {
-    for (uint64_t nth = 1;; nth++) {
-        struct eng *e = mk_eng(&clk, 4, 0);
-        seed_state(e);
-        uint64_t before = eng_digest(e);
-        eng_test_fail_alloc(e, nth);
-        int rc = op(e);
-        eng_test_fail_alloc(e, 0);
-        verify_ok(e);
-        if (rc == ENG_OK) {
+    for (int lasting = 0; lasting < 2; lasting++) {
+        for (uint64_t nth = 1;; nth++) {
+            struct eng *e = mk_eng(&clk, 4, 0);
+            seed_state(e);
+            uint64_t before = eng_digest(e);
+            if (lasting)
+                eng_test_fail_allocs_from(e, nth);
+            else
+                eng_test_fail_alloc(e, nth);
+            int rc = op(e);
+            eng_test_fail_alloc(e, 0);
+            verify_ok(e);
+            if (rc == ENG_OK) {
+                eng_destroy(e);
+                ck_assert(!allocates || nth > 1);  /* the op did allocate */
+                break;
+            }
+            ck_assert_int_eq(rc, ENG_ENOMEM);
+            ck_assert_uint_eq(eng_digest(e), before);
             eng_destroy(e);
-            ck_assert(!allocates || nth > 1);  /* the op did allocate */
-            return;
+            ck_assert_uint_lt(nth, 1000);
         }
-        ck_assert_int_eq(rc, ENG_ENOMEM);
-        ck_assert_uint_eq(eng_digest(e), before);
-        eng_destroy(e);
-        ck_assert_uint_lt(nth, 1000);
     }
 }
 
@@ -819,6 +826,12 @@ START_TEST(test_enomem)
     ck_assert_int_eq(eng_top(e, ENG_M_SCORE, 3, t, &err), ENG_ENOMEM);
     ck_assert_str_eq(err.msg, "memory: out of memory");
     ck_assert_int_eq(eng_top(e, ENG_M_SCORE, 3, t, &err), 3);
+    /* lasting: a retry fails as well, until the injection is turned off */
+    eng_test_fail_allocs_from(e, 1);
+    ck_assert_int_eq(op_new_everything(e), ENG_ENOMEM);
+    ck_assert_int_eq(op_new_everything(e), ENG_ENOMEM);
+    eng_test_fail_alloc(e, 0);
+    ck_assert_int_eq(op_new_everything(e), ENG_OK);
     verify_ok(e);
     eng_destroy(e);
 }
