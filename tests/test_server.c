@@ -10,6 +10,13 @@
  *
  * Nothing here asserts on timing. Waits are bounded polls (a snapshot to
  * finish, a log line to appear) that fail only after many seconds.
+ *
+ * The engine-out-of-memory tests are the exception: the engine's allocation
+ * failure hook (engine/eng_test.h) is reached through the struct eng, so
+ * they run the server in the test's own process (a Check child) and the
+ * client helpers turn its loop while they wait for a reply (srv_recv).
+ * Everything else is the real server: sockets, the loop, cmd.c, http.c;
+ * shortstatd itself has no hook.
  */
 #include <check.h>
 #include <dirent.h>
@@ -38,9 +45,13 @@
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 
+#include "engine/eng_test.h"
 #include "net/config.h"
+#include "net/log.h"
 #include "net/proto.h"
+#include "net/server.h"
 #include "snapshot/snap.h"
+#include "tests/eng_util.h"
 #include "tests/run_util.h"
 
 /* ---- the server process ------------------------------------------------------------ */
@@ -406,6 +417,29 @@ static void srv_stop_ok(struct srv *s)
 
 /* ---- a client ------------------------------------------------------------------------ */
 
+/* The server running in this process (inproc_start), or NULL: the
+ * engine-out-of-memory tests' (see the top of the file). */
+static struct server *inproc;
+
+/* recv for the client helpers. With the server in another process it
+ * blocks (the socket's timeout bounds it); with the server in this one,
+ * its loop turns until data or EOF arrive, WAIT_MS at most. */
+static ssize_t srv_recv(int fd, void *buf, size_t n)
+{
+    if (!inproc)
+        return recv(fd, buf, n, 0);
+    for (long long end = run_mono_ms() + WAIT_MS; run_mono_ms() < end;) {
+        ev_run(inproc->loop, EVRUN_NOWAIT);
+        ssize_t r = recv(fd, buf, n, MSG_DONTWAIT);
+        if (r >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+            return r;
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        poll(&p, 1, 1);  /* the replies go out on the loop's next turn */
+    }
+    errno = EAGAIN;
+    return -1;
+}
+
 struct cli {
     int fd;
     uint8_t *buf;
@@ -497,7 +531,7 @@ static bool cli_fill(struct cli *c)
         c->buf = realloc(c->buf, c->cap);
         ck_assert_ptr_nonnull(c->buf);
     }
-    ssize_t r = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
+    ssize_t r = srv_recv(c->fd, c->buf + c->len, c->cap - c->len);
     if (r < 0 && errno == EINTR)
         return true;
     if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -2080,7 +2114,7 @@ static char *http_send(int port, const char *path, const char *hdrs, const char 
     size_t len = 0, cap = 1 << 16;
     char *buf = malloc(cap);
     ck_assert_ptr_nonnull(buf);
-    for (ssize_t r; (r = recv(fd, buf + len, cap - 1 - len, 0)) > 0;) {
+    for (ssize_t r; (r = srv_recv(fd, buf + len, cap - 1 - len)) > 0;) {
         len += (size_t)r;
         if (cap - 1 - len < 4096)
             buf = realloc(buf, cap *= 2);
@@ -4615,6 +4649,481 @@ START_TEST(config_edge_errors)
 }
 END_TEST
 
+/* ---- the engine out of memory (the server in this process) --------------------------- */
+
+/* Starts the server in this process on a fresh --dir, the line protocol on
+ * a kernel-chosen port (sv->port); with http, HTTP on a port free now,
+ * which it returns (else 0). --port 0 may draw that same number, and HTTP's
+ * bind then fails: the start is tried again. */
+static int inproc_start(struct srv *sv, bool http)
+{
+    memset(sv, 0, sizeof *sv);
+    run_mkdtemp(sv->dir, sizeof sv->dir, "inproc");
+    net_log_set_level(NET_LOG_WARN);  /* the log is the test's own stderr */
+    for (int attempt = 1;; attempt++) {
+        struct net_config cfg;
+        net_config_defaults(&cfg);
+        cfg.port = 0;
+        cfg.http_port = http ? run_free_port() : 0;
+        cfg.snapshot_interval_s = 0;
+        cfg.prefault = false;
+        snprintf(cfg.dir, sizeof cfg.dir, "%s", sv->dir);
+        struct server *s = calloc(1, sizeof *s);  /* large: not on the stack */
+        ck_assert_ptr_nonnull(s);
+        if (net_server_init(s, &cfg) == 0) {
+            inproc = s;
+            sv->port = (int)s->port;
+            return (int)cfg.http_port;
+        }
+        net_server_destroy(s);
+        free(s);
+        ck_assert_msg(http && attempt < 10, "the server did not start in-process (attempt %d)",
+                      attempt);
+    }
+}
+
+/* Verifies the engine, stops the server and removes its --dir (the test's
+ * exit then has ASan check both for leaks). */
+static void inproc_stop(struct srv *sv)
+{
+    verify_ok(inproc->eng);
+    net_server_destroy(inproc);
+    free(inproc);
+    inproc = NULL;
+    run_rmtree(sv->dir);
+}
+
+/* What an engine failure must move, or leave alone, as INFO shows it. */
+enum {
+    OC_INTERACTIONS,  /* interactions_total */
+    OC_DIRTY,         /* changes_since_last_snapshot */
+    OC_ERRORS,        /* total_error_replies */
+    OC_OOM_REFUSED,   /* oom_refused: --maxmemory's, which an engine failure is not */
+    OC_ERR, OC_EXECABORT,  /* errorstats */
+    OC_TRACK_CALLS, OC_TRACK_REJECTED, OC_TRACK_FAILED,  /* commandstats */
+    OC_BOOST_CALLS, OC_BOOST_REJECTED, OC_BOOST_FAILED,
+    OC_EXEC_CALLS, OC_EXEC_REJECTED, OC_EXEC_FAILED,
+    OC_N
+};
+static const char *const oc_names[OC_N] = {
+    "interactions_total", "changes_since_last_snapshot", "total_error_replies", "oom_refused",
+    "errorstat_ERR", "errorstat_EXECABORT", "track calls", "track rejected_calls",
+    "track failed_calls", "boost calls", "boost rejected_calls", "boost failed_calls",
+    "exec calls", "exec rejected_calls", "exec failed_calls",
+};
+struct oomc {
+    long long v[OC_N];
+};
+
+static long long errorstat(struct cli *c, const char *code)
+{
+    const char *r = cmdf(c, "INFO errorstats");
+    char pat[64];
+    snprintf(pat, sizeof pat, "\r\nerrorstat_%s:count=", code);
+    const char *p = strstr(r, pat);
+    return p ? atoll(p + strlen(pat)) : 0;
+}
+
+static void oomc_read(struct cli *c, struct oomc *k)
+{
+    k->v[OC_INTERACTIONS] = info_num(c, "interactions_total");
+    k->v[OC_DIRTY] = info_num(c, "changes_since_last_snapshot");
+    k->v[OC_ERRORS] = info_num(c, "total_error_replies");
+    k->v[OC_OOM_REFUSED] = info_num(c, "oom_refused");
+    k->v[OC_ERR] = errorstat(c, "ERR");
+    k->v[OC_EXECABORT] = errorstat(c, "EXECABORT");
+    cmdstat_counts(c, "track", &k->v[OC_TRACK_CALLS]);
+    cmdstat_counts(c, "boost", &k->v[OC_BOOST_CALLS]);
+    cmdstat_counts(c, "exec", &k->v[OC_EXEC_CALLS]);
+}
+
+/* INFO now says before + delta, every figure. */
+static void oomc_expect(struct cli *c, const struct oomc *before, const struct oomc *delta,
+                        uint64_t nth)
+{
+    struct oomc now;
+    oomc_read(c, &now);
+    for (int i = 0; i < OC_N; i++)
+        ck_assert_msg(now.v[i] == before->v[i] + delta->v[i],
+                      "failing from allocation %llu: %s is %lld, want %lld + %lld",
+                      (unsigned long long)nth, oc_names[i], now.v[i], before->v[i], delta->v[i]);
+}
+
+/* A STATS field as an integer. */
+static long long stat_num(struct cli *c, uint64_t id, const char *key)
+{
+    const char *r = cmdf(c, "STATS %llu", (unsigned long long)id);
+    char v[64];
+    ck_assert_msg(array_get(r, key, v, sizeof v), "STATS %llu has no %s: %s",
+                  (unsigned long long)id, key, r);
+    return atoll(v);
+}
+
+#define NOMEM "-ERR memory: out of memory\r\n"
+#define NOT_APPLIED "-ERR not applied: memory: out of memory\r\n"
+
+/* TRACK with the engine out of memory from each of its allocations on
+ * (lasting, as a real shortage is: cmd.c's one-by-one retry of what its
+ * batch could not apply fails as well): -ERR memory: out of memory,
+ * nothing recorded, one failed call and one ERR counted and no --maxmemory
+ * refusal; the connection goes on and the same TRACK is then recorded. */
+START_TEST(enomem_track)
+{
+    struct srv sv;
+    inproc_start(&sv, false);
+    struct eng *e = inproc->eng;
+    struct cli a;
+    cli_open(&a, sv.port);
+    int refused = 0;
+    for (uint64_t nth = 1;; nth++) {
+        ck_assert_uint_lt(nth, 1000);
+        struct oomc k0;
+        oomc_read(&a, &k0);
+        uint64_t d0 = eng_digest(e);
+        eng_test_fail_allocs_from(e, nth);
+        /* new session, user, platform and agent: each a table to grow */
+        const char *r = cmdf(&a, "TRACK 7 share session=s%llu user=%llu platform=p%llu ua=a%llu",
+                             (unsigned long long)nth, (unsigned long long)nth,
+                             (unsigned long long)nth, (unsigned long long)nth);
+        eng_test_fail_alloc(e, 0);
+        if (strcmp(r, "+OK\r\n") == 0)
+            break;
+        ck_assert_msg(strcmp(r, NOMEM) == 0, "failing from allocation %llu: %s",
+                      (unsigned long long)nth, r);
+        ck_assert_uint_eq(eng_digest(e), d0);
+        verify_ok(e);
+        oomc_expect(&a, &k0,
+                    &(struct oomc){.v = {[OC_ERRORS] = 1, [OC_ERR] = 1, [OC_TRACK_CALLS] = 1,
+                                         [OC_TRACK_FAILED] = 1}},
+                    nth);
+        refused++;
+    }
+    ck_assert_int_gt(refused, 0);
+    ck_assert_int_eq(stat_num(&a, 7, "shares"), 1);
+    ck_assert_int_eq(info_num(&a, "interactions_total"), 1);
+    ck_assert_int_eq(info_num(&a, "changes_since_last_snapshot"), 1);
+    cli_close(&a);
+    inproc_stop(&sv);
+}
+END_TEST
+
+/* A pipelined run of TRACKs, which cmd.c applies as one engine batch, with
+ * the engine out of memory: each TRACK still answers for itself, and what
+ * answered +OK is exactly what was recorded -- once, also when the failure
+ * passes and the retry succeeds (then every TRACK answers +OK). */
+START_TEST(enomem_track_run)
+{
+    struct srv sv;
+    inproc_start(&sv, false);
+    struct eng *e = inproc->eng;
+    struct cli a;
+    cli_open(&a, sv.port);
+    int injected[2] = {0, 0}, refused = 0;
+    for (int lasting = 0; lasting < 2; lasting++) {
+        for (uint64_t nth = 1;; nth++) {
+            ck_assert_uint_lt(nth, 1000);
+            unsigned long long u = (unsigned long long)(lasting * 1000 + nth);
+            struct oomc k0;
+            oomc_read(&a, &k0);
+            long long v0[3];
+            for (int i = 0; i < 3; i++)
+                v0[i] = stat_num(&a, 21 + (uint64_t)i, "views");
+            uint64_t fail_at = eng_test_allocs(e) + nth;
+            if (lasting)
+                eng_test_fail_allocs_from(e, nth);
+            else
+                eng_test_fail_alloc(e, nth);
+            char run[256];
+            snprintf(run, sizeof run,
+                     "TRACK 21 view session=r%llu watch_ms=10\r\nTRACK 22 view user=%llu\r\n"
+                     "TRACK 23 view session=q%llu ua=b%llu\r\n", u, u, u, u);
+            cli_sends(&a, run);
+            char rep[3][64];
+            for (int i = 0; i < 3; i++) {
+                const char *r = cli_reply(&a);
+                ck_assert_ptr_nonnull(r);
+                snprintf(rep[i], sizeof rep[i], "%s", r);
+            }
+            eng_test_fail_alloc(e, 0);
+            bool reached = eng_test_allocs(e) >= fail_at;
+            long long oks = 0;
+            for (int i = 0; i < 3; i++) {
+                bool ok = strcmp(rep[i], "+OK\r\n") == 0;
+                ck_assert_msg(ok || (lasting && strcmp(rep[i], NOMEM) == 0),
+                              "%s failure from allocation %llu: TRACK %d answered %s",
+                              lasting ? "a lasting" : "a passing", (unsigned long long)nth,
+                              21 + i, rep[i]);
+                ck_assert_int_eq(stat_num(&a, 21 + (uint64_t)i, "views"), v0[i] + ok);
+                oks += ok;
+            }
+            verify_ok(e);
+            oomc_expect(&a, &k0,
+                        &(struct oomc){.v = {[OC_INTERACTIONS] = oks, [OC_DIRTY] = oks,
+                                             [OC_ERRORS] = 3 - oks, [OC_ERR] = 3 - oks,
+                                             [OC_TRACK_CALLS] = 3, [OC_TRACK_FAILED] = 3 - oks}},
+                        nth);
+            if (!reached)
+                break;
+            injected[lasting]++;
+            refused += oks < 3;
+        }
+    }
+    ck_assert_int_gt(injected[0], 0);
+    ck_assert_int_gt(injected[1], 0);
+    ck_assert_int_gt(refused, 0);
+    cli_close(&a);
+    inproc_stop(&sv);
+}
+END_TEST
+
+/* BOOST of a short the engine does not hold, out of memory: -ERR memory:
+ * out of memory and the short still unknown. A held short's BOOST needs no
+ * memory at all. */
+START_TEST(enomem_boost)
+{
+    struct srv sv;
+    inproc_start(&sv, false);
+    struct eng *e = inproc->eng;
+    struct cli a;
+    cli_open(&a, sv.port);
+    int refused = 0;
+    for (uint64_t nth = 1;; nth++) {
+        ck_assert_uint_lt(nth, 1000);
+        struct oomc k0;
+        oomc_read(&a, &k0);
+        uint64_t d0 = eng_digest(e);
+        eng_test_fail_allocs_from(e, nth);
+        const char *r = cmdf(&a, "BOOST 9 5");
+        eng_test_fail_alloc(e, 0);
+        if (strcmp(r, "+OK\r\n") == 0)
+            break;
+        ck_assert_msg(strcmp(r, NOMEM) == 0, "failing from allocation %llu: %s",
+                      (unsigned long long)nth, r);
+        ck_assert_uint_eq(eng_digest(e), d0);
+        verify_ok(e);
+        oomc_expect(&a, &k0,
+                    &(struct oomc){.v = {[OC_ERRORS] = 1, [OC_ERR] = 1, [OC_BOOST_CALLS] = 1,
+                                         [OC_BOOST_FAILED] = 1}},
+                    nth);
+        refused++;
+    }
+    ck_assert_int_gt(refused, 0);
+    ck_assert_int_eq(stat_num(&a, 9, "boost"), 5);
+    eng_test_fail_allocs_from(e, 1);
+    EXPECT(&a, "+OK\r\n", "BOOST 9 6");
+    eng_test_fail_alloc(e, 0);
+    ck_assert_int_eq(stat_num(&a, 9, "boost"), 6);
+    ck_assert_int_eq(info_num(&a, "changes_since_last_snapshot"), 2);
+    cli_close(&a);
+    inproc_stop(&sv);
+}
+END_TEST
+
+/* EXEC of writes alone, out of memory at EXEC: EXECABORT naming the TRACK
+ * at fault, or none when the failure is the batch's own (the room reserved
+ * for new shorts, the batch's scratch); nothing applied, the BOOST queued
+ * after the TRACKs included; EXEC and every write counted failed. */
+START_TEST(enomem_exec)
+{
+    struct srv sv;
+    inproc_start(&sv, false);
+    struct eng *e = inproc->eng;
+    struct cli a;
+    cli_open(&a, sv.port);
+    static const char abort_[] = "-EXECABORT Transaction discarded: ";
+    int seen_batch = 0, seen_track[2] = {0, 0};
+    for (uint64_t nth = 1;; nth++) {
+        ck_assert_uint_lt(nth, 1000);
+        unsigned long long u = (unsigned long long)nth;
+        struct oomc k0;
+        oomc_read(&a, &k0);  /* before MULTI, which would queue INFO */
+        EXPECT(&a, "+OK\r\n", "MULTI");
+        EXPECT(&a, "+QUEUED\r\n", "TRACK 31 view session=x%llu", u);
+        EXPECT(&a, "+QUEUED\r\n", "TRACK 32 share user=%llu platform=q%llu", u, u);
+        EXPECT(&a, "+QUEUED\r\n", "BOOST 33 4");
+        uint64_t d0 = eng_digest(e);
+        eng_test_fail_allocs_from(e, nth);
+        const char *r = cmdf(&a, "EXEC");
+        eng_test_fail_alloc(e, 0);
+        if (strcmp(r, "*3\r\n+OK\r\n+OK\r\n+OK\r\n") == 0)
+            break;
+        const char *why = strncmp(r, abort_, sizeof abort_ - 1) == 0 ? r + sizeof abort_ - 1 : "";
+        if (strcmp(why, "memory: out of memory\r\n") == 0)
+            seen_batch++;
+        else if (strcmp(why, "TRACK #1: memory: out of memory\r\n") == 0)
+            seen_track[0]++;
+        else if (strcmp(why, "TRACK #2: memory: out of memory\r\n") == 0)
+            seen_track[1]++;
+        else
+            ck_abort_msg("failing from allocation %llu: EXEC answered %s", u, r);
+        ck_assert_uint_eq(eng_digest(e), d0);
+        verify_ok(e);
+        oomc_expect(&a, &k0,
+                    &(struct oomc){.v = {[OC_ERRORS] = 1, [OC_EXECABORT] = 1,
+                                         [OC_TRACK_CALLS] = 2, [OC_TRACK_FAILED] = 2,
+                                         [OC_BOOST_CALLS] = 1, [OC_BOOST_FAILED] = 1,
+                                         [OC_EXEC_CALLS] = 1, [OC_EXEC_FAILED] = 1}},
+                    nth);
+    }
+    ck_assert_msg(seen_batch && seen_track[0] && seen_track[1],
+                  "aborts seen: batch %d, TRACK #1 %d, TRACK #2 %d", seen_batch, seen_track[0],
+                  seen_track[1]);
+    ck_assert_int_eq(stat_num(&a, 31, "views"), 1);
+    ck_assert_int_eq(stat_num(&a, 32, "shares"), 1);
+    ck_assert_int_eq(stat_num(&a, 33, "boost"), 4);
+    ck_assert_int_eq(info_num(&a, "interactions_total"), 2);
+    ck_assert_int_eq(info_num(&a, "changes_since_last_snapshot"), 3);
+    cli_close(&a);
+    inproc_stop(&sv);
+}
+END_TEST
+
+/* EXEC with a query between its writes: each run of writes is its own
+ * batch, all or nothing. Out of memory, a failing batch's writes answer
+ * errors in EXEC's array (the TRACK at fault its own, the rest 'not
+ * applied'), the batch before it stays applied, and EXEC itself is a call
+ * that did not fail. */
+START_TEST(enomem_exec_mixed)
+{
+    struct srv sv;
+    inproc_start(&sv, false);
+    struct eng *e = inproc->eng;
+    struct cli a;
+    cli_open(&a, sv.port);
+    int second_only = 0, both = 0, own = 0;
+    for (uint64_t nth = 1;; nth++) {
+        ck_assert_uint_lt(nth, 1000);
+        unsigned long long u = (unsigned long long)nth;
+        struct oomc k0;
+        oomc_read(&a, &k0);
+        long long v41 = stat_num(&a, 41, "views"), v43 = stat_num(&a, 43, "shares");
+        EXPECT(&a, "+OK\r\n", "MULTI");
+        EXPECT(&a, "+QUEUED\r\n", "TRACK 41 view session=m%llu", u);
+        EXPECT(&a, "+QUEUED\r\n", "BOOST 42 3");
+        EXPECT(&a, "+QUEUED\r\n", "PING");
+        /* new session, user, platform and agent: a long stretch of
+         * allocations in the second batch alone */
+        EXPECT(&a, "+QUEUED\r\n", "TRACK 43 share session=n%llu user=%llu platform=r%llu ua=c%llu",
+               u, u, u, u);
+        eng_test_fail_allocs_from(e, nth);
+        const char *r = cmdf(&a, "EXEC");
+        eng_test_fail_alloc(e, 0);
+        /* the array's four replies, each one line */
+        char el[4][64];
+        ck_assert_msg(strncmp(r, "*4\r\n", 4) == 0, "failing from allocation %llu: %s", u, r);
+        const char *p = r + 4;
+        for (int i = 0; i < 4; i++) {
+            const char *nl = strstr(p, "\r\n");
+            ck_assert_ptr_nonnull(nl);
+            snprintf(el[i], sizeof el[i], "%.*s", (int)(nl + 2 - p), p);
+            p = nl + 2;
+        }
+        ck_assert_str_eq(el[2], "+PONG\r\n");
+        bool ok1 = strcmp(el[0], "+OK\r\n") == 0, ok2 = strcmp(el[3], "+OK\r\n") == 0;
+        if (ok1)
+            ck_assert_str_eq(el[1], "+OK\r\n");  /* all or nothing */
+        else
+            ck_assert_msg((strcmp(el[0], NOMEM) == 0 || strcmp(el[0], NOT_APPLIED) == 0) &&
+                              strcmp(el[1], NOT_APPLIED) == 0,
+                          "failing from allocation %llu: %s", u, r);
+        ck_assert_msg(ok2 || strcmp(el[3], NOMEM) == 0 || strcmp(el[3], NOT_APPLIED) == 0,
+                      "failing from allocation %llu: %s", u, r);
+        ck_assert_int_eq(stat_num(&a, 41, "views"), v41 + ok1);
+        ck_assert_int_eq(stat_num(&a, 42, "boost"), (ok1 ? 3 : 0));
+        ck_assert_int_eq(stat_num(&a, 43, "shares"), v43 + ok2);
+        verify_ok(e);
+        long long errs = (ok1 ? 0 : 2) + !ok2;
+        oomc_expect(&a, &k0,
+                    &(struct oomc){.v = {[OC_INTERACTIONS] = ok1 + ok2,
+                                         [OC_DIRTY] = 2 * ok1 + ok2, [OC_ERRORS] = errs,
+                                         [OC_ERR] = errs, [OC_TRACK_CALLS] = 2,
+                                         [OC_TRACK_FAILED] = !ok1 + !ok2, [OC_BOOST_CALLS] = 1,
+                                         [OC_BOOST_FAILED] = !ok1, [OC_EXEC_CALLS] = 1}},
+                    nth);
+        if (ok1 && ok2)
+            break;
+        second_only += ok1;
+        both += !ok1 && !ok2;
+        own += strcmp(el[0], NOMEM) == 0 || strcmp(el[3], NOMEM) == 0;
+    }
+    ck_assert_msg(second_only && both && own,
+                  "the second batch alone failed %d times, both %d, a TRACK at fault %d",
+                  second_only, both, own);
+    cli_close(&a);
+    inproc_stop(&sv);
+}
+END_TEST
+
+/* The HTTP writes (one interaction, an array, a save), out of memory: 500
+ * {"ok":false,"error":"engine: out of memory"}, nothing recorded (an array
+ * all or nothing), INFO unchanged and /metrics counting the 500s; the same
+ * request is then recorded. */
+START_TEST(enomem_http)
+{
+    struct srv sv;
+    int hport = inproc_start(&sv, true);
+    struct eng *e = inproc->eng;
+    struct cli a;
+    cli_open(&a, sv.port);
+    static const struct {
+        const char *path, *body, *ok;
+    } reqs[] = {
+        {"/api/explore/interaction",
+         "{\"type\":\"view\",\"shortId\":51,\"sessionId\":\"h1\",\"watchMs\":5}",
+         "{\"ok\":true,\"recorded\":1}"},
+        {"/api/explore/interaction",
+         "[{\"type\":\"view\",\"shortId\":52,\"sessionId\":\"h2\"},"
+         "{\"type\":\"share\",\"shortId\":53,\"userId\":8,\"platform\":\"telegram\"}]",
+         "{\"ok\":true,\"recorded\":2}"},
+        {"/api/explore/save/54", "{\"userId\":9}", "{\"ok\":true,\"recorded\":1}"},
+    };
+    int n500 = 0;
+    for (size_t q = 0; q < sizeof reqs / sizeof reqs[0]; q++) {
+        int refused = 0;
+        for (uint64_t nth = 1;; nth++) {
+            ck_assert_uint_lt(nth, 1000);
+            struct oomc k0;
+            oomc_read(&a, &k0);
+            uint64_t d0 = eng_digest(e);
+            eng_test_fail_allocs_from(e, nth);
+            char *r = http_req(hport, reqs[q].path, reqs[q].body);
+            eng_test_fail_alloc(e, 0);
+            const char *body = strstr(r, "\r\n\r\n");
+            ck_assert_msg(body, "%s", r);
+            if (strncmp(r, "HTTP/1.1 200 ", 13) == 0) {
+                ck_assert_str_eq(body + 4, reqs[q].ok);
+                free(r);
+                break;
+            }
+            ck_assert_msg(strncmp(r, "HTTP/1.1 500 ", 13) == 0 &&
+                              strcmp(body + 4, "{\"ok\":false,\"error\":\"engine: out of memory\"}") == 0,
+                          "%s failing from allocation %llu: %s", reqs[q].path,
+                          (unsigned long long)nth, r);
+            free(r);
+            ck_assert_uint_eq(eng_digest(e), d0);
+            verify_ok(e);
+            oomc_expect(&a, &k0, &(struct oomc){.v = {0}}, nth);
+            refused++;
+        }
+        ck_assert_int_gt(refused, 0);
+        n500 += refused;
+    }
+    ck_assert_int_eq(stat_num(&a, 51, "views"), 1);
+    ck_assert_int_eq(stat_num(&a, 53, "shares"), 1);
+    ck_assert_int_eq(stat_num(&a, 54, "saves"), 1);
+    ck_assert_int_eq(info_num(&a, "interactions_total"), 4);
+    ck_assert_int_eq(info_num(&a, "changes_since_last_snapshot"), 4);
+    char want[96];
+    snprintf(want, sizeof want, "\nshortstat_http_responses_total{code=\"500\"} %d\n", n500);
+    char *m = http_once(hport, "/metrics");
+    ck_assert_msg(strstr(m, want), "want %s in %s", want, m);
+    free(m);
+    EXPECT(&a, "+PONG\r\n", "PING");
+    cli_close(&a);
+    inproc_stop(&sv);
+}
+END_TEST
+
 extern Suite *server_suite(void);
 Suite *server_suite(void)
 {
@@ -4685,6 +5194,15 @@ Suite *server_suite(void)
     tcase_add_test(tc, prefault_on_and_off);
     tcase_add_test(tc, snapshot_interval);
     tcase_add_test(tc, corrupt_snapshot_refused);
+    suite_add_tcase(su, tc);
+    tc = tcase_create("enomem");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, enomem_track);
+    tcase_add_test(tc, enomem_track_run);
+    tcase_add_test(tc, enomem_boost);
+    tcase_add_test(tc, enomem_exec);
+    tcase_add_test(tc, enomem_exec_mixed);
+    tcase_add_test(tc, enomem_http);
     suite_add_tcase(su, tc);
     return su;
 }
