@@ -518,20 +518,28 @@ struct pairs {
     uint64_t *sorted;
 };
 
+/* Room for cap pairs. A loader sizes them once from the header (each
+ * doubling copies the arrays and faults fresh pages in: 5 % of a load). */
+static int pairs_reserve(struct pairs *p, size_t cap)
+{
+    if (cap <= p->cap)
+        return 0;
+    uint32_t *s = hint_huge(realloc(p->six, cap * sizeof *s), cap * sizeof *s);
+    if (!s)
+        return -1;
+    p->six = s;
+    uint64_t *f = hint_huge(realloc(p->fp, cap * sizeof *f), cap * sizeof *f);
+    if (!f)
+        return -1;
+    p->fp = f;
+    p->cap = cap;
+    return 0;
+}
+
 static int pairs_push(struct pairs *p, uint32_t six, uint64_t fp)
 {
-    if (p->n == p->cap) {
-        size_t cap = p->cap ? p->cap * 2 : 1024;
-        uint32_t *s = hint_huge(realloc(p->six, cap * sizeof *s), cap * sizeof *s);
-        if (!s)
-            return -1;
-        p->six = s;
-        uint64_t *f = hint_huge(realloc(p->fp, cap * sizeof *f), cap * sizeof *f);
-        if (!f)
-            return -1;
-        p->fp = f;
-        p->cap = cap;
-    }
+    if (p->n == p->cap && pairs_reserve(p, p->cap ? p->cap * 2 : 1024))
+        return -1;
     p->six[p->n] = six;
     p->fp[p->n] = fp;
     p->n++;
@@ -2587,7 +2595,14 @@ int snap_read(struct eng *e, const uint8_t *buf, size_t len, struct snap_err *er
         goto out;
     }
     r.pf_left = 1;   /* unknown until the first call */
-    if ((rc = rd_platforms_uas(&r)) || (rc = rd_short_ids(&r)) || (rc = rd_rings(&r)))
+    /* A retained record implies at most one pair (a signed-in viewer's
+     * twice, from the session's ring and the user's: more than the sets'
+     * pairs, never more than the records). Pages past what is pushed are
+     * never touched, so over-reserving costs address space only. */
+    if (pairs_reserve(&r.pv, rd_presize(&r, r.h.counts.records)) ||
+        pairs_reserve(&r.ps, rd_presize(&r, r.h.counts.records)))
+        rc = fail(err, SNAP_ENOMEM, 0, "implied pairs: out of memory");
+    if (rc || (rc = rd_platforms_uas(&r)) || (rc = rd_short_ids(&r)) || (rc = rd_rings(&r)))
         goto out;
     if (pairs_group(&r.pv, r.nshorts) || pairs_group(&r.ps, r.nshorts)) {
         rc = fail(err, SNAP_ENOMEM, 0, "implied sets: out of memory");
