@@ -879,7 +879,8 @@ int eng_restore_finish(struct eng *e, const struct eng_totals *t, struct eng_err
     for (int i = 0; i < ENG_T_COUNT; i++)
         sum += t->by_type[i];
     if (sum != t->interactions)
-        return fail_id(e, err, ENG_EINVAL, "totals", "by-type counts do not add up", sum);
+        return failf(e, err, ENG_EINVAL, "totals: by-type counts add up to %llu, not %llu",
+                     (unsigned long long)sum, (unsigned long long)t->interactions);
     for (uint32_t id = 1; id < e->ua_hi; id++)
         if (e->ua[id].s && e->ua[id].refs == 0)
             return fail_id(e, err, ENG_EINVAL, "ua", "not used by any context", id);

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * server.c -- shortstatd's event loop: listener, connections, signals,
- * periodic work and fork()ed snapshots. One thread, libev, non-blocking fds.
+ * periodic work and fork()ed snapshots. One thread serves every client
+ * (libev, non-blocking fds); the others only fault memory in (prefault.c)
+ * or decode a snapshot while it loads (snapshot/).
  *
  * Connection life (enum conn_state):
  *

@@ -1430,6 +1430,13 @@ START_TEST(test_restore_short_ids)
     ck_assert_uint_eq(top[0].short_id, 3);
     verify_ok(E);
 
+    /* totals whose types do not add up */
+    eng_destroy(E);
+    E = mk_eng(&clk, 0, 0);
+    struct eng_totals odd = {.interactions = 2, .by_type[ENG_T_VIEW] = 1};
+    ck_assert_int_eq(eng_restore_finish(E, &odd, &err), ENG_EINVAL);
+    ck_assert_str_eq(err.msg, "totals: by-type counts add up to 1, not 2");
+
     /* refusals: each leaves the engine broken */
     const uint64_t zero[1] = {0}, dup[2] = {4, 4};
     struct { const uint64_t *ids; size_t n; const char *msg; } bad[] = {
