@@ -3301,7 +3301,6 @@ END_TEST
 /* Every setting reads back as text its flag takes, and that text sets the
  * same value again: what CONFIG GET and the start-up log show can be
  * pasted into a config file. */
-
 START_TEST(config_values_round_trip)
 {
     static const char *const vals[][2] = {
