@@ -1368,6 +1368,27 @@ void net_server_destroy(struct server *s)
 {
     while (s->conns)
         conn_free(s, s->conns);
+    /* Every watcher the server may have started, before the loop goes:
+     * libev keeps signal and child watchers on lists of its own, for the
+     * whole process, which would go on pointing into s (freed next) -- a
+     * later server's ev_signal_start would link to it and, finding the
+     * list not empty, leave start-up's handler in place of libev's. A
+     * stopped or never-started watcher is left as it is (s is zeroed
+     * before net_server_init). */
+    if (s->loop) {
+        struct ev_loop *loop = s->loop;
+        ev_signal_stop(loop, &s->sigint_w);
+        ev_signal_stop(loop, &s->sigterm_w);
+        ev_child_stop(loop, &s->child_w);
+        ev_io_stop(loop, &s->accept_w);
+        ev_io_stop(loop, &s->haccept_w);
+        ev_prepare_stop(loop, &s->flush_w);
+        ev_idle_stop(loop, &s->spin_w);
+        ev_timer_stop(loop, &s->accept_pause_w);
+        ev_timer_stop(loop, &s->cron_w);
+        ev_timer_stop(loop, &s->snap_w);
+        ev_timer_stop(loop, &s->deadline_w);
+    }
     if (s->lfd >= 0)
         close(s->lfd);
     if (s->hfd >= 0)

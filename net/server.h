@@ -247,6 +247,7 @@ struct server {
 };
 
 /* server.c */
+/* s zeroed first; net_server_destroy follows either way. */
 int net_server_init(struct server *s, const struct net_config *cfg);
 /* Runs until SIGINT/SIGTERM; returns the process exit code. */
 int net_server_run(struct server *s);

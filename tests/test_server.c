@@ -4695,6 +4695,30 @@ static void inproc_stop(struct srv *sv)
     run_rmtree(sv->dir);
 }
 
+/* A server started in this process after another was destroyed takes
+ * SIGTERM as a clean shutdown: the first one's signal watchers must not
+ * outlive it in libev's process-wide lists (net_server_destroy stops
+ * them), or the second's ev_signal_start finds the list not empty and
+ * leaves start-up's handler, which exits at once, in place of libev's. */
+START_TEST(inproc_restart_keeps_signals)
+{
+    struct srv sv;
+    struct sigaction first, now;
+    inproc_start(&sv, false);
+    ck_assert_int_eq(sigaction(SIGTERM, NULL, &first), 0);  /* libev's */
+    inproc_stop(&sv);
+    inproc_start(&sv, false);
+    ck_assert_int_eq(sigaction(SIGTERM, NULL, &now), 0);
+    ck_assert_msg(now.sa_handler == first.sa_handler,
+                  "the second server's SIGTERM handler is not libev's");
+    kill(getpid(), SIGTERM);  /* safe now: libev's handler only wakes the loop */
+    for (long long end = run_mono_ms() + WAIT_MS; !inproc->shutting_down && run_mono_ms() < end;)
+        ev_run(inproc->loop, EVRUN_NOWAIT);
+    ck_assert(inproc->shutting_down);
+    inproc_stop(&sv);
+}
+END_TEST
+
 /* What an engine failure must move, or leave alone, as INFO shows it. */
 enum {
     OC_INTERACTIONS,  /* interactions_total */
@@ -5199,6 +5223,7 @@ Suite *server_suite(void)
     suite_add_tcase(su, tc);
     tc = tcase_create("enomem");
     tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, inproc_restart_keeps_signals);
     tcase_add_test(tc, enomem_track);
     tcase_add_test(tc, enomem_track_run);
     tcase_add_test(tc, enomem_boost);
