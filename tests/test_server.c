@@ -641,14 +641,28 @@ static bool array_get(const char *reply, const char *key, char *val, size_t cap)
     return false;
 }
 
-static void expect_stat(struct cli *c, uint64_t id, const char *key, const char *want)
+/* A STATS field's value into v (asserts STATS has it). */
+static void stat_get(struct cli *c, uint64_t id, const char *key, char *v, size_t cap)
 {
     const char *r = cmdf(c, "STATS %llu", (unsigned long long)id);
+    ck_assert_msg(array_get(r, key, v, cap), "STATS %llu has no %s: %s", (unsigned long long)id,
+                  key, r);
+}
+
+static void expect_stat(struct cli *c, uint64_t id, const char *key, const char *want)
+{
     char v[128];
-    ck_assert_msg(array_get(r, key, v, sizeof v), "STATS %llu has no %s: %s",
-                  (unsigned long long)id, key, r);
+    stat_get(c, id, key, v, sizeof v);
     ck_assert_msg(strcmp(v, want) == 0, "STATS %llu %s = %s, want %s", (unsigned long long)id, key,
                   v, want);
+}
+
+/* A STATS field as an integer. */
+static long long stat_num(struct cli *c, uint64_t id, const char *key)
+{
+    char v[128];
+    stat_get(c, id, key, v, sizeof v);
+    return atoll(v);
 }
 
 /* The value of "key:" in an INFO reply, as an integer (-1 when absent). */
@@ -4803,16 +4817,6 @@ static void oomc_expect(struct cli *c, const struct oomc *before, const struct o
         ck_assert_msg(now.v[i] == before->v[i] + delta->v[i],
                       "failing from allocation %llu: %s is %lld, want %lld + %lld",
                       (unsigned long long)nth, oc_names[i], now.v[i], before->v[i], delta->v[i]);
-}
-
-/* A STATS field as an integer. */
-static long long stat_num(struct cli *c, uint64_t id, const char *key)
-{
-    const char *r = cmdf(c, "STATS %llu", (unsigned long long)id);
-    char v[64];
-    ck_assert_msg(array_get(r, key, v, sizeof v), "STATS %llu has no %s: %s",
-                  (unsigned long long)id, key, r);
-    return atoll(v);
 }
 
 #define NOMEM "-ERR memory: out of memory\r\n"
