@@ -456,13 +456,15 @@ static ssize_t srv_recv(int fd, void *buf, size_t n)
 {
     if (!inproc)
         return recv(fd, buf, n, 0);
-    for (long long end = run_mono_ms() + WAIT_MS; run_mono_ms() < end;) {
+    for (long long turn = 0, end = run_mono_ms() + WAIT_MS; run_mono_ms() < end; turn++) {
         ev_run(inproc->loop, EVRUN_NOWAIT);
         ssize_t r = recv(fd, buf, n, MSG_DONTWAIT);
         if (r >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
             return r;
+        /* The replies to what one turn read go out on the next: that turn
+         * comes at once, the later ones after a wait. */
         struct pollfd p = {.fd = fd, .events = POLLIN};
-        poll(&p, 1, 1);  /* the replies go out on the loop's next turn */
+        poll(&p, 1, turn ? 1 : 0);
     }
     errno = EAGAIN;
     return -1;
