@@ -4824,160 +4824,239 @@ static void oomc_expect(struct cli *c, const struct oomc *before, const struct o
 #define NOMEM "-ERR memory: out of memory\r\n"
 #define NOT_APPLIED "-ERR not applied: memory: out of memory\r\n"
 
-/* TRACK with the engine out of memory from each of its allocations on
- * (lasting, as a real shortage is: cmd.c's one-by-one retry of what its
- * batch could not apply fails as well): -ERR memory: out of memory,
+/* A fresh in-process server and a client of it: each out-of-memory attempt
+ * has its own, so the tables the allocations before the failing one grew
+ * are not there already for the next attempt, which then fails the next
+ * allocation point rather than one further along. */
+struct oomsrv {
+    struct srv sv;
+    struct eng *e;
+    int hport;  /* HTTP's port, 0 without */
+    struct cli a;
+};
+
+static void oomsrv_start(struct oomsrv *o, bool http)
+{
+    o->hport = inproc_start(&o->sv, http);
+    o->e = inproc->eng;
+    cli_open(&o->a, o->sv.port);
+}
+
+static void oomsrv_stop(struct oomsrv *o)
+{
+    cli_close(&o->a);
+    inproc_stop(&o->sv);
+}
+
+/* The attempt failing from allocation nth on (or only at it) saw the
+ * command through without a failure: the allocation points before it,
+ * nth - 1, were each failed by an attempt of its own. Asserts that the
+ * command, succeeding, made just those allocations (had it survived a
+ * failure, or had an earlier attempt left tables grown, the attempts would
+ * have ended early) and at least min, the count measured on a fresh server
+ * when the test was written: a change that has the test reach fewer points
+ * fails here (one that makes the engine allocate less lowers min). Returns
+ * the count. */
+static uint64_t enomem_points(const char *what, uint64_t nth, uint64_t allocs, uint64_t min)
+{
+    ck_assert_msg(allocs == nth - 1,
+                  "%s: went through failing from allocation %llu on, with %llu allocations",
+                  what, (unsigned long long)nth, (unsigned long long)allocs);
+    ck_assert_msg(nth - 1 >= min, "%s: %llu allocation points reached, want at least %llu", what,
+                  (unsigned long long)(nth - 1), (unsigned long long)min);
+    return nth - 1;
+}
+
+/* A write for enomem_one: a command on the line port, or a POST on HTTP's. */
+struct enomem_cmd {
+    const char *line;
+    const char *path, *body;
+    const char *ok, *err;  /* its replies, succeeding and out of memory (HTTP's: "code body") */
+    struct oomc fail;      /* what INFO moves when it fails */
+    struct {
+        uint64_t id;
+        const char *key;
+        long long want;
+    } stats[2];            /* STATS once it succeeded (id 0: none) */
+    long long interactions, changes;  /* INFO's then */
+    void (*then)(struct oomsrv *o, bool failed);  /* more checks then, or NULL */
+    uint64_t min_points;   /* enomem_points' min */
+};
+
+/* c's reply on o's server (HTTP's as "code body"); the caller frees it. */
+static char *enomem_send(struct oomsrv *o, const struct enomem_cmd *c)
+{
+    char *r;
+    if (c->line) {
+        r = strdup(cmdf(&o->a, "%s", c->line));
+        ck_assert_ptr_nonnull(r);
+        return r;
+    }
+    char *resp = http_req(o->hport, c->path, c->body);
+    const char *body = strstr(resp, "\r\n\r\n");
+    ck_assert_msg(body && strncmp(resp, "HTTP/1.1 ", 9) == 0, "%s", resp);
+    ck_assert_int_ge(asprintf(&r, "%.3s %s", resp + 9, body + 4), 0);
+    free(resp);
+    return r;
+}
+
+/* c with the engine out of memory from each of its allocations on, each
+ * on a fresh server; lasting, as a real shortage is (cmd.c's one-by-one
+ * retry of what its batch could not apply fails as well). It answers
+ * c->err, the engine's digest is unchanged and eng_verify passes, INFO
+ * moves by c->fail alone, and the same write sent again then succeeds on
+ * that server. Once it has (the attempt failing past its last allocation
+ * at once), STATS and INFO show it recorded once. */
+static void enomem_one(const struct enomem_cmd *c)
+{
+    const char *what = c->line ? c->line : c->path;
+    for (uint64_t nth = 1;; nth++) {
+        ck_assert_uint_lt(nth, 1000);
+        struct oomsrv o;
+        oomsrv_start(&o, c->line == NULL);
+        struct oomc k0;
+        oomc_read(&o.a, &k0);
+        uint64_t d0 = eng_digest(o.e), a0 = eng_test_allocs(o.e);
+        eng_test_fail_allocs_from(o.e, nth);
+        char *r = enomem_send(&o, c);
+        eng_test_fail_alloc(o.e, 0);
+        uint64_t allocs = eng_test_allocs(o.e) - a0;
+        bool failed = strcmp(r, c->ok) != 0;
+        if (failed) {
+            ck_assert_msg(strcmp(r, c->err) == 0, "%s failing from allocation %llu: %s", what,
+                          (unsigned long long)nth, r);
+            ck_assert_uint_eq(eng_digest(o.e), d0);
+            verify_ok(o.e);
+            oomc_expect(&o.a, &k0, &c->fail, nth);
+            free(r);
+            r = enomem_send(&o, c);
+            ck_assert_msg(strcmp(r, c->ok) == 0, "%s sent again after it failed from allocation "
+                          "%llu: %s", what, (unsigned long long)nth, r);
+        }
+        free(r);
+        for (int i = 0; i < 2 && c->stats[i].id; i++) {
+            long long v = stat_num(&o.a, c->stats[i].id, c->stats[i].key);
+            ck_assert_msg(v == c->stats[i].want, "%s, failing from allocation %llu: STATS %llu %s "
+                          "is %lld, want %lld", what, (unsigned long long)nth,
+                          (unsigned long long)c->stats[i].id, c->stats[i].key, v, c->stats[i].want);
+        }
+        ck_assert_int_eq(info_num(&o.a, "interactions_total"), c->interactions);
+        ck_assert_int_eq(info_num(&o.a, "changes_since_last_snapshot"), c->changes);
+        if (c->then)
+            c->then(&o, failed);
+        oomsrv_stop(&o);
+        if (!failed) {
+            enomem_points(what, nth, allocs, c->min_points);
+            return;
+        }
+    }
+}
+
+/* TRACK with the engine out of memory: -ERR memory: out of memory,
  * nothing recorded, one failed call and one ERR counted and no --maxmemory
  * refusal; the connection goes on and the same TRACK is then recorded. */
 START_TEST(enomem_track)
 {
-    struct srv sv;
-    inproc_start(&sv, false);
-    struct eng *e = inproc->eng;
-    struct cli a;
-    cli_open(&a, sv.port);
-    int refused = 0;
-    for (uint64_t nth = 1;; nth++) {
-        ck_assert_uint_lt(nth, 1000);
-        struct oomc k0;
-        oomc_read(&a, &k0);
-        uint64_t d0 = eng_digest(e);
-        eng_test_fail_allocs_from(e, nth);
+    enomem_one(&(struct enomem_cmd){
         /* new session, user, platform and agent: each a table to grow */
-        const char *r = cmdf(&a, "TRACK 7 share session=s%llu user=%llu platform=p%llu ua=a%llu",
-                             (unsigned long long)nth, (unsigned long long)nth,
-                             (unsigned long long)nth, (unsigned long long)nth);
-        eng_test_fail_alloc(e, 0);
-        if (strcmp(r, "+OK\r\n") == 0)
-            break;
-        ck_assert_msg(strcmp(r, NOMEM) == 0, "failing from allocation %llu: %s",
-                      (unsigned long long)nth, r);
-        ck_assert_uint_eq(eng_digest(e), d0);
-        verify_ok(e);
-        oomc_expect(&a, &k0,
-                    &(struct oomc){.v = {[OC_ERRORS] = 1, [OC_ERR] = 1, [OC_TRACK_CALLS] = 1,
-                                         [OC_TRACK_FAILED] = 1}},
-                    nth);
-        refused++;
-    }
-    ck_assert_int_gt(refused, 0);
-    ck_assert_int_eq(stat_num(&a, 7, "shares"), 1);
-    ck_assert_int_eq(info_num(&a, "interactions_total"), 1);
-    ck_assert_int_eq(info_num(&a, "changes_since_last_snapshot"), 1);
-    cli_close(&a);
-    inproc_stop(&sv);
+        .line = "TRACK 7 share session=s1 user=1 platform=p1 ua=a1",
+        .ok = "+OK\r\n", .err = NOMEM,
+        .fail = {.v = {[OC_ERRORS] = 1, [OC_ERR] = 1, [OC_TRACK_CALLS] = 1,
+                       [OC_TRACK_FAILED] = 1}},
+        .stats = {{7, "shares", 1}},
+        .interactions = 1, .changes = 1,
+        .min_points = 16,
+    });
 }
 END_TEST
 
 /* A pipelined run of TRACKs, which cmd.c applies as one engine batch, with
  * the engine out of memory: each TRACK still answers for itself, and what
  * answered +OK is exactly what was recorded -- once, also when the failure
- * passes and the retry succeeds (then every TRACK answers +OK). */
+ * passes and the retry succeeds (then every TRACK answers +OK). Both kinds
+ * of failure reach the same allocation points. */
 START_TEST(enomem_track_run)
 {
-    struct srv sv;
-    inproc_start(&sv, false);
-    struct eng *e = inproc->eng;
-    struct cli a;
-    cli_open(&a, sv.port);
-    int injected[2] = {0, 0}, refused = 0;
+    static const char run[] = "TRACK 21 view session=r1 watch_ms=10\r\nTRACK 22 view user=1\r\n"
+                              "TRACK 23 view session=q1 ua=b1\r\n";
+    uint64_t points[2] = {0, 0};
+    int refused = 0;
     for (int lasting = 0; lasting < 2; lasting++) {
-        for (uint64_t nth = 1;; nth++) {
+        const char *what = lasting ? "a run, a lasting failure" : "a run, a passing failure";
+        for (uint64_t nth = 1; !points[lasting]; nth++) {
             ck_assert_uint_lt(nth, 1000);
-            unsigned long long u = (unsigned long long)(lasting * 1000 + nth);
+            struct oomsrv o;
+            oomsrv_start(&o, false);
             struct oomc k0;
-            oomc_read(&a, &k0);
+            oomc_read(&o.a, &k0);
             long long v0[3];
             for (int i = 0; i < 3; i++)
-                v0[i] = stat_num(&a, 21 + (uint64_t)i, "views");
-            uint64_t fail_at = eng_test_allocs(e) + nth;
+                v0[i] = stat_num(&o.a, 21 + (uint64_t)i, "views");
+            uint64_t a0 = eng_test_allocs(o.e);
             if (lasting)
-                eng_test_fail_allocs_from(e, nth);
+                eng_test_fail_allocs_from(o.e, nth);
             else
-                eng_test_fail_alloc(e, nth);
-            char run[256];
-            snprintf(run, sizeof run,
-                     "TRACK 21 view session=r%llu watch_ms=10\r\nTRACK 22 view user=%llu\r\n"
-                     "TRACK 23 view session=q%llu ua=b%llu\r\n", u, u, u, u);
-            cli_sends(&a, run);
+                eng_test_fail_alloc(o.e, nth);
+            cli_sends(&o.a, run);
             char rep[3][64];
             for (int i = 0; i < 3; i++) {
-                const char *r = cli_reply(&a);
+                const char *r = cli_reply(&o.a);
                 ck_assert_ptr_nonnull(r);
                 snprintf(rep[i], sizeof rep[i], "%s", r);
             }
-            eng_test_fail_alloc(e, 0);
-            bool reached = eng_test_allocs(e) >= fail_at;
+            eng_test_fail_alloc(o.e, 0);
+            uint64_t allocs = eng_test_allocs(o.e) - a0;
             long long oks = 0;
             for (int i = 0; i < 3; i++) {
                 bool ok = strcmp(rep[i], "+OK\r\n") == 0;
                 ck_assert_msg(ok || (lasting && strcmp(rep[i], NOMEM) == 0),
-                              "%s failure from allocation %llu: TRACK %d answered %s",
-                              lasting ? "a lasting" : "a passing", (unsigned long long)nth,
-                              21 + i, rep[i]);
-                ck_assert_int_eq(stat_num(&a, 21 + (uint64_t)i, "views"), v0[i] + ok);
+                              "%s from allocation %llu: TRACK %d answered %s", what,
+                              (unsigned long long)nth, 21 + i, rep[i]);
+                ck_assert_int_eq(stat_num(&o.a, 21 + (uint64_t)i, "views"), v0[i] + ok);
                 oks += ok;
             }
-            verify_ok(e);
-            oomc_expect(&a, &k0,
+            verify_ok(o.e);
+            oomc_expect(&o.a, &k0,
                         &(struct oomc){.v = {[OC_INTERACTIONS] = oks, [OC_DIRTY] = oks,
                                              [OC_ERRORS] = 3 - oks, [OC_ERR] = 3 - oks,
                                              [OC_TRACK_CALLS] = 3, [OC_TRACK_FAILED] = 3 - oks}},
                         nth);
-            if (!reached)
-                break;
-            injected[lasting]++;
+            oomsrv_stop(&o);
+            if (allocs < nth)  /* the failure was not reached */
+                points[lasting] = enomem_points(what, nth, allocs, 17);
             refused += oks < 3;
         }
     }
-    ck_assert_int_gt(injected[0], 0);
-    ck_assert_int_gt(injected[1], 0);
+    ck_assert_uint_eq(points[0], points[1]);
     ck_assert_int_gt(refused, 0);
-    cli_close(&a);
-    inproc_stop(&sv);
 }
 END_TEST
+
+/* The short is held now: its BOOST needs no memory at all. */
+static void boost_then(struct oomsrv *o, bool failed)
+{
+    eng_test_fail_allocs_from(o->e, 1);
+    EXPECT(&o->a, "+OK\r\n", "BOOST 9 6");
+    eng_test_fail_alloc(o->e, 0);
+    ck_assert_int_eq(stat_num(&o->a, 9, "boost"), 6);
+    ck_assert_int_eq(info_num(&o->a, "changes_since_last_snapshot"), 2);
+}
 
 /* BOOST of a short the engine does not hold, out of memory: -ERR memory:
  * out of memory and the short still unknown. A held short's BOOST needs no
  * memory at all. */
 START_TEST(enomem_boost)
 {
-    struct srv sv;
-    inproc_start(&sv, false);
-    struct eng *e = inproc->eng;
-    struct cli a;
-    cli_open(&a, sv.port);
-    int refused = 0;
-    for (uint64_t nth = 1;; nth++) {
-        ck_assert_uint_lt(nth, 1000);
-        struct oomc k0;
-        oomc_read(&a, &k0);
-        uint64_t d0 = eng_digest(e);
-        eng_test_fail_allocs_from(e, nth);
-        const char *r = cmdf(&a, "BOOST 9 5");
-        eng_test_fail_alloc(e, 0);
-        if (strcmp(r, "+OK\r\n") == 0)
-            break;
-        ck_assert_msg(strcmp(r, NOMEM) == 0, "failing from allocation %llu: %s",
-                      (unsigned long long)nth, r);
-        ck_assert_uint_eq(eng_digest(e), d0);
-        verify_ok(e);
-        oomc_expect(&a, &k0,
-                    &(struct oomc){.v = {[OC_ERRORS] = 1, [OC_ERR] = 1, [OC_BOOST_CALLS] = 1,
-                                         [OC_BOOST_FAILED] = 1}},
-                    nth);
-        refused++;
-    }
-    ck_assert_int_gt(refused, 0);
-    ck_assert_int_eq(stat_num(&a, 9, "boost"), 5);
-    eng_test_fail_allocs_from(e, 1);
-    EXPECT(&a, "+OK\r\n", "BOOST 9 6");
-    eng_test_fail_alloc(e, 0);
-    ck_assert_int_eq(stat_num(&a, 9, "boost"), 6);
-    ck_assert_int_eq(info_num(&a, "changes_since_last_snapshot"), 2);
-    cli_close(&a);
-    inproc_stop(&sv);
+    enomem_one(&(struct enomem_cmd){
+        .line = "BOOST 9 5",
+        .ok = "+OK\r\n", .err = NOMEM,
+        .fail = {.v = {[OC_ERRORS] = 1, [OC_ERR] = 1, [OC_BOOST_CALLS] = 1,
+                       [OC_BOOST_FAILED] = 1}},
+        .stats = {{9, "boost", 5}},
+        .interactions = 0, .changes = 1,
+        .then = boost_then,
+        .min_points = 3,
+    });
 }
 END_TEST
 
@@ -4987,28 +5066,33 @@ END_TEST
  * after the TRACKs included; EXEC and every write counted failed. */
 START_TEST(enomem_exec)
 {
-    struct srv sv;
-    inproc_start(&sv, false);
-    struct eng *e = inproc->eng;
-    struct cli a;
-    cli_open(&a, sv.port);
     static const char abort_[] = "-EXECABORT Transaction discarded: ";
     int seen_batch = 0, seen_track[2] = {0, 0};
     for (uint64_t nth = 1;; nth++) {
         ck_assert_uint_lt(nth, 1000);
-        unsigned long long u = (unsigned long long)nth;
+        struct oomsrv o;
+        oomsrv_start(&o, false);
         struct oomc k0;
-        oomc_read(&a, &k0);  /* before MULTI, which would queue INFO */
-        EXPECT(&a, "+OK\r\n", "MULTI");
-        EXPECT(&a, "+QUEUED\r\n", "TRACK 31 view session=x%llu", u);
-        EXPECT(&a, "+QUEUED\r\n", "TRACK 32 share user=%llu platform=q%llu", u, u);
-        EXPECT(&a, "+QUEUED\r\n", "BOOST 33 4");
-        uint64_t d0 = eng_digest(e);
-        eng_test_fail_allocs_from(e, nth);
-        const char *r = cmdf(&a, "EXEC");
-        eng_test_fail_alloc(e, 0);
-        if (strcmp(r, "*3\r\n+OK\r\n+OK\r\n+OK\r\n") == 0)
+        oomc_read(&o.a, &k0);  /* before MULTI, which would queue INFO */
+        EXPECT(&o.a, "+OK\r\n", "MULTI");
+        EXPECT(&o.a, "+QUEUED\r\n", "TRACK 31 view session=x1");
+        EXPECT(&o.a, "+QUEUED\r\n", "TRACK 32 share user=1 platform=q1");
+        EXPECT(&o.a, "+QUEUED\r\n", "BOOST 33 4");
+        uint64_t d0 = eng_digest(o.e), a0 = eng_test_allocs(o.e);
+        eng_test_fail_allocs_from(o.e, nth);
+        const char *r = cmdf(&o.a, "EXEC");
+        eng_test_fail_alloc(o.e, 0);
+        uint64_t allocs = eng_test_allocs(o.e) - a0;
+        if (strcmp(r, "*3\r\n+OK\r\n+OK\r\n+OK\r\n") == 0) {
+            ck_assert_int_eq(stat_num(&o.a, 31, "views"), 1);
+            ck_assert_int_eq(stat_num(&o.a, 32, "shares"), 1);
+            ck_assert_int_eq(stat_num(&o.a, 33, "boost"), 4);
+            ck_assert_int_eq(info_num(&o.a, "interactions_total"), 2);
+            ck_assert_int_eq(info_num(&o.a, "changes_since_last_snapshot"), 3);
+            oomsrv_stop(&o);
+            enomem_points("EXEC of writes", nth, allocs, 16);
             break;
+        }
         const char *why = strncmp(r, abort_, sizeof abort_ - 1) == 0 ? r + sizeof abort_ - 1 : "";
         if (strcmp(why, "memory: out of memory\r\n") == 0)
             seen_batch++;
@@ -5017,26 +5101,21 @@ START_TEST(enomem_exec)
         else if (strcmp(why, "TRACK #2: memory: out of memory\r\n") == 0)
             seen_track[1]++;
         else
-            ck_abort_msg("failing from allocation %llu: EXEC answered %s", u, r);
-        ck_assert_uint_eq(eng_digest(e), d0);
-        verify_ok(e);
-        oomc_expect(&a, &k0,
+            ck_abort_msg("failing from allocation %llu: EXEC answered %s", (unsigned long long)nth,
+                         r);
+        ck_assert_uint_eq(eng_digest(o.e), d0);
+        verify_ok(o.e);
+        oomc_expect(&o.a, &k0,
                     &(struct oomc){.v = {[OC_ERRORS] = 1, [OC_EXECABORT] = 1,
                                          [OC_TRACK_CALLS] = 2, [OC_TRACK_FAILED] = 2,
                                          [OC_BOOST_CALLS] = 1, [OC_BOOST_FAILED] = 1,
                                          [OC_EXEC_CALLS] = 1, [OC_EXEC_FAILED] = 1}},
                     nth);
+        oomsrv_stop(&o);
     }
     ck_assert_msg(seen_batch && seen_track[0] && seen_track[1],
                   "aborts seen: batch %d, TRACK #1 %d, TRACK #2 %d", seen_batch, seen_track[0],
                   seen_track[1]);
-    ck_assert_int_eq(stat_num(&a, 31, "views"), 1);
-    ck_assert_int_eq(stat_num(&a, 32, "shares"), 1);
-    ck_assert_int_eq(stat_num(&a, 33, "boost"), 4);
-    ck_assert_int_eq(info_num(&a, "interactions_total"), 2);
-    ck_assert_int_eq(info_num(&a, "changes_since_last_snapshot"), 3);
-    cli_close(&a);
-    inproc_stop(&sv);
 }
 END_TEST
 
@@ -5047,32 +5126,30 @@ END_TEST
  * that did not fail. */
 START_TEST(enomem_exec_mixed)
 {
-    struct srv sv;
-    inproc_start(&sv, false);
-    struct eng *e = inproc->eng;
-    struct cli a;
-    cli_open(&a, sv.port);
     int second_only = 0, both = 0, own = 0;
     for (uint64_t nth = 1;; nth++) {
         ck_assert_uint_lt(nth, 1000);
-        unsigned long long u = (unsigned long long)nth;
+        struct oomsrv o;
+        oomsrv_start(&o, false);
         struct oomc k0;
-        oomc_read(&a, &k0);
-        long long v41 = stat_num(&a, 41, "views"), v43 = stat_num(&a, 43, "shares");
-        EXPECT(&a, "+OK\r\n", "MULTI");
-        EXPECT(&a, "+QUEUED\r\n", "TRACK 41 view session=m%llu", u);
-        EXPECT(&a, "+QUEUED\r\n", "BOOST 42 3");
-        EXPECT(&a, "+QUEUED\r\n", "PING");
+        oomc_read(&o.a, &k0);
+        long long v41 = stat_num(&o.a, 41, "views"), v43 = stat_num(&o.a, 43, "shares");
+        EXPECT(&o.a, "+OK\r\n", "MULTI");
+        EXPECT(&o.a, "+QUEUED\r\n", "TRACK 41 view session=m1");
+        EXPECT(&o.a, "+QUEUED\r\n", "BOOST 42 3");
+        EXPECT(&o.a, "+QUEUED\r\n", "PING");
         /* new session, user, platform and agent: a long stretch of
          * allocations in the second batch alone */
-        EXPECT(&a, "+QUEUED\r\n", "TRACK 43 share session=n%llu user=%llu platform=r%llu ua=c%llu",
-               u, u, u, u);
-        eng_test_fail_allocs_from(e, nth);
-        const char *r = cmdf(&a, "EXEC");
-        eng_test_fail_alloc(e, 0);
+        EXPECT(&o.a, "+QUEUED\r\n", "TRACK 43 share session=n1 user=1 platform=r1 ua=c1");
+        uint64_t a0 = eng_test_allocs(o.e);
+        eng_test_fail_allocs_from(o.e, nth);
+        const char *r = cmdf(&o.a, "EXEC");
+        eng_test_fail_alloc(o.e, 0);
+        uint64_t allocs = eng_test_allocs(o.e) - a0;
         /* the array's four replies, each one line */
         char el[4][64];
-        ck_assert_msg(strncmp(r, "*4\r\n", 4) == 0, "failing from allocation %llu: %s", u, r);
+        ck_assert_msg(strncmp(r, "*4\r\n", 4) == 0, "failing from allocation %llu: %s",
+                      (unsigned long long)nth, r);
         const char *p = r + 4;
         for (int i = 0; i < 4; i++) {
             const char *nl = strstr(p, "\r\n");
@@ -5087,23 +5164,26 @@ START_TEST(enomem_exec_mixed)
         else
             ck_assert_msg((strcmp(el[0], NOMEM) == 0 || strcmp(el[0], NOT_APPLIED) == 0) &&
                               strcmp(el[1], NOT_APPLIED) == 0,
-                          "failing from allocation %llu: %s", u, r);
+                          "failing from allocation %llu: %s", (unsigned long long)nth, r);
         ck_assert_msg(ok2 || strcmp(el[3], NOMEM) == 0 || strcmp(el[3], NOT_APPLIED) == 0,
-                      "failing from allocation %llu: %s", u, r);
-        ck_assert_int_eq(stat_num(&a, 41, "views"), v41 + ok1);
-        ck_assert_int_eq(stat_num(&a, 42, "boost"), (ok1 ? 3 : 0));
-        ck_assert_int_eq(stat_num(&a, 43, "shares"), v43 + ok2);
-        verify_ok(e);
+                      "failing from allocation %llu: %s", (unsigned long long)nth, r);
+        ck_assert_int_eq(stat_num(&o.a, 41, "views"), v41 + ok1);
+        ck_assert_int_eq(stat_num(&o.a, 42, "boost"), (ok1 ? 3 : 0));
+        ck_assert_int_eq(stat_num(&o.a, 43, "shares"), v43 + ok2);
+        verify_ok(o.e);
         long long errs = (ok1 ? 0 : 2) + !ok2;
-        oomc_expect(&a, &k0,
+        oomc_expect(&o.a, &k0,
                     &(struct oomc){.v = {[OC_INTERACTIONS] = ok1 + ok2,
                                          [OC_DIRTY] = 2 * ok1 + ok2, [OC_ERRORS] = errs,
                                          [OC_ERR] = errs, [OC_TRACK_CALLS] = 2,
                                          [OC_TRACK_FAILED] = !ok1 + !ok2, [OC_BOOST_CALLS] = 1,
                                          [OC_BOOST_FAILED] = !ok1, [OC_EXEC_CALLS] = 1}},
                     nth);
-        if (ok1 && ok2)
+        oomsrv_stop(&o);
+        if (ok1 && ok2) {
+            enomem_points("EXEC of writes and a query", nth, allocs, 19);
             break;
+        }
         second_only += ok1;
         both += !ok1 && !ok2;
         own += strcmp(el[0], NOMEM) == 0 || strcmp(el[3], NOMEM) == 0;
@@ -5111,78 +5191,48 @@ START_TEST(enomem_exec_mixed)
     ck_assert_msg(second_only && both && own,
                   "the second batch alone failed %d times, both %d, a TRACK at fault %d",
                   second_only, both, own);
-    cli_close(&a);
-    inproc_stop(&sv);
 }
 END_TEST
 
+/* /metrics counts the 500 the write answered, if it did; the line port
+ * goes on. */
+static void http_then(struct oomsrv *o, bool failed)
+{
+    char want[96];
+    snprintf(want, sizeof want, "\nshortstat_http_responses_total{code=\"500\"} %d\n", failed);
+    char *m = http_once(o->hport, "/metrics");
+    ck_assert_msg(strstr(m, want), "want %s in %s", want, m);
+    free(m);
+    EXPECT(&o->a, "+PONG\r\n", "PING");
+}
+
 /* The HTTP writes (one interaction, an array, a save), out of memory: 500
  * {"ok":false,"error":"engine: out of memory"}, nothing recorded (an array
- * all or nothing), INFO unchanged and /metrics counting the 500s; the same
+ * all or nothing), INFO unchanged and /metrics counting the 500; the same
  * request is then recorded. */
 START_TEST(enomem_http)
 {
-    struct srv sv;
-    int hport = inproc_start(&sv, true);
-    struct eng *e = inproc->eng;
-    struct cli a;
-    cli_open(&a, sv.port);
-    static const struct {
-        const char *path, *body, *ok;
-    } reqs[] = {
-        {"/api/explore/interaction",
-         "{\"type\":\"view\",\"shortId\":51,\"sessionId\":\"h1\",\"watchMs\":5}",
-         "{\"ok\":true,\"recorded\":1}"},
-        {"/api/explore/interaction",
-         "[{\"type\":\"view\",\"shortId\":52,\"sessionId\":\"h2\"},"
-         "{\"type\":\"share\",\"shortId\":53,\"userId\":8,\"platform\":\"telegram\"}]",
-         "{\"ok\":true,\"recorded\":2}"},
-        {"/api/explore/save/54", "{\"userId\":9}", "{\"ok\":true,\"recorded\":1}"},
+#define HTTP_NOMEM "500 {\"ok\":false,\"error\":\"engine: out of memory\"}"
+    static const struct enomem_cmd reqs[] = {
+        {.path = "/api/explore/interaction",
+         .body = "{\"type\":\"view\",\"shortId\":51,\"sessionId\":\"h1\",\"watchMs\":5}",
+         .ok = "200 {\"ok\":true,\"recorded\":1}", .err = HTTP_NOMEM,
+         .stats = {{51, "views", 1}}, .interactions = 1, .changes = 1, .then = http_then,
+         .min_points = 9},
+        {.path = "/api/explore/interaction",
+         .body = "[{\"type\":\"view\",\"shortId\":52,\"sessionId\":\"h2\"},"
+                 "{\"type\":\"share\",\"shortId\":53,\"userId\":8,\"platform\":\"telegram\"}]",
+         .ok = "200 {\"ok\":true,\"recorded\":2}", .err = HTTP_NOMEM,
+         .stats = {{52, "views", 1}, {53, "shares", 1}}, .interactions = 2, .changes = 2,
+         .then = http_then, .min_points = 16},
+        {.path = "/api/explore/save/54", .body = "{\"userId\":9}",
+         .ok = "200 {\"ok\":true,\"recorded\":1}", .err = HTTP_NOMEM,
+         .stats = {{54, "saves", 1}}, .interactions = 1, .changes = 1, .then = http_then,
+         .min_points = 9},
     };
-    int n500 = 0;
-    for (size_t q = 0; q < sizeof reqs / sizeof reqs[0]; q++) {
-        int refused = 0;
-        for (uint64_t nth = 1;; nth++) {
-            ck_assert_uint_lt(nth, 1000);
-            struct oomc k0;
-            oomc_read(&a, &k0);
-            uint64_t d0 = eng_digest(e);
-            eng_test_fail_allocs_from(e, nth);
-            char *r = http_req(hport, reqs[q].path, reqs[q].body);
-            eng_test_fail_alloc(e, 0);
-            const char *body = strstr(r, "\r\n\r\n");
-            ck_assert_msg(body, "%s", r);
-            if (strncmp(r, "HTTP/1.1 200 ", 13) == 0) {
-                ck_assert_str_eq(body + 4, reqs[q].ok);
-                free(r);
-                break;
-            }
-            ck_assert_msg(strncmp(r, "HTTP/1.1 500 ", 13) == 0 &&
-                              strcmp(body + 4, "{\"ok\":false,\"error\":\"engine: out of memory\"}") == 0,
-                          "%s failing from allocation %llu: %s", reqs[q].path,
-                          (unsigned long long)nth, r);
-            free(r);
-            ck_assert_uint_eq(eng_digest(e), d0);
-            verify_ok(e);
-            oomc_expect(&a, &k0, &(struct oomc){.v = {0}}, nth);
-            refused++;
-        }
-        ck_assert_int_gt(refused, 0);
-        n500 += refused;
-    }
-    ck_assert_int_eq(stat_num(&a, 51, "views"), 1);
-    ck_assert_int_eq(stat_num(&a, 53, "shares"), 1);
-    ck_assert_int_eq(stat_num(&a, 54, "saves"), 1);
-    ck_assert_int_eq(info_num(&a, "interactions_total"), 4);
-    ck_assert_int_eq(info_num(&a, "changes_since_last_snapshot"), 4);
-    char want[96];
-    snprintf(want, sizeof want, "\nshortstat_http_responses_total{code=\"500\"} %d\n", n500);
-    char *m = http_once(hport, "/metrics");
-    ck_assert_msg(strstr(m, want), "want %s in %s", want, m);
-    free(m);
-    EXPECT(&a, "+PONG\r\n", "PING");
-    cli_close(&a);
-    inproc_stop(&sv);
+#undef HTTP_NOMEM
+    for (size_t q = 0; q < sizeof reqs / sizeof reqs[0]; q++)
+        enomem_one(&reqs[q]);
 }
 END_TEST
 
