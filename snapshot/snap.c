@@ -98,6 +98,36 @@ enum {
 };
 #define SESS_GHEX 0xffu     /* session string as "g-" + 32 hex, packed */
 
+/* The header's counts: struct eng_walk_counts's fields, in order, each a
+ * u64 from SNAP_HDR_COUNTS on; CN_* are their places. */
+#define SNAP_HDR_COUNTS 40u
+enum { CN_PLAT, CN_UAS, CN_CTXS, CN_SHORTS, CN_SESS, CN_USERS, CN_RECORDS, CN_VPAIRS, CN_SPAIRS,
+       CN_N };
+_Static_assert(sizeof(struct eng_walk_counts) == CN_N * sizeof(uint64_t) &&
+                   offsetof(struct eng_walk_counts, sessions) == CN_SESS * sizeof(uint64_t) &&
+                   offsetof(struct eng_walk_counts, saver_pairs) == CN_SPAIRS * sizeof(uint64_t),
+               "counts layout");
+static const char *const count_names[CN_N] = {"platforms", "uas", "ctxs", "shorts", "sessions",
+                                              "users", "records", "viewer_pairs", "saver_pairs"};
+
+static uint64_t count_get(const struct eng_walk_counts *c, int i)
+{
+    uint64_t v;
+    memcpy(&v, (const char *)c + (size_t)i * sizeof v, sizeof v);
+    return v;
+}
+
+static void count_set(struct eng_walk_counts *c, int i, uint64_t v)
+{
+    memcpy((char *)c + (size_t)i * sizeof v, &v, sizeof v);
+}
+
+/* Where count i lies in the header, for errors about it. */
+static uint64_t count_off(int i)
+{
+    return SNAP_HDR_COUNTS + (uint64_t)i * sizeof(uint64_t);
+}
+
 const char *snap_strerror(int rc)
 {
     switch (rc) {
@@ -1120,10 +1150,8 @@ int snap_write(const struct eng *e, int64_t created_ms, snap_write_fn fn, void *
     put_le(h + 20, SNAP_HDR_SIZE, 4);
     put_le(h + 24, (uint64_t)info.session_ttl_ms, 8);
     put_le(h + 32, (uint64_t)created_ms, 8);
-    const uint64_t counts[9] = {s.c.platforms, s.c.uas, s.c.ctxs, s.c.shorts, s.c.sessions,
-                                s.c.users, s.c.records, s.c.viewer_pairs, s.c.saver_pairs};
-    for (int i = 0; i < 9; i++)
-        put_le(h + 40 + 8 * i, counts[i], 8);
+    for (int i = 0; i < CN_N; i++)
+        put_le(h + count_off(i), count_get(&s.c, i), 8);
     put_le(h + 112, XXH64(h, 112, 0), 8);
     if ((rc = wr_emit(&s.w, h, sizeof h)))
         goto out;
@@ -1338,11 +1366,8 @@ int snap_parse_header(const uint8_t *buf, size_t len, struct snap_header *h,
     x.history = (uint32_t)get_le(buf + 16, 4);
     x.session_ttl_ms = (int64_t)get_le(buf + 24, 8);
     x.created_ms = (int64_t)get_le(buf + 32, 8);
-    uint64_t *c[9] = {&x.counts.platforms, &x.counts.uas, &x.counts.ctxs, &x.counts.shorts,
-                      &x.counts.sessions, &x.counts.users, &x.counts.records,
-                      &x.counts.viewer_pairs, &x.counts.saver_pairs};
-    for (int i = 0; i < 9; i++)
-        *c[i] = get_le(buf + 40 + 8 * i, 8);
+    for (int i = 0; i < CN_N; i++)
+        count_set(&x.counts, i, get_le(buf + count_off(i), 8));
     if (x.history == 0 || x.history > ENG_HISTORY_MAX)
         return fail(err, SNAP_EPARAM, 16, "history: %" PRIu32 " not in 1..%u", x.history,
                     ENG_HISTORY_MAX);
@@ -1351,7 +1376,7 @@ int snap_parse_header(const uint8_t *buf, size_t len, struct snap_header *h,
                     x.session_ttl_ms);
     if (x.counts.ctxs > UINT32_MAX || x.counts.shorts > UINT32_MAX || x.counts.uas > UINT32_MAX ||
         x.counts.platforms > UINT32_MAX)
-        return fail(err, SNAP_ECORRUPT, 40, "header: counts out of range");
+        return fail(err, SNAP_ECORRUPT, SNAP_HDR_COUNTS, "header: counts out of range");
     if (h)
         *h = x;
     return SNAP_OK;
@@ -1882,16 +1907,10 @@ static int eng_fail(struct rd *r, int erc, const struct eng_err *ee, const struc
                 c ? snap_sec_name(c->sec) : "-", c ? c->offset : 0, what, ee->msg);
 }
 
-/* The header's count of each section's items, and its offset. */
-static const struct {
-    size_t off;       /* in struct eng_walk_counts, and 40 + it in the header */
-    const char *name;
-} sec_count[SNAP_SEC_TOTL] = {
-    [SNAP_SEC_PLAT] = {offsetof(struct eng_walk_counts, platforms), "platforms"},
-    [SNAP_SEC_UAGT] = {offsetof(struct eng_walk_counts, uas), "uas"},
-    [SNAP_SEC_SHRT] = {offsetof(struct eng_walk_counts, shorts), "shorts"},
-    [SNAP_SEC_SESS] = {offsetof(struct eng_walk_counts, sessions), "sessions"},
-    [SNAP_SEC_USER] = {offsetof(struct eng_walk_counts, users), "users"},
+/* The header's count of each section's items. */
+static const uint8_t sec_count[SNAP_SEC_TOTL] = {
+    [SNAP_SEC_PLAT] = CN_PLAT, [SNAP_SEC_UAGT] = CN_UAS, [SNAP_SEC_SHRT] = CN_SHORTS,
+    [SNAP_SEC_SESS] = CN_SESS, [SNAP_SEC_USER] = CN_USERS,
 };
 
 /* Split the body into chunks and check their order, and each section's
@@ -1931,12 +1950,12 @@ static int rd_index(struct rd *r)
     if (raw != get_le(r->buf + body_end + 8, 8))
         return fail(r->err, SNAP_ECORRUPT, body_end + 8, "footer raw size mismatch");
     for (int sec = 0; sec < SNAP_SEC_TOTL; sec++) {
-        uint64_t want;
-        memcpy(&want, (const char *)&r->h.counts + sec_count[sec].off, sizeof want);
+        int i = sec_count[sec];
+        uint64_t want = count_get(&r->h.counts, i);
         if (want != items[sec])
-            return fail(r->err, SNAP_ECORRUPT, 40 + sec_count[sec].off,
+            return fail(r->err, SNAP_ECORRUPT, count_off(i),
                         "header says %" PRIu64 " %s, the %s chunks hold %" PRIu64, want,
-                        sec_count[sec].name, snap_sec_name(sec), items[sec]);
+                        count_names[i], snap_sec_name(sec), items[sec]);
     }
     return SNAP_OK;
 }
@@ -2501,18 +2520,14 @@ static int rd_totals(struct rd *r)
     return SNAP_OK;
 }
 
-/* The header's counts, in struct eng_walk_counts order, from offset 40. */
-static const char *const count_names[9] = {"platforms", "uas", "ctxs", "shorts", "sessions",
-                                           "users", "records", "viewer_pairs", "saver_pairs"};
-_Static_assert(sizeof(struct eng_walk_counts) == 9 * sizeof(uint64_t), "counts layout");
-
 static int rd_check_counts(struct rd *r)
 {
-    const uint64_t *want = &r->h.counts.platforms, *got = &r->got.platforms;
-    for (int i = 0; i < 9; i++)
-        if (want[i] != got[i])
-            return fail(r->err, SNAP_ECORRUPT, 40 + 8 * (uint64_t)i, "header says %" PRIu64
-                        " %s, body has %" PRIu64, want[i], count_names[i], got[i]);
+    for (int i = 0; i < CN_N; i++) {
+        uint64_t want = count_get(&r->h.counts, i), got = count_get(&r->got, i);
+        if (want != got)
+            return fail(r->err, SNAP_ECORRUPT, count_off(i), "header says %" PRIu64
+                        " %s, body has %" PRIu64, want, count_names[i], got);
+    }
     return SNAP_OK;
 }
 
@@ -2539,17 +2554,21 @@ static int check_image(const uint8_t *buf, size_t len, struct snap_header *h, st
     if (raw > (uint64_t)len * 256)
         return fail(err, SNAP_ECORRUPT, len - SNAP_FTR_SIZE + 8, "footer raw_bytes %" PRIu64
                     ": more than LZ4 can expand %zu bytes to", raw, len);
-    const uint64_t *c = &h->counts.platforms;
-    const uint64_t rec = h->counts.records;
-    const uint64_t most[9] = {raw, raw, raw, raw, raw, raw, raw / 3, raw * 8 + rec, raw * 8 + rec};
-    for (int i = 0; i < 9; i++)
-        if (c[i] > most[i])
-            return fail(err, SNAP_ECORRUPT, 40 + 8 * (uint64_t)i, "header says %" PRIu64
-                        " %s: more than a body of %" PRIu64 " bytes can hold", c[i],
+    const struct eng_walk_counts *c = &h->counts;
+    const uint64_t rec = c->records;
+    const uint64_t most[CN_N] = {[CN_PLAT] = raw, [CN_UAS] = raw, [CN_CTXS] = raw,
+                                 [CN_SHORTS] = raw, [CN_SESS] = raw, [CN_USERS] = raw,
+                                 [CN_RECORDS] = raw / 3, [CN_VPAIRS] = raw * 8 + rec,
+                                 [CN_SPAIRS] = raw * 8 + rec};
+    for (int i = 0; i < CN_N; i++)
+        if (count_get(c, i) > most[i])
+            return fail(err, SNAP_ECORRUPT, count_off(i), "header says %" PRIu64
+                        " %s: more than a body of %" PRIu64 " bytes can hold", count_get(c, i),
                         count_names[i], raw);
-    if (c[4] + c[5] > raw)  /* each <= raw: no wrap */
-        return fail(err, SNAP_ECORRUPT, 72, "header says %" PRIu64 " sessions and %" PRIu64
-                    " users: more than a body of %" PRIu64 " bytes can hold", c[4], c[5], raw);
+    if (c->sessions + c->users > raw)  /* each <= raw: no wrap */
+        return fail(err, SNAP_ECORRUPT, count_off(CN_SESS), "header says %" PRIu64
+                    " sessions and %" PRIu64 " users: more than a body of %" PRIu64
+                    " bytes can hold", c->sessions, c->users, raw);
     return SNAP_OK;
 }
 
@@ -2585,12 +2604,11 @@ int snap_read(struct eng *e, const uint8_t *buf, size_t len, struct snap_err *er
         goto out;
     struct eng_err ee = {0};
     struct eng_walk_counts pre = r.h.counts;
-    uint64_t *pc = &pre.platforms;
-    for (size_t i = 0; i < sizeof pre / sizeof *pc; i++)
-        pc[i] = rd_presize(&r, pc[i]);
+    for (int i = 0; i < CN_N; i++)
+        count_set(&pre, i, rd_presize(&r, count_get(&pre, i)));
     int erc = eng_restore_reserve(e, &pre, &ee);
     if (erc) {
-        rc = fail(err, erc == ENG_ENOMEM ? SNAP_ENOMEM : SNAP_ECORRUPT, 40,
+        rc = fail(err, erc == ENG_ENOMEM ? SNAP_ENOMEM : SNAP_ECORRUPT, SNAP_HDR_COUNTS,
                   "header counts: the engine cannot reserve them: %s", ee.msg);
         goto out;
     }

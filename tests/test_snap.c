@@ -862,6 +862,46 @@ START_TEST(structural_corruption_behind_valid_checksums)
 }
 END_TEST
 
+/* Each header count is bounded by what the footer's raw size can hold,
+ * before any of them sizes anything; the refusal names the count's field. */
+START_TEST(header_counts_bounded_by_body)
+{
+    static struct world w;
+    struct membuf m = small_snapshot(&w, NULL);
+    uint8_t *c = malloc(m.len);
+    ck_assert_ptr_nonnull(c);
+    const uint64_t raw = get64(m.p + m.len - 24), rec = get64(m.p + 88);
+    /* platforms, uas, ctxs, shorts, sessions, users, records, viewer and saver pairs */
+    const uint64_t most[9] = {raw, raw, raw, raw, raw, raw, raw / 3, raw * 8 + rec, raw * 8 + rec};
+    static const char *const names[9] = {"platforms", "uas", "ctxs", "shorts", "sessions",
+                                         "users", "records", "viewer_pairs", "saver_pairs"};
+    struct snap_err err;
+    for (int i = 0; i < 9; i++) {
+        memcpy(c, m.p, m.len);
+        put64(c + 40 + 8 * i, most[i] + 1);
+        fix_checksums(c, m.len);
+        memset(&err, 0, sizeof err);
+        ck_assert_int_eq(try_read(&w.cfg, c, m.len, &err), SNAP_ECORRUPT);
+        char want[160];
+        snprintf(want, sizeof want, "header says %" PRIu64 " %s: more than a body of %" PRIu64
+                 " bytes can hold", most[i] + 1, names[i], raw);
+        ck_assert_str_eq(err.msg, want);
+        ck_assert_uint_eq(err.offset, 40 + 8 * (uint64_t)i);
+    }
+    /* sessions and users each within it, together not */
+    memcpy(c, m.p, m.len);
+    put64(c + 72, raw);
+    put64(c + 80, 1);
+    fix_checksums(c, m.len);
+    memset(&err, 0, sizeof err);
+    ck_assert_int_eq(try_read(&w.cfg, c, m.len, &err), SNAP_ECORRUPT);
+    ck_assert_msg(strstr(err.msg, " sessions and 1 users: more than a body of"), "%s", err.msg);
+    ck_assert_uint_eq(err.offset, 72);
+    free(c);
+    free(m.p);
+}
+END_TEST
+
 /* Sizes a damaged or crafted file claims, behind valid checksums, size
  * nothing before the body bears them out. A chunk header's raw size: a
  * frame that declares 1 GiB and then holds junk is refused having grown
@@ -2287,6 +2327,7 @@ Suite *snap_suite(void)
     tcase_add_loop_test(t, structural_corruption_behind_valid_checksums, 0, SMALL_CHUNKS);
     tcase_add_test(t, decoders_refuse_before_sizing);
     tcase_add_test(t, crafted_sizes_allocate_little);
+    tcase_add_test(t, header_counts_bounded_by_body);
     t = tcase(s, "batches");
     tcase_add_test(t, load_in_batches_with_and_without_thread);
     tcase_add_test(t, duplicate_rings_refused);
