@@ -2616,11 +2616,11 @@ int snap_read(struct eng *e, const uint8_t *buf, size_t len, struct snap_err *er
     /* A retained record implies at most one pair (a signed-in viewer's
      * twice, from the session's ring and the user's: more than the sets'
      * pairs, never more than the records). Pages past what is pushed are
-     * never touched, so over-reserving costs address space only. */
-    if (pairs_reserve(&r.pv, rd_presize(&r, r.h.counts.records)) ||
-        pairs_reserve(&r.ps, rd_presize(&r, r.h.counts.records)))
-        rc = fail(err, SNAP_ENOMEM, 0, "implied pairs: out of memory");
-    if (rc || (rc = rd_platforms_uas(&r)) || (rc = rd_short_ids(&r)) || (rc = rd_rings(&r)))
+     * never touched, so over-reserving costs address space only; and only
+     * a hint: refused (a tight ulimit -v), the arrays grow as pairs come. */
+    (void)pairs_reserve(&r.pv, rd_presize(&r, r.h.counts.records));
+    (void)pairs_reserve(&r.ps, rd_presize(&r, r.h.counts.records));
+    if ((rc = rd_platforms_uas(&r)) || (rc = rd_short_ids(&r)) || (rc = rd_rings(&r)))
         goto out;
     if (pairs_group(&r.pv, r.nshorts) || pairs_group(&r.ps, r.nshorts)) {
         rc = fail(err, SNAP_ENOMEM, 0, "implied sets: out of memory");
