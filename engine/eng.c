@@ -169,18 +169,24 @@ uint64_t eng_fp_session(const char *s, size_t len)
 #define CC_SESS 1u
 #define CC_PLAT 2u
 #define CC_PLAT_IN 4u
+#define CC_LOWER (CC_SESS | CC_PLAT | CC_PLAT_IN)  /* a-z 0-9 _ */
+#define CC_UPPER (CC_SESS | CC_PLAT_IN)            /* A-Z */
 static const uint8_t char_class[256] = {
-    ['-'] = CC_SESS, ['.'] = CC_SESS, [':'] = CC_SESS, ['_'] = 7,
-    ['0'] = 7, ['1'] = 7, ['2'] = 7, ['3'] = 7, ['4'] = 7, ['5'] = 7, ['6'] = 7, ['7'] = 7,
-    ['8'] = 7, ['9'] = 7,
-    ['A'] = 5, ['B'] = 5, ['C'] = 5, ['D'] = 5, ['E'] = 5, ['F'] = 5, ['G'] = 5, ['H'] = 5,
-    ['I'] = 5, ['J'] = 5, ['K'] = 5, ['L'] = 5, ['M'] = 5, ['N'] = 5, ['O'] = 5, ['P'] = 5,
-    ['Q'] = 5, ['R'] = 5, ['S'] = 5, ['T'] = 5, ['U'] = 5, ['V'] = 5, ['W'] = 5, ['X'] = 5,
-    ['Y'] = 5, ['Z'] = 5,
-    ['a'] = 7, ['b'] = 7, ['c'] = 7, ['d'] = 7, ['e'] = 7, ['f'] = 7, ['g'] = 7, ['h'] = 7,
-    ['i'] = 7, ['j'] = 7, ['k'] = 7, ['l'] = 7, ['m'] = 7, ['n'] = 7, ['o'] = 7, ['p'] = 7,
-    ['q'] = 7, ['r'] = 7, ['s'] = 7, ['t'] = 7, ['u'] = 7, ['v'] = 7, ['w'] = 7, ['x'] = 7,
-    ['y'] = 7, ['z'] = 7,
+    ['-'] = CC_SESS, ['.'] = CC_SESS, [':'] = CC_SESS, ['_'] = CC_LOWER,
+    ['0'] = CC_LOWER, ['1'] = CC_LOWER, ['2'] = CC_LOWER, ['3'] = CC_LOWER, ['4'] = CC_LOWER,
+    ['5'] = CC_LOWER, ['6'] = CC_LOWER, ['7'] = CC_LOWER, ['8'] = CC_LOWER, ['9'] = CC_LOWER,
+    ['a'] = CC_LOWER, ['b'] = CC_LOWER, ['c'] = CC_LOWER, ['d'] = CC_LOWER, ['e'] = CC_LOWER,
+    ['f'] = CC_LOWER, ['g'] = CC_LOWER, ['h'] = CC_LOWER, ['i'] = CC_LOWER, ['j'] = CC_LOWER,
+    ['k'] = CC_LOWER, ['l'] = CC_LOWER, ['m'] = CC_LOWER, ['n'] = CC_LOWER, ['o'] = CC_LOWER,
+    ['p'] = CC_LOWER, ['q'] = CC_LOWER, ['r'] = CC_LOWER, ['s'] = CC_LOWER, ['t'] = CC_LOWER,
+    ['u'] = CC_LOWER, ['v'] = CC_LOWER, ['w'] = CC_LOWER, ['x'] = CC_LOWER, ['y'] = CC_LOWER,
+    ['z'] = CC_LOWER,
+    ['A'] = CC_UPPER, ['B'] = CC_UPPER, ['C'] = CC_UPPER, ['D'] = CC_UPPER, ['E'] = CC_UPPER,
+    ['F'] = CC_UPPER, ['G'] = CC_UPPER, ['H'] = CC_UPPER, ['I'] = CC_UPPER, ['J'] = CC_UPPER,
+    ['K'] = CC_UPPER, ['L'] = CC_UPPER, ['M'] = CC_UPPER, ['N'] = CC_UPPER, ['O'] = CC_UPPER,
+    ['P'] = CC_UPPER, ['Q'] = CC_UPPER, ['R'] = CC_UPPER, ['S'] = CC_UPPER, ['T'] = CC_UPPER,
+    ['U'] = CC_UPPER, ['V'] = CC_UPPER, ['W'] = CC_UPPER, ['X'] = CC_UPPER, ['Y'] = CC_UPPER,
+    ['Z'] = CC_UPPER,
 };
 
 static bool chars_ok(const char *s, size_t len, uint8_t cls)
