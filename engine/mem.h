@@ -149,8 +149,7 @@ static inline void mem_fresh(const struct mem *m, void *p, size_t from, size_t t
 static inline bool mem_injected_failure(struct mem *m)
 {
     m->nallocs++;
-    return m->fail_at != 0 && m->nallocs >= m->fail_at &&
-           (m->nallocs == m->fail_at || m->fail_after);
+    return m->fail_at != 0 && (m->fail_after ? m->nallocs >= m->fail_at : m->nallocs == m->fail_at);
 }
 
 static inline void *mem_alloc(struct mem *m, enum mem_cat c, size_t n)
