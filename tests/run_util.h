@@ -18,6 +18,7 @@
 #include <dirent.h>
 #include <ftw.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -183,6 +184,15 @@ static inline bool run_reap(pid_t pid, long long ms, int *st)
         if (run_mono_ms() >= end)
             return false;
     }
+}
+
+/* Kills *pid for good, reaps it and clears *pid: a process a test gives up
+ * on (it never came up, or never went). */
+static inline void run_kill(pid_t *pid)
+{
+    kill(*pid, SIGKILL);
+    waitpid(*pid, NULL, 0);
+    *pid = 0;
 }
 
 #endif

@@ -1889,11 +1889,6 @@ static char *tcp_log(void)
     return l;
 }
 
-/* Starts the server and waits (up to 30 s: a sanitizer build on a loaded
- * machine takes seconds) until its log says it listens on both ports. The
- * HTTP port, picked free but released for the server to bind, may be taken
- * first (by anything, the server's own --port 0 too): a server that exits
- * for that is started again on another. */
 /* The HTTP port's "listening on" line in the log l: the one after the line
  * protocol's, which is first (with --port 0 it may have drawn the same
  * number, and then HTTP's bind fails). */
@@ -1904,6 +1899,11 @@ static const char *http_up(const char *l, const char *up)
     return nl ? strstr(nl + 1, up) : NULL;
 }
 
+/* Starts the server and waits (up to 30 s: a sanitizer build on a loaded
+ * machine takes seconds) until its log says it listens on both ports. The
+ * HTTP port, picked free but released for the server to bind, may be taken
+ * first (by anything, the server's own --port 0 too): a server that exits
+ * for that is started again on another. */
 static void tcp_start(void)
 {
     const char *build = getenv("SHORTSTAT_BUILD");
@@ -1958,10 +1958,8 @@ static void tcp_start(void)
             return;
         }
         if (!exited || !strstr(l, taken) || attempt == 10) {
-            if (!exited) {
-                kill(T.pid, SIGKILL);
-                waitpid(T.pid, NULL, 0);
-            }
+            if (!exited)
+                run_kill(&T.pid);
             ck_abort_msg("shortstatd did not listen on --http-port %u (attempt %d, %s); log:\n%s",
                          T.http_port, attempt, exited ? "exited" : "still running", l);
         }
@@ -1974,8 +1972,7 @@ static void tcp_stop(void)
     int st = 0;
     kill(T.pid, SIGTERM);
     if (!run_reap(T.pid, 30000, &st)) {  /* SIGTERM did not end it: that is the failure, not a hang */
-        kill(T.pid, SIGKILL);
-        waitpid(T.pid, NULL, 0);
+        run_kill(&T.pid);
         char *l = tcp_log();
         ck_abort_msg("shortstatd still running 30 s after SIGTERM; log:\n%s", l);
     }

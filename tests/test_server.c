@@ -319,9 +319,7 @@ static int srv_start_http(struct srv *s, const char *const *extra)
         if (launched && s->port == port) {
             /* --port 0 drew the number picked for HTTP: its "listening on"
              * line is the line protocol's, and HTTP's bind is about to fail */
-            kill(s->pid, SIGKILL);
-            waitpid(s->pid, NULL, 0);
-            s->pid = 0;
+            run_kill(&s->pid);
             ck_assert_msg(attempt < 10, "port %d drawn for both protocols 10 times", port);
             continue;
         }
@@ -354,9 +352,7 @@ static int wait_exit(struct srv *s)
 {
     int st = 0;
     if (!run_reap(s->pid, WAIT_MS, &st)) {
-        kill(s->pid, SIGKILL);
-        waitpid(s->pid, NULL, 0);
-        s->pid = 0;
+        run_kill(&s->pid);
         char *l = read_file(s->log, NULL);
         ck_abort_msg("shortstatd did not exit within %d ms; log:\n%s", WAIT_MS, l ? l : "(none)");
     }
@@ -4518,9 +4514,7 @@ START_TEST(shutdown_with_stuck_client)
     long long took = run_mono_ms() - t0;
     char *l = read_file(s.log, NULL);
     if (!exited) {
-        kill(s.pid, SIGKILL);
-        waitpid(s.pid, NULL, 0);
-        s.pid = 0;
+        run_kill(&s.pid);
         ck_abort_msg("still running %lld ms after SIGTERM; log:\n%s", took, l);
     }
     s.pid = 0;
