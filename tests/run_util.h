@@ -8,7 +8,8 @@
  * run_rmtree removes the scratch directory a test gave them, whatever they
  * left in it (a data directory keeps its lock file). For tests that run a
  * server: the monotonic clock for their deadlines, a free loopback port,
- * and a bounded wait for a process to exit.
+ * a bounded wait for a process to exit, and run_start_http, which starts
+ * shortstatd with its HTTP port on one picked free.
  */
 #ifndef SHORTSTAT_TESTS_RUN_UTIL_H
 #define SHORTSTAT_TESTS_RUN_UTIL_H
@@ -149,6 +150,11 @@ static inline int run_count_names(const char *dir, const char *needle)
     return n;
 }
 
+/* How long a wait for a server lasts before it fails, in wall-clock time:
+ * a sanitizer build on a loaded machine can take seconds for what takes
+ * milliseconds alone, and a bound counted in polls says nothing of time. */
+enum { RUN_WAIT_MS = 30000 };
+
 /* Milliseconds on the monotonic clock, for the deadlines of waits. */
 static inline long long run_mono_ms(void)
 {
@@ -193,6 +199,83 @@ static inline void run_kill(pid_t *pid)
     kill(*pid, SIGKILL);
     waitpid(*pid, NULL, 0);
     *pid = 0;
+}
+
+/* The file at path so far (malloc'd, NUL-terminated; "" before there is
+ * one): a server's log. */
+static inline char *run_read_log(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        char *l = calloc(1, 1);
+        ck_assert_ptr_nonnull(l);
+        return l;
+    }
+    char *l = run_read_back(f, NULL);
+    fclose(f);
+    return l;
+}
+
+/* Starts shortstatd with its line protocol on --port 0 and HTTP on a port
+ * picked free here (--http-port has no "any free port": 0 is off), through
+ * spawn(ctx, http_port), which runs it with its output appended to log
+ * (emptied here first). The pick is released for the server to bind, so it
+ * may be taken first, by another process or by the server's own --port 0:
+ * a server that exits with "Address already in use" for it, or whose line
+ * protocol drew the same number, is started again on another, 10 times at
+ * most. Returns the HTTP port once the log says the server listens there,
+ * with the server in *pid and the line protocol's port in *port; a server
+ * that does not within RUN_WAIT_MS, or exits otherwise, fails the test with
+ * its log. */
+static inline uint16_t run_start_http(const char *log, pid_t (*spawn)(void *ctx, uint16_t http_port),
+                                      void *ctx, pid_t *pid, uint16_t *port)
+{
+    static const char on[] = "listening on 127.0.0.1:";
+    for (int attempt = 1;; attempt++) {
+        uint16_t hp = run_free_port();
+        char up[64], taken[96];
+        snprintf(up, sizeof up, "%s%u\n", on, hp);
+        snprintf(taken, sizeof taken, "cannot listen on 127.0.0.1 port %u: Address already in use",
+                 hp);
+        unlink(log);  /* a restart must not find the previous run's lines */
+        *pid = spawn(ctx, hp);
+        const char *why;
+        bool retry = false;
+        char *l = NULL;
+        for (long long end = run_mono_ms() + RUN_WAIT_MS;; usleep(5000)) {
+            free(l);
+            l = run_read_log(log);
+            /* The line protocol listens first: its line is the log's first. */
+            const char *p = strstr(l, on), *nl = p ? strchr(p, '\n') : NULL;
+            if (nl && atoi(p + strlen(on)) == hp) {  /* HTTP's bind is about to fail */
+                run_kill(pid);
+                why = "drawn for the line protocol too", retry = true;
+                break;
+            }
+            if (nl && strstr(nl + 1, up)) {
+                *port = (uint16_t)atoi(p + strlen(on));
+                free(l);
+                return hp;
+            }
+            int st;
+            if (waitpid(*pid, &st, WNOHANG) == *pid) {
+                *pid = 0;
+                free(l);
+                l = run_read_log(log);  /* what it said before it went */
+                why = "exited", retry = strstr(l, taken) != NULL;
+                break;
+            }
+            if (run_mono_ms() >= end) {
+                run_kill(pid);
+                why = "still not listening";
+                break;
+            }
+        }
+        if (!retry || attempt == 10)
+            ck_abort_msg("shortstatd did not listen on --http-port %u (attempt %d, %s); log:\n%s",
+                         hp, attempt, why, l);
+        free(l);
+    }
 }
 
 #endif

@@ -1878,93 +1878,38 @@ static int tcp_connect(uint16_t port)
     return fd;
 }
 
-/* The server's log so far (malloc'd; "" before it has one). */
-static char *tcp_log(void)
+/* Runs shortstatd on http_port, for run_start_http. */
+static pid_t tcp_spawn(void *ctx, uint16_t http_port)
 {
-    FILE *f = fopen(T.log, "rb");
-    if (!f)
-        return strdup("");
-    char *l = run_read_back(f, NULL);
-    fclose(f);
-    return l;
+    (void)ctx;
+    const char *build = getenv("SHORTSTAT_BUILD");
+    char bin[512], hport[16];
+    snprintf(bin, sizeof bin, "%s/shortstatd", build ? build : SHORTSTAT_BUILD);
+    snprintf(hport, sizeof hport, "%u", http_port);
+    int log = open(T.log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    ck_assert_int_ge(log, 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);  /* a failed test, even with CK_FORK=no */
+        dup2(log, 1);
+        dup2(log, 2);
+        execl(bin, bin, "--bind", "127.0.0.1", "--port", "0", "--http-port", hport, "--dir",
+              T.dir, (char *)NULL);
+        _exit(127);
+    }
+    close(log);
+    return pid;
 }
 
-/* The HTTP port's "listening on" line in the log l: the one after the line
- * protocol's, which is first (with --port 0 it may have drawn the same
- * number, and then HTTP's bind fails). */
-static const char *http_up(const char *l, const char *up)
-{
-    const char *p = strstr(l, "listening on 127.0.0.1:");
-    const char *nl = p ? strchr(p, '\n') : NULL;
-    return nl ? strstr(nl + 1, up) : NULL;
-}
-
-/* Starts the server and waits (up to 30 s: a sanitizer build on a loaded
- * machine takes seconds) until its log says it listens on both ports. The
- * HTTP port, picked free but released for the server to bind, may be taken
- * first (by anything, the server's own --port 0 too): a server that exits
- * for that is started again on another. */
+/* Starts the server with a fresh temp dir, its log beside it, and waits
+ * until it listens on both ports. */
 static void tcp_start(void)
 {
-    const char *build = getenv("SHORTSTAT_BUILD");
-    char bin[512];
-    snprintf(bin, sizeof bin, "%s/shortstatd", build ? build : SHORTSTAT_BUILD);
     run_mkdtemp(T.dir, sizeof T.dir, "http");
     snprintf(T.log, sizeof T.log, "%s.log", T.dir);
-    for (int attempt = 1;; attempt++) {
-        T.http_port = run_free_port();
-        char hport[16], up[64], taken[96];
-        snprintf(hport, sizeof hport, "%u", T.http_port);
-        snprintf(up, sizeof up, "listening on 127.0.0.1:%u\n", T.http_port);
-        snprintf(taken, sizeof taken, "cannot listen on 127.0.0.1 port %u: Address already in use",
-                 T.http_port);
-        unlink(T.log);
-        int log = open(T.log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        ck_assert_int_ge(log, 0);
-        fflush(NULL);
-        T.pid = fork();
-        ck_assert_int_ge(T.pid, 0);
-        if (T.pid == 0) {
-            prctl(PR_SET_PDEATHSIG, SIGKILL);  /* a failed test, even with CK_FORK=no */
-            dup2(log, 1);
-            dup2(log, 2);
-            execl(bin, bin, "--bind", "127.0.0.1", "--port", "0", "--http-port", hport, "--dir",
-                  T.dir, (char *)NULL);
-            _exit(127);
-        }
-        close(log);
-        /* The line protocol listens first: its line is the log's first. */
-        bool exited = false;
-        char *l = NULL;
-        for (long long end = run_mono_ms() + 30000;; usleep(5000)) {
-            free(l);
-            l = tcp_log();
-            if (http_up(l, up))
-                break;
-            int st;
-            if (waitpid(T.pid, &st, WNOHANG) == T.pid) {
-                exited = true;
-                free(l);
-                l = tcp_log();  /* what it said before it went */
-                break;
-            }
-            if (run_mono_ms() >= end)
-                break;
-        }
-        const char *p = strstr(l, "listening on 127.0.0.1:");
-        if (!exited && http_up(l, up)) {
-            T.port = (uint16_t)atoi(p + strlen("listening on 127.0.0.1:"));
-            free(l);
-            return;
-        }
-        if (!exited || !strstr(l, taken) || attempt == 10) {
-            if (!exited)
-                run_kill(&T.pid);
-            ck_abort_msg("shortstatd did not listen on --http-port %u (attempt %d, %s); log:\n%s",
-                         T.http_port, attempt, exited ? "exited" : "still running", l);
-        }
-        free(l);
-    }
+    T.http_port = run_start_http(T.log, tcp_spawn, NULL, &T.pid, &T.port);
 }
 
 static void tcp_stop(void)
@@ -1973,11 +1918,11 @@ static void tcp_stop(void)
     kill(T.pid, SIGTERM);
     if (!run_reap(T.pid, 30000, &st)) {  /* SIGTERM did not end it: that is the failure, not a hang */
         run_kill(&T.pid);
-        char *l = tcp_log();
+        char *l = run_read_log(T.log);
         ck_abort_msg("shortstatd still running 30 s after SIGTERM; log:\n%s", l);
     }
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-        char *l = tcp_log();
+        char *l = run_read_log(T.log);
         ck_abort_msg("shortstatd exit status %d; log:\n%s", st, l);
     }
     run_rmtree(T.dir);

@@ -78,10 +78,7 @@ static void sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
-/* How long a wait for the server lasts before it fails, in wall-clock time:
- * a sanitizer build on a loaded machine can take seconds for what takes
- * milliseconds alone, and a bound counted in polls says nothing of time. */
-#define WAIT_MS 30000
+#define WAIT_MS RUN_WAIT_MS
 
 
 static char *read_file(const char *path, size_t *len)
@@ -265,9 +262,8 @@ static void srv_init_dir(struct srv *s)
     unlink(s->log);
 }
 
-/* Spawns a server in s->dir (created when empty) with extra flags; whether
- * it came to listen (s->port), else s->pid is 0 when it exited. */
-static bool srv_launch(struct srv *s, const char *const *extra)
+/* Spawns a server in s->dir (created when empty) with extra flags. */
+static pid_t srv_spawn(struct srv *s, const char *const *extra)
 {
     if (!s->dir[0])
         srv_init_dir(s);
@@ -277,7 +273,14 @@ static bool srv_launch(struct srv *s, const char *const *extra)
         args[n++] = extra[i];
     args[n] = NULL;
     unlink(s->log);  /* a restart must not find the previous run's port */
-    s->pid = spawn(s, args);
+    return spawn(s, args);
+}
+
+/* srv_spawn, and whether the server came to listen (s->port), else s->pid
+ * is 0 when it exited. */
+static bool srv_launch(struct srv *s, const char *const *extra)
+{
+    s->pid = srv_spawn(s, extra);
     s->port = await_port(s);
     return s->port > 0;
 }
@@ -298,51 +301,36 @@ static void srv_start(struct srv *s, const char *const *extra)
 }
 
 
-/* srv_start_in with the HTTP port on too; returns that port. --http-port
- * has no "any free port" (0 is off), so the test picks one free now, which
- * another process (or the server's own --port 0) may take before the
- * server binds it: a server that exits for that is started again on
- * another port. It is ready once its log says it listens on both. */
+/* srv_spawn with --http-port, for run_start_http. */
+struct srv_http {
+    struct srv *s;
+    const char *const *extra;
+};
+
+static pid_t srv_spawn_http(void *ctx, uint16_t http_port)
+{
+    const struct srv_http *h = ctx;
+    char hp[16];
+    snprintf(hp, sizeof hp, "%u", http_port);
+    const char *args[26] = {"--http-port", hp};
+    int n = 2;
+    for (int i = 0; h->extra && h->extra[i]; i++)
+        args[n++] = h->extra[i];
+    args[n] = NULL;
+    return srv_spawn(h->s, args);
+}
+
+/* srv_start_in with the HTTP port on too (run_start_http); returns that
+ * port. */
 static int srv_start_http(struct srv *s, const char *const *extra)
 {
-    for (int attempt = 1;; attempt++) {
-        char hp[16], taken[96], up[64];
-        int port = run_free_port();
-        snprintf(hp, sizeof hp, "%d", port);
-        const char *args[26] = {"--http-port", hp};
-        int n = 2;
-        for (int i = 0; extra && extra[i]; i++)
-            args[n++] = extra[i];
-        args[n] = NULL;
-        snprintf(up, sizeof up, "listening on 127.0.0.1:%d\n", port);
-        bool launched = srv_launch(s, args);  /* the line protocol's port; HTTP's comes next */
-        if (launched && s->port == port) {
-            /* --port 0 drew the number picked for HTTP: its "listening on"
-             * line is the line protocol's, and HTTP's bind is about to fail */
-            run_kill(&s->pid);
-            ck_assert_msg(attempt < 10, "port %d drawn for both protocols 10 times", port);
-            continue;
-        }
-        if (launched) {
-            for (long long end = run_mono_ms() + WAIT_MS; !log_has(s, up) && run_mono_ms() < end;) {
-                int st;
-                if (waitpid(s->pid, &st, WNOHANG) == s->pid) {
-                    s->pid = 0;
-                    break;
-                }
-                sleep_ms(5);
-            }
-            if (s->pid && log_has(s, up))
-                return port;
-        }
-        snprintf(taken, sizeof taken, "cannot listen on 127.0.0.1 port %d: Address already in use",
-                 port);
-        if (s->pid || !log_has(s, taken) || attempt == 10) {
-            char *l = read_file(s->log, NULL);
-            ck_abort_msg("shortstatd did not listen on --http-port %d (attempt %d); log:\n%s",
-                         port, attempt, l ? l : "(none)");
-        }
-    }
+    if (!s->dir[0])
+        srv_init_dir(s);  /* s->log, which run_start_http reads */
+    struct srv_http h = {s, extra};
+    uint16_t port;
+    int hp = run_start_http(s->log, srv_spawn_http, &h, &s->pid, &port);
+    s->port = port;
+    return hp;
 }
 
 /* Waits for the server to exit (WAIT_MS at most: a server that does not
