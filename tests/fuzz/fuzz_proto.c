@@ -10,6 +10,16 @@
  *    yields exactly the same outcomes (the server's read/append/reparse loop);
  *  - quoting the input with proto_quote and parsing it back as a token gives
  *    the input again.
+ *
+ * The last byte also picks two variants, so the limits are reached although
+ * libFuzzer's inputs stay a few KiB:
+ *  - bit 0: parse the input again (whole and cut) after PROTO_INLINE_MAX - 64
+ *    filler bytes that begin its first line (bare, or opening a quote when
+ *    bit 2 is set), so the line can cross the inline limit and a quoted
+ *    token can fill PROTO_SCRATCH_MIN to its edge;
+ *  - bit 1: the plain runs get a scratch of last >> 2 bytes (0..63), not
+ *    PROTO_SCRATCH_MIN, so a quoted token overflows it and the parser must
+ *    refuse (PROTO_EFATAL), not write past it.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -55,7 +65,7 @@ static void check_args(const uint8_t *buf, size_t len)
 }
 
 /* Parses buf as it arrives in pieces ending at cuts[]; returns the hash. */
-static uint64_t run(const uint8_t *data, size_t len, size_t cut)
+static uint64_t run(const uint8_t *data, size_t len, size_t cut, size_t cap)
 {
     uint8_t *buf = malloc(len ? len : 1);
     if (!buf)
@@ -67,7 +77,7 @@ static uint64_t run(const uint8_t *data, size_t len, size_t cut)
         memcpy(buf + have, data + have, stops[s] - have);
         have = stops[s];
         for (;;) {
-            int rc = proto_parse(buf + start, have - start, scratch, sizeof scratch, &cmd);
+            int rc = proto_parse(buf + start, have - start, scratch, cap, &cmd);
             if (rc == PROTO_MORE)
                 break;
             h = outcome(h, rc);
@@ -88,8 +98,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     size_t cut = size ? (size_t)data[0] * size / 256 : 0;
-    if (run(data, size, size) != run(data, size, cut))
+    uint8_t last = size ? data[size - 1] : 0;
+    size_t cap = (last & 2) ? (size_t)(last >> 2) : sizeof scratch;
+    if (run(data, size, size, cap) != run(data, size, cut, cap))
         abort();
+
+    if (last & 1) {  /* a first line near PROTO_INLINE_MAX */
+        size_t pad = PROTO_INLINE_MAX - 64, blen = pad + size;
+        uint8_t *big = malloc(blen);
+        if (!big)
+            abort();
+        memset(big, 'a', pad);
+        if (last & 4)
+            big[0] = '"';
+        memcpy(big + pad, data, size);
+        if (run(big, blen, blen, sizeof scratch) != run(big, blen, pad + cut, sizeof scratch))
+            abort();
+        free(big);
+    }
 
     /* Quoting round trip on (a prefix of) the input. */
     size_t vl = size < 4096 ? size : 4096;
