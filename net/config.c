@@ -428,6 +428,24 @@ static char *trim(char *s)
     return s;
 }
 
+/* One line of f, its '\n' included, into line (NUL-terminated); its
+ * length, which counts any NUL byte in it (fgets would hide those), 0 at the
+ * end of the file, (size_t)-1 when it does not fit in cap - 1 bytes. */
+static size_t read_line(FILE *f, char *line, size_t cap)
+{
+    size_t n = 0;
+    int ch;
+    while ((ch = getc(f)) != EOF) {
+        if (n + 1 >= cap)
+            return (size_t)-1;
+        line[n++] = (char)ch;
+        if (ch == '\n')
+            break;
+    }
+    line[n] = 0;
+    return n;
+}
+
 int net_config_load_file(struct net_config *c, const char *path, char *err, size_t errcap)
 {
     FILE *f = fopen(path, "r");
@@ -438,10 +456,19 @@ int net_config_load_file(struct net_config *c, const char *path, char *err, size
     char line[NET_CONFIG_LINE_MAX];
     unsigned lineno = 0;
     int rc = NET_CFG_OK;
-    while (fgets(line, sizeof line, f)) {
+    size_t n;
+    while ((n = read_line(f, line, sizeof line)) != 0) {
         lineno++;
-        if (!strchr(line, '\n') && !feof(f)) {
+        if (n == (size_t)-1) {
             snprintf(err, errcap, "config %s line %u: line too long", path, lineno);
+            rc = NET_CFG_EINVAL;
+            break;
+        }
+        /* Everything below reads the line as a C string: a NUL would cut
+         * it short, the more baffling as its end is where the value is. */
+        if (memchr(line, 0, n)) {
+            snprintf(err, errcap, "config %s line %u: a NUL byte (a config file is text)", path,
+                     lineno);
             rc = NET_CFG_EINVAL;
             break;
         }

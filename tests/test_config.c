@@ -316,6 +316,42 @@ START_TEST(bom_only_at_the_start)
 }
 END_TEST
 
+/* A NUL byte is refused by name on any line. The loader once read lines
+ * with fgets and looked for their '\n' with strchr: a NUL hid it, so a NUL
+ * on the last line (no newline) loaded, while anywhere else it was "line
+ * too long"; CONFIG REWRITE ends that line with a newline, and the file it
+ * wrote no longer loaded (found by fuzz_config's load round trip). */
+START_TEST(nul_byte_refused)
+{
+    char dir[256], path[300], err[256];
+    conf_tmp(dir, path);
+    struct net_config c;
+    static const struct {
+        const char *text;
+        size_t len;
+        const char *line;
+    } cases[] = {
+#define NUL_CASE(text, line) {text, sizeof text - 1, line}
+        NUL_CASE("history 9\n\0", "line 2: a NUL byte"),   /* what fuzz_config found */
+        NUL_CASE("history 9\n\0\n", "line 2: a NUL byte"),
+        NUL_CASE("dir a\0b\nhistory 9\n", "line 1: a NUL byte"),
+        NUL_CASE("history 9\0", "line 1: a NUL byte"),
+#undef NUL_CASE
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        FILE *f = fopen(path, "wb");
+        ck_assert_ptr_nonnull(f);
+        ck_assert_uint_eq(fwrite(cases[i].text, 1, cases[i].len, f), cases[i].len);
+        ck_assert_int_eq(fclose(f), 0);
+        net_config_defaults(&c);
+        ck_assert_msg(net_config_load_file(&c, path, err, sizeof err) == NET_CFG_EINVAL,
+                      "case %zu loaded", i);
+        ck_assert_msg(strstr(err, cases[i].line), "case %zu: %s", i, err);
+    }
+    run_rmtree(dir);
+}
+END_TEST
+
 /* The file is replaced whole, keeps its mode, and a failure leaves it. */
 START_TEST(file_replaced_atomically)
 {
@@ -402,6 +438,7 @@ Suite *config_suite(void)
     tcase_add_test(tc, secret_settings);
     tcase_add_test(tc, reads_back_to_the_settings);
     tcase_add_test(tc, bom_only_at_the_start);
+    tcase_add_test(tc, nul_byte_refused);
     tcase_add_test(tc, file_replaced_atomically);
     suite_add_tcase(s, tc);
     return s;
