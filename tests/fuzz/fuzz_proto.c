@@ -11,15 +11,16 @@
  *  - quoting the input with proto_quote and parsing it back as a token gives
  *    the input again.
  *
- * The last byte also picks two variants, so the limits are reached although
- * libFuzzer's inputs stay a few KiB:
+ * The last byte's low bits also pick variants, so the limits are reached
+ * although libFuzzer's inputs stay a few KiB:
  *  - bit 0: parse the input again (whole and cut) after PROTO_INLINE_MAX - 64
  *    filler bytes that begin its first line (bare, or opening a quote when
  *    bit 2 is set), so the line can cross the inline limit and a quoted
- *    token can fill PROTO_SCRATCH_MIN to its edge;
+ *    token can come within a few bytes of PROTO_SCRATCH_MIN;
  *  - bit 1: the plain runs get a scratch of last >> 2 bytes (0..63), not
- *    PROTO_SCRATCH_MIN, so a quoted token overflows it and the parser must
- *    refuse (PROTO_EFATAL), not write past it.
+ *    PROTO_SCRATCH_MIN, allocated to exactly that size so that ASan sees a
+ *    write past it: a quoted token overflows it and the parser must refuse
+ *    (PROTO_EFATAL), not write past it.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -29,6 +30,8 @@
 
 static struct proto_cmd cmd;
 static uint8_t scratch[PROTO_SCRATCH_MIN];
+static const uint8_t *scr;  /* the scratch of the run in progress, scr_cap bytes */
+static size_t scr_cap;
 
 /* FNV-1a over every outcome: return codes, arguments, messages. */
 static uint64_t mix(uint64_t h, const void *p, size_t n)
@@ -58,7 +61,7 @@ static void check_args(const uint8_t *buf, size_t len)
         const uint8_t *p = cmd.argv[i].p;
         size_t n = cmd.argv[i].len;
         int in_buf = p >= buf && p + n <= buf + len;
-        int in_scr = p >= scratch && p + n <= scratch + sizeof scratch;
+        int in_scr = p >= scr && p + n <= scr + scr_cap;
         if (!in_buf && !in_scr && n)
             abort();
     }
@@ -68,8 +71,11 @@ static void check_args(const uint8_t *buf, size_t len)
 static uint64_t run(const uint8_t *data, size_t len, size_t cut, size_t cap)
 {
     uint8_t *buf = malloc(len ? len : 1);
-    if (!buf)
+    uint8_t *sc = cap < sizeof scratch ? malloc(cap ? cap : 1) : scratch;
+    if (!buf || !sc)
         abort();
+    scr = sc;
+    scr_cap = cap;
     uint64_t h = 0xcbf29ce484222325ull;
     size_t have = 0, start = 0;
     size_t stops[2] = {cut, len};
@@ -77,7 +83,7 @@ static uint64_t run(const uint8_t *data, size_t len, size_t cut, size_t cap)
         memcpy(buf + have, data + have, stops[s] - have);
         have = stops[s];
         for (;;) {
-            int rc = proto_parse(buf + start, have - start, scratch, cap, &cmd);
+            int rc = proto_parse(buf + start, have - start, sc, cap, &cmd);
             if (rc == PROTO_MORE)
                 break;
             h = outcome(h, rc);
@@ -91,6 +97,8 @@ static uint64_t run(const uint8_t *data, size_t len, size_t cut, size_t cap)
     }
 done:
     free(buf);
+    if (sc != scratch)
+        free(sc);
     return h;
 }
 
