@@ -130,9 +130,6 @@ const char *net_config_usage(void)
            "Config file keys are the flag names without \"--\"; flags override the file.\n";
 }
 
-/* A config file line: the longest key, a space, the longest value quoted. */
-#define NET_CONFIG_LINE_MAX (64 + NET_CONFIG_VALUE_MAX + 8)
-
 static const struct setting *find_setting(const char *key)
 {
     char norm[64];
@@ -430,13 +427,14 @@ static char *trim(char *s)
 
 /* One line of f, its '\n' included, into line (NUL-terminated); its
  * length, which counts any NUL byte in it (fgets would hide those), 0 at the
- * end of the file, (size_t)-1 when it does not fit in cap - 1 bytes. */
+ * end of the file, (size_t)-1 when more than cap - 2 bytes precede its
+ * newline or the end of the file (the last line has no more room). */
 static size_t read_line(FILE *f, char *line, size_t cap)
 {
     size_t n = 0;
     int ch;
     while ((ch = getc(f)) != EOF) {
-        if (n + 1 >= cap)
+        if (ch != '\n' && n + 2 >= cap)
             return (size_t)-1;
         line[n++] = (char)ch;
         if (ch == '\n')
@@ -695,6 +693,15 @@ size_t net_config_rewrite_bound(size_t oldlen)
 int net_config_rewrite(const char *old, size_t oldlen, const struct net_config *c, char *out,
                        size_t cap, size_t *outlen, char *err, size_t errcap)
 {
+    const char *nul = memchr(old, 0, oldlen);
+    if (nul) {  /* kept lines are copied as they are: the loader would refuse this one */
+        unsigned line = 1;
+        for (const char *q = old; q < nul; q++)
+            line += *q == '\n';
+        snprintf(err, errcap, "line %u holds a NUL byte, which the config file loader refuses",
+                 line);
+        return NET_CFG_EINVAL;
+    }
     struct text t = {out, 0, cap, false};
     bool done[NSETTINGS] = {false}, marked = false;
     const char *p = old, *end = old + oldlen;

@@ -27,6 +27,10 @@
 /* Room for any setting's value as text: the longest is a cpulist naming
  * every other CPU ("0,2,...,1022"), under 5 bytes a CPU. */
 #define NET_CONFIG_VALUE_MAX (NET_CPUS_MAX * 5 + 1)
+/* A config file line holds at most NET_CONFIG_LINE_MAX - 2 bytes before its
+ * newline (room for the longest key, a space and the longest value quoted);
+ * net_config_load_file refuses a longer one as "line too long". */
+#define NET_CONFIG_LINE_MAX (64 + NET_CONFIG_VALUE_MAX + 8)
 
 struct net_config {
     char bind[256];

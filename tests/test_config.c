@@ -352,6 +352,65 @@ START_TEST(nul_byte_refused)
 }
 END_TEST
 
+/* A line of NET_CONFIG_LINE_MAX - 2 bytes loads, one byte more is "line too
+ * long", with or without its newline (the last line is held to the same). */
+START_TEST(line_length_bounded)
+{
+    char dir[256], path[300], err[256];
+    conf_tmp(dir, path);
+    static const struct {
+        size_t len;
+        bool newline, ok;
+    } cases[] = {
+        {NET_CONFIG_LINE_MAX - 2, true, true},
+        {NET_CONFIG_LINE_MAX - 1, true, false},
+        {NET_CONFIG_LINE_MAX - 2, false, true},
+        {NET_CONFIG_LINE_MAX - 1, false, false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *text = malloc(cases[i].len + 16);
+        ck_assert_ptr_nonnull(text);
+        memset(text, 'x', cases[i].len);
+        memcpy(text, "# ", 2);  /* a comment: any length of it is a valid line */
+        size_t n = cases[i].len;
+        if (cases[i].newline)
+            text[n++] = '\n';
+        FILE *f = fopen(path, "wb");
+        ck_assert_ptr_nonnull(f);
+        ck_assert_uint_eq(fwrite(text, 1, n, f), n);
+        ck_assert_int_eq(fclose(f), 0);
+        free(text);
+        struct net_config c;
+        net_config_defaults(&c);
+        int rc = net_config_load_file(&c, path, err, sizeof err);
+        if (cases[i].ok) {
+            ck_assert_msg(rc == NET_CFG_OK, "case %zu: %s", i, err);
+        } else {
+            ck_assert_msg(rc == NET_CFG_EINVAL, "case %zu loaded", i);
+            ck_assert_msg(strstr(err, "line 1: line too long"), "case %zu: %s", i, err);
+        }
+    }
+    run_rmtree(dir);
+}
+END_TEST
+
+/* CONFIG REWRITE copies the lines it does not own as they are: one with a
+ * NUL byte, which the loader refuses, is refused here too, not passed on
+ * into a file the server would not start from. */
+START_TEST(rewrite_refuses_nul)
+{
+    struct net_config c;
+    net_config_defaults(&c);
+    static const char old[] = "# keep\nhistory 9\nfoo\0bar\n";
+    char out[65536], err[256];
+    size_t len = 0;
+    ck_assert_int_eq(net_config_rewrite(old, sizeof old - 1, &c, out, sizeof out, &len, err,
+                                        sizeof err),
+                     NET_CFG_EINVAL);
+    ck_assert_msg(strstr(err, "line 3 holds a NUL byte"), "%s", err);
+}
+END_TEST
+
 /* The file is replaced whole, keeps its mode, and a failure leaves it. */
 START_TEST(file_replaced_atomically)
 {
@@ -439,6 +498,8 @@ Suite *config_suite(void)
     tcase_add_test(tc, reads_back_to_the_settings);
     tcase_add_test(tc, bom_only_at_the_start);
     tcase_add_test(tc, nul_byte_refused);
+    tcase_add_test(tc, line_length_bounded);
+    tcase_add_test(tc, rewrite_refuses_nul);
     tcase_add_test(tc, file_replaced_atomically);
     suite_add_tcase(s, tc);
     return s;
