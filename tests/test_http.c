@@ -1916,10 +1916,11 @@ static void tcp_stop(void)
 {
     int st = 0;
     kill(T.pid, SIGTERM);
-    if (!run_reap(T.pid, 30000, &st)) {  /* SIGTERM did not end it: that is the failure, not a hang */
+    if (!run_reap(T.pid, RUN_WAIT_MS, &st)) {  /* SIGTERM did not end it: that is the failure, not a hang */
         run_kill(&T.pid);
         char *l = run_read_log(T.log);
-        ck_abort_msg("shortstatd still running 30 s after SIGTERM; log:\n%s", l);
+        ck_abort_msg("shortstatd still running %d s after SIGTERM; log:\n%s", RUN_WAIT_MS / 1000,
+                     l);
     }
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
         char *l = run_read_log(T.log);
