@@ -78,30 +78,14 @@ static void sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
-#define WAIT_MS RUN_WAIT_MS
-
-
+/* The whole file at path (malloc'd, NUL-terminated), or NULL when there is none. */
 static char *read_file(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rb");
     if (!f)
         return NULL;
-    size_t cap = 4096, n = 0;
-    char *b = malloc(cap + 1);
-    ck_assert_ptr_nonnull(b);
-    size_t r;
-    while ((r = fread(b + n, 1, cap - n, f)) > 0) {
-        n += r;
-        if (n == cap) {
-            cap *= 2;
-            b = realloc(b, cap + 1);
-            ck_assert_ptr_nonnull(b);
-        }
-    }
+    char *b = run_read_back(f, len);
     fclose(f);
-    b[n] = 0;
-    if (len)
-        *len = n;
     return b;
 }
 
@@ -227,11 +211,11 @@ static pid_t spawn(struct srv *s, const char *const *args)
     return pid;
 }
 
-/* Waits (up to WAIT_MS) for "listening on ...:PORT" or for the process to
+/* Waits (up to RUN_WAIT_MS) for "listening on ...:PORT" or for the process to
  * exit. */
 static int await_port(struct srv *s)
 {
-    for (long long end = run_mono_ms() + WAIT_MS; run_mono_ms() < end;) {
+    for (long long end = run_mono_ms() + RUN_WAIT_MS; run_mono_ms() < end;) {
         char *l = read_file(s->log, NULL);
         char *p = l ? strstr(l, "listening on ") : NULL;
         if (p) {
@@ -333,16 +317,17 @@ static int srv_start_http(struct srv *s, const char *const *extra)
     return hp;
 }
 
-/* Waits for the server to exit (WAIT_MS at most: a server that does not
+/* Waits for the server to exit (RUN_WAIT_MS at most: a server that does not
  * exit fails the test with its log, rather than hanging it): its exit
  * code, or 128 + the signal. */
 static int wait_exit(struct srv *s)
 {
     int st = 0;
-    if (!run_reap(s->pid, WAIT_MS, &st)) {
+    if (!run_reap(s->pid, RUN_WAIT_MS, &st)) {
         run_kill(&s->pid);
         char *l = read_file(s->log, NULL);
-        ck_abort_msg("shortstatd did not exit within %d ms; log:\n%s", WAIT_MS, l ? l : "(none)");
+        ck_abort_msg("shortstatd did not exit within %d ms; log:\n%s", RUN_WAIT_MS,
+                     l ? l : "(none)");
     }
     s->pid = 0;
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
@@ -359,10 +344,10 @@ static int srv_run_to_exit(struct srv *s, const char *const *args)
     return wait_exit(s);
 }
 
-/* Waits up to WAIT_MS for a line of the server's log to hold needle. */
+/* Waits up to RUN_WAIT_MS for a line of the server's log to hold needle. */
 static bool wait_log(const struct srv *s, const char *needle)
 {
-    for (long long end = run_mono_ms() + WAIT_MS; !log_has(s, needle) && run_mono_ms() < end;)
+    for (long long end = run_mono_ms() + RUN_WAIT_MS; !log_has(s, needle) && run_mono_ms() < end;)
         sleep_ms(5);
     return log_has(s, needle);
 }
@@ -382,7 +367,7 @@ static int srv_term(struct srv *s)
     if (s->pid <= 0)
         return st;
     kill(s->pid, SIGTERM);
-    if (!run_reap(s->pid, WAIT_MS, &st)) {  /* WAIT_MS: ASan's exit checks for leaks */
+    if (!run_reap(s->pid, RUN_WAIT_MS, &st)) {  /* RUN_WAIT_MS: ASan's exit checks for leaks */
         kill(s->pid, SIGKILL);
         waitpid(s->pid, &st, 0);
     }
@@ -410,12 +395,12 @@ static char inproc_dir[64];  /* its --dir, "" when none */
 /* send for the client helpers, all of p[0..n). With the server in another
  * process it blocks while the socket's buffer is full (the socket's
  * timeout bounds it); with the server in this one, which reads only while
- * its loop turns, the loop turns instead, WAIT_MS at most without
+ * its loop turns, the loop turns instead, RUN_WAIT_MS at most without
  * progress. */
 static void srv_send(int fd, const void *p, size_t n)
 {
     const uint8_t *b = p;
-    for (long long end = run_mono_ms() + WAIT_MS; n;) {
+    for (long long end = run_mono_ms() + RUN_WAIT_MS; n;) {
         ssize_t w = send(fd, b, n, MSG_NOSIGNAL | (inproc ? MSG_DONTWAIT : 0));
         if (w < 0 && errno == EINTR)
             continue;
@@ -429,18 +414,18 @@ static void srv_send(int fd, const void *p, size_t n)
         ck_assert_msg(w > 0, "send: %s", strerror(errno));
         b += w;
         n -= (size_t)w;
-        end = run_mono_ms() + WAIT_MS;
+        end = run_mono_ms() + RUN_WAIT_MS;
     }
 }
 
 /* recv for the client helpers. With the server in another process it
  * blocks (the socket's timeout bounds it); with the server in this one,
- * its loop turns until data or EOF arrive, WAIT_MS at most. */
+ * its loop turns until data or EOF arrive, RUN_WAIT_MS at most. */
 static ssize_t srv_recv(int fd, void *buf, size_t n)
 {
     if (!inproc)
         return recv(fd, buf, n, 0);
-    for (long long turn = 0, end = run_mono_ms() + WAIT_MS; run_mono_ms() < end; turn++) {
+    for (long long turn = 0, end = run_mono_ms() + RUN_WAIT_MS; run_mono_ms() < end; turn++) {
         ev_run(inproc->loop, EVRUN_NOWAIT);
         ssize_t r = recv(fd, buf, n, MSG_DONTWAIT);
         if (r >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
@@ -669,18 +654,18 @@ static bool info_has(struct cli *c, const char *line)
 
 static void wait_snapshot_done(struct cli *c)
 {
-    for (long long end = run_mono_ms() + WAIT_MS;
+    for (long long end = run_mono_ms() + RUN_WAIT_MS;
          info_num(c, "snapshot_in_progress") != 0 && run_mono_ms() < end;)
         sleep_ms(10);
     ck_assert_int_eq(info_num(c, "snapshot_in_progress"), 0);
 }
 
-/* Polls INFO (up to WAIT_MS) until the integer "key:" is at least min;
+/* Polls INFO (up to RUN_WAIT_MS) until the integer "key:" is at least min;
  * asserts it got there and returns the value. */
 static long long wait_info_ge(struct cli *c, const char *key, long long min)
 {
     long long v = info_num(c, key);
-    for (long long end = run_mono_ms() + WAIT_MS; v < min && run_mono_ms() < end;) {
+    for (long long end = run_mono_ms() + RUN_WAIT_MS; v < min && run_mono_ms() < end;) {
         sleep_ms(10);
         v = info_num(c, key);
     }
@@ -1818,7 +1803,7 @@ START_TEST(maxclients_refused)
     ck_assert_int_eq(info_num(&c[0], "connected_clients"), 3);
     cli_close(&c[2]);
     /* A slot freed is a slot usable (the close is seen after a round trip). */
-    for (long long end = run_mono_ms() + WAIT_MS;
+    for (long long end = run_mono_ms() + RUN_WAIT_MS;
          info_num(&c[0], "connected_clients") != 2 && run_mono_ms() < end;)
         sleep_ms(5);
     cli_open(&c[2], s.port);
@@ -2268,7 +2253,7 @@ START_TEST(http_port_limits_and_metrics)
     /* at --maxclients the HTTP port answers in HTTP; the scrape's connection
      * counts until the server has seen it close, so wait for its slot */
     struct cli c2;
-    for (long long end = run_mono_ms() + WAIT_MS;;) {
+    for (long long end = run_mono_ms() + RUN_WAIT_MS;;) {
         cli_open(&c2, s.port);
         const char *r = cmdf(&c2, "PING");
         if (strcmp(r, "+PONG\r\n") == 0)
@@ -2286,7 +2271,7 @@ START_TEST(http_port_limits_and_metrics)
     free(m);
     cli_close(&c2);
     /* the 503 is counted with the other responses, once the slot is free */
-    for (long long end = run_mono_ms() + WAIT_MS;; sleep_ms(10)) {
+    for (long long end = run_mono_ms() + RUN_WAIT_MS;; sleep_ms(10)) {
         m = http_once(port, "/metrics");
         if (strncmp(m, "HTTP/1.1 200 ", 13) == 0 || run_mono_ms() >= end)
             break;
@@ -2303,7 +2288,7 @@ START_TEST(http_port_limits_and_metrics)
      * the scrapes above close yet, and would answer 503 and close) */
     int fd = -1;
     char ans[16] = "";
-    for (long long end = run_mono_ms() + WAIT_MS; fd < 0;) {
+    for (long long end = run_mono_ms() + RUN_WAIT_MS; fd < 0;) {
         ck_assert_msg(run_mono_ms() < end, "no free slot on the HTTP port; the last answer began '%s'",
                       ans);
         fd = tcp_connect(port);
@@ -2324,7 +2309,7 @@ START_TEST(http_port_limits_and_metrics)
     bool cut = false;
     for (size_t sent = 0; sent < (size_t)256 << 20 && !cut;) {
         struct pollfd p = {fd, POLLOUT, 0};
-        ck_assert_msg(poll(&p, 1, WAIT_MS) > 0, "never cut off after %zu bytes", sent);
+        ck_assert_msg(poll(&p, 1, RUN_WAIT_MS) > 0, "never cut off after %zu bytes", sent);
         ssize_t w = send(fd, req, sizeof req - 1, MSG_NOSIGNAL);
         if ((p.revents & (POLLERR | POLLHUP)) || (w < 0 && (errno == EPIPE || errno == ECONNRESET)))
             cut = true;
@@ -3216,7 +3201,7 @@ START_TEST(client_commands)
     }
     cli_send(&d, pipe, pl);  /* ~16 MB of replies: well past the socket's buffers */
     char omem[32] = "0";
-    for (long long end = run_mono_ms() + WAIT_MS; !strcmp(omem, "0") && run_mono_ms() < end;) {
+    for (long long end = run_mono_ms() + RUN_WAIT_MS; !strcmp(omem, "0") && run_mono_ms() < end;) {
         r = cmdf(&c, "CLIENT LIST ID %lld", id_d);
         ck_assert(client_field(strchr(r, '\n') + 1, id_d, "omem", omem, sizeof omem));
         sleep_ms(2);
@@ -4032,7 +4017,7 @@ static pid_t stopped_snapshot_child(const struct srv *s, struct cli *c)
         if (child && kill(child, SIGSTOP) == 0) {
             /* stopped, or finished first (a zombie, or already reaped) */
             char st = proc_state(child);
-            for (long long end = run_mono_ms() + WAIT_MS;
+            for (long long end = run_mono_ms() + RUN_WAIT_MS;
                  st != 'T' && st != 'Z' && st != 0 && run_mono_ms() < end; st = proc_state(child))
                 usleep(1000);
             if (st != 'T')
@@ -4090,7 +4075,7 @@ START_TEST(snapshot_child_dies_with_server)
     s.pid = 0;
     kill(child, SIGCONT);
     char st = proc_state(child);
-    for (long long end = run_mono_ms() + WAIT_MS; st != 0 && st != 'Z' && run_mono_ms() < end;
+    for (long long end = run_mono_ms() + RUN_WAIT_MS; st != 0 && st != 'Z' && run_mono_ms() < end;
          st = proc_state(child))
         usleep(10000);
     if (st != 0 && st != 'Z')
@@ -4225,7 +4210,8 @@ START_TEST(snapshot_fork_fails)
     ck_assert_int_eq(info_num(&c, "interactions_total"), 51);
     EXPECT(&c, "+OK\r\n", "TRACK 7 view session=g watch_ms=1000");
     snprintf(want, sizeof want, "snapshot: %s (retried at the next interval)", why);
-    for (long long end = run_mono_ms() + WAIT_MS; log_count(&s, want) < 2 && run_mono_ms() < end;)
+    for (long long end = run_mono_ms() + RUN_WAIT_MS;
+         log_count(&s, want) < 2 && run_mono_ms() < end;)
         sleep_ms(5);
     ck_assert_int_ge(log_count(&s, want), 2);
     ck_assert_int_ge(info_num(&c, "snapshots_failed"), 2);
@@ -4270,7 +4256,8 @@ START_TEST(accept_fails_pauses)
      * timer restarted without its delay spun): the next line, a second or
      * so after the first, counts about ten, never thousands */
     const char *what = "pausing accepts for 100 ms (";
-    for (long long end = run_mono_ms() + WAIT_MS; log_count(&s, what) < 2 && run_mono_ms() < end;)
+    for (long long end = run_mono_ms() + RUN_WAIT_MS;
+         log_count(&s, what) < 2 && run_mono_ms() < end;)
         sleep_ms(10);
     ck_assert_int_ge(log_count(&s, what), 2);
     long long more = log_num_after(&s, what);
@@ -4343,7 +4330,7 @@ START_TEST(snapshot_interval)
     cli_open(&c, s.port);
     EXPECT(&c, "+OK\r\n", "TRACK 4 save session=i");
     ck_assert_int_eq(info_num(&c, "snapshot_interval_s"), 1);
-    for (long long end = run_mono_ms() + WAIT_MS;
+    for (long long end = run_mono_ms() + RUN_WAIT_MS;
          !info_has(&c, "last_snapshot_status:ok") && run_mono_ms() < end;)
         sleep_ms(20);
     ck_assert(info_has(&c, "last_snapshot_status:ok"));
@@ -4490,7 +4477,7 @@ START_TEST(shutdown_with_stuck_client)
     /* the second SIGTERM as soon as the first is seen handled (before
      * that, the two could merge into one pending signal): the wait, which
      * began after t0, has most of its 3 s to run */
-    for (long long end = t0 + WAIT_MS; !log_has(&s, "received SIGTERM: shutting down");) {
+    for (long long end = t0 + RUN_WAIT_MS; !log_has(&s, "received SIGTERM: shutting down");) {
         ck_assert_msg(run_mono_ms() < end, "the first SIGTERM never logged");
         sleep_ms(1);
     }
@@ -4498,7 +4485,7 @@ START_TEST(shutdown_with_stuck_client)
     long long late = run_mono_ms() - t0;
     /* bounded: a server that never ends the wait fails here, with its log */
     int st = 0;
-    bool exited = run_reap(s.pid, t0 + FLUSH_MS + WAIT_MS - run_mono_ms(), &st);
+    bool exited = run_reap(s.pid, t0 + FLUSH_MS + RUN_WAIT_MS - run_mono_ms(), &st);
     long long took = run_mono_ms() - t0;
     char *l = read_file(s.log, NULL);
     if (!exited) {
@@ -4740,7 +4727,8 @@ START_TEST(inproc_restart_keeps_signals)
     ck_assert_msg(now.sa_handler == first.sa_handler,
                   "the second server's SIGTERM handler is not libev's");
     kill(getpid(), SIGTERM);  /* safe now: libev's handler only wakes the loop */
-    for (long long end = run_mono_ms() + WAIT_MS; !inproc->shutting_down && run_mono_ms() < end;)
+    for (long long end = run_mono_ms() + RUN_WAIT_MS;
+         !inproc->shutting_down && run_mono_ms() < end;)
         ev_run(inproc->loop, EVRUN_NOWAIT);
     ck_assert(inproc->shutting_down);
     inproc_stop(&sv);
